@@ -1,0 +1,140 @@
+"""GTEx identifiers and the join of histology images to RNA samples.
+
+GTEx names things by dash-separated parts::
+
+    GTEX-1117F                     subject (donor): first two parts
+    GTEX-1117F-0226                histology image: first three parts (file GTEX-1117F-0226.svs)
+    GTEX-1117F-0226-SM-5GZZ7       RNA sample (aliquot): the full ID
+
+Some brain samples carry six parts (``GTEX-1117F-0011-R10a-SM-AS5GI``); the
+image is still the first three. Several RNA samples can share one image
+(Badea & Stanescu 2020 had 108 such images among 1,670): the join keeps one
+RNA sample per image, chosen by :func:`join_images_to_samples`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = ["subject_id", "image_id", "JoinReport", "join_images_to_samples"]
+
+_ID = re.compile(r"^[A-Z]+-[0-9A-Z]+(-[0-9A-Za-z]+)*$")
+
+
+def _parts(sample_or_image: str, n: int, what: str) -> str:
+    if not isinstance(sample_or_image, str) or not _ID.match(sample_or_image):
+        raise ValueError(
+            f"'{sample_or_image}' is not a GTEx-style ID (expected e.g. GTEX-1117F-0226-SM-5GZZ7)."
+        )
+    parts = sample_or_image.split("-")
+    if len(parts) < n:
+        raise ValueError(f"'{sample_or_image}' has {len(parts)} parts; a {what} ID needs at least {n}.")
+    return "-".join(parts[:n])
+
+
+def subject_id(sample_id: str) -> str:
+    """Subject (donor) ID of a sample or image ID: its first two dash parts."""
+    return _parts(sample_id, 2, "subject")
+
+
+def image_id(sample_id: str) -> str:
+    """Histology image ID of a sample ID: its first three dash parts."""
+    return _parts(sample_id, 3, "image")
+
+
+@dataclass
+class JoinReport:
+    """What the image-to-sample join could not pair, and what it chose."""
+
+    images_without_expression: list[str] = field(default_factory=list)
+    samples_without_image: list[str] = field(default_factory=list)
+    duplicate_samples: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per problem kind with its count and a few example IDs."""
+        rows = [
+            ("slide without expression", self.images_without_expression),
+            ("expression without slide", self.samples_without_image),
+            ("extra RNA sample for one image (dropped)",
+             list(self.duplicate_samples.get("SAMPID", pd.Series(dtype=str))[
+                 ~self.duplicate_samples.get("kept", pd.Series(dtype=bool))])
+             if len(self.duplicate_samples) else []),
+        ]
+        return pd.DataFrame(
+            [(k, len(v), ", ".join(map(str, v[:5])) + (" ..." if len(v) > 5 else "")) for k, v in rows],
+            columns=["problem", "count", "examples"],
+        )
+
+
+def join_images_to_samples(
+    image_ids: Iterable[str],
+    attributes: pd.DataFrame,
+    expression_samples: Iterable[str],
+) -> tuple[pd.DataFrame, JoinReport]:
+    """Pair each histology image with one RNA-seq sample by GTEx ID.
+
+    Parameters
+    ----------
+    image_ids
+        Images that have a slide file (``GTEX-XXXXX-NNNN``).
+    attributes
+        Sample attributes (``SAMPID``, ``SMTS``, ``SMTSD``, ``SMRIN``, ...).
+    expression_samples
+        Sample IDs that are columns of the expression table.
+
+    Returns
+    -------
+    joined : DataFrame, one row per paired image
+        ``image_id, SAMPID, subject_id`` and the sample's attributes.
+    report : JoinReport
+        Images without an RNA sample, RNA samples without an image, and the
+        images with several RNA samples.
+
+    Notes
+    -----
+    Several RNA samples for one image: the sample with the highest RIN
+    (``SMRIN``) is kept, ties broken by ``SAMPID``; the others are listed in
+    ``report.duplicate_samples`` with ``kept=False``. Averaging the aliquots'
+    expression instead would pair one expression profile with two different
+    sets of technical covariates (RIN, ischemic time, batch), which the
+    confounder regression of notebook 05 cannot then use.
+    """
+    images = pd.Index(sorted(set(image_ids)), name="image_id")
+    expr = set(expression_samples)
+    attrs = attributes.loc[attributes["SAMPID"].isin(expr)].copy()
+    attrs["image_id"] = attrs["SAMPID"].map(image_id)
+    attrs["subject_id"] = attrs["SAMPID"].map(subject_id)
+    unknown = sorted(expr - set(attributes["SAMPID"]))
+    if unknown:
+        log.warning("%d expression samples have no row in the sample attributes (e.g. %s); they are ignored",
+                    len(unknown), unknown[:3])
+    with_image = attrs["image_id"].isin(images)
+    report = JoinReport(
+        images_without_expression=sorted(set(images) - set(attrs["image_id"])),
+        samples_without_image=sorted(attrs.loc[~with_image, "SAMPID"]),
+    )
+    attrs = attrs.loc[with_image]
+    rin = attrs["SMRIN"] if "SMRIN" in attrs else pd.Series(0.0, index=attrs.index)
+    attrs = attrs.assign(_rin=rin.fillna(-1.0)).sort_values(["image_id", "_rin", "SAMPID"],
+                                                            ascending=[True, False, True])
+    attrs["kept"] = ~attrs.duplicated("image_id", keep="first")
+    dup_images = attrs.loc[attrs.duplicated("image_id", keep=False), "image_id"]
+    report.duplicate_samples = attrs.loc[attrs["image_id"].isin(dup_images),
+                                         ["image_id", "SAMPID", "_rin", "kept"]].rename(columns={"_rin": "SMRIN"})
+    joined = attrs.loc[attrs["kept"]].drop(columns=["_rin", "kept"])
+    front = ["image_id", "SAMPID", "subject_id"]
+    joined = joined[front + [c for c in joined.columns if c not in front]].reset_index(drop=True)
+    for what, ids in (("slides without expression", report.images_without_expression),
+                      ("expression samples without slide", report.samples_without_image)):
+        if ids:
+            log.warning("%d %s: %s%s", len(ids), what, ", ".join(ids[:5]), " ..." if len(ids) > 5 else "")
+    if len(report.duplicate_samples):
+        log.info("%d images have several RNA samples; kept the highest-RIN one each",
+                 report.duplicate_samples["image_id"].nunique())
+    return joined, report

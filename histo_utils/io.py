@@ -1,0 +1,402 @@
+"""Reading and writing the compendium's files: GTEx formats, atomic writes.
+
+Every writer here writes to a temporary name in the destination folder and
+renames it into place, so an interrupted run never leaves a half-written file
+that a rerun would mistake for finished work.
+
+GTEx formats, as shipped by the GTEx portal (checked on real files):
+
+- expression: GCT v1.2, line 1 ``#1.2``, line 2 ``<rows>\\t<samples>``, line 3
+  ``Name\\tDescription\\t<SAMPID...>``; ``Name`` a versioned Ensembl ID,
+  ``Description`` a (non-unique) gene symbol; values in TPM.
+- sample attributes (``*SampleAttributesDS.txt``): tab-separated, ``SAMPID``
+  first.
+- subject phenotypes (``*SubjectPhenotypesDS.txt``): ``SUBJID SEX AGE DTHHRDY``.
+- gene sets: GMT, one set per line, ``name<TAB>description<TAB>gene...``.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+__all__ = [
+    "atomic_path",
+    "atomic_open",
+    "write_table",
+    "read_table",
+    "write_json",
+    "read_gct",
+    "read_gct_samples",
+    "write_gct",
+    "read_sample_attributes",
+    "read_subject_phenotypes",
+    "read_gmt",
+    "write_gmt",
+    "GTExFiles",
+    "locate_gtex_files",
+    "hash_files",
+]
+
+
+# --------------------------------------------------------------------------
+# atomic writes
+# --------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    The temporary file keeps the suffix of ``path`` (so writers that choose a
+    format by suffix still work) and is removed if the block raises.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual permissions
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """Open a file for writing under a temporary name; rename it into place on close.
+
+    A path ending in ``.gz`` is gzip-compressed.
+    """
+    with atomic_path(path) as tmp:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        if opener is gzip.open and "b" not in mode:
+            mode = mode + "t"
+        with opener(tmp, mode, **kwargs) as fh:
+            yield fh
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
+    """Write a table atomically; the format follows the suffix.
+
+    ``.parquet`` (compact, typed: tile tables), ``.tsv``/``.txt`` (tab-separated,
+    for anything a person may open), ``.csv`` (the numbers behind a figure);
+    ``.gz`` may follow ``.tsv``/``.csv``.
+    """
+    path = Path(path)
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    kind = suffixes[-1] if suffixes else ""
+    with atomic_path(path) as tmp:
+        if kind == ".parquet":
+            df.to_parquet(tmp, index=index)
+        elif kind in (".tsv", ".txt"):
+            df.to_csv(tmp, sep="\t", index=index)
+        elif kind == ".csv":
+            df.to_csv(tmp, index=index)
+        else:
+            raise ValueError(
+                f"Cannot write table '{path}': unknown suffix '{kind}'. "
+                "Use .parquet, .tsv, .txt or .csv (optionally + .gz)."
+            )
+    return path
+
+
+def read_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
+    """Read a table written by :func:`write_table`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Table '{path}' does not exist. Run the notebook that writes it first.")
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    kind = suffixes[-1] if suffixes else ""
+    if kind == ".parquet":
+        return pd.read_parquet(path, **kwargs)
+    sep = "," if kind == ".csv" else "\t"
+    return pd.read_csv(path, sep=sep, **kwargs)
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+        fh.write("\n")
+    return Path(path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
+
+
+# --------------------------------------------------------------------------
+# GCT
+# --------------------------------------------------------------------------
+def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a GCT v1.2 expression file (GTEx's TPM tables), optionally gzipped.
+
+    Parameters
+    ----------
+    path
+        The ``.gct`` or ``.gct.gz`` file.
+    samples
+        Keep only these sample columns (read the whole file otherwise). Reading
+        a subset of GTEx's 17,382 columns saves most of the memory.
+
+    Returns
+    -------
+    DataFrame, shape (n_genes, n_samples)
+        Indexed by ``Name`` (versioned Ensembl ID); the gene symbols are in
+        ``df.attrs["description"]`` (a Series aligned with the index).
+
+    Notes
+    -----
+    Real subsets of GTEx files keep the original dimension line, so a count
+    mismatch is logged as a warning rather than raised.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Expression file '{path}' does not exist.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        version = fh.readline().strip()
+        dims = fh.readline().strip().split("\t")
+    if version != "#1.2":
+        raise ValueError(
+            f"Expression file '{path}' is not GCT v1.2: first line is {version[:40]!r}, expected '#1.2'."
+        )
+    usecols = None
+    if samples is not None:
+        usecols = ["Name", "Description", *samples]
+    df = pd.read_csv(path, sep="\t", skiprows=2, usecols=usecols, index_col=0)
+    if df.columns[0] != "Description":
+        raise ValueError(f"Expression file '{path}': third line must start with 'Name\\tDescription'.")
+    desc = df.pop("Description")
+    try:
+        n_rows, n_cols = int(dims[0]), int(dims[1])
+        if samples is None and (n_rows, n_cols) != df.shape:
+            log.warning(
+                "Expression file '%s' declares %d x %d but holds %d x %d (a subset of a GTEx file?)",
+                path, n_rows, n_cols, *df.shape,
+            )
+    except (ValueError, IndexError):
+        log.warning("Expression file '%s': unreadable dimension line %r", path, dims)
+    df.index.name = "Name"
+    df.attrs["description"] = desc
+    return df
+
+
+def read_gct_samples(path: str | os.PathLike) -> list[str]:
+    """The sample IDs of a GCT file (its header line only: cheap on GTEx's 3 GB table)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        first = fh.readline().strip()
+        fh.readline()
+        header = fh.readline().rstrip("\n").split("\t")
+    if first != "#1.2" or header[:2] != ["Name", "Description"]:
+        raise ValueError(f"Expression file '{path}' is not GCT v1.2 (header {header[:2]}).")
+    return header[2:]
+
+
+def write_gct(df: pd.DataFrame, path: str | os.PathLike, *, description: pd.Series | None = None,
+              float_format: str = "%.4g") -> Path:
+    """Write genes x samples as GCT v1.2 (gzip if ``path`` ends in ``.gz``), atomically."""
+    if description is None:
+        description = df.attrs.get("description", pd.Series(df.index, index=df.index))
+    out = df.copy()
+    out.insert(0, "Description", description.reindex(df.index).values)
+    out.index.name = "Name"
+    with atomic_open(path, "w") as fh:
+        fh.write("#1.2\n")
+        fh.write(f"{df.shape[0]}\t{df.shape[1]}\n")
+        out.to_csv(fh, sep="\t", float_format=float_format)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------
+# GTEx annotation tables
+# --------------------------------------------------------------------------
+_ATTR_DTYPES = {"SAMPID": str, "SMTS": str, "SMTSD": str, "SMCENTER": str, "SMAFRZE": str,
+                "SMUBRID": str, "SMNABTCH": str, "SMGEBTCH": str}
+
+
+def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a GTEx ``SampleAttributesDS`` table; ``SAMPID`` must be present.
+
+    ``SMUBRID`` and the other identifier columns are read as text (real files
+    have leading zeros).
+    """
+    path = Path(path)
+    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False)
+    if "SAMPID" not in df.columns:
+        raise ValueError(
+            f"Sample attributes '{path}' have no SAMPID column (columns: {list(df.columns)[:8]}...). "
+            "Is this a GTEx SampleAttributesDS file?"
+        )
+    return df
+
+
+def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a GTEx ``SubjectPhenotypesDS`` table (``SUBJID SEX AGE DTHHRDY``).
+
+    ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``),
+    ``DTHHRDY`` the Hardy scale 0-4 with blanks (read as a nullable integer).
+    """
+    path = Path(path)
+    df = pd.read_csv(path, sep="\t", dtype={"SUBJID": str, "AGE": str})
+    missing = {"SUBJID", "SEX", "AGE"} - set(df.columns)
+    if missing:
+        raise ValueError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
+    if "DTHHRDY" in df.columns:
+        df["DTHHRDY"] = df["DTHHRDY"].astype("Int64")
+    return df
+
+
+# --------------------------------------------------------------------------
+# GMT
+# --------------------------------------------------------------------------
+def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a GMT file into ``{set name: [genes]}`` (descriptions dropped)."""
+    sets: dict[str, list[str]] = {}
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3:
+                if line.strip():
+                    raise ValueError(f"GMT '{path}' line {n}: expected name, description and genes.")
+                continue
+            sets[parts[0]] = [g for g in parts[2:] if g]
+    return sets
+
+
+def write_gmt(sets: Mapping[str, Sequence[str]], path: str | os.PathLike, *,
+              descriptions: Mapping[str, str] | None = None) -> Path:
+    """Write ``{name: genes}`` as GMT, atomically."""
+    descriptions = descriptions or {}
+    with atomic_open(path, "w") as fh:
+        for name, genes in sets.items():
+            fh.write("\t".join([name, descriptions.get(name, "na"), *genes]) + "\n")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------
+# data-directory layout
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GTExFiles:
+    """Where the files of a GTEx-style data directory are.
+
+    The synthetic cohort writes the same layout, so the real-data path and the
+    default run read it with the same code.
+    """
+
+    data_dir: Path
+    expression: Path
+    sample_attributes: Path
+    subject_phenotypes: Path
+    slides_dir: Path
+    gene_sets: Path | None
+    truth_dir: Path | None
+
+
+_PATTERNS = {
+    "expression": ("*gene_tpm.gct.gz", "*gene_tpm.gct", "*.gct.gz", "*.gct"),
+    "sample_attributes": ("*SampleAttributesDS.txt",),
+    "subject_phenotypes": ("*SubjectPhenotypesDS.txt",),
+    "gene_sets": ("*.gmt",),
+}
+
+
+def _find_one(data_dir: Path, key: str, required: bool) -> Path | None:
+    for pattern in _PATTERNS[key]:
+        hits = sorted(data_dir.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ValueError(
+                f"Data directory '{data_dir}' holds several {key.replace('_', ' ')} files matching "
+                f"'{pattern}': {[h.name for h in hits]}. Keep one, or name it in the parameter file."
+            )
+    if required:
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' has no {key.replace('_', ' ')} file (looked for "
+            f"{' or '.join(_PATTERNS[key])}). Put the GTEx file there as downloaded, "
+            "or run notebook 00 to make the synthetic cohort."
+        )
+    return None
+
+
+def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slides") -> GTExFiles:
+    """Find the expression, annotation, gene-set files and slides of a data directory.
+
+    Layout (as GTEx v8 ships its files; the synthetic cohort writes the same)::
+
+        data_dir/
+          *gene_tpm.gct.gz                  expression, GCT v1.2 (TPM)
+          *SampleAttributesDS.txt           sample attributes
+          *SubjectPhenotypesDS.txt          subject phenotypes
+          *.gmt                             gene sets (optional)
+          slides/<image id>.svs             one slide per histology image
+          truth/                            planted truth (synthetic cohort only)
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' does not exist. Set data_dir in the parameter file "
+            "to a folder with GTEx files, or run notebook 00 to make the synthetic cohort."
+        )
+    slides_dir = data_dir / slides_subdir
+    if not slides_dir.is_dir():
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' has no '{slides_subdir}/' folder of slides. "
+            "Put the .svs files there, named by histology image ID (GTEX-XXXXX-NNNN.svs)."
+        )
+    truth = data_dir / "truth"
+    return GTExFiles(
+        data_dir=data_dir,
+        expression=_find_one(data_dir, "expression", True),
+        sample_attributes=_find_one(data_dir, "sample_attributes", True),
+        subject_phenotypes=_find_one(data_dir, "subject_phenotypes", True),
+        slides_dir=slides_dir,
+        gene_sets=_find_one(data_dir, "gene_sets", False),
+        truth_dir=truth if truth.is_dir() else None,
+    )
+
+
+def hash_files(paths: Sequence[str | os.PathLike], *, content: bool = False) -> str:
+    """A fingerprint of files: names, sizes and modification times (or contents).
+
+    Used to decide whether inputs changed since a previous run.
+    """
+    h = hashlib.sha256()
+    for p in sorted(Path(p) for p in paths):
+        st = p.stat()
+        h.update(str(p).encode())
+        if content:
+            h.update(p.read_bytes())
+        else:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()

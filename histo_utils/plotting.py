@@ -1,0 +1,71 @@
+"""Figures saved with the table of numbers behind them, and the compendium's output folders.
+
+Every notebook writes under one output directory (the ``out_dir`` parameter)::
+
+    <out_dir>/<notebook>/            derived data (tables, caches)
+    <out_dir>/figures/<notebook>/    <name>.png + <name>.csv for every figure
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Rectangle
+
+from .io import atomic_path, write_table
+
+log = logging.getLogger(__name__)
+
+__all__ = ["notebook_dir", "figure_dir", "save_figure", "show_tiles_on_thumbnail"]
+
+
+def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
+    """``<out_dir>/<notebook>/``, created: where a notebook keeps its derived data."""
+    p = Path(out_dir) / notebook
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def figure_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
+    """``<out_dir>/figures/<notebook>/``, created."""
+    p = Path(out_dir) / "figures" / notebook
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike, notebook: str, name: str, *,
+                dpi: int = 110, index: bool = False) -> Path:
+    """Save ``fig`` as ``<name>.png`` and the numbers behind it as ``<name>.csv``, atomically.
+
+    A figure without its table cannot be checked or re-plotted, so ``table``
+    is required and must not be empty.
+    """
+    if table is None or len(table) == 0:
+        raise ValueError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots.")
+    d = figure_dir(out_dir, notebook)
+    png = d / f"{name}.png"
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png", metadata={"Software": None})
+    write_table(table, d / f"{name}.csv", index=index)
+    log.info("saved %s (+ .csv, %d rows)", png, len(table))
+    return png
+
+
+def show_tiles_on_thumbnail(ax, thumb: np.ndarray, tiles: pd.DataFrame, *, scale: float,
+                            mask: np.ndarray | None = None, color: str = "#1b9e77", title: str = "") -> None:
+    """Draw a thumbnail, its tissue mask outline and the kept tiles' squares.
+
+    ``scale`` is level-0 pixels per thumbnail pixel.
+    """
+    ax.imshow(thumb)
+    if mask is not None and mask.any():
+        ax.contour(mask.astype(float), levels=[0.5], colors="#d95f02", linewidths=0.8)
+    for t in tiles.itertuples():
+        ax.add_patch(Rectangle((t.x / scale, t.y / scale), t.size0 / scale, t.size0 / scale,
+                               fill=False, ec=color, lw=0.7))
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()

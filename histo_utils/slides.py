@@ -1,0 +1,312 @@
+"""Whole-slide images: opening them safely, their resolution, writing Aperio SVS.
+
+Reading goes through OpenSlide; every failure is turned into a
+:class:`SlideError` that names the file and says what to do. Writing (the
+synthetic cohort) goes through tifffile, as a tiled, JPEG-compressed,
+pyramidal TIFF with an Aperio ``ImageDescription`` so that OpenSlide reads it
+as an Aperio slide with its microns-per-pixel and objective power.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import openslide
+from PIL import Image
+
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SlideError",
+    "SlideInfo",
+    "open_slide",
+    "slide_info",
+    "choose_level",
+    "read_region",
+    "write_aperio_svs",
+]
+
+#: microns per pixel of a plausible level 0 (a 100x oil scan to a 1.25x overview)
+PLAUSIBLE_MPP = (0.05, 10.0)
+#: resolutions that TIFF writers put in by default (dots per inch), not scanner calibrations
+_DEFAULT_DPI = (72.0, 96.0, 150.0, 200.0, 300.0, 600.0)
+
+
+class SlideError(RuntimeError):
+    """A slide that cannot be used, with the file named and a fix suggested."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str, *, stage: str = "open"):
+        self.path = Path(path)
+        self.problem = problem
+        self.fix = fix
+        self.stage = stage
+        super().__init__(f"Slide '{self.path.name}' ({self.path}): {problem} {fix}")
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What the compendium needs to know of a slide.
+
+    ``mpp`` is microns per pixel at level 0; ``mpp_source`` says where it came
+    from (``"scanner"``: the file's calibration, ``"assumed"``: the
+    ``assume_mpp`` parameter).
+    """
+
+    path: str
+    vendor: str
+    width: int
+    height: int
+    level_count: int
+    level_downsamples: tuple[float, ...]
+    mpp: float
+    mpp_source: str
+    objective_power: float | None
+
+
+def open_slide(path: str | os.PathLike) -> openslide.OpenSlide:
+    """Open a whole-slide image, raising :class:`SlideError` with a fix when it cannot be opened."""
+    path = Path(path)
+    if not path.exists():
+        raise SlideError(path, "the file does not exist.", "Check the path and the slides folder of data_dir.")
+    try:
+        return openslide.OpenSlide(str(path))
+    except openslide.OpenSlideUnsupportedFormatError:
+        raise SlideError(
+            path, "OpenSlide does not recognise this file as a slide (unsupported or missing image format).",
+            "Check that it is a whole-slide image (Aperio .svs, Hamamatsu, generic tiled TIFF, ...) and not a "
+            "truncated download; download or export it again.",
+        ) from None
+    except openslide.OpenSlideError as e:
+        raise SlideError(
+            path, f"OpenSlide cannot open it: {e}.",
+            "The file uses a format variant OpenSlide does not support or is damaged; re-export it "
+            "(e.g. as a JPEG-compressed pyramidal TIFF) or download it again.",
+        ) from None
+
+
+def _scanner_mpp(slide: openslide.OpenSlide) -> tuple[float | None, str]:
+    """The level-0 mpp from the file, or None with the reason it is not usable."""
+    props = slide.properties
+    raw = props.get(openslide.PROPERTY_NAME_MPP_X)
+    if raw is None:
+        return None, "the file records no microns-per-pixel"
+    mpp = float(raw)
+    unit = props.get("tiff.ResolutionUnit")
+    xres = props.get("tiff.XResolution")
+    vendor = props.get(openslide.PROPERTY_NAME_VENDOR, "")
+    if vendor == "generic-tiff" and unit in ("inch", "centimeter") and xres is not None:
+        dpi = float(xres) * (2.54 if unit == "centimeter" else 1.0)
+        if any(abs(dpi - d) < 0.01 for d in _DEFAULT_DPI):
+            return None, (f"openslide.mpp-x = {mpp:.4g} comes from a {dpi:.0f}-dpi TIFF resolution tag, "
+                          "a writer's default rather than a scanner calibration")
+    if not PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]:
+        return None, (f"openslide.mpp-x = {mpp:.4g} is outside the range of microscope scans "
+                      f"({PLAUSIBLE_MPP[0]}-{PLAUSIBLE_MPP[1]} um/px)")
+    return mpp, "scanner"
+
+
+def slide_info(slide: openslide.OpenSlide, path: str | os.PathLike, *,
+               assume_mpp: float | None = None) -> SlideInfo:
+    """Describe an open slide; the mpp must be known or explicitly assumed.
+
+    Parameters
+    ----------
+    slide, path
+        The open slide and its file (for messages).
+    assume_mpp
+        Microns per pixel at level 0 to use for slides that record none (or a
+        fake one, such as the 72-dpi default of generic TIFF writers). Never
+        used for slides with a scanner calibration.
+
+    Raises
+    ------
+    SlideError
+        If the slide records no usable mpp and ``assume_mpp`` is None.
+    """
+    mpp, why = _scanner_mpp(slide)
+    source = "scanner"
+    if mpp is None:
+        if assume_mpp is None:
+            raise SlideError(
+                path, f"no usable resolution: {why}.",
+                "Pass assume_mpp=<microns per pixel at level 0> if you know the scan's resolution "
+                "(e.g. 0.25 for 40x, 0.5 for 20x), or use a slide with a calibrated scan.",
+                stage="resolution",
+            )
+        if assume_mpp <= 0:
+            raise ValueError(f"assume_mpp must be positive, got {assume_mpp}.")
+        mpp, source = float(assume_mpp), "assumed"
+        log.warning("Slide '%s': %s; using assume_mpp = %g um/px", Path(path).name, why, mpp)
+    power = slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+    w, h = slide.dimensions
+    return SlideInfo(
+        path=str(path), vendor=slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
+        width=int(w), height=int(h), level_count=int(slide.level_count),
+        level_downsamples=tuple(float(d) for d in slide.level_downsamples),
+        mpp=float(mpp), mpp_source=source,
+        objective_power=float(power) if power else None,
+    )
+
+
+def choose_level(info: SlideInfo, target_mpp: float, *, tolerance: float = 0.01) -> int:
+    """The coarsest pyramid level that is at least as fine as ``target_mpp``.
+
+    Reading from that level and shrinking never upsamples. ``tolerance`` lets a
+    level within 1 % of the target count as fine enough (GTEx's 0.4942 um/px
+    level is read as the 10x level of 0.9884 um/px only after 2x shrinking).
+    """
+    if target_mpp <= 0:
+        raise ValueError(f"target_mpp must be positive, got {target_mpp}.")
+    if target_mpp < info.mpp * (1 - tolerance):
+        raise ValueError(
+            f"Target resolution {target_mpp} um/px is finer than level 0 of '{Path(info.path).name}' "
+            f"({info.mpp:.4g} um/px); the slide cannot be read at that resolution without upsampling."
+        )
+    best = 0
+    for level, ds in enumerate(info.level_downsamples):
+        if info.mpp * ds <= target_mpp * (1 + tolerance):
+            best = level
+    return best
+
+
+def read_region(slide: openslide.OpenSlide, path: str | os.PathLike, location: tuple[int, int],
+                level: int, size: tuple[int, int]) -> np.ndarray:
+    """Read an RGB region (alpha dropped, transparent parts white) as ``(h, w, 3)`` uint8.
+
+    Raises :class:`SlideError` (stage ``"read"``) when the pixels cannot be decoded.
+    """
+    if not 0 <= level < slide.level_count:
+        raise ValueError(f"Level {level} not available. Number of available levels: {slide.level_count}")
+    try:
+        rgba = slide.read_region(location, level, size)
+    except openslide.OpenSlideError as e:
+        raise SlideError(
+            path, f"it opens, but its pixels cannot be read at level {level} {location}: {e}.",
+            "The image data are damaged; download or export the slide again.", stage="read",
+        ) from None
+    return rgba_to_rgb(np.asarray(rgba))
+
+
+def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """Composite premultiplied RGBA (OpenSlide's output) onto white."""
+    if rgba.shape[-1] == 3:
+        return rgba
+    rgb = rgba[..., :3].astype(np.uint16)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    return (rgb + (255 - alpha)).clip(0, 255).astype(np.uint8)
+
+
+def write_aperio_svs(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    *,
+    mpp: float,
+    objective_power: float,
+    downsamples: Sequence[int] = (1, 4, 16),
+    tile: int = 256,
+    quality: int = 85,
+    thumbnail_px: int = 768,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write an RGB image as a pyramidal Aperio-style SVS that OpenSlide opens.
+
+    Parameters
+    ----------
+    path
+        Destination ``.svs`` (written under a temporary name, then renamed).
+    rgb : ndarray, shape (H, W, 3), uint8
+        Level 0.
+    mpp, objective_power
+        Microns per pixel at level 0 and the objective magnification (``AppMag``).
+    downsamples
+        Pyramid levels as downsample factors of level 0 (Aperio uses 4x steps).
+    tile, quality
+        JPEG tile size and quality.
+    thumbnail_px
+        Longest side of the stripped thumbnail stored as the second image, as
+        Aperio does (OpenSlide lists it as the ``thumbnail`` associated image).
+    extra
+        More ``key = value`` pairs for the description (kept by OpenSlide as
+        ``aperio.<key>`` properties).
+    """
+    import tifffile
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}.")
+    if list(downsamples)[0] != 1:
+        raise ValueError("The first downsample must be 1 (level 0).")
+    h, w = rgb.shape[:2]
+    kv = {"AppMag": f"{objective_power:g}", "MPP": f"{mpp:.4f}", **(extra or {})}
+    meta = "|".join(f"{k} = {v}" for k, v in kv.items())
+    head = "Aperio Image Library v12.0.15"
+    base = Image.fromarray(rgb)
+    opts = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb",
+                metadata=None, subsampling=(2, 2))
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=False) as tw:
+        tw.write(rgb, tile=(tile, tile), description=f"{head}\r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) "
+                 f"JPEG/RGB Q={quality}|{meta}", **opts)
+        scale = thumbnail_px / max(h, w)
+        thumb = np.asarray(base.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX))
+        tw.write(thumb, description=f"{head}\r\n{w}x{h} -> {thumb.shape[1]}x{thumb.shape[0]} - |{meta}",
+                 **opts)
+        for ds in list(downsamples)[1:]:
+            lw, lh = w // ds, h // ds
+            level = np.asarray(base.resize((lw, lh), Image.BOX))
+            tw.write(level, tile=(tile, tile),
+                     description=f"{head}\r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) -> {lw}x{lh} JPEG/RGB "
+                     f"Q={quality}|{meta}", **opts)
+    return Path(path)
+
+
+def read_field_of_view(path: str | os.PathLike, *, center_frac: tuple[float, float] = (0.5, 0.5),
+                       size_um: float = 512.0, out_mpp: float = 1.0) -> np.ndarray:
+    """Read a square field of view of ``size_um`` microns at ``out_mpp`` um/px.
+
+    Parameters
+    ----------
+    path
+        The slide.
+    center_frac
+        Centre of the field as fractions (x, y) of the slide's width and height.
+    size_um, out_mpp
+        Side of the field in microns and the resolution it is returned at.
+
+    Returns
+    -------
+    ndarray, shape (n, n, 3), uint8, ``n = round(size_um / out_mpp)``
+    """
+    slide = open_slide(path)
+    try:
+        info = slide_info(slide, path)
+        level = choose_level(info, out_mpp)
+        ds = info.level_downsamples[level]
+        size0 = size_um / info.mpp
+        x0 = int(np.clip(center_frac[0] * info.width - size0 / 2, 0, max(0, info.width - size0)))
+        y0 = int(np.clip(center_frac[1] * info.height - size0 / 2, 0, max(0, info.height - size0)))
+        n_level = int(round(size0 / ds))
+        rgb = read_region(slide, path, (x0, y0), level, (n_level, n_level))
+    finally:
+        slide.close()
+    n = int(round(size_um / out_mpp))
+    return np.asarray(Image.fromarray(rgb).resize((n, n), Image.BILINEAR))
+
+
+def read_thumbnail(path: str | os.PathLike, *, max_px: int = 512) -> tuple[np.ndarray, float]:
+    """RGB thumbnail whose longest side is ``max_px``, and its level-0 pixels per thumbnail pixel."""
+    slide = open_slide(path)
+    try:
+        try:
+            thumb = np.asarray(slide.get_thumbnail((max_px, max_px)).convert("RGB"))
+        except openslide.OpenSlideError as e:
+            raise SlideError(path, f"its pixels cannot be read for a thumbnail: {e}.",
+                             "The image data are damaged; download or export the slide again.",
+                             stage="read") from None
+        return thumb, slide.dimensions[0] / thumb.shape[1]
+    finally:
+        slide.close()
