@@ -75,8 +75,9 @@ class Profile:
 # --------------------------------------------------------------------------
 # profiles
 # --------------------------------------------------------------------------
-def available_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, Path]:
+def available_notebooks(notebooks_dir: Path | None = None) -> dict[str, Path]:
     """Numbered notebooks (``NN_name.ipynb``) by stem, in order."""
+    notebooks_dir = notebooks_dir or NOTEBOOKS_DIR
     found = sorted(p for p in notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
     return {p.stem: p for p in found}
 
@@ -91,7 +92,7 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
     return {name: p.get("default") for name, p in params.items()}
 
 
-def load_profile(path: Path, *, notebooks_dir: Path = NOTEBOOKS_DIR) -> Profile:
+def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
     """Read and validate a profile: known notebooks, declared keys only."""
     if not path.exists():
         names = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))

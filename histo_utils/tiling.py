@@ -4,8 +4,12 @@ Method (Badea & Stanescu 2020; Jones):
 
 1. Tissue mask on a thumbnail at ``mask_mpp`` microns per pixel: grey level,
    Gaussian blur, Otsu threshold (tissue is darker than the glass), small
-   specks removed (Jones: "grayscaling ... Gaussian blur ... followed by Otsu
-   thresholding").
+   specks removed, small holes filled (Jones: "grayscaling ... Gaussian blur
+   ... followed by Otsu thresholding"). Plain two-class Otsu assumes the
+   thumbnail has two grey populations; a slide with pale fat *and* dense
+   septa has three, and Otsu then splits septa from fat, losing the fat. The
+   default ``threshold="multiotsu"`` takes the upper of the three-class Otsu
+   thresholds (glass vs everything darker); ``"otsu"`` is Jones' exact method.
 2. A grid of square tiles of ``tile_px`` pixels at the target resolution
    (Badea: 512 px at 10x = 0.9884 um/px, 506 um a side); only full squares
    (Badea removed "tiles with a shape factor other than 1").
@@ -58,6 +62,9 @@ TILE_COLUMNS = [
 ]
 
 
+MASK_THRESHOLDS = ("multiotsu", "otsu")
+
+
 @dataclass(frozen=True)
 class TilingParams:
     """Parameters of :func:`tile_slide` (all keyword-only in the functions).
@@ -82,6 +89,9 @@ class TilingParams:
     fill_holes_um2
         Holes in the mask smaller than this are filled: the pale interiors of
         fat cells, vessels and lumens are tissue; tears larger than this stay out.
+    threshold
+        ``"multiotsu"`` (upper threshold of a three-class Otsu; robust to pale
+        tissue such as fat) or ``"otsu"`` (two classes, Jones' method).
     assume_mpp
         Level-0 um/px for slides that record none; never used otherwise.
     check_reads
@@ -98,6 +108,7 @@ class TilingParams:
     blur_sigma_um: float = 16.0
     min_object_um2: float = 20000.0
     fill_holes_um2: float = 20000.0
+    threshold: str = "multiotsu"
     assume_mpp: float | None = None
     check_reads: int = 2
 
@@ -111,6 +122,8 @@ class TilingParams:
         for name in ("target_mpp", "mask_mpp"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.threshold not in MASK_THRESHOLDS:
+            raise ValueError(f"threshold must be one of {MASK_THRESHOLDS}, got '{self.threshold}'.")
         if self.out_px < 8:
             raise ValueError(f"out_px must be at least 8, got {self.out_px}.")
 
@@ -123,7 +136,8 @@ class TilingParams:
 # mask and grid arithmetic (pure functions, tested directly)
 # --------------------------------------------------------------------------
 def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
-                min_object_um2: float = 20000.0, fill_holes_um2: float = 20000.0) -> tuple[np.ndarray, float]:
+                min_object_um2: float = 20000.0, fill_holes_um2: float = 20000.0,
+                threshold: str = "multiotsu") -> tuple[np.ndarray, float]:
     """Tissue mask of an RGB thumbnail: grey, Gaussian blur, Otsu threshold.
 
     Parameters
@@ -134,6 +148,10 @@ def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
         Microns per pixel of the thumbnail.
     blur_sigma_um, min_object_um2, fill_holes_um2
         Blur scale, smallest kept tissue piece and largest filled hole, in microns.
+    threshold
+        ``"multiotsu"``: the upper threshold of a three-class Otsu (falls back
+        to two-class Otsu on a thumbnail with too few grey levels);
+        ``"otsu"``: two-class Otsu.
 
     Returns
     -------
@@ -149,7 +167,15 @@ def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
     blurred = filters.gaussian(grey, sigma=max(blur_sigma_um / mpp, 0.0), preserve_range=True)
     if float(blurred.max() - blurred.min()) < 1e-3:
         return np.zeros(grey.shape, bool), float("nan")
-    thr = float(filters.threshold_otsu(blurred))
+    if threshold == "multiotsu":
+        try:
+            thr = float(filters.threshold_multiotsu(blurred, classes=3)[-1])
+        except ValueError:  # too few distinct grey levels for three classes
+            thr = float(filters.threshold_otsu(blurred))
+    elif threshold == "otsu":
+        thr = float(filters.threshold_otsu(blurred))
+    else:
+        raise ValueError(f"threshold must be one of {MASK_THRESHOLDS}, got '{threshold}'.")
     mask = blurred < thr
     min_px = int(round(min_object_um2 / (mpp * mpp)))
     if min_px > 1:
@@ -301,7 +327,8 @@ def tile_slide(path: str | os.PathLike, *, params: TilingParams = TilingParams()
         scale_x, scale_y = info.width / thumb.shape[1], info.height / thumb.shape[0]
         mask_mpp = info.mpp * (scale_x + scale_y) / 2
         mask, thr = tissue_mask(thumb, mpp=mask_mpp, blur_sigma_um=params.blur_sigma_um,
-                                min_object_um2=params.min_object_um2, fill_holes_um2=params.fill_holes_um2)
+                                min_object_um2=params.min_object_um2, fill_holes_um2=params.fill_holes_um2,
+                                threshold=params.threshold)
         frames = []
         for tile_px in params.tile_sizes_px:
             level = choose_level(info, params.target_mpp)
@@ -509,17 +536,32 @@ def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLID
 
 
 def compare_masks_with_truth(image_ids: Iterable[str], *, cache_dir: str | os.PathLike, params: TilingParams,
-                             truth_masks_dir: str | os.PathLike) -> pd.DataFrame:
-    """Dice, IoU and accuracy of each slide's Otsu mask against its planted true mask (PNG)."""
+                             truth_masks_dir: str | os.PathLike,
+                             thresholds: Sequence[str] = MASK_THRESHOLDS) -> pd.DataFrame:
+    """Dice, IoU and accuracy of each slide's mask against its planted true mask (PNG).
+
+    The mask is recomputed from the cached thumbnail with each method in
+    ``thresholds`` (the other parameters as in ``params``), so the methods are
+    compared on the same pixels.
+
+    Returns
+    -------
+    DataFrame, one row per (slide, threshold method).
+    """
     rows = []
     for iid in image_ids:
         truth_png = Path(truth_masks_dir) / f"{iid}.png"
         if not truth_png.exists():
             continue
-        mask, _ = load_mask(cache_dir, params, iid)
+        _, thumb = load_mask(cache_dir, params, iid)
         truth = np.asarray(Image.open(truth_png)) > 127
-        rows.append({"image_id": iid, **mask_agreement(mask, truth)})
-    return pd.DataFrame(rows, columns=["image_id", "dice", "iou", "accuracy"])
+        mpp = float(read_table(Path(cache_dir) / params.key() / f"{iid}.info.tsv")["mask_mpp"].iloc[0])
+        for method in thresholds:
+            mask, _ = tissue_mask(thumb, mpp=mpp, blur_sigma_um=params.blur_sigma_um,
+                                  min_object_um2=params.min_object_um2, fill_holes_um2=params.fill_holes_um2,
+                                  threshold=method)
+            rows.append({"image_id": iid, "threshold": method, **mask_agreement(mask, truth)})
+    return pd.DataFrame(rows, columns=["image_id", "threshold", "dice", "iou", "accuracy"])
 
 
 def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tuple[pd.DataFrame, pd.DataFrame]:

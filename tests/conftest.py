@@ -1,0 +1,31 @@
+"""Shared test fixtures: the real-world fixture files and a tiny synthetic cohort."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("HISTO_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+
+
+def fixture_file(rel: str) -> Path:
+    """A file of ../shared/fixtures, or skip the test saying why."""
+    p = FIXTURES / rel
+    if not p.exists():
+        pytest.skip(f"real-world fixture {p} not present (../shared/fixtures is beside the repository in CI)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    """A small synthetic cohort (4 tissues x 2 samples, 1 mm slides), made once per session."""
+    from histo_utils.synthetic import CohortParams, make_cohort
+
+    params = CohortParams(seed=7, tissues=("Thyroid", "Muscle", "Liver", "Adipose Tissue"), samples_per_tissue=3,
+                          tissues_per_donor=2, n_genes=600, module_size=15, tissue_genes=15,
+                          slide_width_um=1024.0, slide_height_um=1024.0)
+    out = tmp_path_factory.mktemp("cohort")
+    make_cohort(out, params, workers=2, progress=False)
+    return out, params

@@ -1,0 +1,134 @@
+"""The papermill runner: profile validation, failures, skipping unchanged work."""
+import ast
+import json
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from histo_utils import run
+
+
+def _nb(path, params_src, body_src):
+    cell = new_code_cell(params_src)
+    cell.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[cell, new_code_cell(body_src)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    """Two tiny notebooks: 00 writes a file from its parameter, 01 reads it."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _nb(nbdir / "00_make.ipynb", 'out_dir: str = "x"  # output\nvalue: int = 1  # a number\n',
+        "from pathlib import Path\nd = Path(out_dir) / '00_make'\nd.mkdir(parents=True, exist_ok=True)\n"
+        "(d / 'v.txt').write_text(str(value))\n(Path(out_dir) / 'count00').open('a').write('x')\n")
+    _nb(nbdir / "01_use.ipynb", 'out_dir: str = "x"  # output\nfail: bool = False  # raise on purpose\n',
+        "from pathlib import Path\nd = Path(out_dir) / '01_use'\nd.mkdir(parents=True, exist_ok=True)\n"
+        "v = int((Path(out_dir) / '00_make' / 'v.txt').read_text())\n"
+        "if fail:\n    raise ValueError(f'planted failure {v}')\n"
+        "(Path(out_dir) / 'count01').open('a').write('x')\n")
+    monkeypatch.setattr(run, "NOTEBOOKS_DIR", nbdir)
+
+    def profile(data):
+        p = tmp_path / "p.yaml"
+        p.write_text(yaml.safe_dump(data))
+        return run.load_profile(p, notebooks_dir=nbdir)
+    return tmp_path, profile
+
+
+def test_unknown_key_stops_before_anything_runs(toy):
+    tmp, profile = toy
+    with pytest.raises(run.ProfileError, match=r"parameter 'valeu' is not declared by notebook '00_make'"):
+        profile({"notebooks": {"00_make": {"valeu": 3}, "01_use": {}}})
+    with pytest.raises(run.ProfileError, match="common parameter 'sed' is declared by none"):
+        profile({"common": {"sed": 1}, "notebooks": {"00_make": {}}})
+    with pytest.raises(run.ProfileError, match="names notebook '07'"):
+        profile({"notebooks": {"07": {}}})
+    with pytest.raises(run.ProfileError, match="set by the runner"):
+        profile({"notebooks": {"00": {"out_dir": "/elsewhere"}}})
+    assert not (tmp / "out").exists()
+
+
+def test_run_skip_and_rerun_on_change(toy):
+    tmp, profile = toy
+    out = tmp / "out"
+    prof = profile({"notebooks": {"00": {"value": 5}, "01": {}}})
+    recs = run.run_profile(prof, out)
+    assert [r["status"] for r in recs] == ["ran", "ran"]
+    assert (out / "00_make" / "v.txt").read_text() == "5"
+    assert (out / "notebooks" / "00_make.ipynb").exists()
+    recs = run.run_profile(prof, out)
+    assert [r["status"] for r in recs] == ["skipped", "skipped"]
+    # a changed parameter of 00 reruns 00 and, through its fingerprint, 01
+    prof = profile({"notebooks": {"00": {"value": 6}, "01": {}}})
+    assert [r["status"] for r in run.run_profile(prof, out)] == ["ran", "ran"]
+    assert (out / "count00").read_text() == "xx" and (out / "count01").read_text() == "xx"
+    # --only 01 with nothing changed: skipped; --force reruns
+    assert [r["status"] for r in run.run_profile(prof, out, only=["01"])] == ["skipped"]
+    assert [r["status"] for r in run.run_profile(prof, out, only=["01"], force=True)] == ["ran"]
+    # a deleted output folder is not 'unchanged'
+    import shutil
+    shutil.rmtree(out / "01_use")
+    assert [r["status"] for r in run.run_profile(prof, out, only=["01"])] == ["ran"]
+
+
+def test_only_needs_upstream_results(toy):
+    tmp, profile = toy
+    prof = profile({"notebooks": {"00": {}, "01": {}}})
+    with pytest.raises(run.ProfileError, match="Run it first"):
+        run.run_profile(prof, tmp / "fresh", only=["01"])
+
+
+def test_failing_notebook_named_with_cell_and_copy_kept(toy):
+    tmp, profile = toy
+    out = tmp / "out"
+    prof = profile({"notebooks": {"00": {}, "01": {"fail": True}}})
+    with pytest.raises(run.NotebookFailed) as e:
+        run.run_profile(prof, out)
+    msg = str(e.value)
+    assert "'01_use' failed in cell" in msg and "planted failure 1" in msg and "raise ValueError" in msg
+    assert (out / "notebooks" / "01_use.ipynb").exists()
+    assert not (out / ".runner" / "01_use.json").exists()  # a failed notebook is never 'done'
+
+
+def test_cli_exit_code_and_message(toy, capsys, caplog):
+    tmp, _ = toy
+    p = tmp / "bad.yaml"
+    p.write_text("notebooks:\n  00_make: {valeu: 3}\n")
+    assert run.main(["--params", str(p), "--out", str(tmp / "o")]) == 2
+    assert "valeu" in caplog.text
+
+
+# ---------------------------------------------------------------- the real notebooks and profiles
+def _parameters_cell(nb):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return cells[0]
+
+
+@pytest.mark.parametrize("path", sorted(run.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_are_stripped_and_parameters_parse(path):
+    nb = nbformat.read(str(path), as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None, f"{path.name}: outputs committed"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    cell = _parameters_cell(nb)
+    assigned = {t.id for node in ast.parse(cell.source).body
+                for t in ([node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", []))}
+    declared = run.declared_parameters(path)
+    assert set(declared) == assigned, "papermill could not parse every parameter line (an '=' in a comment?)"
+    assert "out_dir" in declared
+    for line in cell.source.splitlines():
+        if line.strip():
+            assert "#" in line, f"{path.name}: parameter line without a help comment: {line}"
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_profiles_cover_every_notebook(name):
+    prof = run.load_profile(run.PARAMS_DIR / f"{name}.yaml")
+    assert set(prof.notebooks) == set(run.available_notebooks())
