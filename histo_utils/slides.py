@@ -29,6 +29,8 @@ __all__ = [
     "slide_info",
     "choose_level",
     "read_region",
+    "read_region_rgba",
+    "rgba_to_rgb",
     "write_aperio_svs",
 ]
 
@@ -177,31 +179,40 @@ def choose_level(info: SlideInfo, target_mpp: float, *, tolerance: float = 0.02)
     return best
 
 
-def read_region(slide: openslide.OpenSlide, path: str | os.PathLike, location: tuple[int, int],
-                level: int, size: tuple[int, int]) -> np.ndarray:
-    """Read an RGB region (alpha dropped, transparent parts white) as ``(h, w, 3)`` uint8.
+def read_region_rgba(slide: openslide.OpenSlide, path: str | os.PathLike, location: tuple[int, int],
+                     level: int, size: tuple[int, int]) -> Image.Image:
+    """Read a region as OpenSlide gives it: a premultiplied RGBA PIL image.
 
+    Premultiplied RGBA can be resized before flattening (:func:`rgba_to_rgb`),
+    which is the cheap order when tiles are shrunk for a network.
     Raises :class:`SlideError` (stage ``"read"``) when the pixels cannot be decoded.
     """
     if not 0 <= level < slide.level_count:
         raise ValueError(f"Level {level} not available. Number of available levels: {slide.level_count}")
     try:
-        rgba = slide.read_region(location, level, size)
+        return slide.read_region(location, level, size)
     except openslide.OpenSlideError as e:
         raise SlideError(
             path, f"it opens, but its pixels cannot be read at level {level} {location}: {e}.",
             "The image data are damaged; download or export the slide again.", stage="read",
         ) from None
-    return rgba_to_rgb(np.asarray(rgba))
+
+
+def read_region(slide: openslide.OpenSlide, path: str | os.PathLike, location: tuple[int, int],
+                level: int, size: tuple[int, int]) -> np.ndarray:
+    """Read an RGB region as ``(h, w, 3)`` uint8, parts outside the scan white."""
+    return rgba_to_rgb(np.asarray(read_region_rgba(slide, path, location, level, size)))
 
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
-    """Composite premultiplied RGBA (OpenSlide's output) onto white."""
+    """Composite premultiplied RGBA (OpenSlide's output) onto white; ``(h, w, 3)`` uint8."""
     if rgba.shape[-1] == 3:
         return rgba
-    rgb = rgba[..., :3].astype(np.uint16)
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    return (rgb + (255 - alpha)).clip(0, 255).astype(np.uint8)
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:  # fully opaque: the usual case inside a scan
+        return np.ascontiguousarray(rgba[..., :3])
+    rgb = rgba[..., :3].astype(np.uint16) + (255 - alpha[..., None].astype(np.uint16))
+    return rgb.clip(0, 255).astype(np.uint8)
 
 
 def write_aperio_svs(

@@ -39,7 +39,7 @@ from skimage import filters, morphology
 from tqdm.auto import tqdm
 
 from .io import atomic_path, read_table, write_table
-from .slides import SlideError, choose_level, open_slide, read_region, slide_info
+from .slides import SlideError, choose_level, open_slide, read_region, read_region_rgba, rgba_to_rgb, slide_info
 
 log = logging.getLogger(__name__)
 
@@ -487,11 +487,11 @@ def read_tile(slide, tile: pd.Series | dict, *, path: str | os.PathLike = "", ou
     ndarray, shape (out_px, out_px, 3), uint8
     """
     size = int(tile["read_px"])
-    rgb = read_region(slide, path, (int(tile["x"]), int(tile["y"])), int(tile["level"]), (size, size))
+    img = read_region_rgba(slide, path, (int(tile["x"]), int(tile["y"])), int(tile["level"]), (size, size))
     out = int(out_px or tile["out_px"])
-    if out != size:
-        rgb = np.asarray(Image.fromarray(rgb).resize((out, out), resample))
-    return rgb
+    if out != size:  # shrink the premultiplied RGBA first: flattening 224 px is cheaper than 1014 px
+        img = img.resize((out, out), resample, reducing_gap=1.0)
+    return rgba_to_rgb(np.asarray(img))
 
 
 def write_tile_images(tiles: pd.DataFrame, slide_paths: dict[str, str], out_dir: str | os.PathLike, *,

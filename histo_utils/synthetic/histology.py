@@ -70,7 +70,8 @@ def smooth_noise(shape: tuple[int, int], scale_px: float, rng: np.random.Generat
     low = rng.standard_normal((gh, gw)).astype(np.float32)
     low = ndi.gaussian_filter(low, 0.6, mode="wrap")
     up = np.asarray(Image.fromarray(low, mode="F").resize((w, h), Image.BICUBIC))
-    return (up - up.mean()) / (up.std() + 1e-6)
+    sub = up[::4, ::4]  # the field is smooth: its moments from a 1/16 subsample
+    return (up - np.float32(sub.mean())) * np.float32(1.0 / (sub.std() + 1e-6))
 
 
 def jittered_seeds(shape: tuple[int, int], spacing: float, jitter: float,
@@ -436,14 +437,25 @@ def render_slide(spec: SlideSpec, *, fields: dict[str, np.ndarray] | None = None
     hema = lay.hema
     if s > 0:
         hema = ndi.gaussian_filter(hema, 1.6 * s / spec.px_um)
-    hema = hema * (1 - 0.45 * s) * soft
-    eosin = lay.eosin * (1 - 0.25 * s) * soft
+    hema = hema * soft
+    hema *= np.float32(1 - 0.45 * s)
+    eosin = lay.eosin * soft
+    eosin *= np.float32(1 - 0.25 * s)
     debris = _debris(shape, piece, spec, rng)
-    hema = hema + debris
-    eosin = eosin + 0.6 * debris
+    hema += debris
+    eosin += np.float32(0.6) * debris
     hv, ev, sh, se = _stain_vectors(spec.center, rng)
-    od = (hema[..., None] * (sh * hv) + eosin[..., None] * (se * ev)) * 1.1 + 0.04
-    rgb = 250.0 * np.exp(-od) + 2.5 * rng.standard_normal(od.shape, dtype=np.float32)
-    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    rgb = np.empty((*shape, 3), np.uint8)
+    od = np.empty(shape, np.float32)
+    for c in range(3):  # Beer-Lambert per channel, in place
+        np.multiply(hema, np.float32(1.1 * sh * hv[c]), out=od)
+        od += eosin * np.float32(1.1 * se * ev[c])
+        od += np.float32(0.04)
+        np.negative(od, out=od)
+        np.exp(od, out=od)
+        od *= np.float32(250.0)
+        od += rng.standard_normal(shape, dtype=np.float32) * np.float32(2.5)
+        np.clip(od, 0, 255, out=od)
+        rgb[..., c] = od
     structures = {k: m & tissue for k, m in lay.structures.items()}
     return RenderedSlide(spec=spec, rgb=rgb, tissue=tissue, structures=structures, fields=fields)
