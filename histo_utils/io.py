@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io as io_module
 import json
 import logging
 import os
@@ -83,14 +84,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a file for writing under a temporary name; rename it into place on close.
 
-    A path ending in ``.gz`` is gzip-compressed.
+    A path ending in ``.gz`` is gzip-compressed with a zero timestamp and no
+    file name in the header, so the same content always gives the same bytes.
     """
     with atomic_path(path) as tmp:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        if opener is gzip.open and "b" not in mode:
-            mode = mode + "t"
-        with opener(tmp, mode, **kwargs) as fh:
-            yield fh
+        if not str(path).endswith(".gz"):
+            with open(tmp, mode, **kwargs) as fh:
+                yield fh
+            return
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            if "b" in mode:
+                yield gz
+            else:
+                with io_module.TextIOWrapper(gz, encoding=kwargs.get("encoding", "utf-8"),
+                                             newline=kwargs.get("newline")) as text:
+                    yield text
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:

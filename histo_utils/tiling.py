@@ -52,6 +52,7 @@ __all__ = [
     "tile_slides",
     "read_tile",
     "mask_agreement",
+    "deepest_point",
     "TILE_COLUMNS",
 ]
 
@@ -253,6 +254,21 @@ def _integral(sat: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     s10 = sat[yi + 1, xi]
     s11 = sat[yi + 1, xi + 1]
     return s00 * (1 - fx) * (1 - fy) + s01 * fx * (1 - fy) + s10 * (1 - fx) * fy + s11 * fx * fy
+
+
+def deepest_point(mask: np.ndarray) -> tuple[float, float]:
+    """The point of a mask furthest from its edge, as fractions (x, y) of the mask's width and height.
+
+    A field of view centred there lies on tissue (not on a hole or the glass)
+    whenever the tissue is wide enough.
+    """
+    if not mask.any():
+        return 0.5, 0.5
+    from scipy import ndimage as ndi
+
+    d = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+    return (x + 0.5) / mask.shape[1], (y + 0.5) / mask.shape[0]
 
 
 def mask_agreement(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:

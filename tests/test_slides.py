@@ -88,3 +88,16 @@ def test_read_region_rejects_missing_level():
     with pytest.raises(ValueError, match="Level 3 not available. Number of available levels: 1"):
         slides.read_region(s, p, (0, 0), 3, (4, 4))
     s.close()
+
+
+def test_tiff_without_any_resolution(tmp_path):
+    import tifffile
+
+    img = np.full((512, 512, 3), 200, np.uint8)
+    p = tmp_path / "plain.tiff"
+    tifffile.imwrite(p, img, tile=(256, 256), photometric="rgb", compression="jpeg", resolution=None,
+                     metadata=None)
+    s = slides.open_slide(p)
+    with pytest.raises(SlideError, match="records no microns-per-pixel"):
+        slides.slide_info(s, p)
+    s.close()

@@ -166,3 +166,30 @@ def test_mask_agreement_metric():
     b[:, :5] = True
     m = tiling.mask_agreement(a, b)
     assert m["dice"] == pytest.approx(0.5) and m["iou"] == pytest.approx(25 / 75)
+
+
+def test_deepest_point_avoids_holes_and_glass():
+    mask = np.zeros((100, 200), bool)
+    mask[10:90, 120:190] = True
+    fx, fy = tiling.deepest_point(mask)
+    assert 120 / 200 < fx < 190 / 200 and 10 / 100 < fy < 90 / 100
+    assert tiling.deepest_point(np.zeros((5, 5), bool)) == (0.5, 0.5)
+
+
+def test_threshold_method_validated():
+    with pytest.raises(ValueError, match="threshold must be one of"):
+        tiling.TilingParams(threshold="triangle")
+    with pytest.raises(ValueError, match="min_tissue"):
+        tiling.TilingParams(min_tissue=1.5)
+
+
+def test_two_class_otsu_loses_pale_tissue_next_to_dense_tissue():
+    """Why multiotsu is the default: glass, pale fat and dense septa are three grey populations."""
+    img = np.full((200, 200, 3), 242, np.uint8)
+    img[20:180, 20:180] = 225      # pale tissue (fat): a little darker than glass
+    img[90:110, 20:180] = (150, 60, 140)  # a dense septum
+    kw = dict(mpp=8.0, blur_sigma_um=8.0, min_object_um2=0, fill_holes_um2=0)
+    two, _ = tiling.tissue_mask(img, threshold="otsu", **kw)
+    three, _ = tiling.tissue_mask(img, threshold="multiotsu", **kw)
+    assert not two[50, 50] and two[100, 100]   # Otsu keeps only the septum
+    assert three[50, 50] and three[100, 100] and not three[5, 5]

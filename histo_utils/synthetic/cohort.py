@@ -276,11 +276,14 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
          + delta[:, None] * (rna["SMRIN"].to_numpy() - 7.0)[None]
          + C[:, cj] + X[:, None] * female[None] + sigma[:, None] * rng.standard_normal((n, m)))
     x = np.clip(x, 0, None)
-    x[const_idx[:2]] = 0.0
-    x[const_idx[2:]] = np.log2(1 + 5.0)
     tpm = np.exp2(x) - 1.0
-    tpm *= 1e6 / tpm.sum(0).mean()  # one global scale: samples sum to ~1e6, modules untouched
+    # one global scale so that samples sum to ~1e6 TPM (a constant factor leaves every planted log-scale
+    # effect intact); the low genes keep their sub-1-TPM level and the constant genes their value
+    scaled = np.ones(n, bool)
+    scaled[low_idx] = scaled[const_idx] = False
+    tpm[const_idx[:2]] = 0.0
     tpm[const_idx[2:]] = 5.0
+    tpm[scaled] *= (1e6 - tpm[~scaled].sum(0).mean()) / tpm[scaled].sum(0).mean()
     df = pd.DataFrame(tpm, index=pd.Index(ids, name="Name"), columns=rna["SAMPID"].to_numpy())
     df.attrs["description"] = pd.Series(symbols, index=df.index)
 

@@ -1,0 +1,121 @@
+"""The synthetic cohort: real formats, planted truth present in the files, determinism."""
+import hashlib
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+
+from histo_utils import io, slides
+from histo_utils.synthetic import (PROGRAMS, CohortParams, design_cohort, make_cohort, planted_coupling,
+                                   render_truth, simulate_expression)
+
+
+def test_files_in_gtex_layout_and_formats(tiny_cohort):
+    out, params = tiny_cohort
+    files = io.locate_gtex_files(out)
+    tpm = io.read_gct(files.expression)
+    attrs = io.read_sample_attributes(files.sample_attributes)
+    subj = io.read_subject_phenotypes(files.subject_phenotypes)
+    truth = io.read_table(out / "truth" / "samples.tsv")
+    assert tpm.shape[0] == params.n_genes and (tpm.to_numpy() >= 0).all()
+    assert tpm.index.str.match(r"^ENSG\d{11}\.\d+$").all()
+    assert tpm.sum(0).mean() == pytest.approx(1e6, rel=2e-3)  # TPM-scaled (written to 4 digits)
+    assert set(tpm.columns) == set(attrs.SAMPID[attrs.SMAFRZE == "RNASEQ"])
+    assert {"SAMPID", "SMTS", "SMTSD", "SMTSISCH", "SMRIN", "SMCENTER", "SMAFRZE", "SMATSSCR"} <= set(attrs.columns)
+    assert list(subj.columns) == ["SUBJID", "SEX", "AGE", "DTHHRDY"]
+    assert set(truth.SUBJID) <= set(subj.SUBJID)
+    # planted file problems
+    assert not set(truth.loc[~truth.has_rna, "SAMPID"]) & set(tpm.columns)
+    no_slide = truth.loc[~truth.has_slide, "image_id"]
+    assert not any((files.slides_dir / f"{i}.svs").exists() for i in no_slide)
+    gmt = io.read_gmt(files.gene_sets)
+    assert all(len(v) == params.module_size for k, v in gmt.items() if k.startswith("PLANTED_PROGRAM"))
+    assert sum(k.startswith("DECOY") for k in gmt) >= 3
+
+
+def test_slides_are_aperio_at_20x(tiny_cohort):
+    out, params = tiny_cohort
+    truth = io.read_table(out / "truth" / "samples.tsv")
+    good = truth[truth.has_slide & ~truth.corrupt].image_id.iloc[0]
+    s = slides.open_slide(out / "slides" / f"{good}.svs")
+    assert s.properties[openslide.PROPERTY_NAME_VENDOR] == "aperio"
+    assert float(s.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.499)
+    assert s.properties[openslide.PROPERTY_NAME_OBJECTIVE_POWER] == "20"
+    assert s.level_count >= 3
+    assert s.dimensions[0] == pytest.approx(params.slide_width_um / 0.499, abs=2)
+    s.close()
+    bad = truth[truth.corrupt].image_id.iloc[0]
+    with pytest.raises(slides.SlideError):
+        s = slides.open_slide(out / "slides" / f"{bad}.svs")
+        slides.read_region(s, bad, (0, 0), s.level_count - 1, s.level_dimensions[-1])
+
+
+def test_expression_carries_planted_modules():
+    p = CohortParams(seed=3, samples_per_tissue=30, tissues=("Thyroid", "Liver"), tissues_per_donor=2,
+                     n_genes=800, module_size=20, tissue_genes=20)
+    subjects, samples = design_cohort(p)
+    tpm, genes, sets = simulate_expression(p, subjects, samples)
+    c = planted_coupling(tpm, genes, samples).groupby(["module", "driver"]).r.mean().unstack()
+    for k in PROGRAMS:
+        own = c.loc[f"program_{k}", f"program_{k}"]
+        others = [c.loc[f"program_{k}", f"program_{j}"] for j in PROGRAMS if j != k]
+        assert own > 0.6 and max(abs(o) for o in others) < 0.3, (k, own, others)
+    assert c.loc["ischemia", "log_ischemic_time"] > 0.6
+    assert c.loc["rin", "SMRIN"] > 0.5
+    # tissue-specific genes peak in their tissue; low genes stay low; constant genes are constant
+    logx = np.log2(1 + tpm)
+    tissue = samples.set_index("SAMPID").loc[tpm.columns, "SMTS"]
+    thy = genes.role.eq("tissue_Thyroid").to_numpy()
+    assert (logx[thy].T.groupby(tissue.to_numpy()).mean().T.idxmax(axis=1) == "Thyroid").all()
+    assert (tpm[genes.role.eq("low").to_numpy()].median(axis=1) < 0.5).all()
+    assert (tpm[genes.role.eq("constant").to_numpy()].nunique(axis=1) == 1).all()
+
+
+def test_same_seed_same_cohort_any_worker_count(tmp_path):
+    p = CohortParams(seed=11, tissues=("Muscle", "Adipose Tissue"), samples_per_tissue=2, tissues_per_donor=1,
+                     n_genes=400, module_size=15, tissue_genes=15, slide_width_um=600.0, slide_height_um=600.0,
+                     n_corrupt_slides=0, n_duplicate_rna=0, n_rna_without_slide=0, n_slides_without_rna=0)
+    make_cohort(tmp_path / "a", p, workers=1, progress=False)
+    make_cohort(tmp_path / "b", p, workers=2, progress=False)
+
+    def digest(d):
+        h = {}
+        for f in sorted(d.rglob("*")):
+            if f.is_file() and f.name != "cohort.json":
+                h[str(f.relative_to(d))] = hashlib.sha256(f.read_bytes()).hexdigest()
+        return h
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    other = CohortParams(**{**p.__dict__, "seed": 12})
+    _, s1 = design_cohort(p)
+    _, s2 = design_cohort(other)
+    assert not np.allclose(s1.program_nuclear_density, s2.program_nuclear_density)
+    # another cohort in the same folder is refused, not mixed
+    with pytest.raises(FileExistsError, match="other parameters"):
+        make_cohort(tmp_path / "a", other, progress=False)
+
+
+def test_programs_change_the_picture():
+    """Nuclear density program up => more haematoxylin-dense pixels in the true nuclei mask."""
+    p = CohortParams(slide_width_um=700.0, slide_height_um=700.0)
+    base = {"image_id": "GTEX-SXXXX-0126", "tissue_key": "Thyroid", "slide_seed": 5, "ischemic_severity": 0.0,
+            "SMCENTER": "B1", **{f"program_{k}": 0.0 for k in PROGRAMS}}
+    frac = {}
+    for v in (-1.5, 1.5):
+        r = render_truth(p, {**base, "program_nuclear_density": v})
+        frac[v] = r.structures["nuclei"].sum() / r.tissue.sum()
+    assert frac[1.5] > 1.8 * frac[-1.5]
+    lum = {}
+    for v in (-1.5, 1.5):
+        r = render_truth(p, {**base, "program_lumen_size": v})
+        lab = __import__("scipy.ndimage", fromlist=["label"]).label(r.structures["lumen"])[0]
+        lum[v] = r.structures["lumen"].sum() / max(lab.max(), 1)
+    assert lum[1.5] > 1.5 * lum[-1.5]  # larger follicles
+
+
+def test_cohort_params_validated():
+    with pytest.raises(ValueError, match="Unknown tissue 'Brain'"):
+        design_cohort(CohortParams(tissues=("Brain",)))
+    with pytest.raises(ValueError, match="too small|too few"):
+        subjects, samples = design_cohort(CohortParams(samples_per_tissue=2, tissues_per_donor=1))
+        simulate_expression(CohortParams(n_genes=100), subjects, samples)
