@@ -28,6 +28,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tiling.py
+	$(PY) benchmarks/bench_features.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,4 +1,4 @@
-"""End to end: notebooks 00 and 01 through papermill on the tiny profile."""
+"""End to end: the notebooks through papermill on the tiny profile."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,16 +12,17 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01"])
+    records = run.run_profile(prof, out, only=["00", "01", "02"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran", "ran"]
+    assert [r["status"] for r in records] == ["ran", "ran", "ran"]
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
-                      "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"]}.items():
+                      "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
+                      "02_training": ["training_curves", "confusion_test", "layer_program_correlation"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -57,3 +58,26 @@ def test_rerun_skips_and_param_change_reruns(tiny_run, tmp_path):
     assert [r["status"] for r in recs] == ["skipped", "ran"]
     tiles, _ = tiling.load_tiling(out)
     assert tiles.tissue_fraction.min() >= 0.9
+
+
+def test_training_outputs(tiny_run):
+    import json
+
+    out, prof, _ = tiny_run
+    d = out / "02_training"
+    acc = io.read_table(d / "accuracy.tsv")
+    assert {"tile", "slide"} <= set(acc.level) and {"validation", "test"} <= set(acc.split)
+    assert acc.accuracy.between(0, 1).all()
+    _, samples = tiling.load_tiling(out)
+    prov = json.loads((d / "features_provenance.json").read_text())
+    for name in ("trained", "untrained"):
+        f = io.read_table(d / f"features_{name}_256px.parquet")
+        assert f.index.name == "image_id"
+        assert set(f.index) == set(samples.image_id)  # every usable slide, train/validation/test
+        assert f.shape[1] == prov["tables"][f"features_{name}_256px.parquet"]["n_features"] == 1200
+        assert f.columns[0] == "0_0" and f.columns[-1] == "19_127"
+        assert np.isfinite(f.to_numpy()).all()
+    trained = io.read_table(d / "features_trained_256px.parquet")
+    untrained = io.read_table(d / "features_untrained_256px.parquet")
+    assert not np.allclose(trained.to_numpy(), untrained.to_numpy())
+    assert (d / "checkpoints" / prof.notebooks["02_training"]["arch"] / "best.pt").exists()

@@ -1,0 +1,70 @@
+"""Benchmark: feature extraction (hooks on every layer) against a plain forward pass.
+
+Same network, same tiles (random tensors of the input size: reading is not
+part of either side), same batches, in one run; the ratio is extraction time
+over plain forward time (goal: <= 1.2).
+
+Usage::
+
+    python benchmarks/bench_features.py [--arch compact vgg16] [--input-px 96 224] [--tiles 512]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from histo_utils import features, models
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", nargs="+", default=["compact", "vgg16"])
+    ap.add_argument("--input-px", nargs="+", type=int, default=[96, 224])
+    ap.add_argument("--tiles", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"{'arch':<10} {'input':>5} {'features':>8} {'plain tiles/s':>14} {'extract tiles/s':>16} {'ratio':>6}")
+    for arch, px in zip(args.arch, args.input_px):
+        model = models.build_model(arch, 5).eval()
+        layers = models.feature_layers(model, arch)
+        n = args.tiles if arch == "compact" else max(args.batch, args.tiles // 8)
+        batches = [torch.randn(args.batch, 3, px, px) for _ in range(max(1, n // args.batch))]
+
+        @torch.no_grad()
+        def plain():
+            for x in batches:
+                model(x)
+
+        @torch.no_grad()
+        def extract():
+            with features.LayerRecorder(layers) as rec:
+                for x in batches:
+                    model(x)
+                    rec.collect()
+
+        tp, te = _time(plain, args.repeats), _time(extract, args.repeats)
+        n_tiles = len(batches) * args.batch
+        with torch.no_grad(), features.LayerRecorder(layers) as rec:
+            model(batches[0][:1])
+            n_feat = rec.collect().shape[1]
+        print(f"{arch:<10} {px:>5} {n_feat:>8} {n_tiles / tp:>14.1f} {n_tiles / te:>16.1f} {te / tp:>6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""Training and evaluating tile classifiers (Badea & Stanescu 2020).
+
+* :class:`TileDataset` reads tiles on the fly from the slides by their
+  coordinates (one open slide per worker process), rescales them to the input
+  size and normalises them with the ImageNet statistics, as Badea did; small
+  cohorts can be held in memory instead (``preload``).
+* :func:`train_classifier`: SGD with momentum, learning rate divided by
+  ``gamma`` every ``step_size`` epochs (Badea: 0.01, /10 every 30 epochs, 90
+  epochs, batch 40); the epoch with the best validation tile accuracy is
+  kept (model selection). A checkpoint after every epoch lets a killed
+  training resume, with the same final state as an uninterrupted run.
+* :func:`predict_tiles`, :func:`slide_predictions` (majority vote of a
+  slide's tiles), :func:`accuracy_table` (Tables 2-3), :func:`merge_classes`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .io import atomic_path
+from .slides import open_slide
+from .tiling import read_tile
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "TileDataset", "TrainConfig", "train_classifier",
+           "predict_tiles", "slide_predictions", "accuracy_table", "merge_classes", "load_checkpoint",
+           "sample_per_slide"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU; or ``cpu``/``cuda``/``cuda:N``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available here. Use device: auto or cpu.")
+    return torch.device(device)
+
+
+class TileDataset(Dataset):
+    """Tiles of a tile table as normalised tensors, read from the slides on demand.
+
+    Parameters
+    ----------
+    tiles : DataFrame
+        Rows of a tile table (``image_id, x, y, level, read_px``).
+    slide_paths
+        ``{image_id: path}``.
+    input_px
+        Side of the tensors given to the network.
+    labels : array of int, shape (n_tiles,), optional
+        Class of each tile (its slide's tissue); ``-1`` when absent.
+    augment
+        Random horizontal/vertical flips and colour jitter (brightness,
+        contrast, saturation, hue), drawn from torch's random state: stain
+        differences between centres are the main thing a tissue classifier
+        must not learn.
+
+    Items are ``(image, label, index)`` with ``image`` of shape
+    (3, input_px, input_px), float32, ImageNet-normalised.
+    """
+
+    def __init__(self, tiles: pd.DataFrame, slide_paths: Mapping[str, str], *, input_px: int,
+                 labels: Sequence[int] | None = None, augment: bool = False):
+        missing = set(tiles["image_id"]) - set(slide_paths)
+        if missing:
+            raise ValueError(f"{len(missing)} tiles' slides have no path (e.g. {sorted(missing)[:3]}).")
+        self.tiles = tiles.reset_index(drop=True)
+        self._rows = self.tiles[["image_id", "x", "y", "level", "read_px"]].to_dict("records")
+        self.paths = dict(slide_paths)
+        self.input_px = int(input_px)
+        self.labels = (np.full(len(tiles), -1, np.int64) if labels is None
+                       else np.asarray(labels, np.int64))
+        if len(self.labels) != len(self.tiles):
+            raise ValueError("labels must have one entry per tile.")
+        self._slides: dict = {}
+        self._cache: np.ndarray | None = None
+        self.augment = augment
+        self._jitter = None
+        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getstate__(self):  # worker processes open their own slides
+        state = self.__dict__.copy()
+        state["_slides"] = {}
+        return state
+
+    def read_rgb(self, i: int) -> np.ndarray:
+        """Tile ``i`` as (input_px, input_px, 3) uint8."""
+        if self._cache is not None:
+            return self._cache[i]
+        r = self._rows[i]
+        iid = r["image_id"]
+        if iid not in self._slides:
+            self._slides[iid] = open_slide(self.paths[iid])
+        return read_tile(self._slides[iid], r, path=self.paths[iid], out_px=self.input_px)
+
+    def preload(self, *, num_workers: int = 0, progress: bool = True) -> "TileDataset":
+        """Read every tile once into memory (uint8), in ``num_workers`` processes; for cohorts that fit in RAM."""
+        cache = np.empty((len(self), self.input_px, self.input_px, 3), np.uint8)
+        loader = DataLoader(_RawTiles(self), batch_size=64, num_workers=num_workers)
+        bar = tqdm(total=len(self), desc="reading tiles", unit="tile", disable=not progress, mininterval=2)
+        for rgb, idx in loader:
+            cache[idx.numpy()] = rgb.numpy()
+            bar.update(len(idx))
+        bar.close()
+        self.close()
+        self._cache = cache
+        return self
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "TileDataset":
+        """The tiles at ``index`` (positions), sharing nothing mutable with this dataset."""
+        index = np.asarray(index, dtype=np.int64)
+        sub = TileDataset(self.tiles.iloc[index], self.paths, input_px=self.input_px, labels=self.labels[index],
+                          augment=self.augment)
+        if self._cache is not None:
+            sub._cache = self._cache[index]
+        return sub
+
+    def close(self) -> None:
+        for s in self._slides.values():
+            s.close()
+        self._slides = {}
+
+    def __getitem__(self, i: int):
+        rgb = self.read_rgb(i)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+        if self.augment:
+            x = self._augment(x)
+        return (x - self._mean) / self._std, int(self.labels[i]), i
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self._jitter is None:
+            from torchvision.transforms import v2
+
+            self._jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.25, hue=0.05)
+        if torch.rand(()) < 0.5:
+            x = x.flip(2)
+        if torch.rand(()) < 0.5:
+            x = x.flip(1)
+        return self._jitter(x).clamp_(0, 1)
+
+    def with_augmentation(self, augment: bool = True) -> "TileDataset":
+        """This dataset (same tiles and cache) with augmentation switched on or off."""
+        self.augment = augment
+        return self
+
+
+class _RawTiles(Dataset):
+    """Uint8 tiles of a :class:`TileDataset` with their positions (for parallel preloading)."""
+
+    def __init__(self, ds: TileDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return np.ascontiguousarray(self.ds.read_rgb(i)), i
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (Badea: SGD, lr 0.01 /10 every 30 epochs, 90 epochs, batch 40).
+
+    ``optimizer`` is ``"sgd"`` (with ``momentum``, as in the paper) or
+    ``"adam"`` (the CPU default: a small network from random weights with few
+    steps learns far faster with Adam than with SGD at 0.01, which stalls).
+    """
+
+    optimizer: str = "sgd"
+    epochs: int = 90
+    batch_size: int = 40
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    step_size: int = 30
+    gamma: float = 0.1
+    seed: int = 0
+    num_workers: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _loader(ds, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(cfg.seed * 1000 + epoch)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, generator=g, num_workers=cfg.num_workers,
+                      persistent_workers=False)
+
+
+def _save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict:
+    """Load a checkpoint's weights into ``model``; returns the checkpoint (epoch, history, ...)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    return ck
+
+
+def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, config: TrainConfig,
+                     checkpoint_dir: str | os.PathLike, device: str = "auto", run_key: str = "",
+                     progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
+    """Train with SGD and a step schedule; keep the best epoch by validation tile accuracy.
+
+    Parameters
+    ----------
+    model
+        The network (its weights are the best epoch's on return).
+    train, val
+        Datasets with labels.
+    config
+        :class:`TrainConfig`.
+    checkpoint_dir
+        ``last.pt`` (after every epoch: weights, optimiser, schedule, random
+        state, history) and ``best.pt`` (best validation accuracy) go here.
+        A checkpoint of the same ``config`` and ``run_key`` is resumed.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    run_key
+        Anything else the checkpoint must match (architecture, data), hashed.
+    stop_after
+        Stop after this many epochs of *this call* (simulates a killed run in tests).
+
+    Returns
+    -------
+    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, best``.
+    """
+    dev = resolve_device(device)
+    ckdir = Path(checkpoint_dir)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256((config.key() + run_key).encode()).hexdigest()[:16]
+    torch.manual_seed(config.seed)
+    model.to(dev)
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+    elif config.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got '{config.optimizer}'.")
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    history: list[dict] = []
+    start, best_acc = 0, -1.0
+    last = ckdir / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck.get("key") == key:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            torch.set_rng_state(ck["rng"])
+            history, start, best_acc = ck["history"], ck["epoch"] + 1, ck["best_acc"]
+            log.info("Resuming training at epoch %d of %d (best validation accuracy so far %.3f)",
+                     start + 1, config.epochs, best_acc)
+        else:
+            log.info("Checkpoint in %s is of another configuration; starting afresh", ckdir)
+    loss_fn = nn.CrossEntropyLoss()
+    done_here = 0
+    for epoch in range(start, config.epochs):
+        if stop_after is not None and done_here >= stop_after:
+            break
+        model.train()
+        tot, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(_loader(train, config, shuffle=True, epoch=epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   unit="batch", disable=not progress, leave=False)
+        for x, y, _ in bar:
+            x, y = x.to(dev), y.to(dev)
+            opt.zero_grad()
+            out = model(x)
+            loss = loss_fn(out, y)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            tot += len(y)
+            bar.set_postfix(loss=f"{loss_sum / tot:.3f}", acc=f"{correct / tot:.3f}")
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val_loss, val_acc = _evaluate(model, val, config, dev, loss_fn)
+        is_best = val_acc > best_acc
+        if is_best:
+            best_acc = val_acc
+            _save({"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc, "key": key}, ckdir / "best.pt")
+        history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(tot, 1),
+                        "train_acc": correct / max(tot, 1), "val_loss": val_loss, "val_acc": val_acc,
+                        "best": is_best})
+        log.info("epoch %d: train loss %.3f acc %.3f | validation loss %.3f acc %.3f%s", epoch + 1,
+                 history[-1]["train_loss"], history[-1]["train_acc"], val_loss, val_acc, " (best)" if is_best else "")
+        _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+               "rng": torch.get_rng_state(), "epoch": epoch, "history": history, "best_acc": best_acc, "key": key},
+              last)
+        done_here += 1
+    best = ckdir / "best.pt"
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
+    model.to(dev).eval()
+    return pd.DataFrame(history)
+
+
+@torch.no_grad()
+def _evaluate(model, ds, config, dev, loss_fn) -> tuple[float, float]:
+    model.eval()
+    tot, correct, loss_sum = 0, 0, 0.0
+    for x, y, _ in _loader(ds, config, shuffle=False):
+        x, y = x.to(dev), y.to(dev)
+        out = model(x)
+        loss_sum += float(loss_fn(out, y)) * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        tot += len(y)
+    return loss_sum / max(tot, 1), correct / max(tot, 1)
+
+
+@torch.no_grad()
+def predict_tiles(model: nn.Module, ds: TileDataset, *, batch_size: int = 64, device: str = "auto",
+                  num_workers: int = 0, progress: bool = True) -> np.ndarray:
+    """Class probabilities of every tile, shape (n_tiles, n_classes)."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    out = []
+    for x, _, _ in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=num_workers), desc="predicting",
+                        disable=not progress, leave=False):
+        out.append(torch.softmax(model(x.to(dev)), 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def slide_predictions(image_ids: Sequence[str], tile_pred: Sequence[int]) -> pd.Series:
+    """Whole-slide class by majority vote of its tiles (ties: the smallest class index)."""
+    df = pd.DataFrame({"image_id": image_ids, "pred": tile_pred})
+    counts = df.groupby(["image_id", "pred"]).size().reset_index(name="n")
+    counts = counts.sort_values(["image_id", "n", "pred"], ascending=[True, False, True])
+    return counts.drop_duplicates("image_id").set_index("image_id")["pred"]
+
+
+def merge_classes(labels: Sequence[str], groups: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """Relabel classes by groups of similar tissues (``{"Artery": ["Artery - Aorta", ...]}``)."""
+    to_group = {member: g for g, members in groups.items() for member in members}
+    return np.array([to_group.get(lab, lab) for lab in labels], dtype=object)
+
+
+def accuracy_table(truth: Sequence[str], pred: Sequence[str], *, level: str, split: str) -> pd.DataFrame:
+    """Accuracy overall and per true class, as rows ``level, split, class, n, correct, accuracy``."""
+    df = pd.DataFrame({"truth": np.asarray(truth), "pred": np.asarray(pred)})
+    df["correct"] = df.truth == df.pred
+    per = df.groupby("truth").correct.agg(["size", "sum"]).reset_index()
+    per.columns = ["class", "n", "correct"]
+    allrow = pd.DataFrame([{"class": "(all)", "n": len(df), "correct": int(df.correct.sum())}])
+    out = pd.concat([allrow, per], ignore_index=True)
+    out["accuracy"] = out.correct / out.n
+    out.insert(0, "split", split)
+    out.insert(0, "level", level)
+    return out
+
+
+def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int = 0) -> np.ndarray:
+    """Positions of the tiles of one split, at most ``k`` drawn at random per slide (``k = 0``: all).
+
+    Sorted, so that the result does not depend on the order slides are visited in.
+    """
+    rng = np.random.default_rng(seed)
+    idx = np.where(tiles["split"].to_numpy() == split)[0]
+    if len(idx) == 0:
+        raise ValueError(f"No tiles in split '{split}'.")
+    if k <= 0:
+        return idx
+    groups = tiles.iloc[idx].groupby("image_id", sort=True).indices
+    return np.sort(np.concatenate([idx[g[rng.permutation(len(g))[:k]]] for g in groups.values()]))

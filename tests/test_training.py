@@ -1,0 +1,117 @@
+"""Tile datasets, training with resume, votes and accuracy tables."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import binom
+
+from histo_utils import models, tiling, training
+
+
+@pytest.fixture(scope="module")
+def tiny_tiles(tiny_cohort):
+    """Tiles of the tiny cohort's slides with their tissue; two slides per tissue for training, one held out."""
+    out, _ = tiny_cohort
+    slides = tiling.list_slides(out / "slides")
+    truth = pd.read_csv(out / "truth" / "samples.tsv", sep="\t").drop_duplicates("image_id")
+    tiles, report = tiling.tile_slides(slides, params=tiling.TilingParams(tile_sizes_px=(256,)),
+                                       cache_dir=out / "tiles_cache", workers=2, progress=False)
+    tiles = tiles.merge(truth[["image_id", "SMTS"]], on="image_id")
+    rank = tiles.drop_duplicates("image_id").groupby("SMTS").cumcount()
+    held = set(tiles.drop_duplicates("image_id").image_id[rank.to_numpy() == 0])
+    tiles["split"] = np.where(tiles.image_id.isin(held), "validation", "train")
+    classes = sorted(tiles.SMTS.unique())
+    labels = tiles.SMTS.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    ds = training.TileDataset(tiles, dict(zip(slides.image_id, slides.path)), input_px=64, labels=labels)
+    return ds.preload(num_workers=2, progress=False), classes
+
+
+def test_dataset_items_are_normalised_tiles(tiny_tiles):
+    ds, _ = tiny_tiles
+    x, y, i = ds[0]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and i == 0 and y >= 0
+    # ImageNet normalisation of a mostly pink/white tile: values within the normalised 0..255 range
+    assert -2.2 < float(x.min()) and float(x.max()) < 2.7
+    raw = training.TileDataset(ds.tiles, ds.paths, input_px=64, labels=ds.labels)
+    assert np.array_equal(raw.read_rgb(3), ds.read_rgb(3))  # on-the-fly read == preloaded
+    sub = ds.subset([2, 0])
+    assert sub.tiles.x.tolist() == ds.tiles.x.iloc[[2, 0]].tolist() and np.array_equal(sub.read_rgb(1), ds.read_rgb(0))
+
+
+def test_tiny_training_beats_chance_on_held_out_slides(tiny_tiles, tmp_path):
+    ds, classes = tiny_tiles
+    tr = np.where(ds.tiles.split == "train")[0]
+    va = np.where(ds.tiles.split == "validation")[0]
+    torch.manual_seed(0)
+    model = models.build_model("compact", len(classes))
+    cfg = training.TrainConfig(optimizer="adam", lr=1e-3, epochs=30, batch_size=8, seed=0)
+    hist = training.train_classifier(model, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path,
+                                     progress=False)
+    probs = training.predict_tiles(model, ds.subset(va), progress=False)
+    correct = int((probs.argmax(1) == ds.labels[va]).sum())
+    acc = correct / len(va)
+    # clearly better than chance: a one-sided binomial test against guessing among the classes
+    p_chance = binom.sf(correct - 1, len(va), 1 / len(classes))
+    assert p_chance < 1e-3 and acc > 2 / len(classes), f"held-out tile accuracy {acc:.2f}, p = {p_chance:.2g}"
+    assert hist.train_acc.iloc[-1] > 0.6  # it did learn its training tiles (chance 0.25)
+    assert hist.val_acc.max() == pytest.approx(acc)  # best epoch's weights are the ones returned
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+
+
+def test_resume_gives_the_same_final_state(tiny_tiles, tmp_path):
+    ds, classes = tiny_tiles
+    tr = np.where(ds.tiles.split == "train")[0][:48]
+    va = np.where(ds.tiles.split == "validation")[0][:16]
+    cfg = training.TrainConfig(optimizer="sgd", lr=0.01, epochs=3, batch_size=16, step_size=2, seed=3)
+
+    def fresh():
+        torch.manual_seed(3)
+        return models.build_model("compact", len(classes))
+    a = fresh()
+    ha = training.train_classifier(a, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path / "a",
+                                   progress=False)
+    b = fresh()
+    training.train_classifier(b, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path / "b",
+                              progress=False, stop_after=1)  # "killed" after one epoch
+    b = fresh()
+    hb = training.train_classifier(b, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path / "b",
+                                   progress=False)
+    pd.testing.assert_frame_equal(ha, hb)
+    last_a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    last_b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+    # another configuration does not resume from it
+    cfg2 = training.TrainConfig(optimizer="sgd", lr=0.02, epochs=1, batch_size=16, seed=3)
+    h2 = training.train_classifier(fresh(), ds.subset(tr), ds.subset(va), config=cfg2,
+                                   checkpoint_dir=tmp_path / "b", progress=False)
+    assert h2.epoch.tolist() == [1]
+
+
+def test_majority_vote_and_accuracy_tables():
+    votes = training.slide_predictions(["s1", "s1", "s1", "s2", "s2"], [2, 2, 0, 1, 0])
+    assert votes["s1"] == 2 and votes["s2"] == 0  # tie -> smallest class
+    acc = training.accuracy_table(["A", "A", "B", "C"], ["A", "B", "B", "B"], level="slide", split="test")
+    allrow = acc[acc["class"] == "(all)"].iloc[0]
+    assert allrow.n == 4 and allrow.accuracy == 0.5
+    assert acc.set_index("class").loc["C", "accuracy"] == 0.0
+    merged = training.merge_classes(["Artery - Aorta", "Artery - Tibial", "Lung"], {"Artery": ["Artery - Aorta",
+                                                                                              "Artery - Tibial"]})
+    assert list(merged) == ["Artery", "Artery", "Lung"]
+
+
+def test_sample_per_slide_is_seeded_and_bounded():
+    t = pd.DataFrame({"image_id": np.repeat(["a", "b", "c"], 10), "split": ["train"] * 20 + ["test"] * 10})
+    i1 = training.sample_per_slide(t, split="train", k=3, seed=1)
+    assert len(i1) == 6 and set(t.image_id.iloc[i1]) == {"a", "b"}
+    assert np.array_equal(i1, training.sample_per_slide(t, split="train", k=3, seed=1))
+    assert len(training.sample_per_slide(t, split="test")) == 10
+    with pytest.raises(ValueError, match="No tiles in split 'validation'"):
+        training.sample_per_slide(t, split="validation")
+
+
+def test_device_resolution():
+    assert training.resolve_device("cpu").type == "cpu"
+    assert training.resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            training.resolve_device("cuda")
