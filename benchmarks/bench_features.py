@@ -32,10 +32,10 @@ def _time(fn, repeats: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", nargs="+", default=["compact", "vgg16"])
-    ap.add_argument("--input-px", nargs="+", type=int, default=[96, 224])
+    ap.add_argument("--input-px", nargs="+", type=int, default=[128, 224])
     ap.add_argument("--tiles", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     print(f"{'arch':<10} {'input':>5} {'features':>8} {'plain tiles/s':>14} {'extract tiles/s':>16} {'ratio':>6}")
