@@ -19,14 +19,18 @@ import torch
 from histo_utils import features, models
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
+def _time_pair(a, b, repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` times of ``a`` and ``b``, run alternately so both see the same machine state."""
+    a(), b()  # warm-up
+    ta = tb = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        a()
+        ta = min(ta, time.perf_counter() - t)
+        t = time.perf_counter()
+        b()
+        tb = min(tb, time.perf_counter() - t)
+    return ta, tb
 
 
 def main(argv=None) -> int:
@@ -57,7 +61,7 @@ def main(argv=None) -> int:
                     model(x)
                     rec.collect()
 
-        tp, te = _time(plain, args.repeats), _time(extract, args.repeats)
+        tp, te = _time_pair(plain, extract, args.repeats)
         n_tiles = len(batches) * args.batch
         with torch.no_grad(), features.LayerRecorder(layers) as rec:
             model(batches[0][:1])
