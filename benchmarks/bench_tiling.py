@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from histo_utils import tiling

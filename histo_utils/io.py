@@ -52,6 +52,7 @@ __all__ = [
     "GTExFiles",
     "locate_gtex_files",
     "hash_files",
+    "params_key",
 ]
 
 
@@ -396,6 +397,13 @@ def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slid
         gene_sets=_find_one(data_dir, "gene_sets", False),
         truth_dir=truth if truth.is_dir() else None,
     )
+
+
+def params_key(params) -> str:
+    """A short, stable hash of a parameters dataclass (results made with it are filed under it)."""
+    from dataclasses import asdict
+
+    return hashlib.sha256(json.dumps(asdict(params), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def hash_files(paths: Sequence[str | os.PathLike], *, content: bool = False) -> str:

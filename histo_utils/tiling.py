@@ -23,7 +23,6 @@ file unless asked: the reference study's 579,488 tiles took 72 GB as JPEG.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from PIL import Image
 from skimage import filters, morphology
 from tqdm.auto import tqdm
 
-from .io import atomic_path, read_table, write_table
+from .io import atomic_path, params_key, read_table, write_table
 from .slides import SlideError, choose_level, open_slide, read_region, read_region_rgba, rgba_to_rgb, slide_info
 
 log = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ class TilingParams:
 
     def key(self) -> str:
         """A short hash of the parameters (per-slide results are cached under it)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return params_key(self)
 
 
 # --------------------------------------------------------------------------

@@ -15,10 +15,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .io import atomic_path
+from .io import atomic_path, params_key
 from .slides import open_slide
 from .tiling import read_tile
 
@@ -198,7 +197,7 @@ class TrainConfig:
     num_workers: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return params_key(self)
 
 
 def _loader(ds, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:

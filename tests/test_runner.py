@@ -1,6 +1,5 @@
 """The papermill runner: profile validation, failures, skipping unchanged work."""
 import ast
-import json
 
 import nbformat
 import pytest

@@ -3,7 +3,6 @@ import hashlib
 
 import numpy as np
 import openslide
-import pandas as pd
 import pytest
 
 from histo_utils import io, slides

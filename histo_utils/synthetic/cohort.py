@@ -23,13 +23,12 @@ Files are written exactly as GTEx ships them (see :mod:`histo_utils.io`), plus
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import string
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..io import atomic_path, read_table, write_gct, write_gmt, write_json, write_table
+from ..io import atomic_path, params_key, write_gct, write_gmt, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide
 
@@ -87,7 +86,7 @@ class CohortParams:
     n_corrupt_slides: int = 1
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return params_key(self)
 
 
 def ischemic_severity(minutes) -> np.ndarray:
