@@ -1,0 +1,641 @@
+"""Gene–feature correlation engine (Badea & Stănescu 2020, notebook 03).
+
+Every gene is correlated with every image feature over the same samples:
+
+    r(g, f) = sum_s  z_g[s] z_f[s]        z: column centred and scaled to unit norm
+
+which for all pairs is one matrix product ``Z_F.T @ Z_G``. The engine streams
+it over blocks of genes, so the ``n_features x n_genes`` matrix never sits in
+memory: each block is screened and only the pairs that can matter are kept
+(those above a correlation floor and those whose analytic p-value is small
+enough for the Benjamini–Hochberg q-values below ``fdr_keep`` to be exact).
+
+Partial correlation given a categorical variable (tissue) is the same product
+after centring each column within the categories: the correlation of the
+residuals of both variables regressed on the category indicators
+(Frisch–Waugh), tested with ``n - 2 - (k - 1)`` degrees of freedom for ``k``
+categories.
+
+Permutation p-values use one permuted sample order per permutation for all
+pairs (the gene's values are permuted, the feature's stay), and are computed
+for every reported pair with every permutation: they equal exhaustive
+per-pair permutation testing with the same orders (:func:`permutation_pvalues`).
+
+Backends: NumPy (default) and torch (CPU, or CUDA when present); the same
+numbers up to floating-point rounding.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+__all__ = ["match_samples", "drop_constant", "standardize", "correlation_blocks", "scan_pairs", "ScanResult",
+           "pair_correlations", "pearson_pvalues", "critical_r", "bh_adjust", "permutation_pvalues",
+           "fisher_z", "compare_scans", "group_r2", "conditional_independence", "expression_floor",
+           "threshold_grid"]
+
+BACKENDS = ("numpy", "torch")
+
+
+# --------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------
+def match_samples(features: pd.DataFrame, expression: pd.DataFrame, *, on_mismatch: str = "raise"
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Put a feature table and an expression table on the same samples, same order.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples_f, n_features)
+        Rows are samples.
+    expression : DataFrame, shape (n_samples_e, n_genes)
+        Rows are samples (transpose a GCT table first), same kind of ID as ``features``.
+    on_mismatch : {"raise", "intersect"}
+        What to do when the two tables do not hold the same samples: raise a
+        ``ValueError`` that lists them, or keep the shared ones (logged).
+
+    Returns
+    -------
+    features, expression : DataFrames with identical indexes (sorted).
+    """
+    if on_mismatch not in ("raise", "intersect"):
+        raise ValueError(f"on_mismatch={on_mismatch!r} not available. Choose 'raise' or 'intersect'.")
+    for name, df in (("feature", features), ("expression", expression)):
+        dup = df.index[df.index.duplicated()]
+        if len(dup):
+            raise ValueError(f"The {name} table has duplicated sample IDs (e.g. {list(dup[:3])}); "
+                             f"aggregate or drop them first.")
+    shared = features.index.intersection(expression.index).sort_values()
+    only_f = features.index.difference(expression.index)
+    only_e = expression.index.difference(features.index)
+    if len(shared) == 0:
+        raise ValueError(f"The feature table ({len(features)} samples, e.g. {list(features.index[:2])}) and the "
+                         f"expression table ({len(expression)} samples, e.g. {list(expression.index[:2])}) share "
+                         f"no sample ID. Map image IDs to sample IDs (SAMPID) before correlating.")
+    if len(only_f) or len(only_e):
+        msg = (f"The feature table and the expression table share {len(shared)} sample IDs; "
+               f"{len(only_f)} only in features (e.g. {list(only_f[:3])}), "
+               f"{len(only_e)} only in expression (e.g. {list(only_e[:3])}).")
+        if on_mismatch == "raise":
+            raise ValueError(msg + " Pass on_mismatch='intersect' to use the shared samples.")
+        log.warning("%s Using the shared samples.", msg)
+    return features.loc[shared], expression.loc[shared]
+
+
+def drop_constant(df: pd.DataFrame, *, what: str = "column", tol: float = 0.0) -> tuple[pd.DataFrame, list]:
+    """Drop columns without variance (a correlation with them is undefined).
+
+    Returns the kept table and the dropped column names (to report).
+    Raises on NaN or infinite values, naming the columns.
+    """
+    values = df.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values).all(0)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} {what}s contain NaN or infinite values (e.g. "
+                         f"{list(df.columns[bad][:3])}); impute or drop them before correlating.")
+    keep = ~_flat(values - values.mean(0), values, tol)
+    dropped = list(df.columns[~keep])
+    if dropped:
+        log.info("Dropping %d constant %ss (e.g. %s)", len(dropped), what, dropped[:3])
+    return df.loc[:, keep], dropped
+
+
+def _flat(centred: np.ndarray, x: np.ndarray, tol: float = 0.0) -> np.ndarray:
+    """Columns whose centred values are zero up to rounding (relative 1e-10) or ``tol`` (standard deviation)."""
+    sd = np.sqrt((centred ** 2).mean(0))
+    return sd <= np.maximum(np.abs(x).max(0) * 1e-10, tol) + 1e-300
+
+
+def standardize(x: np.ndarray, *, groups: Sequence | None = None, dtype=np.float64, name: str = "matrix"
+                ) -> np.ndarray:
+    """Centre each column (within groups when given) and scale it to unit norm.
+
+    Parameters
+    ----------
+    x : array, shape (n_samples, n_columns)
+    groups : sequence, length n_samples, optional
+        Category of each sample: columns are centred within each category
+        (residuals of a regression on the category indicators).
+    dtype : float dtype of the result
+
+    Returns
+    -------
+    array, shape (n_samples, n_columns)
+        Columns ``z`` with ``z.sum() == 0`` and ``(z ** 2).sum() == 1``, so that
+        ``z_a @ z_b`` is Pearson's r. Columns without (residual) variance are
+        all NaN when ``groups`` is given; without groups they are an error.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples x columns), got shape {x.shape}.")
+    if not np.isfinite(x).all():
+        cols = np.where(~np.isfinite(x).all(0))[0]
+        raise ValueError(f"{name} has NaN or infinite values in {len(cols)} columns (e.g. {cols[:5].tolist()}); "
+                         f"impute or drop them before correlating.")
+    if groups is None:
+        z = x - x.mean(0)
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != len(x):
+            raise ValueError(f"groups has {len(groups)} entries for {len(x)} samples of {name}.")
+        _, code = np.unique(groups, return_inverse=True)
+        means = np.zeros((code.max() + 1, x.shape[1]))
+        np.add.at(means, code, x)
+        means /= np.bincount(code)[:, None]
+        z = x - means[code]
+    norm = np.sqrt((z ** 2).sum(0))
+    flat = _flat(z, x)
+    if flat.any():
+        if groups is None:
+            raise ValueError(f"{name} has {int(flat.sum())} constant columns (e.g. {np.where(flat)[0][:5].tolist()}); "
+                             f"drop them first (correlation.drop_constant).")
+        norm = np.where(flat, np.nan, norm)
+    return (z / norm).astype(dtype, copy=False)
+
+
+def _as_matrix(x, name):
+    if isinstance(x, pd.DataFrame):
+        return x.to_numpy(dtype=np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------
+class _Backend:
+    """Matrix products on NumPy or torch (CPU/CUDA), results back as NumPy."""
+
+    def __init__(self, backend: str = "numpy", device: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"Backend {backend!r} not available. Available backends: {', '.join(BACKENDS)}.")
+        self.name = backend
+        self.device = None
+        if backend == "torch":
+            import torch
+            self.torch = torch
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            if device == "cuda" and not torch.cuda.is_available():
+                raise ValueError("device='cuda' requested but no CUDA device is available; use 'cpu' or 'auto'.")
+            self.device = torch.device(device)
+
+    def put(self, a: np.ndarray):
+        if self.name == "numpy":
+            return a
+        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def matmul_t(self, a, b) -> np.ndarray:
+        """``a.T @ b`` as a NumPy array."""
+        if self.name == "numpy":
+            return a.T @ b
+        return (a.T @ b).cpu().numpy()
+
+
+# --------------------------------------------------------------------------
+# correlations
+# --------------------------------------------------------------------------
+def correlation_blocks(features, expression, *, groups: Sequence | None = None, block_size: int = 2048,
+                       backend: str = "numpy", device: str = "auto", dtype=np.float64,
+                       progress: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+    """Stream the feature × gene correlation matrix over blocks of genes.
+
+    Parameters
+    ----------
+    features : array or DataFrame, shape (n_samples, n_features)
+    expression : array or DataFrame, shape (n_samples, n_genes)
+        Same samples in the same order (see :func:`match_samples`); already
+        transformed (log2(1 + TPM)).
+    groups : sequence, length n_samples, optional
+        Condition on this categorical variable: partial correlations.
+    block_size : genes per block (memory: ``n_features * block_size`` values)
+    backend : ``"numpy"`` or ``"torch"``
+    device : torch device (``"auto"``, ``"cpu"``, ``"cuda"``)
+    dtype : ``np.float64`` or ``np.float32``
+
+    Yields
+    ------
+    genes : slice of gene columns in this block
+    r : array, shape (n_features, block)
+    """
+    f = _as_matrix(features, "features")
+    g = _as_matrix(expression, "expression")
+    if f.shape[0] != g.shape[0]:
+        raise ValueError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
+                         f"(correlation.match_samples).")
+    if f.shape[0] < 3 + (0 if groups is None else len(np.unique(groups)) - 1):
+        raise ValueError(f"{f.shape[0]} samples are too few for a correlation test.")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}.")
+    be = _Backend(backend, device)
+    zf = be.put(standardize(f, groups=groups, dtype=dtype, name="features"))
+    n_genes = g.shape[1]
+    starts = range(0, n_genes, block_size)
+    for start in tqdm(starts, desc="gene blocks", disable=not progress):
+        sl = slice(start, min(start + block_size, n_genes))
+        zg = be.put(standardize(g[:, sl], groups=groups, dtype=dtype, name="expression"))
+        yield sl, be.matmul_t(zf, zg)
+
+
+def critical_r(alpha: float, n: int, *, n_conditioning: int = 0) -> float:
+    """The |r| at which the two-sided t test of r = 0 reaches p = ``alpha``.
+
+    ``df = n - 2 - n_conditioning``; for a partial correlation given a
+    k-category variable ``n_conditioning = k - 1``.
+    """
+    df = n - 2 - n_conditioning
+    if df < 1:
+        raise ValueError(f"{n} samples leave {df} degrees of freedom; at least 1 is needed.")
+    t = stats.t.isf(alpha / 2, df)
+    return float(t / np.sqrt(df + t * t))
+
+
+def pearson_pvalues(r: np.ndarray, n: int, *, n_conditioning: int = 0) -> np.ndarray:
+    """Two-sided analytic p-values of (partial) correlations, t test with ``n - 2 - n_conditioning`` df.
+
+    Equals ``scipy.stats.pearsonr(...).pvalue`` for plain correlations.
+    """
+    df = n - 2 - n_conditioning
+    if df < 1:
+        raise ValueError(f"{n} samples leave {df} degrees of freedom; at least 1 is needed.")
+    r = np.clip(np.asarray(r, dtype=np.float64), -1.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = r * np.sqrt(df / ((1.0 - r) * (1.0 + r)))
+    return 2.0 * stats.t.sf(np.abs(t), df)
+
+
+def bh_adjust(pvalues: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
+    """Benjamini–Hochberg q-values of the smallest p-values of a larger family.
+
+    Parameters
+    ----------
+    pvalues : array, shape (k,)
+        The k smallest p-values of a family of ``n_tests`` tests (all of them
+        when ``n_tests`` is None), any order.
+    n_tests : size of the family (m)
+
+    Returns
+    -------
+    q : array, shape (k,)
+        ``q_(i) = min_{j >= i} m p_(j) / j``, capped at 1. With the full family
+        this equals statsmodels' ``fdrcorrection``. With only the k smallest, the
+        unseen tail can only lower a q-value that lies above the largest p-value
+        not kept; every q below that bound is exact.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = len(p) if n_tests is None else int(n_tests)
+    if m < len(p):
+        raise ValueError(f"n_tests={m} is smaller than the {len(p)} p-values given.")
+    if len(p) == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, len(p) + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    out = np.empty_like(q)
+    out[order] = q
+    return out
+
+
+@dataclass
+class ScanResult:
+    """Pairs kept by :func:`scan_pairs` and what is needed to judge them.
+
+    Attributes
+    ----------
+    pairs : DataFrame with ``feature, gene`` (integer column positions), ``r``, ``p`` (analytic), ``q`` (BH over
+        all ``n_tests`` pairs; exact where ``q < fdr_keep``)
+    n_samples, n_features, n_genes, n_tests : sizes; ``n_tests = n_features * n_genes``
+    r_keep : |r| above which pairs were kept
+    n_conditioning : degrees of freedom spent on the conditioning variable
+    histogram : counts of all r in ``bins`` (every pair, not only the kept ones)
+    """
+
+    pairs: pd.DataFrame
+    n_samples: int
+    n_features: int
+    n_genes: int
+    r_keep: float
+    fdr_keep: float
+    n_conditioning: int = 0
+    bins: np.ndarray = field(default_factory=lambda: np.linspace(-1, 1, 201))
+    histogram: np.ndarray | None = None
+
+    @property
+    def n_tests(self) -> int:
+        return self.n_features * self.n_genes
+
+
+def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.05,
+               groups: Sequence | None = None, block_size: int = 2048, backend: str = "numpy",
+               device: str = "auto", dtype=np.float64, histogram_bins: int = 200,
+               progress: bool = False) -> ScanResult:
+    """All gene–feature pairs that can be reported, in one streamed pass.
+
+    A pair is kept when ``|r| >= r_min`` or when its analytic p-value is small
+    enough that its Benjamini–Hochberg q-value could fall below ``fdr_keep``
+    (``p <= fdr_keep``): the q-values of the kept pairs are then exact wherever
+    they are below ``fdr_keep``. Set ``fdr_keep=0`` to keep by ``r_min`` only.
+
+    Parameters
+    ----------
+    features : array or DataFrame, shape (n_samples, n_features)
+    expression : array or DataFrame, shape (n_samples, n_genes)
+    r_min : keep pairs with |r| at least this
+    fdr_keep : keep pairs with p <= this (0 to disable)
+    groups : condition on this category (partial correlations)
+    histogram_bins : bins over [-1, 1] counting every r (0 to skip)
+
+    Returns
+    -------
+    ScanResult
+    """
+    f = _as_matrix(features, "features")
+    g = _as_matrix(expression, "expression")
+    n = f.shape[0]
+    k = 0 if groups is None else len(np.unique(np.asarray(groups))) - 1
+    r_keep = float(r_min)
+    if fdr_keep > 0:
+        r_keep = min(r_keep, critical_r(fdr_keep, n, n_conditioning=k))
+    thr = np.asarray(r_keep, dtype=dtype)
+    fi, gi, rr = [], [], []
+    bins = np.linspace(-1, 1, histogram_bins + 1) if histogram_bins else np.array([])
+    hist = np.zeros(histogram_bins, dtype=np.int64) if histogram_bins else None
+    for sl, r in correlation_blocks(f, g, groups=groups, block_size=block_size, backend=backend, device=device,
+                                    dtype=dtype, progress=progress):
+        hit = (r >= thr) | (r <= -thr)
+        a, b = np.nonzero(hit)
+        fi.append(a.astype(np.int32))
+        gi.append((b + sl.start).astype(np.int32))
+        rr.append(r[a, b])
+        if hist is not None:
+            vals = r.ravel()
+            if groups is not None:
+                vals = vals[~np.isnan(vals)]  # within-group constant columns: undefined, not counted
+            idx = np.floor((vals + 1.0) * (histogram_bins / 2.0)).astype(np.int64, copy=False)
+            hist += np.bincount(np.clip(idx, 0, histogram_bins - 1), minlength=histogram_bins)
+    pairs = pd.DataFrame({"feature": np.concatenate(fi) if fi else np.zeros(0, np.int32),
+                          "gene": np.concatenate(gi) if gi else np.zeros(0, np.int32),
+                          "r": np.concatenate(rr).astype(np.float64) if rr else np.zeros(0)})
+    pairs["p"] = pearson_pvalues(pairs["r"].to_numpy(), n, n_conditioning=k)
+    res = ScanResult(pairs=pairs, n_samples=n, n_features=f.shape[1], n_genes=g.shape[1], r_keep=r_keep,
+                     fdr_keep=fdr_keep, n_conditioning=k, bins=bins, histogram=hist)
+    pairs["q"] = bh_adjust(pairs["p"].to_numpy(), n_tests=res.n_tests)
+    log.info("Scanned %d x %d pairs on %d samples; kept %d with |r| >= %.3f", res.n_features, res.n_genes, n,
+             len(pairs), r_keep)
+    return res
+
+
+def pair_correlations(features, expression, feature_idx, gene_idx, *, groups: Sequence | None = None
+                      ) -> np.ndarray:
+    """(Partial) correlations of the listed pairs only, shape (n_pairs,)."""
+    zf = standardize(_as_matrix(features, "features"), groups=groups, name="features")
+    zg = standardize(_as_matrix(expression, "expression"), groups=groups, name="expression")
+    fi, gi = np.asarray(feature_idx), np.asarray(gene_idx)
+    out = np.empty(len(fi))
+    step = max(1, 2 ** 22 // max(len(zf), 1))
+    for s in range(0, len(fi), step):
+        out[s:s + step] = np.einsum("sk,sk->k", zf[:, fi[s:s + step]], zg[:, gi[s:s + step]])
+    return out
+
+
+# --------------------------------------------------------------------------
+# permutation tests
+# --------------------------------------------------------------------------
+def permutation_pvalues(features, expression, feature_idx, gene_idx, *, n_permutations: int = 1000,
+                        seed: int = 0, backend: str = "numpy", device: str = "auto",
+                        progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided permutation p-values of the listed pairs, the same permutations for all.
+
+    Permutation ``b`` reorders the samples of every gene by the same order
+    ``pi_b`` (drawn once from ``seed``); a pair's null statistics are
+    ``r_b = r(f, g[pi_b])`` and
+
+        p = (1 + #{b : |r_b| >= |r_obs| - 1e-12}) / (1 + N).
+
+    Every listed pair is tested with all N permutations, so the result equals a
+    per-pair loop over the same orders (a test checks it against that loop).
+    The work is grouped by the gene (or feature, whichever has fewer distinct
+    values): one ``(N, n) @ (n, k)`` product per group, no loop over pairs.
+    Permuting a feature by the inverse order gives the same ``r_b``.
+
+    Parameters
+    ----------
+    features : array or DataFrame, shape (n_samples, n_features)
+    expression : array or DataFrame, shape (n_samples, n_genes)
+    feature_idx, gene_idx : int arrays, shape (n_pairs,)
+    n_permutations : N (Badea: 1,000)
+    seed : seed of the permutation orders
+
+    Returns
+    -------
+    p : array, shape (n_pairs,)
+    r : array, shape (n_pairs,), the observed correlations
+    """
+    zf = standardize(_as_matrix(features, "features"), name="features")
+    zg = standardize(_as_matrix(expression, "expression"), name="expression")
+    fi = np.asarray(feature_idx, dtype=np.int64)
+    gi = np.asarray(gene_idx, dtype=np.int64)
+    if fi.shape != gi.shape:
+        raise ValueError(f"feature_idx ({fi.shape}) and gene_idx ({gi.shape}) must have the same length.")
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}.")
+    n = len(zf)
+    rng = np.random.default_rng(seed)
+    perms = np.stack([rng.permutation(n) for _ in range(n_permutations)])  # (N, n)
+    r_obs = np.einsum("sk,sk->k", zf[:, fi], zg[:, gi]) if len(fi) else np.zeros(0)
+    counts = np.zeros(len(fi), dtype=np.int64)
+    be = _Backend(backend, device)
+    by_gene = len(np.unique(gi)) <= len(np.unique(fi))
+    if by_gene:
+        key, other, zkey, zother, orders = gi, fi, zg, zf, perms
+    else:  # permute the feature by the inverse orders: r(f[pi^-1], g) == r(f, g[pi])
+        key, other, zkey, zother, orders = fi, gi, zf, zg, np.argsort(perms, axis=1)
+    order = np.argsort(key, kind="stable")
+    uniq, starts = np.unique(key[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    for j in tqdm(range(len(uniq)), desc="permutations", disable=not progress):
+        sel = order[bounds[j]:bounds[j + 1]]
+        permuted = zkey[:, uniq[j]][orders]  # (N, n)
+        rb = be.matmul_t(be.put(np.ascontiguousarray(permuted.T)), be.put(zother[:, other[sel]]))  # (N, k)
+        counts[sel] = (np.abs(rb) >= np.abs(r_obs[sel]) - 1e-12).sum(0)
+    return (1.0 + counts) / (1.0 + n_permutations), r_obs
+
+
+# --------------------------------------------------------------------------
+# reproducibility
+# --------------------------------------------------------------------------
+def fisher_z(r: np.ndarray) -> np.ndarray:
+    """Fisher's transform ``z = artanh(r)`` (|r| clipped below 1)."""
+    return np.arctanh(np.clip(np.asarray(r, dtype=np.float64), -1 + 1e-12, 1 - 1e-12))
+
+
+def compare_scans(features_a, expression_a, features_b, expression_b, *, block_size: int = 2048,
+                  backend: str = "numpy", device: str = "auto", sample_pairs: int = 20000, seed: int = 0
+                  ) -> tuple[dict, pd.DataFrame]:
+    """Agreement of all gene–feature correlations between two sample sets (Badea's S3 Fig).
+
+    Both correlation matrices are streamed block by block (same features and
+    genes, different samples); the Pearson correlation between them, of r and
+    of Fisher's z(r), is accumulated from running sums over all pairs.
+
+    Returns
+    -------
+    summary : dict with ``r_correlation``, ``z_correlation``, ``n_pairs``
+    sample : DataFrame, a random sample of pairs (``feature, gene, r_a, r_b``) for a scatter plot
+    """
+    fa, ga = _as_matrix(features_a, "features_a"), _as_matrix(expression_a, "expression_a")
+    fb, gb = _as_matrix(features_b, "features_b"), _as_matrix(expression_b, "expression_b")
+    if fa.shape[1] != fb.shape[1] or ga.shape[1] != gb.shape[1]:
+        raise ValueError(f"The two sample sets must have the same features and genes: "
+                         f"{fa.shape[1]}/{fb.shape[1]} features, {ga.shape[1]}/{gb.shape[1]} genes.")
+    sums = {k: np.zeros(5) for k in ("r", "z")}  # sum a, sum b, sum a2, sum b2, sum ab
+    n_pairs = fa.shape[1] * ga.shape[1]
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n_pairs, size=min(sample_pairs, n_pairs), replace=False))
+    f_idx, g_idx = np.divmod(pick, ga.shape[1])  # flat index in the (n_features, n_genes) matrix
+    samples = []
+    blocks_b = correlation_blocks(fb, gb, block_size=block_size, backend=backend, device=device)
+    for (sl, ra), (_, rb) in zip(correlation_blocks(fa, ga, block_size=block_size, backend=backend,
+                                                    device=device), blocks_b):
+        for key, (a, b) in (("r", (ra, rb)), ("z", (fisher_z(ra), fisher_z(rb)))):
+            sums[key] += [a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()]
+        inb = (g_idx >= sl.start) & (g_idx < sl.stop)
+        if inb.any():
+            fsel, gsel = f_idx[inb], g_idx[inb] - sl.start
+            samples.append(pd.DataFrame({"feature": fsel, "gene": g_idx[inb], "r_a": ra[fsel, gsel],
+                                         "r_b": rb[fsel, gsel]}))
+
+    def corr(s):
+        sa, sb, saa, sbb, sab = s
+        cov = sab / n_pairs - sa * sb / n_pairs ** 2
+        va, vb = saa / n_pairs - (sa / n_pairs) ** 2, sbb / n_pairs - (sb / n_pairs) ** 2
+        return float(cov / np.sqrt(va * vb))
+
+    summary = {"r_correlation": corr(sums["r"]), "z_correlation": corr(sums["z"]), "n_pairs": n_pairs}
+    return summary, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------
+# conditional independence given a categorical variable (Badea's Table 7)
+# --------------------------------------------------------------------------
+def group_r2(x, groups: Sequence) -> np.ndarray:
+    """Fraction of each column's variance explained by the categories (eta², R² of x ~ C(groups)).
+
+    x : array or DataFrame, shape (n_samples, n_columns); returns shape (n_columns,).
+    """
+    x = _as_matrix(x, "x")
+    total = ((x - x.mean(0)) ** 2).sum(0)
+    _, code = np.unique(np.asarray(groups), return_inverse=True)
+    means = np.zeros((code.max() + 1, x.shape[1]))
+    np.add.at(means, code, x)
+    means /= np.bincount(code)[:, None]
+    within = ((x - means[code]) ** 2).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - within / total
+
+
+def conditional_independence(r: np.ndarray, r_partial: np.ndarray, eta2_gene: np.ndarray,
+                             eta2_feature: np.ndarray, *, n: int, n_groups: int) -> pd.DataFrame:
+    """p-values of the three conditional independence tests of a gene g, feature f and category t.
+
+    Parameters
+    ----------
+    r : array, shape (n_pairs,), r(g, f)
+    r_partial : array, shape (n_pairs,), r(g, f | t)
+    eta2_gene, eta2_feature : arrays, shape (n_pairs,), R² of g ~ t and f ~ t
+    n : samples; n_groups : categories of t (k)
+
+    Returns
+    -------
+    DataFrame with columns
+
+    ``p_g_t_f``
+        g ⊥ f | t: t test of the partial correlation, ``n - k - 1`` df. Not
+        rejected: the g–f correlation is indirect, through the tissue.
+    ``p_f_g_t``
+        f ⊥ t | g: partial F test of the k - 1 tissue indicators in
+        ``f ~ g + C(t)`` against ``f ~ g``. Not rejected: the gene mediates
+        the feature–tissue association.
+    ``p_g_f_t``
+        g ⊥ t | f: the same with g and f exchanged.
+
+    The residual sums of squares come from r, the partial r and eta²
+    (Frisch–Waugh): ``RSS(f ~ g) = SS_f (1 - r²)``,
+    ``RSS(f ~ g + t) = SS_f (1 - eta²_f)(1 - r²_{gf|t})``; the tests match
+    statsmodels' nested-model F test (checked in the tests).
+    """
+    r = np.asarray(r, dtype=np.float64)
+    rp = np.asarray(r_partial, dtype=np.float64)
+    df_full = n - n_groups - 1
+    if df_full < 1:
+        raise ValueError(f"{n} samples and {n_groups} groups leave {df_full} residual degrees of freedom.")
+    p_gtf = pearson_pvalues(rp, n, n_conditioning=n_groups - 1)
+
+    def f_test(eta2_y):
+        rss_reduced = 1.0 - r ** 2
+        rss_full = (1.0 - np.asarray(eta2_y, dtype=np.float64)) * (1.0 - rp ** 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fstat = ((rss_reduced - rss_full) / (n_groups - 1)) / (rss_full / df_full)
+        return stats.f.sf(fstat, n_groups - 1, df_full)
+
+    return pd.DataFrame({"p_g_t_f": p_gtf, "p_f_g_t": f_test(eta2_feature), "p_g_f_t": f_test(eta2_gene)})
+
+
+# --------------------------------------------------------------------------
+# expression floor and the threshold grid (Badea's Tables 4–5)
+# --------------------------------------------------------------------------
+def expression_floor(log_expression: pd.DataFrame, tissues: Sequence) -> pd.DataFrame:
+    """Per gene, the tissue of maximal median expression and that median (log2(1 + TPM)).
+
+    Parameters
+    ----------
+    log_expression : DataFrame, shape (n_samples, n_genes), log2(1 + TPM)
+    tissues : sequence, length n_samples
+
+    Returns
+    -------
+    DataFrame indexed by gene with ``max_tissue`` and ``max_median``: the gene passes
+    an expression threshold E_T when ``max_median >= E_T``.
+    """
+    tissues = np.asarray(tissues)
+    if len(tissues) != len(log_expression):
+        raise ValueError(f"tissues has {len(tissues)} entries for {len(log_expression)} samples.")
+    med = log_expression.groupby(tissues).median()  # (n_tissues, n_genes)
+    return pd.DataFrame({"max_tissue": med.idxmax(0), "max_median": med.max(0)})
+
+
+def threshold_grid(pairs: pd.DataFrame, gene_floor: pd.Series, gene_tissue: pd.Series, *,
+                   r_thresholds: Sequence[float], e_thresholds: Sequence[float],
+                   extra: pd.Series | None = None) -> pd.DataFrame:
+    """Counts of pairs, unique genes, features and tissues for every (R_T, E_T) (Tables 4–5).
+
+    Parameters
+    ----------
+    pairs : DataFrame with ``feature, gene, r`` (labels or positions)
+    gene_floor : Series, gene -> max_median (log2(1 + TPM)) of :func:`expression_floor`
+    gene_tissue : Series, gene -> tissue of maximal expression
+    r_thresholds, e_thresholds : the grid; a pair counts when |r| >= R_T and its gene's floor >= E_T
+    extra : optional boolean Series aligned with ``pairs`` (e.g. permutation p < 1e-3): also required
+
+    Returns
+    -------
+    DataFrame with ``R_T, E_T, pairs, genes, features, tissues``.
+    """
+    floor = pairs["gene"].map(gene_floor).to_numpy(dtype=np.float64)
+    tissue = pairs["gene"].map(gene_tissue)
+    absr = pairs["r"].abs().to_numpy()
+    ok = np.ones(len(pairs), bool) if extra is None else np.asarray(extra, bool)
+    rows = []
+    for rt in r_thresholds:
+        for et in e_thresholds:
+            m = (absr >= rt) & (floor >= et) & ok
+            rows.append({"R_T": rt, "E_T": et, "pairs": int(m.sum()), "genes": pairs["gene"][m].nunique(),
+                         "features": pairs["feature"][m].nunique(), "tissues": tissue[m].nunique()})
+    return pd.DataFrame(rows)
