@@ -12,17 +12,20 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02"])
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran", "ran", "ran"]
+    assert [r["status"] for r in records] == ["ran", "ran", "ran", "ran"]
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
                       "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
-                      "02_training": ["training_curves", "confusion_test", "layer_program_correlation"]}.items():
+                      "02_training": ["training_curves", "confusion_test", "layer_program_correlation"],
+                      "03_feature_correlation": ["expression_floor", "correlations_and_pvalues", "threshold_grid",
+                                                 "genes_per_layer", "reproducibility", "within_tissue_power",
+                                                 "programs_by_layer"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -81,3 +84,29 @@ def test_training_outputs(tiny_run):
     untrained = io.read_table(d / "features_untrained_256px.parquet")
     assert not np.allclose(trained.to_numpy(), untrained.to_numpy())
     assert (d / "checkpoints" / prof.notebooks["02_training"]["arch"] / "best.pt").exists()
+
+
+def test_feature_correlation_outputs(tiny_run):
+    import json
+
+    out, prof, _ = tiny_run
+    d = out / "03_feature_correlation"
+    par = prof.notebooks["03_feature_correlation"]
+    pairs = io.read_table(d / "pairs.parquet")
+    _, samples = tiling.load_tiling(out)
+    n_split = (samples.split == par["split"]).sum()
+    tested = pairs[pairs.perm_p.notna()]
+    assert len(tested) > 0 and (tested.perm_p >= 1 / (par["n_permutations"] + 1)).all()
+    assert (pairs.r.abs() <= 1).all() and pairs.q.between(0, 1).all() and (pairs.q >= pairs.p - 1e-15).all()
+    grid = io.read_table(d / "threshold_grid.tsv")
+    for _, g in grid.groupby("E_T"):  # counts never grow with R_T
+        assert (np.diff(g.sort_values("R_T").pairs) <= 0).all()
+    top = grid[(grid.R_T == par.get("r_threshold", 0.8)) & (grid.E_T == par["e_threshold"])]
+    t7 = io.read_table(d / "indirect_dependencies.tsv")
+    assert (t7.pairs == int(top.pairs.iloc[0])).all()
+    assert (t7[["g–t–f", "f–g–t", "g–f–t"]].to_numpy() <= t7[["pairs"]].to_numpy()).all()
+    assert (t7.sort_values("alpha")["g–t–f"].diff().dropna() <= 0).all()  # fewer non-rejections at larger alpha
+    rep = json.loads((d / "reproducibility.json").read_text())
+    assert rep["n_samples_split"] <= n_split and -1 <= rep["z_correlation"] <= 1
+    rec = io.read_table(d / "recovery_summary.tsv")
+    assert set(rec.method) == {"pooled scan (Badea)", "within-tissue scan"}
