@@ -201,9 +201,19 @@ def design_cohort(p: CohortParams) -> tuple[pd.DataFrame, pd.DataFrame]:
 # --------------------------------------------------------------------------
 # expression
 # --------------------------------------------------------------------------
-def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.DataFrame
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
+def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.DataFrame, *,
+                        decouple: bool | str = False) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
     """Draw TPM for every sample with RNA, from the model in the module docstring.
+
+    With ``decouple=True`` every path from a sample's slide to its expression
+    is cut: the programs, the ischemia stress, RIN and the centre offset of
+    the expression are drawn independently of the values that paint the slide
+    (a separate random stream; genes, coefficients and noise stay the same).
+    The tissue-specific genes still follow the tissue. This is the null
+    cohort of notebook 04: image features and expression share nothing
+    within tissue. With ``decouple="programs"`` only the programs are
+    redrawn: what image and expression still share comes from the technical
+    confounders alone (the control of notebook 05).
 
     Returns
     -------
@@ -271,22 +281,37 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
     female = rna["SUBJID"].map(subjects.set_index("SUBJID")["SEX"]).to_numpy() == 2
     tj = rna["tissue_key"].map({t: j for j, t in enumerate(p.tissues)}).to_numpy()
     cj = rna["SMCENTER"].map({c: j for j, c in enumerate(centers)}).to_numpy()
+    rin = rna["SMRIN"].to_numpy(dtype=np.float64)
+    if decouple not in (False, True, "all", "programs"):
+        raise ValueError(f"decouple={decouple!r} not available: False, True/'all' or 'programs'.")
+    if decouple:
+        other = np.random.default_rng(np.random.SeedSequence([p.seed, 4]))
+        P = other.standard_normal(P.shape)
+        if decouple != "programs":
+            z_isch = other.permutation(z_isch)
+            cj = other.permutation(cj)
+            rin = other.permutation(rin)  # RIN follows ischemia, which fades the slide: cut that path too
     x = (mu[:, None] + T[:, tj] + B @ P.T + gamma[:, None] * z_isch[None]
-         + delta[:, None] * (rna["SMRIN"].to_numpy() - 7.0)[None]
+         + delta[:, None] * (rin - 7.0)[None]
          + C[:, cj] + X[:, None] * female[None] + sigma[:, None] * rng.standard_normal((n, m)))
     x = np.clip(x, 0, None)
     tpm = np.exp2(x) - 1.0
-    # one global scale so that samples sum to ~1e6 TPM (a constant factor leaves every planted log-scale
-    # effect intact); the low genes keep their sub-1-TPM level and the constant genes their value
+    # one shift s on the log2(1 + TPM) scale so that samples sum to ~1e6 TPM: log2(1 + TPM) = x + s exactly,
+    # so every planted effect stays linear on the scale the notebooks analyse (a multiplicative scale on TPM
+    # would not: log2(1 + c(2^x - 1)) is steep near x = 0). x is floored at 0: a detection floor at s.
+    # The low genes keep their sub-1-TPM level and the constant genes their value.
     scaled = np.ones(n, bool)
     scaled[low_idx] = scaled[const_idx] = False
     tpm[const_idx[:2]] = 0.0
     tpm[const_idx[2:]] = 5.0
-    tpm[scaled] *= (1e6 - tpm[~scaled].sum(0).mean()) / tpm[scaled].sum(0).mean()
+    target = 1e6 - tpm[~scaled].sum(0).mean()
+    shift = float(np.log2((target + scaled.sum()) / np.exp2(x[scaled]).sum(0).mean()))
+    tpm[scaled] = np.exp2(x[scaled] + shift) - 1.0
     df = pd.DataFrame(tpm, index=pd.Index(ids, name="Name"), columns=rna["SAMPID"].to_numpy())
     df.attrs["description"] = pd.Series(symbols, index=df.index)
 
-    genes = pd.DataFrame({"Name": ids, "Description": symbols, "role": role, "mu": mu, "noise_sd": sigma,
+    genes = pd.DataFrame({"Name": ids, "Description": symbols, "role": role, "mu": mu,
+                          "log2_shift": np.where(scaled, shift, 0.0), "noise_sd": sigma,
                           **{f"loading_{k}": B[:, i] for i, k in enumerate(PROGRAMS)},
                           "loading_ischemia": gamma, "loading_rin": delta,
                           **{f"tissue_effect_{t}": T[:, j] for j, t in enumerate(p.tissues)},
