@@ -14,7 +14,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "IMAGE_LINKED"]
+__all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
+           "IMAGE_LINKED"]
 
 #: gene groups with a planted path to the image
 IMAGE_LINKED = ("program", "tissue", "ischemia")
@@ -118,3 +119,28 @@ def pair_is_planted(gene_group: Sequence[str], gene_target: Sequence[str], featu
         out |= (gene_group == "program") & (gene_target == name) & (ft[f"r_{prog}"].abs().to_numpy() >= r_cut)
     out |= (gene_group == "ischemia") & (ft["r_ischemia"].abs().to_numpy() >= r_cut)
     return out
+
+
+def planted_unique_fraction(loading: pd.Series, driver: np.ndarray, design, term: str,
+                            y: pd.DataFrame) -> pd.Series:
+    """The type-II variance fraction a planted linear effect should give each column.
+
+    A column ``y = loading * driver + ...`` regressed on the design gets for ``term`` (the design's
+    version of the driver) the unique sum of squares ``loading² · SS(driver | other terms)``; divided
+    by the column's total sum of squares this is what
+    :func:`histo_utils.confounders.variance_partition` should report as ``unique_r2``.
+
+    Parameters
+    ----------
+    loading : Series, column -> planted coefficient (log2 units per unit of driver)
+    driver : array, shape (n_samples,), the planted driver in the design's sample order
+    design : :class:`histo_utils.confounders.Design`
+    term : the design term that carries the driver
+    y : DataFrame, shape (n_samples, n_columns)
+    """
+    from .confounders import residualize
+
+    others = design.columns([t for t in design.terms if t != term])
+    d_res = residualize(np.asarray(driver, dtype=np.float64)[:, None], design.matrix[others].to_numpy())
+    tss = ((y - y.mean()) ** 2).sum()
+    return (loading.reindex(y.columns).fillna(0.0) ** 2) * float((d_res ** 2).sum()) / tss

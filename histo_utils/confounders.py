@@ -1,0 +1,308 @@
+"""Known technical and donor confounders: design, batched regression, variance partition (Jones Q2, Q3A).
+
+The confounders ``C`` of a sample are log ischemic time, RIN, collection
+centre, age bracket and sex. Each column ``y`` of a table (a gene or an image
+feature) is fitted by ordinary least squares ``y ~ C`` and replaced by its
+residual. All columns share the design, so one orthonormal basis ``Q`` of the
+design serves all of them: ``residual = Y - Q (Q^T Y)`` — one matrix product
+for 56,202 genes instead of 56,202 model fits (checked against statsmodels).
+
+Variance partition per term (type-II sums of squares): the increase of the
+residual sum of squares when the term's columns are dropped from the full
+model, as a fraction of the column's total sum of squares (``unique_r2``)
+and relative to the full model's residual (``partial_r2``); with its F test.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["log_ischemic_time", "Design", "build_design", "residualize", "fit_rss", "variance_partition",
+           "select_terms", "residualize_selected", "DEFAULT_CONFOUNDERS"]
+
+#: confounder name -> (source column, kind)
+DEFAULT_CONFOUNDERS = {
+    "log_ischemic_time": ("SMTSISCH", "log_ischemic"),
+    "RIN": ("SMRIN", "numeric"),
+    "centre": ("SMCENTER", "category"),
+    "age": ("AGE", "category"),
+    "sex": ("SEX", "category"),
+}
+
+
+def log_ischemic_time(minutes) -> np.ndarray:
+    """``log(1 + max(t, 0))`` of ischemic time in minutes.
+
+    GTEx records a few times <= 0 (tissue taken before or at the declared
+    time of death, e.g. surgical and organ-donor samples); they are set to 0
+    minutes, the shortest possible time, before the log. Negative values are
+    not errors; NaN stays NaN (see :func:`build_design`).
+    """
+    t = np.asarray(minutes, dtype=np.float64)
+    return np.log1p(np.clip(t, 0, None))
+
+
+@dataclass
+class Design:
+    """A design matrix with the columns of each term.
+
+    Attributes
+    ----------
+    matrix : DataFrame, shape (n_samples, n_columns), intercept first
+    terms : dict, term -> list of column names (the intercept is not a term)
+    dropped : dict, what was left out and why (constant terms, samples with missing values, merged levels)
+    """
+
+    matrix: pd.DataFrame
+    terms: dict[str, list[str]]
+    dropped: dict = field(default_factory=dict)
+
+    def columns(self, terms: Sequence[str] | None = None) -> list[str]:
+        """Intercept plus the columns of ``terms`` (all terms when None)."""
+        use = self.terms if terms is None else terms
+        return ["intercept"] + [c for t in use for c in self.terms[t]]
+
+
+def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_level_size: int = 2,
+                 on_missing: str = "drop") -> Design:
+    """Design matrix of the confounders of the given samples.
+
+    Parameters
+    ----------
+    samples : DataFrame, one row per sample, with the source columns (``SMTSISCH, SMRIN, SMCENTER, AGE, SEX``)
+    confounders : term -> (source column, "numeric" | "category" | "log_ischemic"); default
+        :data:`DEFAULT_CONFOUNDERS` (ischemic time through :func:`log_ischemic_time`)
+    min_level_size : category levels with fewer samples are merged into the most frequent level (a
+        level of one sample would be fitted exactly and leave it a zero residual)
+    on_missing : ``"drop"`` the samples with a missing confounder (reported in ``dropped``) or ``"raise"``
+
+    Returns
+    -------
+    Design
+        Numeric terms are centred; categories are treatment-coded against their most frequent level.
+        Terms without variation in these samples (one centre in a tissue) are left out and reported.
+    """
+    confounders = DEFAULT_CONFOUNDERS if confounders is None else confounders
+    missing_cols = [src for src, _ in confounders.values() if src not in samples]
+    if missing_cols:
+        raise ValueError(f"Sample table lacks confounder columns {missing_cols}; join the subject phenotypes "
+                         f"(AGE, SEX) and sample attributes first, or pass confounders= without them.")
+    dropped: dict = {"constant_terms": [], "samples_missing": [], "merged_levels": {}}
+    src = samples[[s for s, _ in confounders.values()]]
+    bad = src.isna().any(axis=1)
+    if bad.any():
+        msg = (f"{int(bad.sum())} samples have missing confounders (e.g. {list(samples.index[bad][:3])} in "
+               f"{list(src.columns[src.isna().any()])})")
+        if on_missing == "raise":
+            raise ValueError(msg + "; impute them or pass on_missing='drop'.")
+        log.warning("%s: left out of the regression.", msg)
+        dropped["samples_missing"] = list(samples.index[bad])
+    s = samples.loc[~bad]
+    cols = {"intercept": np.ones(len(s))}
+    terms: dict[str, list[str]] = {}
+    for term, (col, kind) in confounders.items():
+        v = s[col]
+        if kind in ("numeric", "log_ischemic"):
+            x = log_ischemic_time(v) if kind == "log_ischemic" else v.to_numpy(dtype=np.float64)
+            if np.ptp(x) == 0:
+                dropped["constant_terms"].append(term)
+                continue
+            cols[term] = x - x.mean()
+            terms[term] = [term]
+        elif kind == "category":
+            v = v.astype(str)
+            counts = v.value_counts()
+            small = counts.index[counts < min_level_size]
+            if len(small) and len(counts) > len(small):
+                dropped["merged_levels"][term] = list(small)
+                v = v.where(~v.isin(small), counts.index[0])
+            levels = v.value_counts().index
+            if len(levels) < 2:
+                dropped["constant_terms"].append(term)
+                continue
+            names = []
+            for lev in sorted(levels[1:]):
+                name = f"{term}[{lev}]"
+                cols[name] = (v == lev).to_numpy(dtype=np.float64)
+                names.append(name)
+            terms[term] = names
+        else:
+            raise ValueError(f"Confounder kind {kind!r} of {term!r} not available: numeric, category, log_ischemic.")
+    if dropped["constant_terms"]:
+        log.info("Confounders without variation here, left out: %s", dropped["constant_terms"])
+    return Design(pd.DataFrame(cols, index=s.index), terms, dropped)
+
+
+def _basis(x: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the column space of x (rank-revealing, via SVD)."""
+    u, sv, _ = np.linalg.svd(x, full_matrices=False)
+    rank = int((sv > sv[0] * max(x.shape) * np.finfo(float).eps).sum()) if len(sv) else 0
+    return u[:, :rank]
+
+
+def residualize(y, x) -> np.ndarray:
+    """Residuals of every column of ``y`` regressed on ``x`` by least squares, in one pass.
+
+    Parameters
+    ----------
+    y : array or DataFrame, shape (n_samples, n_columns)
+    x : array or DataFrame, shape (n_samples, n_covariates), including the intercept column
+
+    Returns
+    -------
+    array, shape (n_samples, n_columns)
+        Equal to ``statsmodels.OLS(y[:, j], x).fit().resid`` for every j (rank-deficient designs
+        included: the projection is onto the column space of x).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} samples and the design {x.shape[0]}; align them first.")
+    if not (np.isfinite(y.sum()) and np.isfinite(x).all()):  # a sum is NaN/inf iff a value is: one cheap pass
+        raise ValueError("NaN or infinite values in the table or the design; drop those samples first.")
+    q = _basis(x)
+    if q.shape[1] >= len(y):
+        raise ValueError(f"The design has rank {q.shape[1]} with {len(y)} samples: no residual degrees of "
+                         f"freedom. Use fewer confounders or more samples.")
+    out = q @ (q.T @ y)
+    np.subtract(y, out, out=out)
+    return out
+
+
+def fit_rss(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Residual sum of squares of every column of y on x, and the rank of x."""
+    q = _basis(np.asarray(x, dtype=np.float64))
+    r = y - q @ (q.T @ y)
+    return (r ** 2).sum(0), q.shape[1]
+
+
+def variance_partition(y, design: Design, *, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Variance of each column explained by each confounder term (type-II) and by all together.
+
+    Parameters
+    ----------
+    y : array or DataFrame, shape (n_samples, n_columns), rows in ``design.matrix`` order
+    design : :class:`Design`
+    names : column names (taken from y when a DataFrame)
+
+    Returns
+    -------
+    DataFrame, long format: ``column, term, df, unique_r2, unique_r2_adj, partial_r2, F, p`` for every
+    term, and a row with term ``"(all)"`` whose ``unique_r2`` is the full model's R² (its F test against
+    the intercept only).
+
+    Notes
+    -----
+    With few samples a term of ``q`` columns explains about ``q / (n - 1)`` of any column by chance (a
+    5-level category, 40 samples: 10 %). ``unique_r2_adj = (SS_term - q * MSE) / SS_total`` removes that
+    expectation (zero on average for a term without effect; it can be negative), and for ``"(all)"`` it
+    is the adjusted R².
+    """
+    if isinstance(y, pd.DataFrame):
+        names = list(y.columns) if names is None else names
+        y = y.to_numpy(dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    names = list(range(y.shape[1])) if names is None else list(names)
+    n = len(y)
+    x_full = design.matrix[design.columns()].to_numpy()
+    rss_full, rank_full = fit_rss(y, x_full)
+    df_resid = n - rank_full
+    if df_resid < 1:
+        raise ValueError(f"{n} samples and a design of rank {rank_full}: no residual degrees of freedom.")
+    tss = ((y - y.mean(0)) ** 2).sum(0)
+    mse = rss_full / df_resid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = []
+        for term in design.terms:
+            rss_red, rank_red = fit_rss(y, design.matrix[design.columns([t for t in design.terms if t != term])]
+                                        .to_numpy())
+            df_term = rank_full - rank_red
+            ss = rss_red - rss_full
+            fstat = (ss / max(df_term, 1)) / (rss_full / df_resid)
+            out.append(pd.DataFrame({"column": names, "term": term, "df": df_term, "unique_r2": ss / tss,
+                                     "unique_r2_adj": (ss - df_term * mse) / tss,
+                                     "partial_r2": ss / (ss + rss_full), "F": fstat,
+                                     "p": stats.f.sf(fstat, max(df_term, 1), df_resid)}))
+        df_model = rank_full - 1
+        fstat = ((tss - rss_full) / max(df_model, 1)) / (rss_full / df_resid)
+        out.append(pd.DataFrame({"column": names, "term": "(all)", "df": df_model, "unique_r2": 1 - rss_full / tss,
+                                 "unique_r2_adj": 1 - mse / (tss / (n - 1)),
+                                 "partial_r2": 1 - rss_full / tss, "F": fstat,
+                                 "p": stats.f.sf(fstat, max(df_model, 1), df_resid)}))
+    return pd.concat(out, ignore_index=True)
+
+
+def select_terms(y, design: Design, *, method: str = "all", alpha: float = 0.05) -> pd.DataFrame:
+    """Which confounder terms each column keeps, by the model-choice rule.
+
+    method
+        ``"all"``: every term for every column (Jones' full model).
+        ``"significant"``: the terms whose type-II F test in the full model has p < alpha.
+        ``"forward"``: forward selection per column: starting from the intercept, add the term with the
+        smallest partial F-test p-value while it is below alpha.
+
+    Returns
+    -------
+    DataFrame of booleans, shape (n_columns, n_terms).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    terms = list(design.terms)
+    if method == "all":
+        return pd.DataFrame(True, index=range(y.shape[1]), columns=terms)
+    if method == "significant":
+        vp = variance_partition(y, design)
+        vp = vp[vp.term != "(all)"]
+        return (vp.assign(keep=vp.p < alpha).pivot(index="column", columns="term", values="keep")
+                .reindex(columns=terms).fillna(False).astype(bool))
+    if method != "forward":
+        raise ValueError(f"Model choice {method!r} not available. Choose 'all', 'significant' or 'forward'.")
+    n = len(y)
+    chosen = np.zeros((y.shape[1], len(terms)), bool)
+    active = np.ones(y.shape[1], bool)
+    for _ in range(len(terms)):
+        if not active.any():
+            break
+        best_p = np.full(y.shape[1], np.inf)
+        best_t = np.full(y.shape[1], -1)
+        # columns with the same current model share the fits
+        keys = pd.Series([row.tobytes() for row in chosen])
+        for key, idx in keys[active].groupby(keys[active]).groups.items():
+            idx = np.asarray(idx)
+            cur = [t for t, c in zip(terms, chosen[idx[0]]) if c]
+            x0 = design.matrix[design.columns(cur)].to_numpy()
+            rss0, r0 = fit_rss(y[:, idx], x0)
+            for j, t in enumerate(terms):
+                if chosen[idx[0], j]:
+                    continue
+                rss1, r1 = fit_rss(y[:, idx], design.matrix[design.columns(cur + [t])].to_numpy())
+                df1, df2 = r1 - r0, n - r1
+                if df1 < 1 or df2 < 1:
+                    continue
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    p = stats.f.sf(((rss0 - rss1) / df1) / (rss1 / df2), df1, df2)
+                better = p < best_p[idx]
+                best_p[idx[better]] = p[better]
+                best_t[idx[better]] = j
+        add = active & (best_p < alpha)
+        chosen[np.where(add)[0], best_t[add]] = True
+        active = add
+    return pd.DataFrame(chosen, columns=terms)
+
+
+def residualize_selected(y, design: Design, keep: pd.DataFrame) -> np.ndarray:
+    """Residuals of each column on the intercept and its own selected terms (:func:`select_terms`)."""
+    y = np.asarray(y, dtype=np.float64)
+    out = np.empty_like(y)
+    keys = pd.Series([row.tobytes() for row in keep.to_numpy()])
+    for _, idx in keys.groupby(keys).groups.items():
+        idx = np.asarray(idx)
+        cur = [t for t, c in zip(keep.columns, keep.to_numpy()[idx[0]]) if c]
+        out[:, idx] = residualize(y[:, idx], design.matrix[design.columns(cur)].to_numpy())
+    return out

@@ -1,0 +1,279 @@
+"""Shared variance between image features and expression through their principal components (Jones, Q1).
+
+Both tables are reduced to principal components separately (kept until a
+fraction of their variance is reached), then every image PC is correlated with
+every expression PC. With ``lambda_i`` the fraction of the image features'
+variance carried by image PC ``i`` and ``r_ij`` its correlation with
+expression PC ``j``,
+
+    S_image = sum_i lambda_i sum_j r_ij^2.
+
+Because the expression PCs are uncorrelated, ``sum_j r_ij^2`` is the R² of
+image PC ``i`` regressed on all kept expression PCs, so ``S_image`` is the
+fraction of the image features' variance that a linear function of the kept
+expression PCs reproduces (over the kept image PCs); ``S_expression`` is the
+same with the roles exchanged. With ``n`` samples a regression on ``n - 1``
+PCs fits anything (R² = 1), so the number means something only next to its
+null: the same computation with the pairing of image and expression rows
+shuffled (:func:`shared_variance_null`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = ["pca", "PCA", "cross_correlation", "shared_variance", "shared_variance_null", "shared_variance_with_null",
+           "select_columns", "shared_variance_grid",
+           "SharedVariance"]
+
+
+@dataclass
+class PCA:
+    """Principal components of a samples × variables table.
+
+    Attributes
+    ----------
+    scores : array, shape (n_samples, k)
+    explained : array, shape (k,), fraction of the total variance of each component
+    total_explained : float, sum of ``explained``
+    """
+
+    scores: np.ndarray
+    explained: np.ndarray
+
+    @property
+    def n_components(self) -> int:
+        return self.scores.shape[1]
+
+    @property
+    def total_explained(self) -> float:
+        return float(self.explained.sum())
+
+
+def pca(x, *, var_fraction: float = 0.999, max_components: int | None = None, name: str = "table") -> PCA:
+    """PCA by SVD of the centred table, keeping components until ``var_fraction`` of the variance.
+
+    Parameters
+    ----------
+    x : array or DataFrame, shape (n_samples, n_variables)
+    var_fraction : keep the fewest components whose variance fractions sum to at least this, in (0, 1]
+    max_components : at most this many; a request above ``n_samples - 1`` (the most components
+        with variance that n samples have) is lowered to it, with a warning
+
+    Returns
+    -------
+    PCA
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples x variables), got shape {x.shape}.")
+    if not 0 < var_fraction <= 1:
+        raise ValueError(f"var_fraction must be in (0, 1], got {var_fraction}.")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} has NaN or infinite values; impute or drop them before the PCA.")
+    n = len(x)
+    if n < 3:
+        raise ValueError(f"{name} has {n} samples; a PCA needs at least 3.")
+    limit = n - 1
+    if max_components is not None:
+        if max_components < 1:
+            raise ValueError(f"max_components must be >= 1, got {max_components}.")
+        if max_components > limit:
+            log.warning("%s: %d components requested but %d samples have at most %d; using %d.", name,
+                        max_components, n, limit, limit)
+        limit = min(limit, max_components)
+    xc = x - x.mean(0)
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    var = s ** 2
+    total = var.sum()
+    if total <= 0:
+        raise ValueError(f"{name} has no variance.")
+    frac = var / total
+    k = int(np.searchsorted(np.cumsum(frac), var_fraction - 1e-12) + 1)
+    k = max(1, min(k, limit, int((frac > 1e-12).sum())))
+    return PCA(scores=u[:, :k] * s[:k], explained=frac[:k])
+
+
+def cross_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlations between the columns of ``a`` (n, ka) and ``b`` (n, kb); shape (ka, kb)."""
+    za = a - a.mean(0)
+    zb = b - b.mean(0)
+    za = za / np.linalg.norm(za, axis=0)
+    zb = zb / np.linalg.norm(zb, axis=0)
+    return za.T @ zb
+
+
+@dataclass
+class SharedVariance:
+    """Result of :func:`shared_variance` (fractions in [0, 1])."""
+
+    image: float
+    expression: float
+    n_pc_image: int
+    n_pc_expression: int
+    image_pca_explained: float
+    expression_pca_explained: float
+    cross: np.ndarray  # (n_pc_image, n_pc_expression) correlations
+
+
+def _shared(cross: np.ndarray, lam_i: np.ndarray, lam_e: np.ndarray) -> tuple[float, float]:
+    r2 = cross ** 2
+    return float(lam_i @ r2.sum(1)), float(lam_e @ r2.sum(0))
+
+
+def shared_variance(image, expression, *, var_fraction: float = 0.999, max_components: int | None = None,
+                    image_pca: PCA | None = None, expression_pca: PCA | None = None) -> SharedVariance:
+    """Shared variance of image features and expression over the same samples (Jones Q1 steps 1–3).
+
+    Parameters
+    ----------
+    image : array or DataFrame, shape (n_samples, n_features)
+    expression : array or DataFrame, shape (n_samples, n_genes), same samples in the same order
+    var_fraction, max_components : passed to :func:`pca` for both tables
+    image_pca, expression_pca : precomputed PCAs (to reuse one across calls)
+
+    Returns
+    -------
+    SharedVariance
+        ``image = sum_i lambda_i sum_j r_ij^2`` with ``lambda_i`` the variance fraction of image PC
+        ``i``; ``expression`` the symmetric quantity.
+    """
+    if image_pca is None:
+        image_pca = pca(image, var_fraction=var_fraction, max_components=max_components, name="image features")
+    if expression_pca is None:
+        expression_pca = pca(expression, var_fraction=var_fraction, max_components=max_components,
+                             name="expression")
+    if len(image_pca.scores) != len(expression_pca.scores):
+        raise ValueError(f"image features have {len(image_pca.scores)} samples and expression "
+                         f"{len(expression_pca.scores)}: align them first (correlation.match_samples).")
+    cross = cross_correlation(image_pca.scores, expression_pca.scores)
+    si, se = _shared(cross, image_pca.explained, expression_pca.explained)
+    return SharedVariance(si, se, image_pca.n_components, expression_pca.n_components,
+                          image_pca.total_explained, expression_pca.total_explained, cross)
+
+
+def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0
+                         ) -> pd.DataFrame:
+    """Shared variance with the sample pairing shuffled, ``n_shuffles`` times.
+
+    Shuffling the rows of the expression table permutes the rows of its PC
+    scores and leaves its PCA otherwise unchanged, so the PCAs are reused.
+
+    Returns
+    -------
+    DataFrame with columns ``image, expression``, one row per shuffle.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(image_pca.scores)
+    rows = []
+    for _ in range(n_shuffles):
+        cross = cross_correlation(image_pca.scores, expression_pca.scores[rng.permutation(n)])
+        rows.append(_shared(cross, image_pca.explained, expression_pca.explained))
+    return pd.DataFrame(rows, columns=["image", "expression"])
+
+
+def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999, n_shuffles: int = 200,
+                              seed: int = 0, max_components: int | None = None,
+                              expression_pca: PCA | None = None) -> dict:
+    """:func:`shared_variance` with its shuffled-pairing null, as one flat record.
+
+    Returns
+    -------
+    dict with the observed ``image``/``expression`` shared variances, PC counts, the null mean and 95th
+    percentile of each, and the permutation p-value ``(1 + #{null >= observed}) / (1 + n_shuffles)``.
+    """
+    ipca = pca(image, var_fraction=var_fraction, max_components=max_components, name="image features")
+    epca = expression_pca or pca(expression, var_fraction=var_fraction, max_components=max_components,
+                                 name="expression")
+    obs = shared_variance(None, None, image_pca=ipca, expression_pca=epca)
+    null = shared_variance_null(ipca, epca, n_shuffles=n_shuffles, seed=seed)
+    rec = {"n_samples": len(ipca.scores), "n_pc_image": obs.n_pc_image, "n_pc_expression": obs.n_pc_expression}
+    for side in ("image", "expression"):
+        v = getattr(obs, side)
+        rec[f"{side}_shared"] = v
+        rec[f"{side}_null_mean"] = float(null[side].mean())
+        rec[f"{side}_null_q95"] = float(null[side].quantile(0.95))
+        rec[f"{side}_excess"] = v - float(null[side].mean())
+        rec[f"{side}_p"] = float((1 + (null[side] >= v - 1e-12).sum()) / (1 + n_shuffles))
+    return rec
+
+
+def select_columns(x: pd.DataFrame, *, top: int | None = None, min_mean: float | None = None) -> pd.DataFrame:
+    """Columns with mean at least ``min_mean``, then the ``top`` most variable (Jones: 2,000 genes, 500 features).
+
+    Columns without variance are always left out.
+    """
+    keep = x.std() > 0
+    if min_mean is not None:
+        keep &= x.mean() >= min_mean
+    x = x.loc[:, keep]
+    if top and x.shape[1] > top:
+        x = x[x.var().sort_values(ascending=False, kind="stable").index[:top]]
+    return x
+
+
+def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue: pd.Series, *,
+                         layers: bool = True, var_fractions=(0.999,), n_shuffles: int = 200, seed: int = 0,
+                         top_features: int | None = 500, top_genes: int | None = 2000,
+                         gene_min_mean: float | None = 1.0, scale_features: bool = True,
+                         min_samples: int = 10, progress: bool = False) -> pd.DataFrame:
+    """Shared variance with its null for every tissue × feature table × layer × variance fraction.
+
+    Parameters
+    ----------
+    feature_tables : dict, key -> DataFrame (n_samples, n_features), index = sample IDs, columns
+        ``layer_channel``; the key (e.g. ``(network, tile_px, aggregation)``) is copied to the output
+    expression : DataFrame, shape (n_samples, n_genes), log2(1 + TPM), index = sample IDs
+    tissue : Series, sample ID -> tissue; each tissue is analysed on its own
+    layers : also each layer on its own (besides all layers together, ``layer="all"``)
+    var_fractions : PCA variance fractions to keep (Jones: 99.9 % and 95 %)
+    n_shuffles : shuffles of the image–expression pairing for the null
+    top_features, top_genes, gene_min_mean : column selection per tissue (:func:`select_columns`)
+    scale_features : standardise features before the PCA (layers differ in scale by orders of magnitude)
+    min_samples : tissues with fewer samples are skipped (logged)
+
+    Returns
+    -------
+    DataFrame, one row per tissue × table × layer × fraction: the key fields, ``tissue, layer,
+    var_fraction`` and the record of :func:`shared_variance_with_null`.
+    """
+    from tqdm.auto import tqdm
+
+    from .data import feature_layer
+
+    rows = []
+    jobs = [(key, t) for key in feature_tables for t in sorted(tissue.unique())]
+    for key, t in tqdm(jobs, desc="shared variance", disable=not progress):
+        table = feature_tables[key]
+        ids = table.index.intersection(tissue.index[tissue == t]).intersection(expression.index)
+        if len(ids) < min_samples:
+            log.warning("Tissue %s: %d samples with features and expression, fewer than %d; skipped.", t,
+                        len(ids), min_samples)
+            continue
+        e = select_columns(expression.loc[ids], top=top_genes, min_mean=gene_min_mean)
+        f_all = table.loc[ids]
+        layer_of = pd.Series(feature_layer(f_all.columns), index=f_all.columns)
+        groups = {"all": f_all.columns}
+        if layers:
+            groups.update({lay: cols for lay, cols in layer_of.groupby(layer_of, sort=False).groups.items()})
+        for vf in var_fractions:
+            epca = pca(e.to_numpy(), var_fraction=vf, name=f"expression ({t})")
+            for lay, cols in groups.items():
+                f = select_columns(f_all[cols], top=top_features)
+                if f.shape[1] == 0:
+                    continue
+                x = f.to_numpy(dtype=np.float64)
+                if scale_features:
+                    x = (x - x.mean(0)) / x.std(0)
+                rec = shared_variance_with_null(x, None, var_fraction=vf, n_shuffles=n_shuffles, seed=seed,
+                                                expression_pca=epca)
+                key_fields = dict(zip(("network", "tile_px", "aggregation"), key)) if isinstance(key, tuple) \
+                    else {"table": key}
+                rows.append({**key_fields, "tissue": t, "layer": lay, "var_fraction": vf,
+                             "n_features": f.shape[1], "n_genes": e.shape[1], **rec})
+    return pd.DataFrame(rows)

@@ -1,0 +1,151 @@
+"""Shared variance through PCs (Jones Q1) and confounder regression / variance partition (Q2, Q3A)."""
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+import statsmodels.formula.api as smf
+
+from histo_utils import confounders as cf
+from histo_utils import crossvariance as cv
+
+
+def test_shared_variance_known_answer():
+    """Image PCs: two independent signals with variance 3 and 1; expression carries only the first."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    image = np.c_[np.sqrt(3) * a, b]  # variance fractions 0.75 and 0.25
+    expr = np.c_[a + 0.0 * rng.normal(size=n), rng.normal(size=n) * 0.1]
+    res = cv.shared_variance(image, expr, var_fraction=1.0)
+    assert res.n_pc_image == 2 and res.n_pc_expression == 2
+    assert res.image == pytest.approx(0.75, abs=0.01)  # 0.75 * 1 + 0.25 * ~0
+    # expression: PC1 (a, ~99 % of its variance) is fully explained by image PC1
+    assert res.expression == pytest.approx(1 / 1.01, abs=0.01)
+    # a weaker link: r(image PC1, expression) = 0.6 gives 0.75 * 0.36
+    expr2 = np.c_[0.6 * a + 0.8 * rng.normal(size=n)]
+    assert cv.shared_variance(image, expr2, var_fraction=1.0).image == pytest.approx(0.75 * 0.36, abs=0.02)
+
+
+def test_null_is_large_with_many_pcs_and_detects_a_real_link():
+    rng = np.random.default_rng(1)
+    n = 40
+    latent = rng.normal(size=(n, 2))
+    image = latent @ rng.normal(size=(2, 60)) + 0.5 * rng.normal(size=(n, 60))
+    expr_linked = latent @ rng.normal(size=(2, 200)) + 0.5 * rng.normal(size=(n, 200))
+    expr_unlinked = rng.normal(size=(n, 2)) @ rng.normal(size=(2, 200)) + 0.5 * rng.normal(size=(n, 200))
+    # 99.9 %: nearly n - 1 PCs on each side, so shuffled data share almost everything too
+    full = cv.shared_variance_with_null(image, expr_unlinked, var_fraction=0.999, n_shuffles=50)
+    assert full["image_null_mean"] > 0.8 and full["image_p"] > 0.05
+    linked = cv.shared_variance_with_null(image, expr_linked, var_fraction=0.8, n_shuffles=100)
+    unlinked = cv.shared_variance_with_null(image, expr_unlinked, var_fraction=0.8, n_shuffles=100)
+    assert linked["image_shared"] > 0.5 and linked["image_p"] < 0.02
+    assert unlinked["image_p"] > 0.05
+
+
+def test_pca_components_and_limits(caplog):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(10, 30))
+    p = cv.pca(x, var_fraction=1.0)
+    assert p.n_components == 9  # n - 1 components carry variance
+    assert p.total_explained == pytest.approx(1.0)
+    ref = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    np.testing.assert_allclose(p.explained, (ref / ref.sum())[:9], rtol=1e-10)
+    assert cv.pca(x, var_fraction=0.5).total_explained >= 0.5
+    with caplog.at_level("WARNING"):
+        assert cv.pca(x, var_fraction=1.0, max_components=50).n_components == 9
+    assert "at most 9" in caplog.text
+    with pytest.raises(ValueError, match="var_fraction"):
+        cv.pca(x, var_fraction=0)
+    with pytest.raises(ValueError, match="NaN"):
+        cv.pca(np.where(x > 2, np.nan, x))
+
+
+def _samples(n=60, seed=3):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "SMTSISCH": rng.lognormal(6, 0.5, n).round(),
+        "SMRIN": rng.normal(7, 1, n).round(1),
+        "SMCENTER": rng.choice(["B1", "C1", "D1"], n),
+        "AGE": rng.choice(["20-29", "50-59", "60-69"], n),
+        "SEX": rng.choice([1, 2], n),
+    }, index=[f"s{i}" for i in range(n)])
+
+
+def test_batched_residuals_equal_statsmodels():
+    s = _samples()
+    d = cf.build_design(s)
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=(len(s), 5)) + d.matrix.to_numpy() @ rng.normal(size=(d.matrix.shape[1], 5))
+    res = cf.residualize(y, d.matrix)
+    df = s.assign(lit=np.log1p(s.SMTSISCH.clip(lower=0)), y=y[:, 2])
+    fit = smf.ols("y ~ lit + SMRIN + C(SMCENTER) + C(AGE) + C(SEX)", df).fit()
+    np.testing.assert_allclose(res[:, 2], fit.resid.to_numpy(), atol=1e-10)
+    # a rank-deficient design (a duplicated column) projects onto the same space
+    x2 = np.c_[d.matrix.to_numpy(), d.matrix.to_numpy()[:, 1]]
+    np.testing.assert_allclose(cf.residualize(y, x2), res, atol=1e-10)
+
+
+def test_variance_partition_matches_type2_anova_and_recovers_effects():
+    s = _samples(n=300, seed=5)
+    rng = np.random.default_rng(6)
+    lit = np.log1p(s.SMTSISCH.clip(lower=0))
+    y_isch = 2.0 * (lit - lit.mean()) + rng.normal(size=300)  # ischemia-driven column
+    y_rin = 0.8 * (s.SMRIN - 7) + rng.normal(size=300)  # RIN-driven column
+    y_null = rng.normal(size=300)
+    d = cf.build_design(s)
+    vp = cf.variance_partition(np.c_[y_isch, y_rin, y_null], d, names=["isch", "rin", "null"])
+    top = vp[vp.term != "(all)"].sort_values("unique_r2").groupby("column").tail(1).set_index("column").term
+    assert top["isch"] == "log_ischemic_time" and top["rin"] == "RIN"
+    df = s.assign(lit=lit, y=y_isch.to_numpy())
+    fit = smf.ols("y ~ lit + SMRIN + C(SMCENTER) + C(AGE) + C(SEX)", df).fit()
+    aov = sm.stats.anova_lm(fit, typ=2)
+    row = vp[(vp.column == "isch") & (vp.term == "centre")].iloc[0]
+    assert row.F == pytest.approx(aov.loc["C(SMCENTER)", "F"], rel=1e-8)
+    assert row.p == pytest.approx(aov.loc["C(SMCENTER)", "PR(>F)"], rel=1e-6)
+    tss = ((y_isch - y_isch.mean()) ** 2).sum()
+    assert row.unique_r2 == pytest.approx(aov.loc["C(SMCENTER)", "sum_sq"] / tss, rel=1e-8)
+    allrow = vp[(vp.column == "isch") & (vp.term == "(all)")].iloc[0]
+    assert allrow.unique_r2 == pytest.approx(fit.rsquared, rel=1e-10)
+    # the planted fraction var(2 lit) / var(y) is recovered (large sample: small sampling error)
+    big = _samples(n=5000, seed=9)
+    lit_b = np.log1p(big.SMTSISCH.clip(lower=0))
+    y_b = 2.0 * (lit_b - lit_b.mean()) + np.random.default_rng(10).normal(size=5000)
+    vp_b = cf.variance_partition(y_b.to_numpy()[:, None], cf.build_design(big))
+    planted = np.var(2.0 * lit_b) / np.var(y_b)
+    assert vp_b[vp_b.term == "log_ischemic_time"].unique_r2.iloc[0] == pytest.approx(planted, abs=0.02)
+
+
+def test_model_choice_rules():
+    s = _samples(n=200, seed=7)
+    rng = np.random.default_rng(8)
+    lit = np.log1p(s.SMTSISCH.clip(lower=0))
+    y = np.c_[3 * (lit - lit.mean()) + rng.normal(size=200), rng.normal(size=200)]
+    d = cf.build_design(s)
+    assert cf.select_terms(y, d, method="all").all().all()
+    sig = cf.select_terms(y, d, method="significant", alpha=0.001)
+    fwd = cf.select_terms(y, d, method="forward", alpha=0.001)
+    assert sig.loc[0, "log_ischemic_time"] and fwd.loc[0, "log_ischemic_time"]
+    assert fwd.loc[0].sum() == 1 and fwd.loc[1].sum() == 0  # nothing else enters
+    r = cf.residualize_selected(y, d, fwd)
+    np.testing.assert_allclose(r[:, 1], y[:, 1] - y[:, 1].mean(), atol=1e-10)  # intercept only
+    with pytest.raises(ValueError, match="Model choice 'lasso' not available"):
+        cf.select_terms(y, d, method="lasso")
+
+
+def test_design_handles_gtex_quirks():
+    s = _samples(n=30)
+    s.loc["s0", "SMTSISCH"] = -12  # GTEx has a few non-positive times
+    s.loc["s1", "SMRIN"] = np.nan
+    s["SMCENTER"] = "B1"  # one centre only in this tissue
+    s.loc["s2", "AGE"] = "70-79"  # a level with a single sample
+    d = cf.build_design(s)
+    assert d.dropped["samples_missing"] == ["s1"] and "s1" not in d.matrix.index
+    assert "centre" in d.dropped["constant_terms"] and "centre" not in d.terms
+    assert d.dropped["merged_levels"]["age"] == ["70-79"]
+    assert cf.log_ischemic_time([-12, 0, np.e - 1]).tolist() == pytest.approx([0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="missing confounders"):
+        cf.build_design(s, on_missing="raise")
+    with pytest.raises(ValueError, match="lacks confounder columns"):
+        cf.build_design(s.drop(columns="AGE"))
+    with pytest.raises(ValueError, match="no residual degrees of freedom"):
+        cf.residualize(np.ones((3, 2)), np.eye(3))
