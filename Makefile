@@ -29,6 +29,8 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tiling.py
 	$(PY) benchmarks/bench_features.py
+	$(PY) benchmarks/bench_correlation.py
+	$(PY) benchmarks/bench_confounders.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -12,20 +12,26 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02", "03"])
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran", "ran", "ran", "ran"]
+    assert [r["status"] for r in records] == ["ran"] * 6
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
                       "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
                       "02_training": ["training_curves", "confusion_test", "layer_program_correlation"],
                       "03_feature_correlation": ["expression_floor", "correlations_and_pvalues", "threshold_grid",
                                                  "genes_per_layer", "reproducibility", "within_tissue_power",
-                                                 "programs_by_layer"]}.items():
+                                                 "programs_by_layer"],
+                      "04_pca_cross_variance": ["pc_cross_correlation", "shared_variance_by_tissue",
+                                                "shared_variance_by_layer", "planted_vs_decoupled"],
+                      "05_confounder_regression": ["variance_by_confounder", "confounder_scatter",
+                                                   "residuals_vs_fitted", "model_choice",
+                                                   "total_vs_technical_shared_variance", "planted_vs_recovered",
+                                                   "confounder_only_control"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -110,3 +116,27 @@ def test_feature_correlation_outputs(tiny_run):
     assert rep["n_samples_split"] <= n_split and -1 <= rep["z_correlation"] <= 1
     rec = io.read_table(d / "recovery_summary.tsv")
     assert set(rec.method) == {"pooled scan (Badea)", "within-tissue scan"}
+
+
+def test_cross_variance_and_confounder_outputs(tiny_run):
+    out, prof, _ = tiny_run
+    grid = io.read_table(out / "04_pca_cross_variance" / "shared_variance.tsv")
+    assert {"all"} < set(grid.layer) and set(grid.var_fraction) == set(prof.notebooks["04_pca_cross_variance"]
+                                                                       ["var_fractions"])
+    for side in ("image", "expression"):
+        assert grid[f"{side}_shared"].between(0, 1 + 1e-9).all()
+        assert grid[f"{side}_p"].between(0, 1).all()
+    assert (grid.n_pc_image < grid.n_samples).all() and (grid.n_pc_expression < grid.n_samples).all()
+    d = out / "05_confounder_regression"
+    res = io.read_table(d / "residual_expression.parquet")
+    _, samples = tiling.load_tiling(out)
+    tissue = samples.drop_duplicates("SAMPID").set_index("SAMPID").SMTS.reindex(res.index)
+    # residuals have mean zero within each tissue (the intercept is in every model)
+    assert np.nanmax(np.abs(res.groupby(tissue.to_numpy()).mean().to_numpy())) < 1e-8
+    vp = io.read_table(d / "variance_by_confounder_genes.parquet")
+    assert set(vp.term) == {"log_ischemic_time", "RIN", "sex", "(all)"}
+    assert vp.unique_r2.between(-1e-9, 1 + 1e-9).all()
+    full = vp[vp.term == "(all)"].set_index(["tissue", "gene"]).unique_r2
+    # a term's unique share never exceeds what the full model explains
+    assert (vp[vp.term != "(all)"].unique_r2 <= full.reindex(
+        vp[vp.term != "(all)"].set_index(["tissue", "gene"]).index).to_numpy() + 1e-9).all()
