@@ -7,8 +7,8 @@ Every gene is correlated with every image feature over the same samples:
 which for all pairs is one matrix product ``Z_F.T @ Z_G``. The engine streams
 it over blocks of genes, so the ``n_features x n_genes`` matrix never sits in
 memory: each block is screened and only the pairs that can matter are kept
-(those above a correlation floor and those whose analytic p-value is small
-enough for the Benjamini–Hochberg q-values below ``fdr_keep`` to be exact).
+(those above a correlation floor and those that Benjamini–Hochberg over all
+pairs rejects at ``fdr_keep``, whose q-values are then exact).
 
 Partial correlation given a categorical variable (tissue) is the same product
 after centring each column within the categories: the correlation of the
@@ -27,12 +27,14 @@ numbers up to floating-point rounding.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,15 @@ def drop_constant(df: pd.DataFrame, *, what: str = "column", tol: float = 0.0) -
     return df.loc[:, keep], dropped
 
 
+def _group_means(x: np.ndarray, groups) -> np.ndarray:
+    """Each row replaced by its group's column means, shape of x (one-hot products: BLAS, not a loop)."""
+    _, code = np.unique(np.asarray(groups), return_inverse=True)
+    onehot = np.zeros((len(code), code.max() + 1))
+    onehot[np.arange(len(code)), code] = 1.0
+    means = (onehot.T @ x) / onehot.sum(0)[:, None]
+    return onehot @ means
+
+
 def _flat(centred: np.ndarray, x: np.ndarray, tol: float = 0.0) -> np.ndarray:
     """Columns whose centred values are zero up to rounding (relative 1e-10) or ``tol`` (standard deviation)."""
     sd = np.sqrt((centred ** 2).mean(0))
@@ -146,11 +157,7 @@ def standardize(x: np.ndarray, *, groups: Sequence | None = None, dtype=np.float
         groups = np.asarray(groups)
         if len(groups) != len(x):
             raise ValueError(f"groups has {len(groups)} entries for {len(x)} samples of {name}.")
-        _, code = np.unique(groups, return_inverse=True)
-        means = np.zeros((code.max() + 1, x.shape[1]))
-        np.add.at(means, code, x)
-        means /= np.bincount(code)[:, None]
-        z = x - means[code]
+        z = x - _group_means(x, groups)
     norm = np.sqrt((z ** 2).sum(0))
     flat = _flat(z, x)
     if flat.any():
@@ -194,14 +201,65 @@ class _Backend:
 
     def matmul_t(self, a, b) -> np.ndarray:
         """``a.T @ b`` as a NumPy array."""
-        if self.name == "numpy":
-            return a.T @ b
-        return (a.T @ b).cpu().numpy()
+        return self.to_numpy(a.T @ b)
+
+    def matmul_t_native(self, a, b):
+        """``a.T @ b`` in the backend's array type."""
+        return a.T @ b
+
+    def to_numpy(self, a) -> np.ndarray:
+        return a if self.name == "numpy" else a.cpu().numpy()
+
+    def screen(self, r, thr: float, hist_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Flat indices and values of |r| >= thr, and counts of r in ``hist_bins`` bins over [-1, 1].
+
+        Runs where the block lives (on the GPU for CUDA): only the kept pairs come back. The block may be
+        overwritten (it is not used afterwards).
+        """
+        if self.name == "torch":
+            flat = r.reshape(-1)
+            idx = self.torch.nonzero(flat.abs() >= thr).squeeze(1)
+            vals = flat[idx]
+            hist = None
+            if hist_bins:  # NaN (within-group constant columns) moved out of range: not counted
+                hist = self.torch.histc(self.torch.nan_to_num(flat, nan=5.0).float(), bins=hist_bins,
+                                        min=-1.0, max=1.0).cpu().numpy().astype(np.int64)
+            return idx.cpu().numpy(), vals.cpu().numpy(), hist
+        flat = r.reshape(-1)
+        idx = np.flatnonzero((flat >= thr) | (flat <= -thr))
+        vals = flat[idx]
+        hist = None
+        if hist_bins:  # in place: bin index = floor((r + 1) * bins / 2); r = 1 folds into the last bin
+            flat += 1.0
+            flat *= hist_bins / 2.0
+            np.nan_to_num(flat, copy=False, nan=4.0 * hist_bins)  # NaN: out of range, not counted
+            counts = np.bincount(flat.astype(np.int32), minlength=hist_bins + 1)
+            hist = counts[:hist_bins].astype(np.int64)
+            hist[-1] += counts[hist_bins]
+        return idx, vals, hist
 
 
 # --------------------------------------------------------------------------
 # correlations
 # --------------------------------------------------------------------------
+def _native_blocks(f: np.ndarray, g: np.ndarray, *, groups, block_size: int, be: "_Backend", dtype,
+                   progress: bool):
+    """(genes slice, r block) with the block in the backend's own array type (device memory for CUDA)."""
+    if f.shape[0] != g.shape[0]:
+        raise ValueError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
+                         f"(correlation.match_samples).")
+    if f.shape[0] < 3 + (0 if groups is None else len(np.unique(groups)) - 1):
+        raise ValueError(f"{f.shape[0]} samples are too few for a correlation test.")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}.")
+    zf = be.put(standardize(f, groups=groups, dtype=dtype, name="features"))
+    n_genes = g.shape[1]
+    for start in tqdm(range(0, n_genes, block_size), desc="gene blocks", disable=not progress):
+        sl = slice(start, min(start + block_size, n_genes))
+        zg = be.put(standardize(g[:, sl], groups=groups, dtype=dtype, name="expression"))
+        yield sl, be.matmul_t_native(zf, zg)
+
+
 def correlation_blocks(features, expression, *, groups: Sequence | None = None, block_size: int = 2048,
                        backend: str = "numpy", device: str = "auto", dtype=np.float64,
                        progress: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
@@ -225,23 +283,10 @@ def correlation_blocks(features, expression, *, groups: Sequence | None = None, 
     genes : slice of gene columns in this block
     r : array, shape (n_features, block)
     """
-    f = _as_matrix(features, "features")
-    g = _as_matrix(expression, "expression")
-    if f.shape[0] != g.shape[0]:
-        raise ValueError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
-                         f"(correlation.match_samples).")
-    if f.shape[0] < 3 + (0 if groups is None else len(np.unique(groups)) - 1):
-        raise ValueError(f"{f.shape[0]} samples are too few for a correlation test.")
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}.")
     be = _Backend(backend, device)
-    zf = be.put(standardize(f, groups=groups, dtype=dtype, name="features"))
-    n_genes = g.shape[1]
-    starts = range(0, n_genes, block_size)
-    for start in tqdm(starts, desc="gene blocks", disable=not progress):
-        sl = slice(start, min(start + block_size, n_genes))
-        zg = be.put(standardize(g[:, sl], groups=groups, dtype=dtype, name="expression"))
-        yield sl, be.matmul_t(zf, zg)
+    for sl, r in _native_blocks(_as_matrix(features, "features"), _as_matrix(expression, "expression"),
+                                groups=groups, block_size=block_size, be=be, dtype=dtype, progress=progress):
+        yield sl, be.to_numpy(r)
 
 
 def critical_r(alpha: float, n: int, *, n_conditioning: int = 0) -> float:
@@ -310,7 +355,7 @@ class ScanResult:
     Attributes
     ----------
     pairs : DataFrame with ``feature, gene`` (integer column positions), ``r``, ``p`` (analytic), ``q`` (BH over
-        all ``n_tests`` pairs; exact where ``q < fdr_keep``)
+        all ``n_tests`` pairs; exact where ``q <= fdr_keep``, an upper bound above)
     n_samples, n_features, n_genes, n_tests : sizes; ``n_tests = n_features * n_genes``
     r_keep : |r| above which pairs were kept
     n_conditioning : degrees of freedom spent on the conditioning variable
@@ -334,23 +379,28 @@ class ScanResult:
 
 def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.05,
                groups: Sequence | None = None, block_size: int = 2048, backend: str = "numpy",
-               device: str = "auto", dtype=np.float64, histogram_bins: int = 200,
+               device: str = "auto", dtype=np.float64, histogram_bins: int = 0,
                progress: bool = False) -> ScanResult:
     """All gene–feature pairs that can be reported, in one streamed pass.
 
-    A pair is kept when ``|r| >= r_min`` or when its analytic p-value is small
-    enough that its Benjamini–Hochberg q-value could fall below ``fdr_keep``
-    (``p <= fdr_keep``): the q-values of the kept pairs are then exact wherever
-    they are below ``fdr_keep``. Set ``fdr_keep=0`` to keep by ``r_min`` only.
+    A pair is kept when ``|r| >= r_min`` or when Benjamini–Hochberg over all
+    ``n_features * n_genes`` pairs rejects it at level ``fdr_keep`` (its
+    q-value is at most ``fdr_keep``). Blocks are screened at the |r| of
+    ``p = fdr_keep`` (every pair that could be rejected), the rejections are
+    counted exactly from those, and only the rejected pairs are kept: their
+    q-values are exact; q-values of pairs kept only for ``r_min`` are upper
+    bounds (they exceed ``fdr_keep``). Set ``fdr_keep=0`` to keep by ``r_min``
+    only.
 
     Parameters
     ----------
     features : array or DataFrame, shape (n_samples, n_features)
     expression : array or DataFrame, shape (n_samples, n_genes)
     r_min : keep pairs with |r| at least this
-    fdr_keep : keep pairs with p <= this (0 to disable)
+    fdr_keep : keep the pairs BH rejects at this level (0 to disable)
     groups : condition on this category (partial correlations)
-    histogram_bins : bins over [-1, 1] counting every r (0 to skip)
+    histogram_bins : bins over [-1, 1] counting every r (0: no histogram; at the reference scale it costs
+        about as much as the screen, see ``benchmarks/bench_correlation.py``)
 
     Returns
     -------
@@ -360,33 +410,64 @@ def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.
     g = _as_matrix(expression, "expression")
     n = f.shape[0]
     k = 0 if groups is None else len(np.unique(np.asarray(groups))) - 1
-    r_keep = float(r_min)
+    n_tests = f.shape[1] * g.shape[1]
+    screen = float(r_min)
     if fdr_keep > 0:
-        r_keep = min(r_keep, critical_r(fdr_keep, n, n_conditioning=k))
-    thr = np.asarray(r_keep, dtype=dtype)
+        screen = min(screen, critical_r(fdr_keep, n, n_conditioning=k))
+    be = _Backend(backend, device)
     fi, gi, rr = [], [], []
     bins = np.linspace(-1, 1, histogram_bins + 1) if histogram_bins else np.array([])
     hist = np.zeros(histogram_bins, dtype=np.int64) if histogram_bins else None
-    for sl, r in correlation_blocks(f, g, groups=groups, block_size=block_size, backend=backend, device=device,
-                                    dtype=dtype, progress=progress):
-        hit = (r >= thr) | (r <= -thr)
-        a, b = np.nonzero(hit)
+
+    def collect(sl, future):
+        idx, vals, h = future.result()
+        a, b = np.divmod(idx, sl.stop - sl.start)
         fi.append(a.astype(np.int32))
         gi.append((b + sl.start).astype(np.int32))
-        rr.append(r[a, b])
+        rr.append(vals)
         if hist is not None:
-            vals = r.ravel()
-            if groups is not None:
-                vals = vals[~np.isnan(vals)]  # within-group constant columns: undefined, not counted
-            idx = np.floor((vals + 1.0) * (histogram_bins / 2.0)).astype(np.int64, copy=False)
-            hist += np.bincount(np.clip(idx, 0, histogram_bins - 1), minlength=histogram_bins)
-    pairs = pd.DataFrame({"feature": np.concatenate(fi) if fi else np.zeros(0, np.int32),
-                          "gene": np.concatenate(gi) if gi else np.zeros(0, np.int32),
-                          "r": np.concatenate(rr).astype(np.float64) if rr else np.zeros(0)})
+            np.add(hist, h, out=hist)
+
+    # a worker thread screens block i while the main thread multiplies block i + 1 (NumPy releases the GIL)
+    pending = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for sl, r in _native_blocks(f, g, groups=groups, block_size=block_size, be=be, dtype=dtype,
+                                    progress=progress):
+            job = (sl, pool.submit(be.screen, r, screen, histogram_bins))
+            if pending is not None:
+                collect(*pending)
+            pending = job
+        if pending is not None:
+            collect(*pending)
+    fi = np.concatenate(fi) if fi else np.zeros(0, np.int32)
+    gi = np.concatenate(gi) if gi else np.zeros(0, np.int32)
+    rr = np.concatenate(rr) if rr else np.zeros(0)
+    r_keep = float(r_min)
+    if fdr_keep > 0 and len(rr):
+        # Benjamini–Hochberg rejections at fdr_keep: R = max{k : p_(k) <= fdr_keep k / m}. Every pair with
+        # p <= fdr_keep is at hand, so R is the largest fixed point of k -> #{p <= fdr_keep k / m}, reached
+        # from above. Only the R rejected pairs (and those above r_min) are kept: their q-values are exact.
+        absr = np.abs(rr)
+        kk = len(rr)
+        for _ in range(100000):
+            if kk == 0:
+                break
+            k_new = int(np.count_nonzero(absr >= critical_r(fdr_keep * kk / n_tests, n, n_conditioning=k)))
+            if k_new == kk:
+                break
+            kk = k_new
+        if kk:
+            r_keep = min(r_keep, critical_r(fdr_keep * kk / n_tests, n, n_conditioning=k))
+        keep = absr >= r_keep
+        fi, gi, rr = fi[keep], gi[keep], rr[keep]
+    elif len(rr):
+        keep = np.abs(rr) >= r_keep
+        fi, gi, rr = fi[keep], gi[keep], rr[keep]
+    pairs = pd.DataFrame({"feature": fi, "gene": gi, "r": rr.astype(np.float64)})
     pairs["p"] = pearson_pvalues(pairs["r"].to_numpy(), n, n_conditioning=k)
+    pairs["q"] = bh_adjust(pairs["p"].to_numpy(), n_tests=n_tests)
     res = ScanResult(pairs=pairs, n_samples=n, n_features=f.shape[1], n_genes=g.shape[1], r_keep=r_keep,
                      fdr_keep=fdr_keep, n_conditioning=k, bins=bins, histogram=hist)
-    pairs["q"] = bh_adjust(pairs["p"].to_numpy(), n_tests=res.n_tests)
     log.info("Scanned %d x %d pairs on %d samples; kept %d with |r| >= %.3f", res.n_features, res.n_genes, n,
              len(pairs), r_keep)
     return res
@@ -460,11 +541,15 @@ def permutation_pvalues(features, expression, feature_idx, gene_idx, *, n_permut
     order = np.argsort(key, kind="stable")
     uniq, starts = np.unique(key[order], return_index=True)
     bounds = np.append(starts, len(order))
-    for j in tqdm(range(len(uniq)), desc="permutations", disable=not progress):
-        sel = order[bounds[j]:bounds[j + 1]]
-        permuted = zkey[:, uniq[j]][orders]  # (N, n)
-        rb = be.matmul_t(be.put(np.ascontiguousarray(permuted.T)), be.put(zother[:, other[sel]]))  # (N, k)
-        counts[sel] = (np.abs(rb) >= np.abs(r_obs[sel]) - 1e-12).sum(0)
+    orders_t = np.ascontiguousarray(orders.T)  # (n, N): column b is permutation b
+    # one small product per group: threading BLAS over a (N, n) @ (n, k) product with k ~ 1-10 costs more
+    # than it saves, so BLAS runs on one thread here
+    with threadpool_limits(limits=1, user_api="blas"):
+        for j in tqdm(range(len(uniq)), desc="permutations", disable=not progress):
+            sel = order[bounds[j]:bounds[j + 1]]
+            permuted = zkey[:, uniq[j]][orders_t]  # (n, N)
+            rb = be.matmul_t(be.put(permuted), be.put(zother[:, other[sel]]))  # (N, k)
+            counts[sel] = (np.abs(rb) >= np.abs(r_obs[sel]) - 1e-12).sum(0)
     return (1.0 + counts) / (1.0 + n_permutations), r_obs
 
 
@@ -532,11 +617,7 @@ def group_r2(x, groups: Sequence) -> np.ndarray:
     """
     x = _as_matrix(x, "x")
     total = ((x - x.mean(0)) ** 2).sum(0)
-    _, code = np.unique(np.asarray(groups), return_inverse=True)
-    means = np.zeros((code.max() + 1, x.shape[1]))
-    np.add.at(means, code, x)
-    means /= np.bincount(code)[:, None]
-    within = ((x - means[code]) ** 2).sum(0)
+    within = ((x - _group_means(x, groups)) ** 2).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return 1.0 - within / total
 
@@ -639,3 +720,4 @@ def threshold_grid(pairs: pd.DataFrame, gene_floor: pd.Series, gene_tissue: pd.S
             rows.append({"R_T": rt, "E_T": et, "pairs": int(m.sum()), "genes": pairs["gene"][m].nunique(),
                          "features": pairs["feature"][m].nunique(), "tissues": tissue[m].nunique()})
     return pd.DataFrame(rows)
+

@@ -157,12 +157,29 @@ def shared_variance(image, expression, *, var_fraction: float = 0.999, max_compo
                           image_pca.total_explained, expression_pca.total_explained, cross)
 
 
-def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0
-                         ) -> pd.DataFrame:
+def _residual_maker(design) -> np.ndarray | None:
+    """I - Q Q^T for an orthonormal basis Q of the design's column space (None: no design)."""
+    if design is None:
+        return None
+    x = np.asarray(design, dtype=np.float64)
+    u, sv, _ = np.linalg.svd(x, full_matrices=False)
+    q = u[:, : int((sv > sv[0] * max(x.shape) * np.finfo(float).eps).sum())]
+    return np.eye(len(x)) - q @ q.T
+
+
+def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0,
+                         design=None) -> pd.DataFrame:
     """Shared variance with the sample pairing shuffled, ``n_shuffles`` times.
 
     Shuffling the rows of the expression table permutes the rows of its PC
     scores and leaves its PCA otherwise unchanged, so the PCAs are reused.
+
+    Parameters
+    ----------
+    design : array, shape (n_samples, n_columns), optional
+        When both tables are residuals of a regression on this design (notebook 05), they live in the
+        same (n - rank)-dimensional residual space, which a plain shuffle breaks: the shuffled scores are
+        projected back onto that space (Freedman–Lane), or the null would be too low.
 
     Returns
     -------
@@ -170,16 +187,22 @@ def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int
     """
     rng = np.random.default_rng(seed)
     n = len(image_pca.scores)
+    m = _residual_maker(design)
+    if m is not None and m.shape[0] != n:
+        raise ValueError(f"design has {m.shape[0]} rows for {n} samples.")
     rows = []
     for _ in range(n_shuffles):
-        cross = cross_correlation(image_pca.scores, expression_pca.scores[rng.permutation(n)])
+        shuffled = expression_pca.scores[rng.permutation(n)]
+        if m is not None:
+            shuffled = m @ shuffled
+        cross = cross_correlation(image_pca.scores, shuffled)
         rows.append(_shared(cross, image_pca.explained, expression_pca.explained))
     return pd.DataFrame(rows, columns=["image", "expression"])
 
 
 def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999, n_shuffles: int = 200,
                               seed: int = 0, max_components: int | None = None,
-                              expression_pca: PCA | None = None) -> dict:
+                              expression_pca: PCA | None = None, design=None) -> dict:
     """:func:`shared_variance` with its shuffled-pairing null, as one flat record.
 
     Returns
@@ -191,7 +214,7 @@ def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999,
     epca = expression_pca or pca(expression, var_fraction=var_fraction, max_components=max_components,
                                  name="expression")
     obs = shared_variance(None, None, image_pca=ipca, expression_pca=epca)
-    null = shared_variance_null(ipca, epca, n_shuffles=n_shuffles, seed=seed)
+    null = shared_variance_null(ipca, epca, n_shuffles=n_shuffles, seed=seed, design=design)
     rec = {"n_samples": len(ipca.scores), "n_pc_image": obs.n_pc_image, "n_pc_expression": obs.n_pc_expression}
     for side in ("image", "expression"):
         v = getattr(obs, side)
@@ -221,7 +244,8 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
                          layers: bool = True, var_fractions=(0.999,), n_shuffles: int = 200, seed: int = 0,
                          top_features: int | None = 500, top_genes: int | None = 2000,
                          gene_min_mean: float | None = 1.0, scale_features: bool = True,
-                         min_samples: int = 10, progress: bool = False) -> pd.DataFrame:
+                         min_samples: int = 10, designs: dict | None = None,
+                         progress: bool = False) -> pd.DataFrame:
     """Shared variance with its null for every tissue × feature table × layer × variance fraction.
 
     Parameters
@@ -236,6 +260,8 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
     top_features, top_genes, gene_min_mean : column selection per tissue (:func:`select_columns`)
     scale_features : standardise features before the PCA (layers differ in scale by orders of magnitude)
     min_samples : tissues with fewer samples are skipped (logged)
+    designs : dict, tissue -> design DataFrame (indexed by sample), when the tables are residuals of a
+        regression on it: the null then stays in the residual space (:func:`shared_variance_null`)
 
     Returns
     -------
@@ -255,6 +281,9 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
             log.warning("Tissue %s: %d samples with features and expression, fewer than %d; skipped.", t,
                         len(ids), min_samples)
             continue
+        if designs is not None:
+            ids = ids.intersection(designs[t].index)
+        design = None if designs is None else designs[t].loc[ids].to_numpy(dtype=np.float64)
         e = select_columns(expression.loc[ids], top=top_genes, min_mean=gene_min_mean)
         f_all = table.loc[ids]
         layer_of = pd.Series(feature_layer(f_all.columns), index=f_all.columns)
@@ -271,7 +300,7 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
                 if scale_features:
                     x = (x - x.mean(0)) / x.std(0)
                 rec = shared_variance_with_null(x, None, var_fraction=vf, n_shuffles=n_shuffles, seed=seed,
-                                                expression_pca=epca)
+                                                expression_pca=epca, design=design)
                 key_fields = dict(zip(("network", "tile_px", "aggregation"), key)) if isinstance(key, tuple) \
                     else {"table": key}
                 rows.append({**key_fields, "tissue": t, "layer": lay, "var_fraction": vf,

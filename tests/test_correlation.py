@@ -60,19 +60,22 @@ def test_partial_correlation_equals_regression_residuals():
 def test_scan_keeps_every_pair_above_threshold_and_exact_bh():
     f, g = _data(n=25, nf=30, ng=50, seed=3)
     full = np.corrcoef(f.T, g.T)[:30, 30:]
-    res = hc.scan_pairs(f, g, r_min=0.45, fdr_keep=0.2, block_size=9)
     p_all = stats.t.sf(np.abs(full) * np.sqrt(23 / (1 - full ** 2)), 23) * 2
-    expected = (np.abs(full) >= 0.45) | (p_all <= 0.2)
-    got = np.zeros_like(expected)
-    got[res.pairs.feature, res.pairs.gene] = True
-    assert (got == expected).all()
-    assert res.histogram.sum() == full.size
     q_all = fdrcorrection(p_all.ravel())[1].reshape(full.shape)
-    q_ref = q_all[res.pairs.feature, res.pairs.gene]
-    exact = res.pairs.q.to_numpy() < 0.2
-    assert exact.sum() > 0
-    np.testing.assert_allclose(res.pairs.q.to_numpy()[exact], q_ref[exact], rtol=1e-10)
-    assert (res.pairs.q.to_numpy() >= q_ref - 1e-12).all()  # above the bound: never anti-conservative
+    for r_min in (0.45, 1.0):
+        res = hc.scan_pairs(f, g, r_min=r_min, fdr_keep=0.2, block_size=9, histogram_bins=200)
+        expected = (np.abs(full) >= r_min) | (q_all <= 0.2)  # |r| floor, or rejected by BH over all pairs
+        assert 0 < (q_all <= 0.2).sum() < expected.size
+        got = np.zeros_like(expected)
+        got[res.pairs.feature, res.pairs.gene] = True
+        assert (got == expected).all()
+        assert res.histogram.sum() == full.size
+        np.testing.assert_array_equal(res.histogram, np.histogram(full, bins=res.bins)[0])
+        q_ref = q_all[res.pairs.feature, res.pairs.gene]
+        exact = res.pairs.q.to_numpy() <= 0.2
+        assert exact.sum() == (q_all <= 0.2).sum()
+        np.testing.assert_allclose(res.pairs.q.to_numpy()[exact], q_ref[exact], rtol=1e-10)
+        assert (res.pairs.q.to_numpy() >= q_ref - 1e-12).all()  # above the bound: never anti-conservative
 
 
 def test_bh_adjust_full_family_matches_statsmodels():

@@ -149,3 +149,18 @@ def test_design_handles_gtex_quirks():
         cf.build_design(s.drop(columns="AGE"))
     with pytest.raises(ValueError, match="no residual degrees of freedom"):
         cf.residualize(np.ones((3, 2)), np.eye(3))
+
+
+def test_null_of_residual_tables_stays_in_the_residual_space():
+    """Two unrelated tables residualised on the same 12-column design: a plain shuffle calls them linked,
+    the Freedman–Lane null (shuffle, then project back) does not."""
+    rng = np.random.default_rng(11)
+    n = 40
+    x = np.c_[np.ones(n), rng.normal(size=(n, 11))]
+    image = cf.residualize(rng.normal(size=(n, 50)), x)
+    expr = cf.residualize(rng.normal(size=(n, 300)), x)
+    plain = cv.shared_variance_with_null(image, expr, var_fraction=0.95, n_shuffles=100)
+    fl = cv.shared_variance_with_null(image, expr, var_fraction=0.95, n_shuffles=100, design=x)
+    assert plain["expression_p"] < 0.05  # the artefact
+    assert fl["expression_p"] > 0.05 and fl["image_p"] > 0.05
+    assert abs(fl["expression_excess"]) < abs(plain["expression_excess"])
