@@ -380,7 +380,7 @@ class ScanResult:
 def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.05,
                groups: Sequence | None = None, block_size: int = 2048, backend: str = "numpy",
                device: str = "auto", dtype=np.float64, histogram_bins: int = 0,
-               progress: bool = False) -> ScanResult:
+               n_conditioning: int | None = None, progress: bool = False) -> ScanResult:
     """All gene–feature pairs that can be reported, in one streamed pass.
 
     A pair is kept when ``|r| >= r_min`` or when Benjamini–Hochberg over all
@@ -401,6 +401,10 @@ def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.
     groups : condition on this category (partial correlations)
     histogram_bins : bins over [-1, 1] counting every r (0: no histogram; at the reference scale it costs
         about as much as the screen, see ``benchmarks/bench_correlation.py``)
+    n_conditioning : degrees of freedom already spent on covariates, when both tables are residuals of a
+        regression on a design of rank ``n_conditioning + 1`` (the p-values then use ``n - 2 -
+        n_conditioning`` df, as the coefficient's t test in the full model would); default: the ``groups``'
+        categories minus one, or 0
 
     Returns
     -------
@@ -410,6 +414,8 @@ def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.
     g = _as_matrix(expression, "expression")
     n = f.shape[0]
     k = 0 if groups is None else len(np.unique(np.asarray(groups))) - 1
+    if n_conditioning is not None:
+        k = int(n_conditioning)
     n_tests = f.shape[1] * g.shape[1]
     screen = float(r_min)
     if fdr_keep > 0:

@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05"])
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran"] * 6
+    assert [r["status"] for r in records] == ["ran"] * 7
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
                       "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
@@ -31,7 +31,9 @@ def test_figures_each_with_their_numbers(tiny_run):
                       "05_confounder_regression": ["variance_by_confounder", "confounder_scatter",
                                                    "residuals_vs_fitted", "model_choice",
                                                    "total_vs_technical_shared_variance", "planted_vs_recovered",
-                                                   "confounder_only_control"]}.items():
+                                                   "confounder_only_control"],
+                      "06_gsea": ["association_counts", "enrichment_plots", "enriched_overlap",
+                                  "gsea_confounders"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -145,3 +147,20 @@ def test_cross_variance_and_confounder_outputs(tiny_run):
     # a term's unique share never exceeds what the full model explains
     assert (vp[vp.term != "(all)"].unique_r2 <= full.reindex(
         vp[vp.term != "(all)"].set_index(["tissue", "gene"]).index).to_numpy() + 1e-9).all()
+
+
+def test_gsea_outputs(tiny_run):
+    out, prof, _ = tiny_run
+    d = out / "06_gsea"
+    g = io.read_table(d / "gsea_features.tsv")
+    assert g.fdr.between(0, 1).all() and g.pval.between(0, 1).all()
+    assert any(w.startswith("tracks program_") for w in g.why)  # the planted-truth features were added
+    for _, lst in g.groupby("list"):  # ranks 1..n by |NES|
+        assert list(lst["rank"]) == list(range(1, len(lst) + 1))
+        assert (np.diff(lst.nes.abs().to_numpy()) <= 1e-12).all()
+    conf = io.read_table(d / "gsea_confounders.tsv")
+    asked = set(prof.notebooks["05_confounder_regression"]["confounders"])
+    assert set(conf.list) <= asked and "log_ischemic_time" in set(conf.list)
+    counts = io.read_table(d / "association_counts.tsv")
+    assert (counts.associations_bonferroni <= counts.associations_bh).all()
+    assert (counts.associations_bh <= counts.tests).all()
