@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06"])
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran"] * 7
+    assert [r["status"] for r in records] == ["ran"] * 8
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
                       "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
@@ -33,7 +33,8 @@ def test_figures_each_with_their_numbers(tiny_run):
                                                    "total_vs_technical_shared_variance", "planted_vs_recovered",
                                                    "confounder_only_control"],
                       "06_gsea": ["association_counts", "enrichment_plots", "enriched_overlap",
-                                  "gsea_confounders"]}.items():
+                                  "gsea_confounders"],
+                      "07_visualization": ["feature_panels", "linked_view_gene", "gbp_localisation"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -164,3 +165,19 @@ def test_gsea_outputs(tiny_run):
     counts = io.read_table(d / "association_counts.tsv")
     assert (counts.associations_bonferroni <= counts.associations_bh).all()
     assert (counts.associations_bh <= counts.tests).all()
+
+
+def test_visualization_outputs(tiny_run):
+    out, prof, _ = tiny_run
+    d = out / "07_visualization"
+    reps = io.read_table(d / "features.tsv")
+    par = prof.notebooks["07_visualization"]
+    _, samples = tiling.load_tiling(out)
+    test_ids = set(samples.image_id[samples.split == "test"])
+    assert set(reps.image_id) <= test_ids  # gBP only on test tiles
+    for _, g in reps.groupby("feature"):  # the selector's rules hold on real output
+        assert len(g) <= par["tiles_per_feature"] and g.subject_id.value_counts().max() <= 1
+        assert (np.diff(g.value.to_numpy()) <= 0).all()
+    loc = io.read_table(d / "localisation.tsv")
+    assert loc.auroc.dropna().between(0, 1).all()
+    assert set(loc.kind) == {"tracks", "random"} and set(loc.structure) <= {"nuclei", "stroma", "lumen"}

@@ -1,0 +1,86 @@
+"""Guided backpropagation, activation maximisation, the representative-tile rules, localisation AUROC."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from histo_utils import models
+from histo_utils import visualization as vz
+
+
+def _tiny_net():
+    """conv(1x1, 3 -> 2) - ReLU - conv(1x1, 2 -> 1): known weights."""
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(inplace=True), nn.Conv2d(2, 1, 1))
+    with torch.no_grad():
+        net[0].weight[:] = torch.tensor([[1.0, -1.0, 0.0], [0.5, 0.5, 0.5]]).view(2, 3, 1, 1)
+        net[0].bias[:] = 0.0
+        net[2].weight[:] = torch.tensor([2.0, -3.0]).view(1, 2, 1, 1)
+        net[2].bias[:] = 0.0
+    return net
+
+
+def test_guided_backprop_by_hand():
+    net = _tiny_net()
+    x = torch.tensor([[1.0, 0.0], [-1.0, 2.0]])  # pixel (0,0): (1, -1, 2); pixel (0,1): ... per channel
+    img = torch.stack([x, -x, 2 * x.abs()]).unsqueeze(0)  # (1, 3, 2, 2)
+    g = vz.guided_backprop(net, net[2], 0, img)[0]
+    # feature = mean over 4 pixels of 2*h1 - 3*h2, h = relu(W x); at a pixel, d f/d h = (2, -3) / 4.
+    # Guided: the negative incoming gradient (-3/4 to h2) is zeroed; h1 passes where its input > 0.
+    w1 = np.array([1.0, -1.0, 0.0])
+    expected = np.zeros((3, 2, 2))
+    for i in range(2):
+        for j in range(2):
+            pix = img[0, :, i, j].numpy()
+            if w1 @ pix > 0:
+                expected[:, i, j] = (2 / 4) * w1 * (2 / 4 > 0)
+    np.testing.assert_allclose(g, expected, atol=1e-7)
+    assert net[1].inplace  # restored
+    assert not net[1]._backward_hooks and not net[2]._forward_hooks  # no state leaks
+
+
+def test_guided_backprop_vgg16_and_compact_leave_no_hooks():
+    for arch, size in (("compact", 64), ("vgg16", 64)):
+        m = models.build_model(arch, 3)
+        layers = models.feature_layers(m, arch)
+        name = list(layers)[3]
+        g = vz.guided_backprop(m, layers[name], 1, torch.randn(2, 3, size, size))
+        assert g.shape == (2, 3, size, size) and np.isfinite(g).all()
+        assert all(not mod._forward_hooks and not mod._backward_hooks for mod in m.modules())
+        assert all(r.inplace for r in m.modules() if isinstance(r, nn.ReLU))  # restored after gBP
+
+
+def test_activation_maximization_increases_the_feature():
+    torch.manual_seed(0)
+    m = models.build_model("compact", 3)
+    layers = models.feature_layers(m, "compact")
+    module, ch = vz.feature_channel("3_5", layers)
+    img, hist = vz.activation_maximization(m, module, ch, size=48, steps=40, lr=0.1, seed=1)
+    assert img.shape == (48, 48, 3) and img.dtype == np.uint8
+    assert hist[-1] > hist[0] + 1e-6
+    img2, hist2 = vz.activation_maximization(m, module, ch, size=48, steps=40, lr=0.1, seed=1)
+    np.testing.assert_array_equal(img, img2)  # seeded
+    with pytest.raises(ValueError, match="Layer '99' of feature '99_1' not available"):
+        vz.feature_channel("99_1", layers)
+
+
+def test_representative_tiles_follow_the_rules():
+    t = pd.DataFrame({"image_id": ["a", "a", "a", "b", "c", "d"], "subject_id": ["s1", "s1", "s1", "s1", "s2", "s3"],
+                      "x": [0, 10, 1000, 0, 0, 0], "y": [0, 0, 0, 0, 0, 0]})
+    v = [10.0, 9.5, 9.0, 8.0, 2.0, 1.0]
+    one = vz.select_representative_tiles(t, v, k=3, top_fraction=1.0, per_subject=1)
+    assert list(one.subject_id) == ["s1", "s2", "s3"]  # spread over donors despite s1's higher values
+    two = vz.select_representative_tiles(t, v, k=3, top_fraction=1.0, per_subject=3, min_distance_px=100)
+    assert list(two.x) == [0, 1000, 0] and list(two.image_id) == ["a", "a", "b"]  # the near-duplicate skipped
+    top = vz.select_representative_tiles(t, v, k=3, top_fraction=0.5, per_subject=1)
+    assert list(top.subject_id) == ["s1"]  # only the top half are candidates, all from s1
+
+
+def test_localisation_auroc():
+    mask = np.zeros((10, 10), bool)
+    mask[:3] = True
+    assert vz.localisation_auroc(mask.astype(float), mask) == 1.0
+    assert vz.localisation_auroc(-mask.astype(float), mask) == 0.0
+    rng = np.random.default_rng(0)
+    assert abs(vz.localisation_auroc(rng.random((200, 200)), rng.random((200, 200)) > 0.5) - 0.5) < 0.01
+    assert np.isnan(vz.localisation_auroc(np.ones(4), np.ones(4, bool)))
