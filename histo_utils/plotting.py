@@ -7,9 +7,11 @@ Every notebook writes under one output directory (the ``out_dir`` parameter)::
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +22,7 @@ from .io import atomic_path, write_table
 
 log = logging.getLogger(__name__)
 
-__all__ = ["notebook_dir", "figure_dir", "save_figure", "show_tiles_on_thumbnail"]
+__all__ = ["notebook_dir", "figure_dir", "save_figure", "show_tiles_on_thumbnail", "seeded_jitter"]
 
 
 def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
@@ -69,3 +71,19 @@ def show_tiles_on_thumbnail(ax, thumb: np.ndarray, tiles: pd.DataFrame, *, scale
                                fill=False, ec=color, lw=0.7))
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
+
+
+@contextlib.contextmanager
+def seeded_jitter(seed: int = 0) -> Iterator[None]:
+    """Make seaborn's strip-plot jitter reproducible.
+
+    seaborn draws the jitter from NumPy's global random state; this seeds it
+    for the block and restores the previous state afterwards, so the figures
+    of a run are the same file every time and nothing else is affected.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
