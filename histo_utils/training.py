@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,6 +90,7 @@ class TileDataset(Dataset):
         self._slides: dict = {}
         self._cache: np.ndarray | None = None
         self.augment = augment
+        self.colour_jitter = True
         self._jitter = None
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -125,11 +126,15 @@ class TileDataset(Dataset):
         self._cache = cache
         return self
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "TileDataset":
-        """The tiles at ``index`` (positions), sharing nothing mutable with this dataset."""
+    def subset(self, index: Sequence[int] | np.ndarray, *, labels: Sequence[int] | None = None) -> "TileDataset":
+        """The tiles at ``index`` (positions), sharing nothing mutable with this dataset.
+
+        ``labels`` (one per selected tile) replaces the labels, e.g. one binary trait of several.
+        """
         index = np.asarray(index, dtype=np.int64)
-        sub = TileDataset(self.tiles.iloc[index], self.paths, input_px=self.input_px, labels=self.labels[index],
-                          augment=self.augment)
+        sub = TileDataset(self.tiles.iloc[index], self.paths, input_px=self.input_px,
+                          labels=self.labels[index] if labels is None else labels, augment=self.augment)
+        sub.colour_jitter = self.colour_jitter
         if self._cache is not None:
             sub._cache = self._cache[index]
         return sub
@@ -155,11 +160,15 @@ class TileDataset(Dataset):
             x = x.flip(2)
         if torch.rand(()) < 0.5:
             x = x.flip(1)
-        return self._jitter(x).clamp_(0, 1)
+        return self._jitter(x).clamp_(0, 1) if self.colour_jitter else x
 
-    def with_augmentation(self, augment: bool = True) -> "TileDataset":
-        """This dataset (same tiles and cache) with augmentation switched on or off."""
+    def with_augmentation(self, augment: bool = True, *, colour: bool = True) -> "TileDataset":
+        """This dataset (same tiles and cache) with augmentation switched on or off.
+
+        ``colour=False`` keeps the random flips only (Levy-Jurgenson et al.).
+        """
         self.augment = augment
+        self.colour_jitter = colour
         return self
 
 
@@ -183,6 +192,11 @@ class TrainConfig:
     ``optimizer`` is ``"sgd"`` (with ``momentum``, as in the paper) or
     ``"adam"`` (the CPU default: a small network from random weights with few
     steps learns far faster with Adam than with SGD at 0.01, which stalls).
+    ``schedule`` is ``"step"`` (divide the rate by ``1/gamma`` every
+    ``step_size`` epochs) or ``"plateau"`` (multiply it by ``gamma`` after
+    ``step_size`` epochs without a better validation score, Levy-Jurgenson's
+    decay on plateau); ``patience`` > 0 stops training after that many epochs
+    without a better validation score (early stopping).
     """
 
     optimizer: str = "sgd"
@@ -195,6 +209,8 @@ class TrainConfig:
     gamma: float = 0.1
     seed: int = 0
     num_workers: int = 0
+    schedule: str = "step"
+    patience: int = 0
 
     def key(self) -> str:
         return params_key(self)
@@ -221,7 +237,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict:
 
 def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, config: TrainConfig,
                      checkpoint_dir: str | os.PathLike, device: str = "auto", run_key: str = "",
-                     progress: bool = True, stop_after: int | None = None) -> pd.DataFrame:
+                     progress: bool = True, stop_after: int | None = None,
+                     val_score: Callable[[nn.Module, np.ndarray], float] | None = None) -> pd.DataFrame:
     """Train with SGD and a step schedule; keep the best epoch by validation tile accuracy.
 
     Parameters
@@ -242,10 +259,14 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         Anything else the checkpoint must match (architecture, data), hashed.
     stop_after
         Stop after this many epochs of *this call* (simulates a killed run in tests).
+    val_score
+        Model selection by another validation score than tile accuracy: called after each epoch with the
+        model and the validation tiles' class probabilities, shape (n_val_tiles, n_classes); higher is
+        better (e.g. the slide-level AUC of Levy-Jurgenson et al.).
 
     Returns
     -------
-    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, best``.
+    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, val_score, best``.
     """
     dev = resolve_device(device)
     ckdir = Path(checkpoint_dir)
@@ -260,7 +281,13 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got '{config.optimizer}'.")
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    if config.schedule == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+    elif config.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=config.gamma,
+                                                           patience=config.step_size)
+    else:
+        raise ValueError(f"schedule must be 'step' or 'plateau', got '{config.schedule}'.")
     history: list[dict] = []
     start, best_acc = 0, -1.0
     last = ckdir / "last.pt"
@@ -281,6 +308,11 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
     for epoch in range(start, config.epochs):
         if stop_after is not None and done_here >= stop_after:
             break
+        since_best = len(history) - max((i + 1 for i, h in enumerate(history) if h["best"]), default=0)
+        if config.patience > 0 and history and since_best >= config.patience:
+            log.info("Early stop after epoch %d: no better validation score for %d epochs", epoch,
+                     config.patience)
+            break
         model.train()
         tot, correct, loss_sum = 0, 0, 0.0
         bar = tqdm(_loader(train, config, shuffle=True, epoch=epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -297,15 +329,22 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
             tot += len(y)
             bar.set_postfix(loss=f"{loss_sum / tot:.3f}", acc=f"{correct / tot:.3f}")
         lr = opt.param_groups[0]["lr"]
-        sched.step()
-        val_loss, val_acc = _evaluate(model, val, config, dev, loss_fn)
-        is_best = val_acc > best_acc
+        val_loss, val_acc, val_prob = _evaluate(model, val, config, dev, loss_fn)
+        score = val_acc if val_score is None else float(val_score(model, val_prob))
+        if not np.isfinite(score):  # undefined (e.g. one class only): below any defined score, above none
+            score = -0.5
+        if config.schedule == "plateau":
+            sched.step(score)
+        else:
+            sched.step()
+        is_best = score > best_acc
         if is_best:
-            best_acc = val_acc
-            _save({"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc, "key": key}, ckdir / "best.pt")
+            best_acc = score
+            _save({"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc, "val_score": score, "key": key},
+                  ckdir / "best.pt")
         history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(tot, 1),
                         "train_acc": correct / max(tot, 1), "val_loss": val_loss, "val_acc": val_acc,
-                        "best": is_best})
+                        "val_score": score, "best": is_best})
         log.info("epoch %d: train loss %.3f acc %.3f | validation loss %.3f acc %.3f%s", epoch + 1,
                  history[-1]["train_loss"], history[-1]["train_acc"], val_loss, val_acc, " (best)" if is_best else "")
         _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -320,16 +359,18 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
 
 
 @torch.no_grad()
-def _evaluate(model, ds, config, dev, loss_fn) -> tuple[float, float]:
+def _evaluate(model, ds, config, dev, loss_fn) -> tuple[float, float, np.ndarray]:
     model.eval()
     tot, correct, loss_sum = 0, 0, 0.0
+    probs = []
     for x, y, _ in _loader(ds, config, shuffle=False):
         x, y = x.to(dev), y.to(dev)
         out = model(x)
         loss_sum += float(loss_fn(out, y)) * len(y)
         correct += int((out.argmax(1) == y).sum())
         tot += len(y)
-    return loss_sum / max(tot, 1), correct / max(tot, 1)
+        probs.append(torch.softmax(out, 1).cpu().numpy())
+    return loss_sum / max(tot, 1), correct / max(tot, 1), (np.concatenate(probs) if probs else np.zeros((0, 0)))
 
 
 @torch.no_grad()
