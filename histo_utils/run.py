@@ -92,6 +92,24 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
     return {name: p.get("default") for name, p in params.items()}
 
 
+def notebook_needs(notebook: Path) -> list[str] | None:
+    """The notebooks whose results a notebook reads, from its metadata ``histo_utils.needs``.
+
+    A list of notebook numbers or names (``[]``: self-contained); None when absent: every earlier notebook.
+    """
+    import nbformat
+
+    meta = nbformat.read(str(notebook), as_version=4).metadata.get("histo_utils", {})
+    needs = meta.get("needs")
+    return None if needs is None else [str(n) for n in needs]
+
+
+def _upstream(stem: str, needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
+    if needs is None:
+        return list(earlier)
+    return [s for s in earlier if s in needs or s.split("_")[0] in needs]
+
+
 def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
     """Read and validate a profile: known notebooks, declared keys only."""
     if not path.exists():
@@ -239,14 +257,21 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
         selected = [s for s in selected if s in wanted]
     records = []
     prints: dict[str, str] = {}
+    needed: set[str] = set()
+    for stem in reversed(list(prof.notebooks)):  # what the selected notebooks need, transitively
+        if stem in selected or stem in needed:
+            earlier = [s for s in prof.notebooks if s < stem]
+            needed.update(_upstream(stem, notebook_needs(prof.notebook_paths[stem]), earlier))
     for stem in prof.notebooks:
         params = resolve_parameters(prof, stem, out)
-        upstream = [prints[s] for s in prints]
+        earlier = [s for s in prof.notebooks if s < stem]
+        upstream = [prints[s] for s in _upstream(stem, notebook_needs(prof.notebook_paths[stem]), earlier)
+                    if s in prints]
         fp = fingerprint(prof.notebook_paths[stem], params, upstream, out)
         if stem not in selected:
             stamp = _read_stamp(out, stem)
             if stamp is None:
-                if any(s > stem for s in selected):
+                if stem in needed:
                     raise ProfileError(
                         f"Notebook '{stem}' has not run in '{out}', and the notebooks selected with --only "
                         f"need its results. Run it first (--only {stem.split('_')[0]}) or drop --only.")

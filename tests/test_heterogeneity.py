@@ -69,3 +69,88 @@ def test_survival_wiring_detects_a_planted_effect():
     summ = ht.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": hti_v}))
     assert abs(summ.loc["HTI", "coef"] - 1.5) < 3 * summ.loc["HTI", "se(coef)"]  # the planted log hazard ratio
     assert summ.loc["HTI", "p"] < 1e-4
+
+
+def test_hti_from_proportions_and_cartography():
+    # weights by combination code: the paper's three equal thirds, and the empty code left out
+    assert ht.hti_from_proportions(np.array([5.0, 1, 1, 1]), k=2) == pytest.approx(1.0)
+    assert ht.hti_from_proportions(np.array([0.0, 0, 0, 2]), k=2) == 0.0
+    assert np.isnan(ht.hti_from_proportions(np.array([3.0, 0, 0, 0]), k=2))
+    assert ht.hti_from_proportions(np.array([1.0, 1, 1, 1]), k=2, empty="category") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="k >= 2"):
+        ht.hti_from_proportions(np.ones(2), k=1)
+    with pytest.raises(ValueError, match="one per combination"):
+        ht.hti_from_proportions(np.ones(3), k=2)
+    # tiles at grid positions with an offset origin; the missing cell stays empty
+    tiles = pd.DataFrame({"x": [10, 74, 10, 138], "y": [5, 5, 69, 69], "size0": 64})
+    grid = ht.cartography(tiles, np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), fill=-1)
+    assert grid.shape == (2, 3, 2)
+    assert grid[0, 0].tolist() == [1, 0] and grid[0, 1].tolist() == [0, 1] and grid[1, 0].tolist() == [1, 1]
+    assert grid[1, 2].tolist() == [0, 0] and grid[0, 2].tolist() == [-1, -1]
+
+
+def test_slide_auc_matches_pair_counting():
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 5, 40).astype(float)  # many ties
+    y = rng.integers(0, 2, 40)
+    pos, neg = s[y == 1], s[y == 0]
+    brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert ht.slide_auc(s, y) == pytest.approx(brute)
+    assert np.isnan(ht.slide_auc(s, np.ones(40)))
+
+
+def _slides_table():
+    # 10 patients, one with a second slide; two traits
+    pts = [f"TCGA-SY-{i:04d}" for i in range(10)]
+    vals = pd.DataFrame({"A": np.arange(10.0), "B": np.arange(10.0)[::-1]}, index=pts)
+    slides = pd.DataFrame({"image_id": [f"{p}-01Z-00-DX1" for p in pts] + [f"{pts[9]}-01Z-00-DX2"],
+                           "patient": pts + [pts[9]]})
+    slides["chosen"] = slides.image_id.str.endswith("DX1")
+    return vals, slides
+
+
+def test_label_slides_and_survival_set():
+    vals, slides = _slides_table()
+    lab = ht.label_slides(vals, slides).set_index("image_id")
+    # a patient's slides share its labels; percentiles are over patients, not slides
+    assert lab.loc["TCGA-SY-0009-01Z-00-DX2", "A:label"] == lab.loc["TCGA-SY-0009-01Z-00-DX1", "A:label"] == 1
+    assert lab["A:percentile"].max() == 1.0 and lab.loc["TCGA-SY-0004-01Z-00-DX1", "A:ood"]
+    assert (lab["A:ood"] == lab["B:ood"]).all()  # B reversed: same band
+    surv = ht.survival_set(lab.reset_index(), ["A", "B"], test_patients=["TCGA-SY-0000", "TCGA-SY-0009"])
+    assert set(surv.patient) == {"TCGA-SY-0000", "TCGA-SY-0009"} | {f"TCGA-SY-{i:04d}" for i in range(2, 8)}
+    assert surv.image_id.is_unique and surv.image_id.str.endswith("DX1").all()  # one chosen slide per patient
+    assert (surv.set == "test").sum() == 2
+    # a slide OOD for only one trait is not in the survival set
+    vals2 = vals.assign(B=[0, 9, 1, 8, 2, 7, 3, 6, 4, 5.0])
+    lab2 = ht.label_slides(vals2, slides)
+    surv2 = ht.survival_set(lab2, ["A", "B"], test_patients=[])
+    both = lab2[lab2["A:ood"] & lab2["B:ood"] & lab2.chosen]
+    assert set(surv2.image_id) == set(both.image_id) and len(surv2) < (lab2["A:ood"] & lab2.chosen).sum()
+
+
+def test_ensemble_takes_top_models_by_validation_auc():
+    hist = pd.DataFrame({"trait": ["A"] * 5, "split": range(5), "val_score": [0.6, 0.9, 0.7, 0.95, 0.5]})
+    prob = pd.DataFrame({("A", s): v for s, v in enumerate([[0.9, 0.9], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1],
+                                                            [0.1, 0.9]])})
+    prob.columns = pd.MultiIndex.from_tuples(prob.columns)
+    calls, members = ht.ensemble_predictions(prob, hist, top=3)
+    assert sorted(members.split) == [1, 2, 3]  # AUC 0.9, 0.7, 0.95
+    assert calls.A.tolist() == [1, 0]  # tile 2: splits 1 and 3 say no, 2 says yes
+
+
+def test_slide_hti_and_evaluation_tables():
+    tile_slides = np.array(["s1"] * 6 + ["s2"] * 6)
+    calls = np.array([[1, 0], [0, 1], [1, 1]] * 2 + [[1, 1]] * 6)
+    h = ht.slide_hti(calls, tile_slides, n_boot=50, seed=0)
+    assert h.loc["s1", "hti"] == pytest.approx(1.0) and h.loc["s2", "hti"] == 0.0
+    assert h.loc["s1", "comb_3"] == pytest.approx(1 / 3) and h.loc["s2", "hti_high"] == 0.0
+    slides = pd.DataFrame({"patient": ["p1", "p2"], "A:label": [1, 0], "A:percentile": [1.0, 0.0],
+                           "A:ood": [False, False], "A:ood_near": [False, False]}, index=["s1", "s2"])
+    prob = pd.DataFrame({("A", 0): np.r_[np.full(6, 0.9), np.full(6, 0.2)]})
+    prob.columns = pd.MultiIndex.from_tuples(prob.columns)
+    ev, scores = ht.evaluate_slides(prob, pd.DataFrame({"A": (prob[("A", 0)] > 0.5).astype(int)}), tile_slides,
+                                    slides, test_patients=["p1", "p2"])
+    assert set(ev.model) == {"split0", "ensemble"} and (ev.auc == 1.0).all()
+    assert scores.set_index("image_id").score.to_dict() == {"s1": 100.0, "s2": 0.0}
+    t1 = ht.table1(ev)
+    assert t1.loc[0, "test_runs_mean"] == 1.0 and t1.loc[0, "test_ensemble"] == 1.0

@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07"])
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07", "08"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran"] * 8
+    assert [r["status"] for r in records] == ["ran"] * 9
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
                       "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
@@ -34,7 +34,10 @@ def test_figures_each_with_their_numbers(tiny_run):
                                                    "confounder_only_control"],
                       "06_gsea": ["association_counts", "enrichment_plots", "enriched_overlap",
                                   "gsea_confounders"],
-                      "07_visualization": ["feature_panels", "linked_view_gene", "gbp_localisation"]}.items():
+                      "07_visualization": ["feature_panels", "linked_view_gene", "gbp_localisation"],
+                      "08_hti_survival": ["planted_clones", "training_curves", "table1_auc", "score_distributions",
+                                          "cartographies", "hti_vs_truth", "survival_hti", "survival_bulk",
+                                          "hti_by_subtype", "cox_hazard_ratios"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -181,3 +184,28 @@ def test_visualization_outputs(tiny_run):
     loc = io.read_table(d / "localisation.tsv")
     assert loc.auroc.dropna().between(0, 1).all()
     assert set(loc.kind) == {"tracks", "random"} and set(loc.structure) <= {"nuclei", "stroma", "lumen"}
+
+
+def test_hti_survival_outputs(tiny_run):
+    out, prof, _ = tiny_run
+    d = out / "08_hti_survival"
+    labels = io.read_table(d / "slide_labels.tsv").set_index("image_id")
+    splits = __import__("json").loads((d / "splits.json").read_text())
+    test = set(splits["test"])
+    # patient-level splits: no patient in two sets of any split
+    for s in splits["splits"]:
+        assert not set(s["train"]) & set(s["validation"]) and not (set(s["train"]) | set(s["validation"])) & test
+    traits = prof.declared["08_hti_survival"]["traits"]
+    # the survival set: test patients and patients OOD for every trait, one DX1 slide each
+    surv = io.read_table(d / "survival.tsv")
+    assert surv.patient.is_unique and surv.image_id.str.endswith("DX1").all()
+    lab = labels.loc[surv.image_id]
+    ood_all = np.logical_and.reduce([lab[f"{t}:ood"].to_numpy(bool) for t in traits])
+    assert (ood_all | lab.patient.isin(test).to_numpy()).all()
+    # Table 1 has every trait and set; the tile truth HTI follows the area truth (the cartography geometry)
+    t1 = io.read_table(d / "table1.tsv")
+    assert set(t1.trait) == set(traits) and t1[["test_runs_mean", "OOD-all_ensemble"]].notna().all().all()
+    hti = io.read_table(d / "slide_hti.tsv").dropna(subset=["true_hti", "tile_truth_hti"])
+    assert np.corrcoef(hti.true_hti, hti.tile_truth_hti)[0, 1] > 0.9
+    assert ((hti.hti_low <= hti.hti + 1e-9) & (hti.hti <= hti.hti_high + 1e-9)).all()
+    assert len(io.read_table(d / "logrank.tsv")) == 3 and "planted_coef" in io.read_table(d / "cox.tsv")

@@ -131,3 +131,23 @@ def test_notebooks_are_stripped_and_parameters_parse(path):
 def test_profiles_cover_every_notebook(name):
     prof = run.load_profile(run.PARAMS_DIR / f"{name}.yaml")
     assert set(prof.notebooks) == set(run.available_notebooks())
+
+
+def test_self_contained_notebook_runs_alone_and_ignores_others(toy):
+    tmp, profile = toy
+    nbdir = tmp / "notebooks"
+    nb = nbformat.read(str(nbdir / "01_use.ipynb"), as_version=4)
+    # 01 now makes its own input and says it needs no earlier notebook
+    nb.cells[1].source = ("from pathlib import Path\nd = Path(out_dir) / '01_use'\nd.mkdir(parents=True, exist_ok=True)\n"
+                          "(Path(out_dir) / 'count01').open('a').write('x')\n")
+    nb.metadata["histo_utils"] = {"needs": []}
+    nbformat.write(nb, str(nbdir / "01_use.ipynb"))
+    prof = profile({"notebooks": {"00": {"value": 1}, "01": {}}})
+    out = tmp / "alone"
+    assert [r["status"] for r in run.run_profile(prof, out, only=["01"])] == ["ran"]
+    assert not (out / "count00").exists()
+    # a change of notebook 00 does not make 01 stale
+    run.run_profile(prof, out)
+    prof2 = profile({"notebooks": {"00": {"value": 2}, "01": {}}})
+    assert [r["status"] for r in run.run_profile(prof2, out)] == ["ran", "skipped"]
+    assert run.notebook_needs(nbdir / "01_use.ipynb") == [] and run.notebook_needs(nbdir / "00_make.ipynb") is None

@@ -115,3 +115,30 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             training.resolve_device("cuda")
+
+
+def test_selection_by_a_custom_score_with_plateau_and_early_stop(tiny_tiles, tmp_path):
+    ds, classes = tiny_tiles
+    tr = np.where(ds.tiles.split == "train")[0]
+    va = np.where(ds.tiles.split == "validation")[0]
+    scores = iter([0.2, 0.9, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7])  # best at epoch 2, then never better
+
+    def score(model, prob):
+        assert prob.shape == (len(va), len(classes)) and np.allclose(prob.sum(1), 1, atol=1e-5)
+        return next(scores)
+
+    torch.manual_seed(0)
+    model = models.build_model("compact", len(classes))
+    cfg = training.TrainConfig(optimizer="adam", lr=1e-3, epochs=8, batch_size=8, seed=0, schedule="plateau",
+                               step_size=1, gamma=0.5, patience=3)
+    hist = training.train_classifier(model, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path,
+                                     progress=False, val_score=score)
+    assert len(hist) == 5  # stopped three epochs after the best
+    assert hist.best.tolist() == [True, True, False, False, False] and hist.val_score.max() == 0.9
+    # the rate halves after two epochs without improvement (more than step_size = 1)
+    assert hist.lr.tolist() == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4])
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 1 and best["val_score"] == 0.9
+    with pytest.raises(ValueError, match="schedule"):
+        training.train_classifier(model, ds.subset(tr), ds.subset(va), config=training.TrainConfig(schedule="cosine"),
+                                  checkpoint_dir=tmp_path / "x", progress=False)

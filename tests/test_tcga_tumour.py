@@ -1,0 +1,103 @@
+"""TCGA barcodes and the DX1 rule; the synthetic tumour cohort's planted truth."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from histo_utils import heterogeneity as ht
+from histo_utils import io, tcga, tiling
+from histo_utils.synthetic.tumour import TumourParams, clone_map, make_tumour_cohort, tile_truth
+
+
+def test_barcodes_and_dx1_rule():
+    f = "TCGA-A1-A0SB-01Z-00-DX1.B34C267B-CAAA-4AB6-AD5C-276C26F8A4B2"
+    assert tcga.patient_barcode(f) == "TCGA-A1-A0SB"
+    assert tcga.sample_barcode(f) == "TCGA-A1-A0SB-01"
+    assert tcga.slide_number(f) == 1 and tcga.slide_number("TCGA-A1-A0SB-01A-01-TS1") is None
+    with pytest.raises(ValueError, match="not a TCGA barcode"):
+        tcga.patient_barcode("GTEX-1117F-0226")
+    ch = tcga.choose_diagnostic_slides(["TCGA-AA-0001-01Z-00-DX2", "TCGA-AA-0001-01Z-00-DX1",
+                                        "TCGA-AA-0002-01Z-00-DX3", "TCGA-AA-0002-01Z-00-DX2",
+                                        "TCGA-AA-0003-01A-01-TS1"]).set_index("image_id")
+    assert ch.chosen[ch.chosen].index.tolist() == ["TCGA-AA-0001-01Z-00-DX1", "TCGA-AA-0002-01Z-00-DX2"]
+
+
+def test_locate_files_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tcga.locate_tcga_files(tmp_path / "nope")
+    (tmp_path / "slides").mkdir()
+    with pytest.raises(FileNotFoundError, match="expression"):
+        tcga.locate_tcga_files(tmp_path)
+
+
+def test_clone_map_gives_every_clone_area():
+    rng = np.random.default_rng(0)
+    lab = clone_map((60, 80), np.array([1.0, 0.5, 1.5, 0.7]), rng)
+    assert lab.shape == (60, 80) and set(np.unique(lab)) == {0, 1, 2, 3}
+    assert (clone_map((10, 10), np.array([1.0]), rng) == 0).all()
+
+
+@pytest.fixture(scope="module")
+def tumours(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tumour")
+    p = TumourParams(seed=3, n_patients=24, slide_width_um=768.0, slide_height_um=640.0, n_background_genes=5)
+    make_tumour_cohort(out, p, workers=1, progress=False)
+    return out, p
+
+
+def test_tumour_cohort_files_and_truth(tumours):
+    out, p = tumours
+    files = tcga.locate_tcga_files(out)
+    expr = tcga.read_expression_matrix(files.expression, genes=list(p.traits))
+    clin = tcga.read_clinical(files.clinical)
+    truth = io.read_table(out / "truth" / "slides.tsv")
+    clones = io.read_table(out / "truth" / "clones.tsv")
+    assert len(clin) == p.n_patients == expr.shape[1] and set(clin.OS) <= {0, 1}
+    with pytest.raises(KeyError, match="not rows"):
+        tcga.read_expression_matrix(files.expression, genes=["NOPE"])
+    # slide files named <barcode>.<uuid>.svs, one DX1 per patient
+    listed = tiling.list_slides(files.slides_dir)
+    assert set(listed.image_id) == set(truth.image_id)
+    assert (tcga.choose_diagnostic_slides(listed.image_id).groupby(lambda i: 0).chosen.sum() == p.n_patients).all()
+    # areas sum to one per slide; the true mix and HTI follow from clone states and areas
+    for iid, g in clones.groupby("image_id"):
+        assert g.area.sum() == pytest.approx(1.0)
+        row = truth.set_index("image_id").loc[iid]
+        for t in p.traits:
+            assert row[f"mix_{t}"] == pytest.approx((g.area * g[f"state_{t}"]).sum())
+        codes = sum(g[f"state_{t}"].to_numpy() << j for j, t in enumerate(p.traits))
+        w = np.bincount(codes, weights=g.area, minlength=4)
+        assert np.isnan(row.true_hti) if w[1:].sum() == 0 else row.true_hti == pytest.approx(
+            ht.hti_from_proportions(w, k=2))
+    # bulk expression is the DX1 slide's mix plus noise
+    dx1 = truth[truth.dx == 1].set_index("patient")
+    for t in p.traits:
+        r = np.corrcoef(dx1.loc[[c[:12] for c in expr.columns], f"mix_{t}"], expr.loc[t])[0, 1]
+        assert r > 0.9
+
+
+def test_tumour_cohort_is_deterministic_and_refuses_other_params(tumours, tmp_path):
+    out, p = tumours
+    again = tmp_path / "again"
+    make_tumour_cohort(again, p, workers=2, progress=False)
+    for name in ("truth/slides.tsv", "truth/clones.tsv", "TCGA-SYN.clinical.tsv"):
+        assert (out / name).read_text() == (again / name).read_text()
+    assert io.read_table(out / "TCGA-SYN.expression.tsv.gz").equals(io.read_table(again / "TCGA-SYN.expression.tsv.gz"))
+    with pytest.raises(FileExistsError, match="other parameters"):
+        make_tumour_cohort(again, TumourParams(seed=4, n_patients=24), progress=False)
+
+
+def test_tile_truth_reads_clone_under_tile(tumours):
+    out, p = tumours
+    truth = io.read_table(out / "truth" / "slides.tsv")
+    slides = tiling.list_slides(out / "slides")
+    tiles, rep = tiling.tile_slides(slides, params=tiling.TilingParams(tile_sizes_px=(32,), target_mpp=2.0, out_px=32),
+                                    cache_dir=out / "tiles", progress=False)
+    tt = tile_truth(tiles, out / "truth", mpp=p.mpp)
+    assert len(tt) == len(tiles) and set(np.unique(tt[[f"true_{t}" for t in p.traits]])) <= {0, 1}
+    # the HTI of the true tile states approaches the area-based true HTI
+    th = ht.slide_hti(tt[[f"true_{t}" for t in p.traits]].to_numpy(), tiles.image_id)
+    j = th.join(truth.set_index("image_id").true_hti).dropna(subset=["hti", "true_hti"])
+    assert len(j) > 10
+    assert np.corrcoef(j.hti, j.true_hti)[0, 1] > 0.85
