@@ -148,25 +148,27 @@ def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permut
 
 
 def _prerank_job(args):
-    key, scores, sets, kw = args
+    key, scores, sets, kw, keep_curves = args
     table, curves = prerank(scores, sets, **kw)
-    return key, table, curves
+    return key, table, (curves if keep_curves else None)
 
 
 def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, workers: int = 1,
-                 **kwargs) -> tuple[pd.DataFrame, dict]:
+                 curves: bool = True, **kwargs) -> tuple[pd.DataFrame, dict]:
     """:func:`prerank` for many ranked lists, in worker processes.
 
-    Returns the tables concatenated (with a ``list`` column: the ranking's key) and the curves by key.
+    Returns the tables concatenated (with a ``list`` column: the ranking's key) and the curves by key
+    (``curves=False``: an empty dict; the running-sum curves of hundreds of lists take a lot of memory).
     """
-    jobs = [(k, v, dict(gene_sets), kwargs) for k, v in rankings.items()]
+    jobs = [(k, v, dict(gene_sets), kwargs, curves) for k, v in rankings.items()]
     if workers <= 1 or len(jobs) <= 1:
         done = [_prerank_job(j) for j in jobs]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             done = list(pool.map(_prerank_job, jobs))
     tables = [t.assign(list=str(k)) for k, t, _ in done]
-    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), {k: c for k, _, c in done}
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), {k: c for k, _, c in done
+                                                                                 if c is not None}
 
 
 def jaccard(enriched: Mapping[str, set]) -> pd.DataFrame:

@@ -154,3 +154,22 @@ def test_slide_hti_and_evaluation_tables():
     assert scores.set_index("image_id").score.to_dict() == {"s1": 100.0, "s2": 0.0}
     t1 = ht.table1(ev)
     assert t1.loc[0, "test_runs_mean"] == 1.0 and t1.loc[0, "test_ensemble"] == 1.0
+
+
+def test_smooth_calls_removes_isolated_errors_and_keeps_clones():
+    # one slide, a 5 x 6 grid: left half trait on, right half off, one wrong tile in each half
+    ys, xs = np.mgrid[0:5, 0:6]
+    tiles = pd.DataFrame({"image_id": "s", "x": xs.ravel() * 64, "y": ys.ravel() * 64, "size0": 64})
+    truth = (xs.ravel() < 3).astype(int)
+    calls = truth.copy()
+    calls[2 * 6 + 1] = 0  # isolated false negative inside the left clone
+    calls[2 * 6 + 4] = 1  # isolated false positive inside the right clone
+    sm = ht.smooth_calls(tiles, np.c_[calls, 1 - calls], size=3)
+    assert (sm[:, 0] == truth).all() and (sm[:, 1] == 1 - truth).all()
+    # a second trait equal to the first except for one wrong tile: the error makes a spurious "A only"
+    noisy = np.c_[truth, truth]
+    noisy[0, 1] = 0
+    assert ht.hti(noisy) > 0.15 and ht.hti(ht.smooth_calls(tiles, noisy, size=3)) == 0.0
+    assert (ht.smooth_calls(tiles, np.c_[calls, calls], size=1)[:, 0] == calls).all()
+    with pytest.raises(ValueError, match="odd"):
+        ht.smooth_calls(tiles, np.c_[calls, calls], size=2)

@@ -151,3 +151,14 @@ def test_self_contained_notebook_runs_alone_and_ignores_others(toy):
     prof2 = profile({"notebooks": {"00": {"value": 2}, "01": {}}})
     assert [r["status"] for r in run.run_profile(prof2, out)] == ["ran", "skipped"]
     assert run.notebook_needs(nbdir / "01_use.ipynb") == [] and run.notebook_needs(nbdir / "00_make.ipynb") is None
+
+
+@pytest.mark.parametrize("name", ["gtex", "tcga"])
+def test_real_data_profiles_declare_their_keys(name):
+    prof = run.load_profile(run.PARAMS_DIR / f"{name}.yaml")  # raises on any undeclared key
+    assert "00_synthetic_cohort" not in prof.notebooks
+    if name == "tcga":
+        assert list(prof.notebooks) == ["08_hti_survival"]
+        assert prof.notebooks["08_hti_survival"]["make_synthetic"] is False
+    else:
+        assert "08_hti_survival" not in prof.notebooks and prof.common["data_dir"]

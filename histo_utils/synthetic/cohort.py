@@ -42,7 +42,7 @@ from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CohortParams", "design_cohort", "simulate_expression", "make_cohort", "render_truth",
+__all__ = ["CohortParams", "design_cohort", "simulate_expression", "expression_only_cohort", "make_cohort", "render_truth",
            "ISCHEMIC_MAX_MIN", "ischemic_severity", "FILE_NAMES"]
 
 #: file names of the synthetic cohort (GTEx v8 style, with 'Synthetic' in place of the release)
@@ -202,7 +202,8 @@ def design_cohort(p: CohortParams) -> tuple[pd.DataFrame, pd.DataFrame]:
 # expression
 # --------------------------------------------------------------------------
 def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.DataFrame, *,
-                        decouple: bool | str = False) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
+                        decouple: bool | str = False, noise_stream: int | None = None
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
     """Draw TPM for every sample with RNA, from the model in the module docstring.
 
     With ``decouple=True`` every path from a sample's slide to its expression
@@ -214,6 +215,10 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
     within tissue. With ``decouple="programs"`` only the programs are
     redrawn: what image and expression still share comes from the technical
     confounders alone (the control of notebook 05).
+
+    ``noise_stream`` draws the per-sample noise from a separate random
+    stream (same genes and coefficients): for other samples of the same
+    gene model, e.g. the expression-only cohort of notebook 09.
 
     Returns
     -------
@@ -291,9 +296,10 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
             z_isch = other.permutation(z_isch)
             cj = other.permutation(cj)
             rin = other.permutation(rin)  # RIN follows ischemia, which fades the slide: cut that path too
+    noise_rng = rng if noise_stream is None else np.random.default_rng(np.random.SeedSequence([p.seed, 3, noise_stream]))
     x = (mu[:, None] + T[:, tj] + B @ P.T + gamma[:, None] * z_isch[None]
          + delta[:, None] * (rin - 7.0)[None]
-         + C[:, cj] + X[:, None] * female[None] + sigma[:, None] * rng.standard_normal((n, m)))
+         + C[:, cj] + X[:, None] * female[None] + sigma[:, None] * noise_rng.standard_normal((n, m)))
     x = np.clip(x, 0, None)
     tpm = np.exp2(x) - 1.0
     # one shift s on the log2(1 + TPM) scale so that samples sum to ~1e6 TPM: log2(1 + TPM) = x + s exactly,
@@ -481,6 +487,25 @@ def planted_coupling(tpm: pd.DataFrame, genes: pd.DataFrame, samples: pd.DataFra
                 r = np.corrcoef(score.to_numpy(float), d.loc[idx].to_numpy(float))[0, 1]
                 rows.append((tissue, mod, dname, float(r)))
     return pd.DataFrame(rows, columns=["tissue", "module", "driver", "r"])
+
+
+def expression_only_cohort(p: CohortParams, n_samples: int, *, stream: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Expression of new donors from the same gene model, without slides (an expression-only cohort).
+
+    Donors, programs and confounders are drawn anew (seed stream ``stream``); genes, loadings and
+    gene sets are those of the cohort made with ``p``. Returns ``(tpm, samples)`` with ``n_samples``
+    samples spread over ``p.tissues``.
+    """
+    from dataclasses import replace
+
+    per_tissue = max(1, int(np.ceil(n_samples / len(p.tissues))))
+    q = replace(p, seed=int(np.random.SeedSequence([p.seed, 5, stream]).generate_state(1)[0]),
+                samples_per_tissue=per_tissue, n_slides_without_rna=0, n_rna_without_slide=0, n_duplicate_rna=0,
+                n_corrupt_slides=0)
+    subjects, samples = design_cohort(q)
+    samples = samples.iloc[:n_samples].reset_index(drop=True)
+    tpm, _, _ = simulate_expression(p, subjects, samples, noise_stream=stream)
+    return tpm, samples
 
 
 def load_cohort_params(data_dir: str | os.PathLike) -> CohortParams:

@@ -15,6 +15,10 @@ Generative model (documented in notebook 08)::
                administrative censoring uniform over [censor_min, censor_max] months; the clinical subtype
                has no planted effect (the paper's Fig 6: subtypes are not associated with HTI)
 
+The programs act locally in the painter for nuclear density and stroma; ``lumen_size`` also sets the
+spacing of glands from the slide's mean, so a lumen clone looks different in a mixed slide than in a pure
+one (its tiles are then harder to call): prefer the first two for traits.
+
 Files are written in the layout of :mod:`histo_utils.tcga`, plus ``truth/``: the clone maps (PNG, clone
 label + 1 at ``map_um`` microns per pixel), one row per clone (state, area) and per slide (true mix, true
 HTI, planted hazard).
@@ -55,7 +59,7 @@ class TumourParams:
     seed: int = 0
     n_patients: int = 200
     traits: tuple[str, ...] = ("MKI67", "miR-17-5p")
-    trait_programs: tuple[str, ...] = ("nuclear_density", "lumen_size")
+    trait_programs: tuple[str, ...] = ("nuclear_density", "stroma_fraction")
     trait_effect: float = 2.0
     tissue: str = "Pancreas"
     clone_probs: tuple[float, ...] = (0.35, 0.3, 0.2, 0.15)
