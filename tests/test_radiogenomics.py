@@ -1,0 +1,88 @@
+"""Expression networks, gene masking, gene saliency and the cross-validation plumbing (Smedley et al.)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from histo_utils import radiogenomics as rg
+
+
+class _Recorder(torch.nn.Module):
+    """A 'network' that remembers its input and answers P(positive) = sigmoid(sum of inputs)."""
+
+    def forward(self, x):
+        self.seen = x.detach().clone()
+        s = x.sum(1)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_masking_keeps_exactly_the_set():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) + 1
+    net = _Recorder()
+    out = rg.gene_masking(net, x, {"ab": [0, 1]}, fill=np.array([-1, -2, -3, -4], np.float32))
+    seen = net.seen.numpy()
+    assert np.array_equal(seen[:, :2], x[:, :2]) and np.array_equal(seen[:, 2:], np.tile([-3, -4], (3, 1)))
+    assert out["ab"].to_numpy() == pytest.approx(1 / (1 + np.exp(-seen.sum(1))))
+    rg.gene_masking(net, x, {"c": [3]})  # scalar fill: everything else 0
+    assert np.array_equal(net.seen.numpy()[:, :3], np.zeros((3, 3))) and np.array_equal(net.seen.numpy()[:, 3], x[:, 3])
+    with pytest.raises(IndexError, match="outside"):
+        rg.gene_masking(net, x, {"bad": [7]})
+
+
+def test_saliency_matches_finite_differences():
+    torch.manual_seed(0)
+    net = rg.TraitNet(6, (5, 4, 3), dropout=0.5).eval()  # eval: dropout off
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    sal = rg.gene_saliency(net, x)
+    eps = 1e-3
+    num = np.zeros_like(sal)
+    for g in range(6):
+        d = np.zeros(6, np.float32)
+        d[g] = eps
+        num[:, g] = (rg.predict_proba(net, x + d).astype(np.float64) - rg.predict_proba(net, x - d)) / (2 * eps)
+    assert np.allclose(sal, num, atol=2e-4), np.abs(sal - num).max()
+
+
+def test_autoencoder_transfer_and_frozen_first_layer():
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(64, 3)) @ rng.normal(size=(3, 20))).astype(np.float32)  # rank-3 data
+    cfg = rg.NetConfig(hidden=(8, 4, 2), ae_epochs=60, epochs=5, batch_size=16)
+    ae, hist = rg.pretrain_autoencoder(x, config=cfg)
+    assert hist.loss.iloc[-1] < 0.5 * hist.loss.iloc[0]
+    y = (x[:, 0] > 0).astype(int)
+    net = rg.fit_trait_net(x, y, config=cfg, encoder=ae)
+    assert torch.equal(net.first.weight, ae.encoder[0].weight)  # frozen: unchanged by fine-tuning
+    assert not torch.equal(net.layers[4].weight, ae.encoder[2].weight)  # second layer was fine-tuned
+    free = rg.fit_trait_net(x, y, config=rg.NetConfig(hidden=(8, 4, 2), epochs=5, freeze_first=False), encoder=ae)
+    assert not torch.equal(free.first.weight, ae.encoder[0].weight)
+    with pytest.raises(ValueError, match="does not fit"):
+        rg.transfer_encoder(rg.TraitNet(19, (8, 4, 2)), ae)
+
+
+def test_cross_validation_and_bootstrap_on_known_answers():
+    rng = np.random.default_rng(2)
+    n = 120
+    x = rng.normal(size=(n, 30))
+    y = (x[:, :3].sum(1) + 0.3 * rng.normal(size=n) > 0).astype(int)  # three genes decide
+    cfg = rg.NetConfig(hidden=(16, 8, 4), epochs=60, dropout=0.1)
+    from sklearn.linear_model import LogisticRegression
+    auc, oof = rg.cross_validate(x, y, n_folds=5, seed=0, config=cfg, models={"logit": lambda: LogisticRegression()})
+    assert set(auc.model) == {"nn", "logit"} and len(auc) == 10 and sorted(oof.fold.unique()) == list(range(5))
+    assert oof[["nn", "logit"]].notna().all().all()
+    assert auc[auc.model == "logit"].auc.mean() > 0.9 and auc[auc.model == "nn"].auc.mean() > 0.75
+    # labels unrelated to the genes: chance
+    auc0, _ = rg.cross_validate(x, rng.permutation(y), n_folds=5, seed=0, config=cfg,
+                                models={"logit": lambda: LogisticRegression()})
+    assert abs(auc0.auc.mean() - 0.5) < 0.15
+    # paired bootstrap: a perfect reference against a random model
+    oof2 = pd.DataFrame({"y": y, "fold": 0, "nn": y + 0.01 * rng.random(n), "coin": rng.random(n)})
+    b = rg.bootstrap_differences(oof2, n_boot=50, seed=0)
+    assert len(b) == 50 and (b.auc_reference == 1.0).all() and b.difference.mean() > 0.35
+    assert b.equals(rg.bootstrap_differences(oof2, n_boot=50, seed=0))  # seeded
+
+
+def test_rank_gene_sets_puts_the_informative_set_first():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    masked = pd.DataFrame({"good": [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], "noise": [0.5, 0.9, 0.1, 0.2, 0.6, 0.4]})
+    r = rg.rank_gene_sets(masked, y)
+    assert r.gene_set.tolist() == ["good", "noise"] and r.loc[0, "auc"] == 1.0 and r["rank"].tolist() == [1, 2]
