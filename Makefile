@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# headless Chromium for the report's browser test (tests/test_report.py reads CHROMIUM)
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 
-.PHONY: install figures test test-fast bench lab clean
+.PHONY: install browser figures test test-fast bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,15 +18,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Debian's chromium for the report's browser test: installed when missing and run as root, else a note
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+	  echo "note: no Chromium at $(CHROMIUM): the report's browser test will be skipped" \
+	       "(install it with 'sudo apt-get install chromium', or set CHROMIUM=/path/to/chromium)"; \
+	fi
+
 ## the main job: every notebook on the default profile; figures copied to figures/
 figures: $(STAMP)
 	$(PY) -m histo_utils.run --profile default --publish figures
 
 ## the tests: unit tests, then notebooks 00.. through papermill on the tiny profile
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
@@ -31,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_correlation.py
 	$(PY) benchmarks/bench_confounders.py
+	$(PY) benchmarks/bench_gsea.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

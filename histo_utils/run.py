@@ -44,6 +44,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from .report import write_report
+
 log = logging.getLogger("histo_utils.run")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -350,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--publish", type=Path, default=None, help="copy the run's figures into this folder")
     ap.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and their parameters, then stop")
+    ap.add_argument("--no-report", action="store_true",
+                    help="do not write the HTML report (<out>/report/index.html) after the run")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -373,6 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.publish:
         n = publish_figures(out.resolve(), args.publish.resolve(), [r["notebook"] for r in records])
         log.info("published %d figure files to %s", n, args.publish)
+    if not args.no_report:
+        try:
+            write_report(out)
+        except Exception:  # the notebooks' results stand; say why the report is missing
+            log.exception("writing the report of %s failed", out)
+            return 1
     return 0
 
 
