@@ -238,15 +238,46 @@ def logrank_groups(duration: Sequence[float], event: Sequence[int], group: Seque
 
 def cox_hti(df: pd.DataFrame, *, duration: str = "time", event: str = "event", covariates: Sequence[str] = ("HTI",)
             ) -> pd.DataFrame:
-    """Cox proportional-hazards model (lifelines); returns the summary (coef, HR = exp(coef), CI, p)."""
+    """Cox proportional-hazards model (lifelines); returns the summary (coef, HR = exp(coef), CI, p).
+
+    A covariate without variance in the complete cases (e.g. an HTI of 0 on every slide when the tile
+    models call one combination everywhere) cannot be estimated: it is left out of the fit with a warning
+    and keeps a row of NaN, so tables of several fits line up. If Newton–Raphson does not converge (small
+    or separated data), the fit is repeated with a small ridge penalty (``penalizer`` 0.1) and a warning.
+    The ``penalizer`` column of the result says which fit was used.
+    """
     from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
 
     cols = [duration, event, *covariates]
     missing = [c for c in cols if c not in df]
     if missing:
         raise ValueError(f"Columns {missing} missing from the survival table.")
-    fit = CoxPHFitter().fit(df[cols].dropna(), duration_col=duration, event_col=event)
-    return fit.summary
+    data = df[cols].dropna()
+    if data[event].sum() == 0:
+        raise ValueError(f"No events in column '{event}' among {len(data)} complete cases: a Cox model needs "
+                         "at least one event.")
+    constant = [c for c in covariates if data[c].nunique() < 2]
+    if constant:
+        log.warning("Cox model: covariates %s have no variance in %d complete cases; left out of the fit.",
+                    constant, len(data))
+    kept = [c for c in covariates if c not in constant]
+    rows = pd.DataFrame(np.nan, index=pd.Index(list(covariates), name="covariate"),
+                        columns=["coef", "exp(coef)", "se(coef)", "coef lower 95%", "coef upper 95%",
+                                 "exp(coef) lower 95%", "exp(coef) upper 95%", "cmp to", "z", "p",
+                                 "-log2(p)"])
+    penalizer = 0.0
+    if kept:
+        frame = data[[duration, event, *kept]]
+        try:
+            summary = CoxPHFitter().fit(frame, duration_col=duration, event_col=event).summary
+        except ConvergenceError as err:
+            penalizer = 0.1
+            log.warning("Cox model did not converge (%s); refitting with penalizer=%g.", str(err)[:80], penalizer)
+            summary = CoxPHFitter(penalizer=penalizer).fit(frame, duration_col=duration, event_col=event).summary
+        rows = summary.reindex(pd.Index(list(covariates), name="covariate"))
+    rows["penalizer"] = penalizer
+    return rows
 
 
 # --------------------------------------------------------------------------

@@ -69,6 +69,14 @@ def test_survival_wiring_detects_a_planted_effect():
     summ = ht.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": hti_v}))
     assert abs(summ.loc["HTI", "coef"] - 1.5) < 3 * summ.loc["HTI", "se(coef)"]  # the planted log hazard ratio
     assert summ.loc["HTI", "p"] < 1e-4
+    # an HTI of 0 everywhere (tile models calling one combination) cannot be estimated: NaN row, others fitted
+    age = rng.normal(6, 1, n)
+    flat = ht.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": 0.0, "age": age}),
+                      covariates=["HTI", "age"])
+    assert list(flat.index) == ["HTI", "age"] and np.isnan(flat.loc["HTI", "coef"])
+    assert np.isfinite(flat.loc["age", "coef"]) and (flat.penalizer == 0).all()
+    with pytest.raises(ValueError, match="No events"):
+        ht.cox_hti(pd.DataFrame({"time": time, "event": 0, "HTI": hti_v}))
 
 
 def test_hti_from_proportions_and_cartography():
