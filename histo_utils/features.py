@@ -19,8 +19,15 @@ are named ``<layer>_<channel>`` (``29_499``).
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
-from typing import Mapping, Sequence
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,12 +36,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .io import atomic_path
 from .training import TileDataset, resolve_device
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributed import SchedulerSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["spatial_aggregate", "LayerRecorder", "extract_tile_features", "aggregate_slides",
-           "extract_slide_features", "feature_names", "residualize", "layer_program_correlation"]
+__all__ = ["spatial_aggregate", "LayerRecorder", "extract_tile_features", "reduce_tiles", "aggregate_slides",
+           "slide_feature_vector", "extract_slide_features", "network_key", "feature_names", "residualize",
+           "layer_program_correlation"]
 
 
 def spatial_aggregate(y: torch.Tensor, p: float = 1.0) -> torch.Tensor:
@@ -133,8 +145,47 @@ def extract_tile_features(model: nn.Module, layers: Mapping[str, nn.Module], ds:
     return torch.cat(feats).numpy(), feature_names(rec.channels), torch.cat(logits).numpy()
 
 
+def reduce_tiles(values: np.ndarray, how: str = "sum") -> np.ndarray:
+    """One slide's value of every feature from its tiles' values: ``sum`` (Badea), ``mean`` or ``median`` (Jones).
+
+    The reduction every slide-level path uses (serial, worker processes,
+    Dask), so they agree bit for bit: the tiles are accumulated in float64 in
+    the order given and the result is rounded once to the input's float type.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_tiles, n_features)
+        The tiles of one slide, in tile-table order.
+    how
+        ``sum``, ``mean`` or ``median``.
+
+    Returns
+    -------
+    ndarray, shape (n_features,), the input's float type (float32 stays float32).
+    """
+    if how not in ("sum", "mean", "median"):
+        raise ValueError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (n_tiles, n_features), got shape {values.shape}.")
+    out_dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
+    if len(values) == 0:
+        return np.full(values.shape[1], np.nan, out_dtype)
+    v = values.astype(np.float64, copy=False)
+    if how == "sum":
+        r = np.add.reduce(v, axis=0)
+    elif how == "mean":
+        r = np.add.reduce(v, axis=0) / len(v)
+    else:
+        r = np.median(v, axis=0)
+    return r.astype(out_dtype)
+
+
 def aggregate_slides(tile_features: np.ndarray, image_ids: Sequence[str], *, how: str = "sum") -> pd.DataFrame:
     """Slide values from tile values: ``sum`` (Badea), ``mean`` or ``median`` (Jones).
+
+    Each slide is reduced by :func:`reduce_tiles` over its tiles in the
+    order given.
 
     Returns
     -------
@@ -143,21 +194,232 @@ def aggregate_slides(tile_features: np.ndarray, image_ids: Sequence[str], *, how
     if how not in ("sum", "mean", "median"):
         raise ValueError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
     ids = np.asarray(image_ids)
-    if len(ids) != len(tile_features):
+    f = np.asarray(tile_features)
+    if len(ids) != len(f):
         raise ValueError("image_ids must have one entry per tile.")
-    df = pd.DataFrame(tile_features)
-    df.index = pd.Index(ids, name="image_id")
-    return getattr(df.groupby(level=0), how)()
+    order = np.argsort(ids, kind="stable")  # stable: each slide's tiles keep their order
+    uniq, starts = np.unique(ids[order], return_index=True)
+    bounds = [*starts[1:], len(order)]
+    rows = [reduce_tiles(f[order[a:b]], how) for a, b in zip(starts, bounds)]
+    n_feat = f.shape[1] if f.ndim == 2 else 0
+    values = np.vstack(rows) if rows else np.zeros((0, n_feat), f.dtype)
+    return pd.DataFrame(values, index=pd.Index(uniq, name="image_id"))
+
+
+@torch.no_grad()
+def slide_feature_vector(model: nn.Module, layers: Mapping[str, nn.Module], ds: TileDataset, *, how: str = "sum",
+                         p: float = 1.0, batch_size: int = 64, device: str = "auto",
+                         num_workers: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The feature vector of one slide: its tiles' features, reduced by :func:`reduce_tiles`.
+
+    The single per-slide computation behind :func:`extract_slide_features`,
+    whichever way the slides are distributed: batches start at the slide's
+    first tile and follow the tile table, so the numbers do not depend on
+    which other slides are computed alongside.
+
+    Parameters
+    ----------
+    model, layers
+        The network and the layers whose channels are features
+        (:func:`histo_utils.models.feature_layers`).
+    ds
+        The tiles of one slide.
+    how, p, batch_size, device, num_workers
+        As in :func:`extract_slide_features`.
+
+    Returns
+    -------
+    values : ndarray, shape (n_features,), float32
+    names : list of str, ``layer_channel``
+    """
+    ids = pd.unique(ds.tiles["image_id"])
+    if len(ids) != 1:
+        raise ValueError(f"slide_feature_vector needs the tiles of exactly one slide, got {len(ids)} slides.")
+    f, names, _ = extract_tile_features(model, layers, ds, p=p, batch_size=batch_size, device=device,
+                                        num_workers=num_workers, progress=False)
+    return reduce_tiles(f, how), names
+
+
+class _Network:
+    """A network and its feature layers, pickled together (the layers stay the network's own modules)."""
+
+    def __init__(self, model: nn.Module, layers: Mapping[str, nn.Module]):
+        self.model = model
+        self.layers = dict(layers)
+        self.token = uuid.uuid4().hex  # one per extraction call: tells worker-side copies apart
+
+
+_OWNERS: dict[str, int] = {}
+_OWNERS_LOCK = threading.Lock()
+_THREAD = threading.local()
+
+
+def _network_for_thread(net: _Network) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """The network for the calling thread: the shipped one for the first thread, a private copy for others.
+
+    Feature hooks are registered on the modules, so two threads of one Dask
+    worker must not run the same module object at once.
+    """
+    tid = threading.get_ident()
+    with _OWNERS_LOCK:
+        owner = _OWNERS.setdefault(net.token, tid)
+    if owner == tid:
+        return net.model, net.layers
+    mine = getattr(_THREAD, "net", None)
+    if mine is None or mine[0] != net.token:
+        model, layers = copy.deepcopy((net.model, net.layers))  # one deepcopy keeps the layers inside the model
+        _THREAD.net = mine = (net.token, model, layers)
+    return mine[1], mine[2]
+
+
+def network_key(model: nn.Module, layers: Mapping[str, nn.Module], **params) -> str:
+    """A short hash of a network's class, weights and feature layers and of the extraction parameters.
+
+    Slide feature files are cached under it: other weights (a new
+    checkpoint) or other parameters never reuse them.
+    """
+    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(json.dumps({"layers": list(layers), **params}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _tiles_key(tiles: pd.DataFrame, path: str) -> str:
+    """A short hash of one slide's tile rows and of its file (path, size, modification time)."""
+    cols = [c for c in ("tile_px", "x", "y", "level", "read_px") if c in tiles.columns]
+    h = hashlib.sha256(pd.util.hash_pandas_object(tiles[cols], index=False).to_numpy().tobytes())
+    try:
+        st = os.stat(path)
+        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    except OSError:
+        h.update(f"{path}:missing".encode())
+    return h.hexdigest()[:12]
+
+
+def _read_cached(path: Path) -> tuple[np.ndarray, list[str]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["values"], [str(n) for n in z["names"]]
+    except Exception:  # unreadable (e.g. truncated by a crash): computed again
+        return None
+
+
+def _slide_features_task(item: tuple[str, TileDataset | np.ndarray, str], *, net: _Network, how: str, p: float,
+                         batch_size: int, device: str, num_workers: int, cache_dir: str | None,
+                         ds: TileDataset | None = None) -> tuple[np.ndarray, list[str]]:
+    """:func:`~histo_utils.distributed.map_slides` task: one slide's features, written to the cache.
+
+    ``item`` is ``(image_id, tiles, tiles_key)`` with ``tiles`` the slide's
+    own :class:`TileDataset` (Dask) or the positions of its tiles in ``ds``
+    (this process: the subset, with its preloaded pixels, is made when the
+    slide's turn comes).
+    """
+    image_id, tiles, tiles_key = item
+    slide_ds = tiles if isinstance(tiles, TileDataset) else ds.subset(tiles)
+    model, layers = _network_for_thread(net)
+    values, names = slide_feature_vector(model, layers, slide_ds, how=how, p=p, batch_size=batch_size, device=device,
+                                         num_workers=num_workers)
+    if cache_dir:
+        with atomic_path(Path(cache_dir) / f"{image_id}.{tiles_key}.npz") as tmp:
+            np.savez(tmp, values=values, names=np.asarray(names, dtype=str))
+    return values, names
 
 
 def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds: TileDataset, *,
                            how: str = "sum", p: float = 1.0, batch_size: int = 64, device: str = "auto",
-                           num_workers: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Slide x feature table: tile features aggregated per slide, columns named ``layer_channel``."""
-    f, names, _ = extract_tile_features(model, layers, ds, p=p, batch_size=batch_size, device=device,
-                                        num_workers=num_workers, progress=progress)
-    out = aggregate_slides(f, ds.tiles["image_id"].to_numpy(), how=how)
-    out.columns = names
+                           num_workers: int = 0, progress: bool = True, scheduler: "SchedulerSpec" = "",
+                           workers: int = 2, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Slide x feature table: tile features aggregated per slide, columns named ``layer_channel``.
+
+    Every slide is one call of :func:`slide_feature_vector` (its own batches,
+    the deterministic :func:`reduce_tiles`), in this process or as one Dask
+    task per slide; both give the same numbers bit for bit as long as the
+    forward pass itself does (same device and library; on the CPU torch's
+    convolutions gave identical results with 1 and 2 threads in our tests).
+
+    Parameters
+    ----------
+    model, layers
+        The network and its feature layers.
+    ds
+        Tiles of many slides (a preloaded dataset is used as it is in this
+        process; Dask workers read the tiles from the slide files, which they
+        must see at the same paths).
+    how
+        Tiles to slide: ``sum`` (Badea), ``mean`` or ``median`` (Jones).
+    p
+        Exponent of the spatial aggregate.
+    batch_size, device, num_workers
+        Forward-pass batches, device (``auto``, ``cpu``, ``cuda``) and tile-reading
+        processes (this process only; Dask tasks read in the task).
+    progress
+        Show a progress bar (slides done).
+    scheduler
+        ``""`` (this process, the default), ``"local"`` (a Dask LocalCluster of
+        ``workers`` processes), a Dask scheduler address or a
+        :class:`distributed.Client`; see :func:`histo_utils.distributed.client_for`.
+        The network is pickled and scattered to every worker once.
+    workers
+        Worker processes of a ``"local"`` cluster.
+    cache_dir
+        When given, each slide's vector is written to
+        ``cache_dir/<network_key>/<image_id>.<tiles key>.npz`` (the key
+        covers the weights, layers, ``how``, ``p``, ``batch_size`` and input
+        size; the tiles key the slide's tile rows and file), and slides already
+        there are read back instead of computed: a rerun computes only what
+        is missing.
+
+    Returns
+    -------
+    DataFrame, shape (n_slides, n_features), float32, indexed by ``image_id``
+    (sorted). Slides whose computation failed are left out, logged, and
+    listed in ``attrs["failed_slides"]`` (``{image_id: error}``).
+    """
+    from .distributed import is_local, map_slides
+
+    if how not in ("sum", "mean", "median"):
+        raise ValueError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
+    tiles = ds.tiles
+    groups = tiles.groupby("image_id", sort=True).indices
+    keys = {iid: _tiles_key(tiles.iloc[idx], str(ds.paths[iid])) for iid, idx in groups.items()}
+    cache: Path | None = None
+    cached: dict[str, tuple[np.ndarray, list[str]]] = {}
+    if cache_dir is not None:
+        cache = Path(cache_dir) / network_key(model, layers, how=how, p=p, batch_size=batch_size,
+                                              input_px=ds.input_px)
+        cache.mkdir(parents=True, exist_ok=True)
+        for iid, k in keys.items():
+            f = cache / f"{iid}.{k}.npz"
+            if f.exists() and (hit := _read_cached(f)) is not None:
+                cached[iid] = hit
+        if cached:
+            log.info("Slide features: %d of %d slides read from %s", len(cached), len(groups), cache)
+    todo = [iid for iid in groups if iid not in cached]
+    shared = {"how": how, "p": p, "batch_size": batch_size, "device": device,
+              "cache_dir": str(cache) if cache is not None else None}
+    if is_local(scheduler):  # this process, the dataset as it is (preloaded pixels included)
+        items = {iid: (iid, groups[iid], keys[iid]) for iid in todo}
+        shared.update(net=_Network(model, layers), ds=ds, num_workers=num_workers)
+        run = map_slides(_slide_features_task, items, scheduler="", workers=1, shared=shared,
+                         desc="slide features", progress=progress)
+    else:  # one Dask task per slide, reading its tiles from the slide file; the network scattered once
+        if todo and any(t.device.type != "cpu" for t in model.state_dict().values()):
+            model, layers = copy.deepcopy((model, dict(layers)))  # workers may have no GPU: ship a CPU copy
+            model.cpu()
+        items = {iid: (iid, TileDataset(tiles.iloc[groups[iid]], {iid: ds.paths[iid]}, input_px=ds.input_px),
+                       keys[iid]) for iid in todo}
+        shared.update(net=_Network(model, layers), num_workers=0)  # Dask workers cannot fork loaders
+        run = map_slides(_slide_features_task, items, scheduler=scheduler, workers=workers, shared=shared,
+                         desc="slide features", progress=progress)
+    results = {**cached, **run.results}
+    ok = [iid for iid in groups if iid in results]
+    names = results[ok[0]][1] if ok else []
+    values = (np.vstack([results[iid][0] for iid in ok]) if ok else np.zeros((0, len(names)), np.float32))
+    out = pd.DataFrame(values, index=pd.Index(ok, name="image_id"), columns=names)
+    out.attrs["failed_slides"] = dict(run.errors)
     return out
 
 

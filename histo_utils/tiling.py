@@ -26,10 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +38,9 @@ from tqdm.auto import tqdm
 
 from .io import atomic_path, params_key, read_table, write_table
 from .slides import SlideError, choose_level, open_slide, read_region, read_region_rgba, rgba_to_rgb, slide_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributed import SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -410,9 +412,16 @@ def _tile_one(path: str, image_id: str, params: TilingParams, cache_dir: str) ->
     return info
 
 
+def _tile_item(item: tuple[str, str], *, params: TilingParams, cache_dir: str) -> dict:
+    """:func:`~histo_utils.distributed.map_slides` task: ``item`` is ``(path, image_id)``."""
+    path, image_id = item
+    return _tile_one(path, image_id, params, cache_dir)
+
+
 def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | os.PathLike,
-                workers: int = 1, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tile many slides in worker processes; resume from finished slides.
+                workers: int = 1, progress: bool = True,
+                scheduler: "SchedulerSpec" = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tile many slides in worker processes or on a Dask cluster; resume from finished slides.
 
     Parameters
     ----------
@@ -422,46 +431,55 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
         ``cache_dir/<params.key()>/``, so changed parameters never reuse old tiles.
     cache_dir
         Where per-slide results go (tiles, mask, metadata), one set of files
-        per slide; a slide whose files are complete is not tiled again.
+        per slide; a slide whose files are complete is not tiled again. With
+        a Dask scheduler the workers write here: it must be on a file system
+        they all see.
     workers
-        Worker processes (1: in this process).
+        Local worker processes (1: in this process), or the worker processes
+        of a ``scheduler="local"`` cluster.
+    progress
+        Show a progress bar (slides tiled).
+    scheduler
+        ``""`` (local worker processes, the default), ``"local"`` (a Dask
+        LocalCluster of ``workers`` processes), the address of a running Dask
+        scheduler (``"tcp://host:8786"``) or a :class:`distributed.Client`;
+        see :func:`histo_utils.distributed.client_for`. One task per slide;
+        the results are the same whichever runs them.
 
     Returns
     -------
     tiles : DataFrame
-        All kept tiles (:data:`TILE_COLUMNS`) of the slides that tiled.
+        All kept tiles (:data:`TILE_COLUMNS`) of the slides that tiled, slide
+        by slide in image-ID order.
     report : DataFrame, one row per slide
         ``status`` ``ok`` or ``error``, with the stage and message of the
         error; slide metadata (mpp and its source, levels, tissue area, tile
-        count) for the others. A bad slide is reported and skipped.
+        count) for the others. A bad slide is reported and skipped (and
+        tried again by a rerun); a task lost with its worker is reported
+        with stage ``worker``.
     """
+    from .distributed import map_slides
+
     if not {"image_id", "path"} <= set(slides.columns):
         raise ValueError(f"slides must have columns image_id and path, got {list(slides.columns)}.")
     cache = Path(cache_dir) / params.key()
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "params.json").write_text(json.dumps(asdict(params), indent=2))
     infos: list[dict] = []
-    todo = []
+    todo: dict[str, tuple[str, str]] = {}
     for row in slides.itertuples():
         done = cache / f"{row.image_id}.info.tsv"
         if done.exists():
             infos.append(read_table(done).iloc[0].to_dict())
         else:
-            todo.append((str(row.path), row.image_id))
+            todo[row.image_id] = (str(row.path), row.image_id)
     if infos:
         log.info("Resuming: %d of %d slides already tiled", len(infos), len(slides))
-    bar = tqdm(total=len(todo), desc="tiling", unit="slide", disable=not progress or not todo)
-    if workers <= 1 or len(todo) <= 1:
-        for path, iid in todo:
-            infos.append(_tile_one(path, iid, params, str(cache)))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_tile_one, path, iid, params, str(cache)) for path, iid in todo]
-            for fut in as_completed(futures):
-                infos.append(fut.result())
-                bar.update()
-    bar.close()
+    run = map_slides(_tile_item, todo, scheduler=scheduler, workers=workers,
+                     shared={"params": params, "cache_dir": str(cache)}, desc="tiling", progress=progress)
+    infos.extend(run.results.values())
+    infos.extend({"image_id": iid, "path": todo[iid][0], "status": "error", "stage": "worker", "error": err}
+                 for iid, err in run.errors.items())
     report = pd.DataFrame(infos).sort_values("image_id").reset_index(drop=True)
     bad = report[report["status"] != "ok"]
     for r in bad.itertuples():
