@@ -195,7 +195,7 @@ def test_hti_survival_outputs(tiny_run):
     # patient-level splits: no patient in two sets of any split
     for s in splits["splits"]:
         assert not set(s["train"]) & set(s["validation"]) and not (set(s["train"]) | set(s["validation"])) & test
-    traits = prof.declared["08_hti_survival"]["traits"]
+    traits = __import__("ast").literal_eval(prof.declared["08_hti_survival"]["traits"])  # declared as source text
     # the survival set: test patients and patients OOD for every trait, one DX1 slide each
     surv = io.read_table(d / "survival.tsv")
     assert surv.patient.is_unique and surv.image_id.str.endswith("DX1").all()
