@@ -179,7 +179,11 @@ def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int
     design : array, shape (n_samples, n_columns), optional
         When both tables are residuals of a regression on this design (notebook 05), they live in the
         same (n - rank)-dimensional residual space, which a plain shuffle breaks: the shuffled scores are
-        projected back onto that space (Freedman–Lane), or the null would be too low.
+        projected back onto that space (Freedman–Lane), or the null would be too low. The projected
+        scores are no longer uncorrelated, so they are rotated to their own principal components (with
+        their own variance fractions, scaled to the observed PCA's total): the null table is what
+        residualising a shuffled table and taking its PCA would give, and its shared variances stay
+        within [0, 1] like the observed ones.
 
     Returns
     -------
@@ -191,12 +195,16 @@ def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int
     if m is not None and m.shape[0] != n:
         raise ValueError(f"design has {m.shape[0]} rows for {n} samples.")
     rows = []
+    lam_e = expression_pca.explained
     for _ in range(n_shuffles):
         shuffled = expression_pca.scores[rng.permutation(n)]
         if m is not None:
-            shuffled = m @ shuffled
+            u, sv, _ = np.linalg.svd(m @ shuffled, full_matrices=False)
+            keep = sv > sv[0] * n * np.finfo(float).eps
+            shuffled = u[:, keep] * sv[keep]
+            lam_e = sv[keep] ** 2 / np.sum(sv[keep] ** 2) * float(np.sum(expression_pca.explained))
         cross = cross_correlation(image_pca.scores, shuffled)
-        rows.append(_shared(cross, image_pca.explained, expression_pca.explained))
+        rows.append(_shared(cross, image_pca.explained, lam_e))
     return pd.DataFrame(rows, columns=["image", "expression"])
 
 
