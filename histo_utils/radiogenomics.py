@@ -251,9 +251,21 @@ def bootstrap_differences(oof: pd.DataFrame, *, reference: str = "nn", n_boot: i
     return pd.DataFrame(rows)
 
 
+def predict_log_odds(net: nn.Module, x: np.ndarray) -> np.ndarray:
+    """log P(positive) / P(negative) of each sample, shape (n,): the difference of the two logits.
+
+    Monotone in :func:`predict_proba` but without its float32 saturation (P rounds to exactly 1 beyond
+    log-odds of about 17), so rankings of far-from-data inputs keep their order.
+    """
+    net.eval()
+    with torch.no_grad():
+        z = net(torch.from_numpy(np.asarray(x, np.float32))).double()
+    return (z[:, 1] - z[:, 0]).numpy()
+
+
 def gene_masking(net: nn.Module, x: np.ndarray, gene_sets: Mapping[str, Sequence[int]], *,
-                 fill: np.ndarray | float = 0.0) -> pd.DataFrame:
-    """P(positive) of every sample when only one gene set's values are kept.
+                 fill: np.ndarray | float = 0.0, output: str = "probability") -> pd.DataFrame:
+    """P(positive) (or its log-odds) of every sample when only one gene set's values are kept.
 
     Parameters
     ----------
@@ -263,11 +275,16 @@ def gene_masking(net: nn.Module, x: np.ndarray, gene_sets: Mapping[str, Sequence
     fill : value of all other genes in the network's input space, scalar or shape (n_genes,): the paper
         replaced them with zeros (on its expression scale: pass ``-mean / sd`` for a zero on the log scale);
         0 here is the training mean
+    output : ``probability`` (P(positive), as the paper) or ``log_odds`` (:func:`predict_log_odds`; use it to
+        rank sets when the masked inputs drive the network into saturation, where P ties at 0 or 1)
 
     Returns
     -------
     DataFrame, shape (n_samples, n_sets)
     """
+    if output not in ("probability", "log_odds"):
+        raise ValueError(f"output must be 'probability' or 'log_odds', got '{output}'.")
+    predict = predict_proba if output == "probability" else predict_log_odds
     x = np.asarray(x, np.float32)
     base = np.broadcast_to(np.asarray(fill, np.float32), x.shape[1:])
     out = {}
@@ -277,18 +294,27 @@ def gene_masking(net: nn.Module, x: np.ndarray, gene_sets: Mapping[str, Sequence
             raise IndexError(f"Gene set '{name}' has indices outside 0..{x.shape[1] - 1}.")
         masked = np.tile(base, (len(x), 1))
         masked[:, idx] = x[:, idx]
-        out[name] = predict_proba(net, masked)
+        out[name] = predict(net, masked)
     return pd.DataFrame(out)
 
 
-def rank_gene_sets(masked: pd.DataFrame, y: Sequence[int]) -> pd.DataFrame:
+def rank_gene_sets(masked: pd.DataFrame, y: Sequence[int], *, scores: str = "probability") -> pd.DataFrame:
     """Cohort-level radiogenomic associations: gene sets ranked by how well their masked outputs separate
-    the classes (AUC of the masked P(positive) against the trait), with the mean P in each class."""
+    the classes (AUC of the masked output against the trait), with the mean P in each class.
+
+    ``scores`` says what ``masked`` holds: ``probability`` or ``log_odds`` (:func:`gene_masking`'s
+    ``output``); the AUC is the same up to ties, which log-odds do not have when P saturates.
+    """
+    from scipy.special import expit
+
     from .heterogeneity import slide_auc
 
+    if scores not in ("probability", "log_odds"):
+        raise ValueError(f"scores must be 'probability' or 'log_odds', got '{scores}'.")
     y = np.asarray(y).astype(int)
+    prob = masked if scores == "probability" else masked.apply(expit)
     rows = [{"gene_set": c, "auc": slide_auc(masked[c].to_numpy(), y),
-             "mean_p_positive": float(masked[c][y == 1].mean()), "mean_p_negative": float(masked[c][y == 0].mean())}
+             "mean_p_positive": float(prob[c][y == 1].mean()), "mean_p_negative": float(prob[c][y == 0].mean())}
             for c in masked.columns]
     out = pd.DataFrame(rows).sort_values("auc", ascending=False).reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)

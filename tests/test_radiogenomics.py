@@ -86,3 +86,21 @@ def test_rank_gene_sets_puts_the_informative_set_first():
     masked = pd.DataFrame({"good": [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], "noise": [0.5, 0.9, 0.1, 0.2, 0.6, 0.4]})
     r = rg.rank_gene_sets(masked, y)
     assert r.gene_set.tolist() == ["good", "noise"] and r.loc[0, "auc"] == 1.0 and r["rank"].tolist() == [1, 2]
+
+
+def test_masking_log_odds_keep_the_order_where_probabilities_saturate():
+    # the _Recorder network answers log-odds = sum of inputs; a fill far from the data pushes every
+    # masked sample to P = 1.0 in float32, but the kept gene still orders the samples
+    y = np.array([0, 0, 0, 1, 1, 1])
+    x = np.c_[np.array([0.0, 1, 2, 3, 4, 5]), np.zeros(6)].astype(np.float32)
+    sets = {"informative": [0], "other": [1]}
+    p = rg.gene_masking(_Recorder(), x, sets, fill=40.0)
+    assert (p["informative"] == 1.0).all()  # saturated: ties everywhere, AUC 0.5
+    assert rg.rank_gene_sets(p, y).set_index("gene_set").loc["informative", "auc"] == 0.5
+    lo = rg.gene_masking(_Recorder(), x, sets, fill=40.0, output="log_odds")
+    assert lo["informative"].to_numpy() == pytest.approx(40.0 + x[:, 0])
+    r = rg.rank_gene_sets(lo, y, scores="log_odds").set_index("gene_set")
+    assert r.loc["informative", "auc"] == 1.0 and r.loc["informative", "rank"] == 1
+    assert r.loc["informative", "mean_p_positive"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="output must be"):
+        rg.gene_masking(_Recorder(), x, sets, output="logit")
