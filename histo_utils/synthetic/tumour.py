@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..heterogeneity import hti_from_proportions
 from ..io import atomic_path, params_key, read_table, write_json, write_table
 from ..slides import write_aperio_svs
-from .histology import PROGRAMS, SlideSpec, render_slide, smooth_noise
+from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide, smooth_noise
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class TumourParams:
         if bad or len(set(self.trait_programs)) != len(self.trait_programs):
             raise ValueError(f"trait_programs must be distinct programs of {list(PROGRAMS)}, got "
                              f"{list(self.trait_programs)}.")
+        if self.tissue not in TISSUES:
+            raise ValueError(f"Tumour tissue '{self.tissue}' has no painter. Available: {list(TISSUES)}.")
         if abs(sum(self.clone_probs) - 1) > 1e-6:
             raise ValueError(f"clone_probs must sum to 1, got {sum(self.clone_probs)}.")
 
