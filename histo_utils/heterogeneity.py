@@ -98,7 +98,8 @@ def slide_scores(tile_pred: Sequence[int], slide_ids: Sequence[str]) -> pd.Serie
 def slide_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """Area under the ROC curve of slide scores against binary labels (Mann-Whitney; ties count half).
 
-    NaN when one class is absent.
+    NaN when one class is absent. The one AUC of the package: gene-set masking (notebook 09) and the
+    pixel-level localisation of :func:`histo_utils.visualization.localisation_auroc` use it too.
     """
     from scipy.stats import rankdata
 
@@ -111,6 +112,14 @@ def slide_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
         return float("nan")
     r = rankdata(s)
     return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _grid_index(tiles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of each tile of one slide on its tile grid (``y // size0``, ``x // size0`` from the
+    top-left tile), each shape (n_tiles,)."""
+    size = float(tiles["size0"].iloc[0])
+    y, x = tiles["y"].to_numpy(float), tiles["x"].to_numpy(float)
+    return np.round((y - y.min()) / size).astype(int), np.round((x - x.min()) / size).astype(int)
 
 
 def cartography(tiles: pd.DataFrame, values: np.ndarray, *, fill: float = np.nan) -> np.ndarray:
@@ -132,10 +141,7 @@ def cartography(tiles: pd.DataFrame, values: np.ndarray, *, fill: float = np.nan
     v = np.asarray(values, dtype=float)
     if len(v) != len(tiles):
         raise ValueError(f"{len(v)} values for {len(tiles)} tiles.")
-    size = float(tiles["size0"].iloc[0])
-    y, x = tiles["y"].to_numpy(float), tiles["x"].to_numpy(float)
-    r = np.round((y - y.min()) / size).astype(int)
-    c = np.round((x - x.min()) / size).astype(int)
+    r, c = _grid_index(tiles)
     grid = np.full((r.max() + 1, c.max() + 1, *v.shape[1:]), fill, dtype=float)
     grid[r, c] = v
     return grid
@@ -525,11 +531,7 @@ def smooth_calls(tiles: pd.DataFrame, calls: np.ndarray, *, size: int = 3) -> np
     if size == 1:
         return out.astype(int)
     for _, idx in tiles.reset_index(drop=True).groupby("image_id").indices.items():
-        t = tiles.iloc[idx]
-        size0 = float(t["size0"].iloc[0])
-        y, x = t["y"].to_numpy(float), t["x"].to_numpy(float)
-        r = np.round((y - y.min()) / size0).astype(int)
-        q = np.round((x - x.min()) / size0).astype(int)
+        r, q = _grid_index(tiles.iloc[idx])
         valid = np.zeros((r.max() + 1, q.max() + 1))
         valid[r, q] = 1
         n = uniform_filter(valid, size, mode="constant")[r, q]
@@ -555,11 +557,12 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
     rows = []
     for j, (iid, idx) in enumerate(sorted(pd.Series(np.arange(len(ids))).groupby(ids).indices.items())):
         tt = t[idx]
+        counts = np.bincount(combination_codes(tt), minlength=2 ** k)
         if n_boot:
             h, lo, hi = hti_bootstrap(tt, n_boot=n_boot, seed=seed + j, empty=empty)
         else:
-            h, lo, hi = hti(tt, empty=empty), np.nan, np.nan
-        frac = np.bincount(combination_codes(tt), minlength=2 ** k) / len(tt)
+            h, lo, hi = hti_from_proportions(counts, k=k, empty=empty), np.nan, np.nan
+        frac = counts / len(tt)
         rows.append({"image_id": iid, "hti": h, "hti_low": lo, "hti_high": hi, "n_tiles": len(idx),
                      **{f"comb_{c}": float(f) for c, f in enumerate(frac)}})
     return pd.DataFrame(rows).set_index("image_id")

@@ -106,7 +106,7 @@ def notebook_needs(notebook: Path) -> list[str] | None:
     return None if needs is None else [str(n) for n in needs]
 
 
-def _upstream(stem: str, needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
+def _upstream(needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
     if needs is None:
         return list(earlier)
     return [s for s in earlier if s in needs or s.split("_")[0] in needs]
@@ -259,16 +259,15 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
         selected = [s for s in selected if s in wanted]
     records = []
     prints: dict[str, str] = {}
+    upstream_of = {stem: _upstream(notebook_needs(prof.notebook_paths[stem]),
+                                   [s for s in prof.notebooks if s < stem]) for stem in prof.notebooks}
     needed: set[str] = set()
     for stem in reversed(list(prof.notebooks)):  # what the selected notebooks need, transitively
         if stem in selected or stem in needed:
-            earlier = [s for s in prof.notebooks if s < stem]
-            needed.update(_upstream(stem, notebook_needs(prof.notebook_paths[stem]), earlier))
+            needed.update(upstream_of[stem])
     for stem in prof.notebooks:
         params = resolve_parameters(prof, stem, out)
-        earlier = [s for s in prof.notebooks if s < stem]
-        upstream = [prints[s] for s in _upstream(stem, notebook_needs(prof.notebook_paths[stem]), earlier)
-                    if s in prints]
+        upstream = [prints[s] for s in upstream_of[stem] if s in prints]
         fp = fingerprint(prof.notebook_paths[stem], params, upstream, out)
         if stem not in selected:
             stamp = _read_stamp(out, stem)

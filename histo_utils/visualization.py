@@ -18,10 +18,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
+from .heterogeneity import slide_auc
 from .training import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -214,11 +214,7 @@ def localisation_auroc(saliency: np.ndarray, mask: np.ndarray) -> float:
     m = np.asarray(mask, dtype=bool).ravel()
     if s.shape != m.shape:
         raise ValueError(f"saliency {np.shape(saliency)} and mask {np.shape(mask)} differ in shape.")
-    n1, n0 = int(m.sum()), int((~m).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = stats.rankdata(s)
-    return float((ranks[m].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return slide_auc(s, m)
 
 
 def crop_structures(rendered, tile, *, level0_mpp: float, out_px: int) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from ..heterogeneity import hti_from_proportions
+from ..heterogeneity import combination_codes, hti_from_proportions
 from ..io import atomic_path, params_key, read_table, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide, smooth_noise
@@ -226,8 +226,7 @@ def _paint_one(p: TumourParams, slide: dict, clones: list[dict], base: list[floa
 
 def _true_hti(areas: np.ndarray, states: np.ndarray) -> float:
     """HTI of a slide's clones, weighted by area (combination code of each clone's positive traits)."""
-    codes = states @ (1 << np.arange(states.shape[1]))
-    props = np.bincount(codes, weights=areas, minlength=2 ** states.shape[1])
+    props = np.bincount(combination_codes(states), weights=areas, minlength=2 ** states.shape[1])
     return hti_from_proportions(props, k=states.shape[1])
 
 
