@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_run")
     prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07", "08"])
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"])
     return out, prof, records
 
 
 def test_figures_each_with_their_numbers(tiny_run):
     out, _, records = tiny_run
-    assert [r["status"] for r in records] == ["ran"] * 9
+    assert [r["status"] for r in records] == ["ran"] * 10
     for nb, names in {"00_synthetic_cohort": ["tissue_gallery", "programs_low_high", "planted_expression_coupling",
                                               "confounders", "ischemia_fading", "planted_summary"],
                       "01_tiling": ["tiles_per_tissue_split", "masks_and_tiles", "mask_agreement"],
@@ -37,7 +37,9 @@ def test_figures_each_with_their_numbers(tiny_run):
                       "07_visualization": ["feature_panels", "linked_view_gene", "gbp_localisation"],
                       "08_hti_survival": ["planted_clones", "training_curves", "table1_auc", "score_distributions",
                                           "cartographies", "hti_vs_truth", "survival_hti", "survival_bulk",
-                                          "hti_by_subtype", "cox_hazard_ratios"]}.items():
+                                          "hti_by_subtype", "cox_hazard_ratios"],
+                      "09_radiogenomic_network": ["autoencoder_training", "model_comparison", "gene_masking",
+                                                  "saliency_gsea_heatmap"]}.items():
         for n in names:
             png, csv = out / "figures" / nb / f"{n}.png", out / "figures" / nb / f"{n}.csv"
             assert png.stat().st_size > 5000 and len(pd.read_csv(csv)) > 0, f"{nb}/{n}"
@@ -210,3 +212,28 @@ def test_hti_survival_outputs(tiny_run):
     h = hti.dropna(subset=["hti"])
     assert len(h) and ((h.hti_low <= h.hti + 1e-9) & (h.hti <= h.hti_high + 1e-9)).all()
     assert len(io.read_table(d / "logrank.tsv")) == 4 and "planted_coef" in io.read_table(d / "cox.tsv")
+
+
+def test_radiogenomic_outputs(tiny_run):
+    out, prof, _ = tiny_run
+    d = out / "09_radiogenomic_network"
+    n_folds = int(prof.notebooks["09_radiogenomic_network"]["n_folds"])
+    traits = io.read_table(d / "traits.tsv")
+    # every model scored on the same folds of every trait
+    auc = io.read_table(d / "fold_auc.tsv")
+    assert set(auc.model) == {"nn", "gbt", "rf", "svm", "logit"} and set(auc.trait) == set(traits.trait)
+    assert (auc.groupby(["trait", "model"]).fold.nunique() == n_folds).all()
+    assert auc.auc.dropna().between(0, 1).all()
+    oof = io.read_table(d / "out_of_fold.tsv")
+    assert (oof.fold >= 0).all() and oof[["nn", "gbt", "rf", "svm", "logit"]].notna().all().all()
+    # masking: every set ranked once per trait; the planted set of each trait has its rank there
+    masking = io.read_table(d / "gene_masking.tsv")
+    for t, g in masking.groupby("trait"):
+        assert sorted(g["rank"]) == list(range(1, len(g) + 1)) and g.gene_set.is_unique
+        assert g.auc.between(0, 1).all()
+    truth = io.read_table(d / "masking_truth.tsv").set_index("trait")
+    for t, r in truth.iterrows():
+        g = masking[masking.trait == t].set_index("gene_set")
+        assert g.loc[r.planted_set, "rank"] == r["rank"] and r["rank"] <= r.n_sets
+    rates = io.read_table(d / "saliency_truth.tsv")
+    assert rates[["rate_positive", "rate_negative", "decoy_rate_positive"]].stack().between(0, 1).all()
