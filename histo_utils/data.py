@@ -26,7 +26,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import gtex, io
 from .tiling import load_tiling
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: 
     _, samples = load_tiling(out_dir)
     feats = features_by_sample(load_features(out_dir, key), samples)
     if expression is None:
-        files = io.locate_gtex_files(data_dir)
+        files = gtex.locate_gtex_files(data_dir)
         expression, symbols = load_log_expression(files.expression)
     elif symbols is None:
         raise ValueError("expression was given without symbols: pass both (from data.load_log_expression).")
