@@ -245,7 +245,7 @@ def planted_agreement(comparison: pd.DataFrame) -> pd.DataFrame:
         "genes": int((~d.at_floor).sum()), "left_out_at_floor": int(d.at_floor.sum()),
         "r": np.corrcoef(d.planted[~d.at_floor], d.recovered[~d.at_floor])[0, 1],
         "r_within_tissue_median": d[~d.at_floor].groupby("tissue").apply(
-            lambda g: np.corrcoef(g.planted, g.recovered)[0, 1]).median(),
+            lambda g: np.corrcoef(g.planted, g.recovered)[0, 1], include_groups=False).median(),
         "median_planted": d.planted[~d.at_floor].median(), "median_recovered": d.recovered[~d.at_floor].median()}),
         include_groups=False)
 
