@@ -56,7 +56,21 @@ CI_COLUMNS = ("p_g_t_f", "p_f_g_t", "p_g_f_t")
 def drop_constant(df: pd.DataFrame, *, what: str = "column", tol: float = 0.0) -> tuple[pd.DataFrame, list]:
     """Drop columns without variance (a correlation with them is undefined).
 
-    Returns the kept table and the dropped column names (to report).
+    The one test of constancy used everywhere: a column is constant when its
+    centred values are zero up to rounding (relative 1e-10 of its largest
+    absolute value) or its standard deviation is at most ``tol``.
+
+    Parameters
+    ----------
+    df : DataFrame, shape (n_samples, n_columns)
+    what : how a column is called in messages (``feature``, ``gene``)
+    tol : absolute floor on the standard deviation
+
+    Returns
+    -------
+    kept : DataFrame, shape (n_samples, n_kept)
+    dropped : list of the dropped column names (to report)
+
     Raises on NaN or infinite values, naming the columns.
     """
     values = df.to_numpy(dtype=np.float64)
@@ -524,7 +538,16 @@ def permutation_pvalues(features, expression, feature_idx, gene_idx, *, n_permut
 # reproducibility
 # --------------------------------------------------------------------------
 def fisher_z(r: np.ndarray) -> np.ndarray:
-    """Fisher's transform ``z = artanh(r)`` (|r| clipped below 1)."""
+    """Fisher's transform ``z = artanh(r)`` (|r| clipped below 1).
+
+    Parameters
+    ----------
+    r : array of correlations, any shape
+
+    Returns
+    -------
+    array, shape of ``r``
+    """
     return np.arctanh(np.clip(np.asarray(r, dtype=np.float64), -1 + 1e-12, 1 - 1e-12))
 
 

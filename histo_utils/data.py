@@ -225,6 +225,11 @@ def feature_tables(out_dir: str | os.PathLike, *, samples: pd.DataFrame | None =
 def load_log_expression(path: str | os.PathLike, *, samples=None) -> tuple[pd.DataFrame, pd.Series]:
     """log2(1 + TPM) of a GCT file, samples as rows.
 
+    Parameters
+    ----------
+    path : GCT file of TPM values (e.g. ``GTExFiles.expression``)
+    samples : sample IDs to read (default: all)
+
     Returns
     -------
     log_expression : DataFrame, shape (n_samples, n_genes), columns ``Name`` (Ensembl ID)
@@ -328,7 +333,16 @@ def match_samples(features: pd.DataFrame, expression: pd.DataFrame, *, on_mismat
 
 
 def feature_layer(names) -> np.ndarray:
-    """The layer part of ``layer_channel`` feature names."""
+    """The layer part of ``layer_channel`` feature names.
+
+    Parameters
+    ----------
+    names : sequence of str, length n (e.g. ``["0_0", "0_1", "12_3"]``)
+
+    Returns
+    -------
+    array of str, shape (n,) (e.g. ``["0", "0", "12"]``)
+    """
     return np.array([str(n).rsplit("_", 1)[0] for n in names])
 
 

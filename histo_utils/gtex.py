@@ -166,6 +166,14 @@ def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
 
     ``SMUBRID`` and the other identifier columns are read as text (real files
     have leading zeros).
+
+    Parameters
+    ----------
+    path : ``*SampleAttributesDS.txt``
+
+    Returns
+    -------
+    DataFrame, one row per sample: ``SAMPID, SMTS, SMTSD, SMCENTER, SMRIN, SMTSISCH, ...``
     """
     path = Path(path)
     df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False)
@@ -182,6 +190,14 @@ def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
 
     ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``),
     ``DTHHRDY`` the Hardy scale 0-4 with blanks (read as a nullable integer).
+
+    Parameters
+    ----------
+    path : ``*SubjectPhenotypesDS.txt``
+
+    Returns
+    -------
+    DataFrame, one row per donor: ``SUBJID, SEX, AGE, DTHHRDY``
     """
     path = Path(path)
     df = pd.read_csv(path, sep="\t", dtype={"SUBJID": str, "AGE": str})
@@ -252,6 +268,20 @@ def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slid
           *.gmt                             gene sets (optional)
           slides/<image id>.svs             one slide per histology image
           truth/                            planted truth (synthetic cohort only)
+
+    Parameters
+    ----------
+    data_dir : path of the data directory
+    slides_subdir : name of its folder of slides
+
+    Returns
+    -------
+    GTExFiles, the paths (``gene_sets`` and ``truth_dir`` None when absent)
+
+    Examples
+    --------
+    >>> files = locate_gtex_files("runs/default/data")        # doctest: +SKIP
+    >>> attributes = read_sample_attributes(files.sample_attributes)   # doctest: +SKIP
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():

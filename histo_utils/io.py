@@ -102,6 +102,16 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = Fals
     ``.parquet`` (compact, typed: tile tables), ``.tsv``/``.txt`` (tab-separated,
     for anything a person may open), ``.csv`` (the numbers behind a figure);
     ``.gz`` may follow ``.tsv``/``.csv``.
+
+    Parameters
+    ----------
+    df : DataFrame, any shape
+    path : destination; its suffix chooses the format
+    index : also write the index (parquet keeps it by name)
+
+    Returns
+    -------
+    Path of the written file
     """
     path = Path(path)
     suffixes = [s for s in path.suffixes if s != ".gz"]
@@ -122,7 +132,17 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = Fals
 
 
 def read_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
-    """Read a table written by :func:`write_table`."""
+    """Read a table written by :func:`write_table`.
+
+    Parameters
+    ----------
+    path : ``.parquet``, ``.tsv``/``.txt`` or ``.csv`` (optionally ``.gz``)
+    **kwargs : passed to pandas' reader
+
+    Returns
+    -------
+    DataFrame (a parquet file keeps its index; text files get a range index)
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Table '{path}' does not exist. Run the notebook that writes it first.")
@@ -135,7 +155,17 @@ def read_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
 
 
 def write_json(obj, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    """Write ``obj`` as indented, key-sorted JSON, atomically.
+
+    Parameters
+    ----------
+    obj : JSON-able object (NumPy scalars and arrays are converted)
+    path : destination
+
+    Returns
+    -------
+    Path of the written file
+    """
     with atomic_open(path, "w") as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
         fh.write("\n")
@@ -216,7 +246,16 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
 
 
 def read_gct_samples(path: str | os.PathLike) -> list[str]:
-    """The sample IDs of a GCT file (its header line only: cheap on GTEx's 3 GB table)."""
+    """The sample IDs of a GCT file (its header line only: cheap on GTEx's 3 GB table).
+
+    Parameters
+    ----------
+    path : GCT file (``.gct`` or ``.gct.gz``)
+
+    Returns
+    -------
+    list of str, the sample columns in file order
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as fh:

@@ -97,6 +97,10 @@ def build_model(arch: str, n_classes: int, *, weights_path: str | os.PathLike | 
         its random initialisation. Never downloaded.
     dropout
         Dropout before the last layer of ``vgg16_1fc``/``vgg16_avg1fc``.
+
+    Returns
+    -------
+    torch.nn.Module, input (batch, 3, input_px, input_px), output (batch, n_classes) logits
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"Architecture '{arch}' not available. Available: {list(ARCHITECTURES)}")

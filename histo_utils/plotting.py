@@ -26,7 +26,17 @@ __all__ = ["notebook_dir", "figure_dir", "save_figure", "show_tiles_on_thumbnail
 
 
 def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
-    """``<out_dir>/<notebook>/``, created: where a notebook keeps its derived data."""
+    """``<out_dir>/<notebook>/``, created: where a notebook keeps its derived data.
+
+    Parameters
+    ----------
+    out_dir : output directory of the run
+    notebook : notebook name, e.g. ``"03_feature_correlation"``
+
+    Returns
+    -------
+    Path of the folder
+    """
     p = Path(out_dir) / notebook
     p.mkdir(parents=True, exist_ok=True)
     return p
@@ -45,6 +55,19 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike
 
     A figure without its table cannot be checked or re-plotted, so ``table``
     is required and must not be empty.
+
+    Parameters
+    ----------
+    fig : the figure (closed after saving)
+    table : DataFrame, the numbers drawn
+    out_dir, notebook : the run's output directory and the notebook; files go to
+        ``<out_dir>/figures/<notebook>/``
+    name : file stem
+    dpi, index : resolution of the PNG; whether the CSV keeps the index
+
+    Returns
+    -------
+    Path of the PNG
     """
     if table is None or len(table) == 0:
         raise ValueError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots.")
@@ -61,7 +84,18 @@ def show_tiles_on_thumbnail(ax, thumb: np.ndarray, tiles: pd.DataFrame, *, scale
                             mask: np.ndarray | None = None, color: str = "#1b9e77", title: str = "") -> None:
     """Draw a thumbnail, its tissue mask outline and the kept tiles' squares.
 
-    ``scale`` is level-0 pixels per thumbnail pixel.
+    Parameters
+    ----------
+    ax : matplotlib Axes to draw on
+    thumb : array, shape (h, w, 3), RGB thumbnail
+    tiles : DataFrame with ``x, y, tile_px`` (level-0 pixels) of the kept tiles
+    scale : level-0 pixels per thumbnail pixel
+    mask : array of bool, shape (h', w'), the tissue mask (outlined; resized to the thumbnail)
+    color, title : of the tile squares and the panel
+
+    Returns
+    -------
+    None
     """
     ax.imshow(thumb)
     if mask is not None and mask.any():
@@ -80,6 +114,14 @@ def seeded_jitter(seed: int = 0) -> Iterator[None]:
     seaborn draws the jitter from NumPy's global random state; this seeds it
     for the block and restores the previous state afterwards, so the figures
     of a run are the same file every time and nothing else is affected.
+
+    Parameters
+    ----------
+    seed : seed of NumPy's global state inside the block
+
+    Yields
+    ------
+    None
     """
     state = np.random.get_state()
     np.random.seed(seed)

@@ -531,7 +531,18 @@ def write_tile_images(tiles: pd.DataFrame, slide_paths: dict[str, str], out_dir:
                       quality: int = 90, progress: bool = True) -> int:
     """Write tiles as JPEG files ``out_dir/<image_id>/<image_id>_<tile_px>_<x>_<y>.jpg`` (optional export).
 
-    Existing files are kept (a rerun resumes). Returns the number written.
+    Existing files are kept (a rerun resumes).
+
+    Parameters
+    ----------
+    tiles : DataFrame of tiles (``image_id, tile_px, x, y, ...``)
+    slide_paths : dict, image ID -> slide file
+    out_dir : destination folder
+    quality, progress : JPEG quality; show a progress bar
+
+    Returns
+    -------
+    int, the number of files written
     """
     out_dir = Path(out_dir)
     n = 0
@@ -600,6 +611,11 @@ def compare_masks_with_truth(image_ids: Iterable[str], *, cache_dir: str | os.Pa
 def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tile table and the slide-sample table (with splits) that notebook 01 wrote.
 
+    Parameters
+    ----------
+    out_dir : output directory of the run
+    notebook : name of the tiling notebook
+
     Returns
     -------
     tiles : DataFrame (:data:`TILE_COLUMNS`)
@@ -610,7 +626,18 @@ def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tupl
 
 
 def tiles_per_group(tiles: pd.DataFrame, samples: pd.DataFrame, by: Sequence[str] = ("SMTS", "split")) -> pd.DataFrame:
-    """Numbers of slides and tiles per tissue and split (Badea's S1 Table)."""
+    """Numbers of slides and tiles per tissue and split (Badea's S1 Table).
+
+    Parameters
+    ----------
+    tiles : DataFrame of tiles (``image_id, tile_px, x, ...``)
+    samples : DataFrame with ``image_id`` and the ``by`` columns
+    by : columns to count by
+
+    Returns
+    -------
+    DataFrame, ``<by>, tile_px, slides, tiles``
+    """
     merged = tiles.merge(samples[["image_id", *by]], on="image_id", how="inner")
     out = merged.groupby([*by, "tile_px"]).agg(slides=("image_id", "nunique"), tiles=("x", "size"))
     return out.reset_index()

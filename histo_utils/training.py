@@ -43,7 +43,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU; or ``cpu``/``cuda``/``cuda:N``."""
+    """``auto``: CUDA when present, else CPU; or ``cpu``/``cuda``/``cuda:N``.
+
+    Parameters
+    ----------
+    device : ``auto``, ``cpu``, ``cuda`` or ``cuda:N``
+
+    Returns
+    -------
+    torch.device
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -376,7 +385,18 @@ def _evaluate(model, ds, config, dev, loss_fn) -> tuple[float, float, np.ndarray
 @torch.no_grad()
 def predict_tiles(model: nn.Module, ds: TileDataset, *, batch_size: int = 64, device: str = "auto",
                   num_workers: int = 0, progress: bool = True) -> np.ndarray:
-    """Class probabilities of every tile, shape (n_tiles, n_classes)."""
+    """Class probabilities of every tile.
+
+    Parameters
+    ----------
+    model : classifier, eval mode is set here
+    ds : TileDataset of n_tiles tiles
+    batch_size, device, num_workers, progress : of the forward passes
+
+    Returns
+    -------
+    array, shape (n_tiles, n_classes), softmax probabilities
+    """
     dev = resolve_device(device)
     model.to(dev).eval()
     out = []
@@ -418,6 +438,17 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
     """Positions of the tiles of one split, at most ``k`` drawn at random per slide (``k = 0``: all).
 
     Sorted, so that the result does not depend on the order slides are visited in.
+
+    Parameters
+    ----------
+    tiles : DataFrame with ``image_id`` and ``split``
+    split : the split whose tiles are drawn
+    k : tiles per slide at most (0: all)
+    seed : seed of the draw
+
+    Returns
+    -------
+    array of int, positions in ``tiles``, sorted
     """
     rng = np.random.default_rng(seed)
     idx = np.where(tiles["split"].to_numpy() == split)[0]

@@ -26,6 +26,10 @@ IMAGE_LINKED = ("program", "tissue", "ischemia")
 def gene_groups(genes: pd.DataFrame) -> pd.DataFrame:
     """Group and detail of every gene of ``truth/genes.tsv``.
 
+    Parameters
+    ----------
+    genes : DataFrame with ``Name`` and ``role``
+
     Returns
     -------
     DataFrame indexed by ``Name`` with ``role`` (as planted, e.g. ``program_lumen_size``),

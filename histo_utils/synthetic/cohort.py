@@ -409,6 +409,14 @@ def make_cohort(out_dir: str | os.PathLike, params: CohortParams = CohortParams(
           slides/<image id>.svs
           truth/cohort.json, samples.tsv, genes.tsv, gene_sets.tsv, masks/<image id>.png
 
+    Parameters
+    ----------
+    out_dir : data directory to write (created)
+    params : CohortParams (seed, tissues, sizes, effect sizes)
+    workers : processes painting slides
+    mask_um : resolution of the planted masks, microns per pixel
+    progress : show a progress bar
+
     Returns
     -------
     dict of the written paths.
@@ -468,6 +476,12 @@ def planted_coupling(tpm: pd.DataFrame, genes: pd.DataFrame, samples: pd.DataFra
     A check that the written expression carries what was planted: each program
     module should correlate with its own program and not with the others; the
     ischemia module with log ischemic time; the RIN module with SMRIN.
+
+    Parameters
+    ----------
+    tpm : DataFrame, shape (n_genes, n_samples), the written expression (GCT orientation)
+    genes : DataFrame, ``truth/genes.tsv``
+    samples : DataFrame, ``truth/samples.tsv``
 
     Returns
     -------
