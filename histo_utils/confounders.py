@@ -484,14 +484,14 @@ class VarianceByConfounder:
     overall: pd.DataFrame
 
 
-def variance_by_confounder(log_expression: pd.DataFrame, features: pd.DataFrame, designs: dict[str, Design],
+def variance_by_confounder(features: pd.DataFrame, log_expression: pd.DataFrame, designs: dict[str, Design],
                            *, symbols: pd.Series, gene_min_mean: float = 1.0) -> VarianceByConfounder:
     """:func:`variance_partition` of expression and standardised image features in every tissue.
 
     Parameters
     ----------
-    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
     features : DataFrame, shape (n_samples, n_features), index SAMPID
+    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
     designs : dict, tissue -> Design
     symbols : Series, gene -> symbol
     gene_min_mean : genes below this mean in a tissue are left out there (:func:`expressed_genes`)
@@ -540,7 +540,7 @@ class Diagnostics:
     fitted: pd.DataFrame
 
 
-def strongest_columns(partition: VarianceByConfounder, log_expression: pd.DataFrame, features: pd.DataFrame,
+def strongest_columns(partition: VarianceByConfounder, features: pd.DataFrame, log_expression: pd.DataFrame,
                       samples: pd.DataFrame, designs: dict[str, Design], terms: Sequence[str]) -> Diagnostics:
     """For each confounder term, the gene and the feature it explains most (largest unique R²), with their
     values against the confounder and the full model's fitted values and residuals.
@@ -548,7 +548,7 @@ def strongest_columns(partition: VarianceByConfounder, log_expression: pd.DataFr
     Parameters
     ----------
     partition : VarianceByConfounder
-    log_expression, features : DataFrames, shape (n_samples, n_genes / n_features), index SAMPID
+    features, log_expression : DataFrames, shape (n_samples, n_features / n_genes), index SAMPID
     samples : DataFrame indexed by SAMPID with the :data:`SOURCE_COLUMNS` (:func:`sample_covariates`)
     designs : dict, tissue -> Design
     terms : confounder terms to show (those present in a design)
@@ -577,7 +577,7 @@ def strongest_columns(partition: VarianceByConfounder, log_expression: pd.DataFr
                        pd.concat(fitted_rows, ignore_index=True))
 
 
-def compare_model_choices(log_expression: pd.DataFrame, features: pd.DataFrame, designs: dict[str, Design], *,
+def compare_model_choices(features: pd.DataFrame, log_expression: pd.DataFrame, designs: dict[str, Design], *,
                           methods: Sequence[str] = ("all", "significant", "forward"), alpha: float = 0.05,
                           gene_min_mean: float = 1.0, top_genes: int | None = None, var_fraction: float = 0.95,
                           n_shuffles: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -587,8 +587,8 @@ def compare_model_choices(log_expression: pd.DataFrame, features: pd.DataFrame, 
 
     Parameters
     ----------
-    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
     features : DataFrame, shape (n_samples, n_features), index SAMPID
+    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
     designs : dict, tissue -> Design
     methods : rules of :func:`select_terms`
     alpha, gene_min_mean : as :func:`select_terms` and :func:`expressed_genes`

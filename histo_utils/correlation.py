@@ -81,7 +81,7 @@ def drop_constant(df: pd.DataFrame, *, what: str = "column", tol: float = 0.0) -
     keep = ~_flat(values - values.mean(0), values, tol)
     dropped = list(df.columns[~keep])
     if dropped:
-        log.info("Dropping %d constant %ss (e.g. %s)", len(dropped), what, dropped[:3])
+        log.debug("Dropping %d constant %ss (e.g. %s)", len(dropped), what, dropped[:3])
     return df.loc[:, keep], dropped
 
 

@@ -311,12 +311,25 @@ def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999,
 def select_columns(x: pd.DataFrame, *, top: int | None = None, min_mean: float | None = None) -> pd.DataFrame:
     """Columns with mean at least ``min_mean``, then the ``top`` most variable (Jones: 2,000 genes, 500 features).
 
-    Columns without variance are always left out.
+    Columns without variance (:func:`histo_utils.correlation.drop_constant`) and columns without any value
+    (a gene left out of this tissue's residual table) are always left out.
+
+    Parameters
+    ----------
+    x : DataFrame, shape (n_samples, n_columns)
+    top : keep at most this many columns, the most variable (None: all)
+    min_mean : floor on a column's mean (None: no floor)
+
+    Returns
+    -------
+    DataFrame, shape (n_samples, n_kept), columns in their original order unless ``top`` reorders them by
+    variance
     """
-    keep = x.std() > 0
+    from .correlation import drop_constant
+
+    x = drop_constant(x.dropna(axis=1, how="all"))[0]
     if min_mean is not None:
-        keep &= x.mean() >= min_mean
-    x = x.loc[:, keep]
+        x = x.loc[:, x.mean() >= min_mean]
     if top and x.shape[1] > top:
         x = x[x.var().sort_values(ascending=False, kind="stable").index[:top]]
     return x

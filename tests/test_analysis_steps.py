@@ -184,7 +184,7 @@ def test_residuals_are_orthogonal_to_the_design_and_stack_by_tissue():
 def test_variance_partition_finds_the_planted_confounders():
     s, e, f = _cohort(n_per=60)
     designs, _ = cf.build_designs(s, min_samples=10)
-    part = cf.variance_by_confounder(e, f, designs, symbols=pd.Series("sym", index=e.columns), gene_min_mean=1.0)
+    part = cf.variance_by_confounder(f, e, designs, symbols=pd.Series("sym", index=e.columns), gene_min_mean=1.0)
     top = part.genes[part.genes.term != "(all)"].sort_values("unique_r2").groupby(["tissue", "gene"]).tail(1)
     top = top.set_index(["tissue", "gene"]).term
     assert top.loc[("Liver", "RIN_gene")] == "RIN" and top.loc[("Lung", "centre_gene")] == "centre"
@@ -193,7 +193,7 @@ def test_variance_partition_finds_the_planted_confounders():
     assert share.sum() == pytest.approx(1.0)
     ov = part.overall.set_index(["tissue", "table", "term"])
     assert ov.loc[("Liver", "image features", "centre"), "fraction_of_variance"] > 0.1
-    diag = cf.strongest_columns(part, e, f, s, designs, ["RIN", "centre"])
+    diag = cf.strongest_columns(part, f, e, s, designs, ["RIN", "centre"])
     chosen = diag.chosen.set_index(["confounder", "kind"]).column
     assert chosen[("RIN", "gene")] == "RIN_gene" and chosen[("centre", "feature")] == "1_1"
     rin = diag.scatter[(diag.scatter.confounder == "RIN") & (diag.scatter.kind == "gene")]
@@ -205,7 +205,7 @@ def test_variance_partition_finds_the_planted_confounders():
 def test_model_choices_remove_less_with_fewer_terms():
     s, e, f = _cohort(n_per=40)
     designs, _ = cf.build_designs(s, min_samples=10)
-    choice = cf.compare_model_choices(e, f, designs, n_shuffles=20, top_genes=None).set_index(["model_choice", "tissue"])
+    choice = cf.compare_model_choices(f, e, designs, n_shuffles=20, top_genes=None).set_index(["model_choice", "tissue"])
     n_terms = len(designs["Liver"].terms)
     assert choice.loc[("all", "Liver"), "terms_per_gene"] == n_terms
     assert choice.loc[("forward", "Liver"), "terms_per_gene"] < n_terms

@@ -72,8 +72,8 @@ def test_confounder_figures_one_panel_per_term_and_kind():
     e = pd.DataFrame(rng.normal(size=(n, 5)) + 5, index=s.index, columns=list("abcde"))
     f = pd.DataFrame(rng.normal(size=(n, 3)), index=s.index, columns=["0_0", "0_1", "1_0"])
     designs, _ = cf.build_designs(s)
-    part = cf.variance_by_confounder(e, f, designs, symbols=pd.Series({"a": "A"}))
-    diag = cf.strongest_columns(part, e, f, s, designs, ["RIN", "centre"])
+    part = cf.variance_by_confounder(f, e, designs, symbols=pd.Series({"a": "A"}))
+    diag = cf.strongest_columns(part, f, e, s, designs, ["RIN", "centre"])
     fig = figures.confounder_diagnostics(diag, pd.Series({"a": "A"}), numeric=cf.NUMERIC_TERMS,
                                          source_columns=cf.SOURCE_COLUMNS)
     assert len(fig.axes) == 4 and fig.axes[0].get_title().startswith("RIN: gene")

@@ -42,7 +42,7 @@ def test_planted_vs_recovered_follows_the_planted_loadings():
     genes = pd.DataFrame({"Name": expr.columns, "role": ["ischemia"] * 8 + ["rin"] * 8,
                           "loading_ischemia": list(load) + [0] * 8, "loading_rin": [0] * 8 + list(load)})
     designs, _ = cf.build_designs(s, min_samples=10)
-    part = cf.variance_by_confounder(expr, expr[["I0"]], designs, symbols=pd.Series(dtype=str))
+    part = cf.variance_by_confounder(expr[["I0"]], expr, designs, symbols=pd.Series(dtype=str))
     comp = truth.planted_vs_recovered(genes, truth_samples, expr, s, designs, part.genes)
     assert sorted(comp.term.unique()) == ["RIN", "log_ischemic_time"] and len(comp) == 16 and not comp.at_floor.any()
     np.testing.assert_allclose(comp.recovered, comp.planted, atol=0.12)  # sampling noise of 120 samples
