@@ -114,3 +114,47 @@ def test_stain_fading_and_fields_of_the_synthetic_cohort(tiny_cohort):
     fading = truth.stain_fading(ok, out / "slides", out / "truth", thumbnail_px=200)
     assert len(fading) == len(ok) and fading.od_mean.gt(0).all()
     np.testing.assert_allclose(fading.groupby("SMTS").od_centred.mean(), 0, atol=1e-12)
+
+
+def test_write_feature_tables_writes_the_catalogue(tiny_cohort, tmp_path):
+    """Notebook 02's tables: one per network and grid, named by FeatureKey, the listing feature_tables reads."""
+    import json
+
+    import torch
+
+    from histo_utils import data, io, models, tiling
+    from histo_utils.training import tissue_tile_dataset
+
+    out, _ = tiny_cohort
+    slides = tiling.list_slides(out / "slides")
+    tiles, report = tiling.tile_slides(slides, params=tiling.TilingParams(tile_sizes_px=(256,)),
+                                       cache_dir=tmp_path / "tiles", workers=1, progress=False)
+    truth_s = pd.read_csv(out / "truth" / "samples.tsv", sep="\t").drop_duplicates("image_id")
+    samples = truth_s[truth_s.image_id.isin(tiles.image_id)].merge(slides, on="image_id").assign(split="train")
+    samples = samples.groupby("SMTS").head(1)  # one slide per tissue: quick
+    classes = sorted(samples.SMTS.unique())
+    ds = tissue_tile_dataset(tiles, samples, tile_px=256, classes=classes, input_px=32)
+    assert set(ds.labels) == set(range(len(classes)))
+    torch.manual_seed(0)
+    nets = {"trained": models.build_model("compact", len(classes)).eval(),
+            "untrained": models.build_model("compact", len(classes)).eval()}
+    tables, listing = features.write_feature_tables(nets, {256: ds}, tmp_path, arch="compact", tile_mpp={256: 1.0},
+                                                    how="mean", batch_size=8, device="cpu")
+    keys = [FeatureKey("trained", 256, "mean"), FeatureKey("untrained", 256, "mean")]
+    assert list(tables) == keys and list(listing) == [k.file_name for k in keys]
+    for k in keys:
+        written = io.read_table(tmp_path / k.file_name)
+        pd.testing.assert_frame_equal(written, tables[k])
+        assert listing[k.file_name]["n_slides"] == len(samples) == len(written)
+        assert listing[k.file_name]["n_features"] == written.shape[1] and listing[k.file_name]["failed_slides"] == []
+    assert not np.allclose(tables[keys[0]].to_numpy(), tables[keys[1]].to_numpy())
+    # the catalogue reads what notebook 02 writes
+    (tmp_path / "run" / "02_training").mkdir(parents=True)
+    (tmp_path / "run" / "01_tiling").mkdir()
+    for k in keys:
+        (tmp_path / k.file_name).rename(tmp_path / "run" / "02_training" / k.file_name)
+    (tmp_path / "run" / "02_training" / "features_provenance.json").write_text(
+        json.dumps({"aggregation": "mean", "tables": listing}))
+    back = data.feature_tables(tmp_path / "run", samples=samples)
+    assert list(back) == keys and (back[keys[0]].index == samples.set_index("image_id").loc[
+        tables[keys[0]].index, "SAMPID"].to_numpy()).all()
