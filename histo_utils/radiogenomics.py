@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .metrics import auc
+
 log = logging.getLogger(__name__)
 
 __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "transfer_encoder", "fit_trait_net",
@@ -202,7 +204,6 @@ def cross_validate(x: np.ndarray, y: np.ndarray, *, n_folds: int = 10, seed: int
     auc : one row per (model, fold) with the fold's AUC
     oof : out-of-fold P(positive), one row per sample, one column per model, plus ``y`` and ``fold``
     """
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(y).astype(int)
@@ -222,8 +223,8 @@ def cross_validate(x: np.ndarray, y: np.ndarray, *, n_folds: int = 10, seed: int
             m = make().fit(xtr, y[tr])
             oof.loc[te, name] = m.predict_proba(xte)[:, 1]
         for name in ["nn", *models]:
-            auc = roc_auc_score(y[te], oof.loc[te, name]) if len(set(y[te])) == 2 else np.nan
-            rows.append({"model": name, "fold": f, "auc": auc, "n_test": len(te)})
+            rows.append({"model": name, "fold": f, "auc": auc(oof.loc[te, name].to_numpy(), y[te]),
+                         "n_test": len(te)})
     return pd.DataFrame(rows), oof
 
 
@@ -234,8 +235,6 @@ def bootstrap_differences(oof: pd.DataFrame, *, reference: str = "nn", n_boot: i
     Each resample draws samples with replacement (stratified by class, so both classes are present) and
     scores every model on the same draw: a paired comparison. Returns one row per (resample, model).
     """
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     y = oof["y"].to_numpy()
     pos, neg = np.where(y == 1)[0], np.where(y == 0)[0]
@@ -243,11 +242,10 @@ def bootstrap_differences(oof: pd.DataFrame, *, reference: str = "nn", n_boot: i
     rows = []
     for b in range(n_boot):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        ref = roc_auc_score(y[idx], oof[reference].to_numpy()[idx])
+        ref = auc(oof[reference].to_numpy()[idx], y[idx])
         for m in others:
-            rows.append({"resample": b, "model": m, "auc_reference": ref,
-                         "auc_model": roc_auc_score(y[idx], oof[m].to_numpy()[idx]),
-                         "difference": ref - roc_auc_score(y[idx], oof[m].to_numpy()[idx])})
+            a = auc(oof[m].to_numpy()[idx], y[idx])
+            rows.append({"resample": b, "model": m, "auc_reference": ref, "auc_model": a, "difference": ref - a})
     return pd.DataFrame(rows)
 
 
@@ -307,13 +305,11 @@ def rank_gene_sets(masked: pd.DataFrame, y: Sequence[int], *, scores: str = "pro
     """
     from scipy.special import expit
 
-    from .heterogeneity import slide_auc
-
     if scores not in ("probability", "log_odds"):
         raise ValueError(f"scores must be 'probability' or 'log_odds', got '{scores}'.")
     y = np.asarray(y).astype(int)
     prob = masked if scores == "probability" else masked.apply(expit)
-    rows = [{"gene_set": c, "auc": slide_auc(masked[c].to_numpy(), y),
+    rows = [{"gene_set": c, "auc": auc(masked[c].to_numpy(), y),
              "mean_p_positive": float(prob[c][y == 1].mean()), "mean_p_negative": float(prob[c][y == 0].mean())}
             for c in masked.columns]
     out = pd.DataFrame(rows).sort_values("auc", ascending=False).reset_index(drop=True)

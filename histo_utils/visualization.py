@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .heterogeneity import slide_auc
+from .metrics import auc
 from .training import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def localisation_auroc(saliency: np.ndarray, mask: np.ndarray) -> float:
     m = np.asarray(mask, dtype=bool).ravel()
     if s.shape != m.shape:
         raise ValueError(f"saliency {np.shape(saliency)} and mask {np.shape(mask)} differ in shape.")
-    return slide_auc(s, m)
+    return auc(s, m)
 
 
 def crop_structures(rendered, tile, *, level0_mpp: float, out_px: int) -> dict[str, np.ndarray]:

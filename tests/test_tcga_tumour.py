@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histo_utils import heterogeneity as ht
+from histo_utils import hti as ht
 from histo_utils import io, tcga, tiling
 from histo_utils.synthetic.tumour import TumourParams, clone_map, make_tumour_cohort, tile_truth
 

@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from ..heterogeneity import combination_codes, hti_from_proportions
+from ..hti import combination_codes, hti_from_proportions
 from ..io import atomic_path, params_key, read_table, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide, smooth_noise
