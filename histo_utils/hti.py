@@ -16,6 +16,7 @@ index in :mod:`histo_utils.survival`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +25,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 __all__ = ["combination_codes", "combination_names", "COMBINATION_COLOURS", "hti", "hti_from_proportions",
-           "hti_bootstrap", "cartography", "smooth_calls", "slide_hti"]
+           "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "combination_cmap", "plot_planted_clones",
+           "plot_cartographies", "plot_hti_vs_truth"]
 
 #: colour of each combination code (0: no positive trait), for up to three traits
 COMBINATION_COLOURS = ("#f0f0f0", "#e7298a", "#1b9e77", "#7570b3", "#e6ab02", "#66a61e", "#a6761d", "#666666")
@@ -217,3 +219,186 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
         rows.append({"image_id": iid, "hti": h, "hti_low": lo, "hti_high": hi, "n_tiles": len(idx),
                      **{f"comb_{c}": float(f) for c, f in enumerate(frac)}})
     return pd.DataFrame(rows).set_index("image_id")
+
+
+def combination_cmap(k: int):
+    """Matplotlib colormap of the 2^k combination codes (draw with ``vmin=-0.5, vmax=2**k - 0.5``)."""
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(list(COMBINATION_COLOURS[: 2 ** k]))
+
+
+def _combination_legend(fig, traits: Sequence[str], y: float) -> None:
+    import matplotlib.pyplot as plt
+
+    k = len(traits)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COMBINATION_COLOURS[c]) for c in range(2 ** k)]
+    fig.legend(handles, combination_names(traits), loc="upper center", ncol=2 ** k, fontsize=8,
+               bbox_to_anchor=(0.5, y))
+
+
+def plot_planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.DataFrame, clinical: pd.DataFrame,
+                        traits: Sequence[str], *, hti_split: float = 0.5):
+    """What the synthetic tumour cohort planted: clone maps, true HTI, mixes against bulk, survival by true HTI.
+
+    Parameters
+    ----------
+    truth_dir, slides_dir : the tumour cohort's ``truth/`` and ``slides/`` folders
+    truth : DataFrame indexed by ``image_id``: ``truth/slides.tsv``
+    values : DataFrame, patients x traits (bulk expression)
+    clinical : DataFrame indexed by patient with ``OS, OS.time``
+    traits : the traits (k <= 3)
+    hti_split : the true-HTI threshold of the Kaplan-Meier panel
+
+    Returns
+    -------
+    fig : the figure (top: four DX1 slides from low to high true HTI with their clones coloured by
+        combination; bottom: true HTI histogram, true high-clone area against bulk expression, KM)
+    table : DataFrame, one row per DX1 slide: ``image_id, patient, n_clones, mix_<trait>..., true_hti,
+        planted_log_hazard``
+    """
+    import matplotlib.pyplot as plt
+    from lifelines import KaplanMeierFitter
+
+    from .io import read_table
+    from .slides import read_thumbnail
+    from .truth import true_combination_map
+
+    k = len(traits)
+    clones = read_table(Path(truth_dir) / "clones.tsv")
+    dx1 = truth[truth.dx == 1].copy()
+    dx1["true_hti0"] = dx1.true_hti.fillna(0.0)
+    show = dx1.sort_values("true_hti0").iloc[np.linspace(0, len(dx1) - 1, 4).astype(int)]
+    fig, axes = plt.subplots(2, 4, figsize=(13, 5.5), gridspec_kw={"height_ratios": [1, 0.9]})
+    for ax, (iid, r) in zip(axes[0], show.iterrows()):
+        thumb, _ = read_thumbnail(Path(slides_dir) / r.file, max_px=400)
+        ax.imshow(thumb)
+        ax.imshow(true_combination_map(truth_dir, clones, iid, traits), cmap=combination_cmap(k), vmin=-0.5,
+                  vmax=2 ** k - 0.5, alpha=0.35, extent=(0, thumb.shape[1], thumb.shape[0], 0),
+                  interpolation="nearest")
+        ax.set_title(f"{iid[:12]}  {int(r.n_clones)} clone(s), true HTI {r.true_hti0:.2f}", fontsize=8)
+        ax.set_axis_off()
+    axes[1, 0].hist(dx1.true_hti0, bins=20, color="#7570b3")
+    axes[1, 0].set_xlabel("true HTI (DX1 slides)")
+    for j, t in enumerate(traits[:2]):
+        axes[1, 1 + j].scatter(dx1[f"mix_{t}"], values.loc[dx1.patient, t], s=6)
+        axes[1, 1 + j].set_xlabel(f"true high-clone area, {t}")
+        axes[1, 1 + j].set_ylabel("bulk log2 expression")
+    surv_truth = clinical.loc[dx1.patient]
+    for flag, col in ((False, "#d95f02"), (True, "#1f78b4")):
+        sel = (dx1.true_hti0 > hti_split).to_numpy() == flag
+        KaplanMeierFitter(label=f"true HTI {'>' if flag else '<='} {hti_split}").fit(
+            surv_truth["OS.time"].to_numpy()[sel] / 30.44, surv_truth.OS.to_numpy()[sel]).plot_survival_function(
+            ax=axes[1, 3], color=col)
+    axes[1, 3].set_xlabel("months")
+    axes[1, 3].legend(fontsize=7)
+    _combination_legend(fig, traits, 1.03)
+    fig.tight_layout()
+    table = dx1.reset_index()[["image_id", "patient", "n_clones", *[f"mix_{t}" for t in traits], "true_hti",
+                               "planted_log_hazard"]]
+    return fig, table
+
+
+def plot_cartographies(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd.DataFrame, paths: dict, *,
+                       n_slides: int = 6, true_calls: np.ndarray | None = None):
+    """Example slides: thumbnail, one cartography per trait, the heterogeneity map (and the true one).
+
+    Parameters
+    ----------
+    tiles : DataFrame, shape (n_tiles, ...), with ``image_id, x, y, size0``
+    calls : DataFrame, shape (n_tiles, k), the ensemble's 0/1 calls, one column per trait
+    slide_table : :func:`slide_hti` output with ``hti0`` (HTI, 0 when undefined) and, with ``true_calls``,
+        ``true_hti``
+    paths : image_id -> slide file
+    n_slides : slides shown, evenly spaced in the order of ``hti0``
+    true_calls : array, shape (n_tiles, k), the true state of each tile (synthetic cohort), or None
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per tile shown: ``image_id, x, y, combination`` and the calls per trait
+    """
+    import matplotlib.pyplot as plt
+
+    from .slides import read_thumbnail
+
+    traits = list(calls.columns)
+    k = len(traits)
+    cmap = combination_cmap(k)
+    order = slide_table.sort_values("hti0")
+    ex = order.iloc[np.linspace(0, len(order) - 1, n_slides).astype(int)].index
+    ncol = k + 2 + (true_calls is not None)
+    fig, axes = plt.subplots(len(ex), ncol, figsize=(2.3 * ncol, 2.0 * len(ex)))
+    axes = np.atleast_2d(axes)
+    rows = []
+    for r, iid in enumerate(ex):
+        sel = (tiles.image_id == iid).to_numpy()
+        st = tiles[sel]
+        thumb, _ = read_thumbnail(paths[iid], max_px=300)
+        axes[r, 0].imshow(thumb)
+        axes[r, 0].set_title(iid[:12], fontsize=7)
+        cart = cartography(st, calls[sel].to_numpy(), fill=np.nan)
+        for j, t in enumerate(traits):
+            axes[r, 1 + j].imshow(cart[..., j], cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+            axes[r, 1 + j].set_title(t, fontsize=7)
+        codes = combination_codes(calls[sel].to_numpy())
+        hmap = cartography(st, codes, fill=np.nan)
+        axes[r, 1 + k].imshow(np.ma.masked_invalid(hmap), cmap=cmap, vmin=-0.5, vmax=2 ** k - 0.5,
+                              interpolation="nearest")
+        h = slide_table.loc[iid]
+        axes[r, 1 + k].set_title(f"HTI {h.hti0:.2f} [{h.hti_low:.2f}, {h.hti_high:.2f}]", fontsize=7)
+        if true_calls is not None:
+            tcodes = combination_codes(np.asarray(true_calls)[sel])
+            axes[r, 2 + k].imshow(np.ma.masked_invalid(cartography(st, tcodes)), cmap=cmap, vmin=-0.5,
+                                  vmax=2 ** k - 0.5, interpolation="nearest")
+            axes[r, 2 + k].set_title(f"truth: HTI {np.nan_to_num(h.true_hti):.2f}", fontsize=7)
+        rows += [{"image_id": iid, "x": int(a.x), "y": int(a.y), "combination": int(c),
+                  **{t: int(v) for t, v in zip(traits, calls[sel].to_numpy()[i])}}
+                 for i, (a, c) in enumerate(zip(st.itertuples(), codes))]
+    for a in axes.ravel():
+        a.set_axis_off()
+    _combination_legend(fig, traits, 1.02)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def plot_hti_vs_truth(slide_table: pd.DataFrame, held: pd.Series, *, smooth_window: int = 3):
+    """Estimated against true HTI: held-out slides (raw and smoothed) and training/validation slides.
+
+    Parameters
+    ----------
+    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti0, hti_low, hti_high, hti_smooth``
+    held : Series of bool indexed by ``image_id`` (:func:`histo_utils.trait_models.held_out_slides`)
+    smooth_window : the majority filter's side (for the title)
+
+    Returns
+    -------
+    fig : three scatter panels with Pearson r in the titles
+    table : DataFrame, one row per slide with a true HTI
+    """
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    d = slide_table.dropna(subset=["true_hti"])
+    d = d.assign(true0=d.true_hti.fillna(0))
+    m_held = held.reindex(d.index)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    panels = (("test + OOD slides", m_held, "hti0"),
+              (f"test + OOD, smoothed {smooth_window}x{smooth_window}", m_held, "hti_smooth"),
+              ("training/validation slides", ~m_held, "hti0"))
+    for ax, (name, m, col) in zip(axes, panels):
+        dd = d[m.to_numpy()]
+        if col == "hti0":
+            ax.errorbar(dd.true0, dd.hti0, yerr=[(dd.hti0 - dd.hti_low).clip(lower=0),
+                                                 (dd.hti_high - dd.hti0).clip(lower=0)],
+                        fmt="o", ms=3, alpha=0.6, elinewidth=0.5)
+        else:
+            ax.plot(dd.true0, dd[col], "o", ms=3, alpha=0.6)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        r = stats.pearsonr(dd.true0, dd[col]).statistic if len(dd) > 2 else np.nan
+        ax.set_title(f"{name}: r = {r:.2f} (n = {len(dd)})", fontsize=8)
+        ax.set_xlabel("true HTI (clone areas)")
+    axes[0].set_ylabel("estimated HTI (ensemble tiles)")
+    fig.tight_layout()
+    return fig, d.reset_index()[["image_id", "true_hti", "hti", "hti_low", "hti_high", "hti_smooth",
+                                 "tile_truth_hti"]]

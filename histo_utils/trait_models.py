@@ -21,7 +21,8 @@ from .metrics import auc
 log = logging.getLogger(__name__)
 
 __all__ = ["trait_labels", "label_slides", "ensemble_vote", "slide_scores", "fit_trait_models",
-           "ensemble_predictions", "evaluate_slides", "table1"]
+           "ensemble_predictions", "evaluate_slides", "table1", "held_out_slides", "label_counts",
+           "plot_training_curves", "plot_table1", "plot_score_distributions"]
 
 
 def trait_labels(values: pd.Series, *, ood_low: float = 0.2, ood_high: float = 0.8, near: float = 0.1
@@ -262,3 +263,100 @@ def table1(evaluation: pd.DataFrame) -> pd.DataFrame:
     for s in ("test", "OOD-near", "OOD-all"):
         out[f"{s}_ensemble"] = ens.get(s)
     return out.reset_index()
+
+
+def held_out_slides(slides: pd.DataFrame, splits: Sequence[tuple]) -> pd.Series:
+    """Whether each slide's patient took part in no training or validation set of any split.
+
+    Parameters
+    ----------
+    slides : DataFrame indexed by ``image_id`` with ``patient``
+    splits : ``[(train_patients, validation_patients), ...]``
+
+    Returns
+    -------
+    Series of bool indexed like ``slides``: True for test and OOD-only patients.
+    """
+    used = set().union(*[set(a) | set(b) for a, b in splits])
+    return ~slides["patient"].isin(used)
+
+
+def label_counts(slides: pd.DataFrame, traits: Sequence[str], test_patients: Sequence[str],
+                 splits: Sequence[tuple]) -> pd.DataFrame:
+    """Slides per trait: in distribution, OOD-all, OOD-near, test, and the mean per training/validation split.
+
+    Parameters
+    ----------
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and the columns of :func:`label_slides`
+    traits : the traits
+    test_patients, splits : from :func:`histo_utils.splits.split_patients`
+
+    Returns
+    -------
+    DataFrame, one row per trait.
+    """
+    rows = []
+    is_test = slides.patient.isin(test_patients)
+    for t in traits:
+        ood = slides[f"{t}:ood"]
+        rows.append({"trait": t, "in-distribution": int((~ood).sum()), "OOD-all": int(ood.sum()),
+                     "OOD-near": int(slides[f"{t}:ood_near"].sum()), "test (in-dist.)": int((is_test & ~ood).sum()),
+                     "train per split": int(np.mean([(slides.patient.isin(tr) & ~ood).sum() for tr, _ in splits])),
+                     "validation per split": int(np.mean([(slides.patient.isin(va) & ~ood).sum()
+                                                           for _, va in splits]))})
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(history: pd.DataFrame, traits: Sequence[str]):
+    """Validation slide AUC by epoch, one panel per trait and one line per split; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(traits), figsize=(4 * len(traits), 3), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, t in zip(axes, traits):
+        for s, h in history[history.trait == t].groupby("split"):
+            ax.plot(h.epoch, h.val_score, marker=".", label=f"split {s}")
+        ax.set_title(t)
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("validation slide AUC")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_table1(tab1: pd.DataFrame):
+    """Table 1 as a figure: test AUC of the runs (mean and range) and of the ensemble on each set."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(tab1))
+    ax.errorbar(x - 0.2, tab1.test_runs_mean, yerr=[tab1.test_runs_mean - tab1.test_runs_min,
+                                                   tab1.test_runs_max - tab1.test_runs_mean],
+                fmt="o", color="k", capsize=3, label="test, 5-run mean (range)")
+    for off, col, m in ((-0.05, "#1b9e77", "test_ensemble"), (0.1, "#d95f02", "OOD-near_ensemble"),
+                        (0.25, "#7570b3", "OOD-all_ensemble")):
+        ax.scatter(x + off, tab1[m], color=col, label=m.replace("_", " "), zorder=3)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, tab1.trait)
+    ax.set_ylabel("slide-level AUC")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_distributions(scores: pd.DataFrame):
+    """Ensemble slide scores of slides above and below the median, per trait, on test, OOD-near, OOD-all."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
+    for ax, s in zip(axes, ("test", "OOD-near", "OOD-all")):
+        d = scores[scores.set == s].assign(bulk=lambda d: np.where(d.label == 1, "above median", "below median"))
+        sns.boxplot(data=d, x="trait", y="score", hue="bulk", hue_order=["below median", "above median"],
+                    palette={"below median": "#bbbbbb", "above median": "#e7298a"}, ax=ax, fliersize=2)
+        ax.set_title(s)
+        ax.set_ylabel("ensemble slide score (% tiles positive)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
-           "IMAGE_LINKED"]
+           "IMAGE_LINKED", "true_combination_map", "tile_accuracy", "hti_agreement"]
 
 #: gene groups with a planted path to the image
 IMAGE_LINKED = ("program", "tissue", "ischemia")
@@ -144,3 +144,92 @@ def planted_unique_fraction(loading: pd.Series, driver: np.ndarray, design, term
     d_res = residualize(np.asarray(driver, dtype=np.float64)[:, None], design.matrix[others].to_numpy())
     tss = ((y - y.mean()) ** 2).sum()
     return (loading.reindex(y.columns).fillna(0.0) ** 2) * float((d_res ** 2).sum()) / tss
+
+
+# --------------------------------------------------------------------------
+# the synthetic tumour cohort (notebook 08)
+# --------------------------------------------------------------------------
+def true_combination_map(truth_dir, clones: pd.DataFrame, image_id: str, traits: Sequence[str]) -> np.ndarray:
+    """The clone map of a synthetic tumour slide recoloured by each clone's combination code.
+
+    Parameters
+    ----------
+    truth_dir : the tumour cohort's ``truth/`` folder (``clone_maps/<image_id>.png``: clone number + 1)
+    clones : ``truth/clones.tsv`` with ``image_id, clone`` and ``state_<trait>`` columns
+    image_id : the slide
+    traits : the traits, in the column order of the calls
+
+    Returns
+    -------
+    array of int, shape (H, W) of the painted map: :func:`histo_utils.hti.combination_codes` of each pixel's clone
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .hti import combination_codes
+
+    lab = np.asarray(Image.open(Path(truth_dir) / "clone_maps" / f"{image_id}.png")).astype(int) - 1
+    cl = clones[clones.image_id == image_id].set_index("clone")
+    return combination_codes(cl[[f"state_{t}" for t in traits]].to_numpy())[lab]
+
+
+def tile_accuracy(calls: pd.DataFrame, smoothed: np.ndarray, prob: pd.DataFrame, true_calls: pd.DataFrame,
+                  held: np.ndarray) -> pd.DataFrame:
+    """Tile calls against the true clone state under each tile, on all tiles and on the held-out slides' tiles.
+
+    Parameters
+    ----------
+    calls : DataFrame, shape (n_tiles, k), ensemble 0/1 calls, one column per trait
+    smoothed : array, shape (n_tiles, k), the majority-filtered calls
+    prob : DataFrame, shape (n_tiles, k * n_splits), columns (trait, split): P(high) of every model
+    true_calls : DataFrame with ``true_<trait>`` columns, one row per tile
+        (:func:`histo_utils.synthetic.tumour.tile_truth`)
+    held : array of bool, shape (n_tiles,): tiles of slides that took part in no training or validation
+
+    Returns
+    -------
+    DataFrame, one row per (trait, set): ``tile_accuracy``, ``tile_accuracy_smoothed``, ``tile_auc`` (mean
+    P of the models against the truth, :func:`histo_utils.metrics.auc`), ``n_tiles``.
+    """
+    from .metrics import auc
+
+    return pd.DataFrame([{"trait": t, "set": name,
+                          "tile_accuracy": float((calls.loc[m, t] == true_calls.loc[m, f"true_{t}"]).mean()),
+                          "tile_accuracy_smoothed": float((smoothed[m, j] == true_calls.loc[m, f"true_{t}"]).mean()),
+                          "tile_auc": auc(prob.loc[m, t].mean(1).to_numpy(), true_calls.loc[m, f"true_{t}"].to_numpy()),
+                          "n_tiles": int(m.sum())}
+                         for j, t in enumerate(calls.columns)
+                         for name, m in (("all tiles", np.ones(len(calls), bool)),
+                                         ("test + OOD slides", np.asarray(held, bool)))])
+
+
+def hti_agreement(slide_table: pd.DataFrame, held: pd.Series) -> pd.DataFrame:
+    """Estimated HTI (raw and smoothed) against the true HTI of the clone areas, per set of slides.
+
+    Parameters
+    ----------
+    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti0, hti_low, hti_high, hti_smooth,
+        tile_truth_hti`` (the HTI of the true tile states)
+    held : Series of bool indexed by ``image_id``: slides that took part in no training or validation
+
+    Returns
+    -------
+    DataFrame, one row per (set, hti) with more than two slides: ``n, pearson, spearman,
+    pearson_tile_truth, mean_abs_error, ci_coverage`` (bootstrap interval covering the truth; raw HTI only).
+    """
+    from scipy import stats
+
+    d = slide_table.dropna(subset=["true_hti"])
+    d = d.assign(true0=d.true_hti.fillna(0))
+    h = held.reindex(d.index).to_numpy(bool)
+    return pd.DataFrame([{"set": name, "hti": col, "n": int(m.sum()),
+                          "pearson": stats.pearsonr(d.true0[m], d[col][m]).statistic,
+                          "spearman": stats.spearmanr(d.true0[m], d[col][m]).statistic,
+                          "pearson_tile_truth": stats.pearsonr(d.true0[m], d.tile_truth_hti.fillna(0)[m]).statistic,
+                          "mean_abs_error": float((d.true0[m] - d[col][m]).abs().mean()),
+                          "ci_coverage": (float(((d.true0[m] >= d.hti_low[m] - 1e-9)
+                                                 & (d.true0[m] <= d.hti_high[m] + 1e-9)).mean())
+                                          if col == "hti0" else np.nan)}
+                         for name, m in (("test + OOD slides", h), ("training/validation slides", ~h))
+                         for col in ("hti0", "hti_smooth") if m.sum() > 2])
