@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["match_samples", "drop_constant", "standardize", "correlation_blocks", "scan_pairs", "ScanResult",
+__all__ = ["drop_constant", "standardize", "correlation_blocks", "scan_pairs", "ScanResult",
            "pair_correlations", "pearson_pvalues", "critical_r", "bh_adjust", "permutation_pvalues",
            "fisher_z", "compare_scans", "group_r2", "conditional_independence", "expression_floor",
            "threshold_grid"]
@@ -50,48 +50,6 @@ BACKENDS = ("numpy", "torch")
 # --------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------
-def match_samples(features: pd.DataFrame, expression: pd.DataFrame, *, on_mismatch: str = "raise"
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Put a feature table and an expression table on the same samples, same order.
-
-    Parameters
-    ----------
-    features : DataFrame, shape (n_samples_f, n_features)
-        Rows are samples.
-    expression : DataFrame, shape (n_samples_e, n_genes)
-        Rows are samples (transpose a GCT table first), same kind of ID as ``features``.
-    on_mismatch : {"raise", "intersect"}
-        What to do when the two tables do not hold the same samples: raise a
-        ``ValueError`` that lists them, or keep the shared ones (logged).
-
-    Returns
-    -------
-    features, expression : DataFrames with identical indexes (sorted).
-    """
-    if on_mismatch not in ("raise", "intersect"):
-        raise ValueError(f"on_mismatch={on_mismatch!r} not available. Choose 'raise' or 'intersect'.")
-    for name, df in (("feature", features), ("expression", expression)):
-        dup = df.index[df.index.duplicated()]
-        if len(dup):
-            raise ValueError(f"The {name} table has duplicated sample IDs (e.g. {list(dup[:3])}); "
-                             f"aggregate or drop them first.")
-    shared = features.index.intersection(expression.index).sort_values()
-    only_f = features.index.difference(expression.index)
-    only_e = expression.index.difference(features.index)
-    if len(shared) == 0:
-        raise ValueError(f"The feature table ({len(features)} samples, e.g. {list(features.index[:2])}) and the "
-                         f"expression table ({len(expression)} samples, e.g. {list(expression.index[:2])}) share "
-                         f"no sample ID. Map image IDs to sample IDs (SAMPID) before correlating.")
-    if len(only_f) or len(only_e):
-        msg = (f"The feature table and the expression table share {len(shared)} sample IDs; "
-               f"{len(only_f)} only in features (e.g. {list(only_f[:3])}), "
-               f"{len(only_e)} only in expression (e.g. {list(only_e[:3])}).")
-        if on_mismatch == "raise":
-            raise ValueError(msg + " Pass on_mismatch='intersect' to use the shared samples.")
-        log.warning("%s Using the shared samples.", msg)
-    return features.loc[shared], expression.loc[shared]
-
-
 def drop_constant(df: pd.DataFrame, *, what: str = "column", tol: float = 0.0) -> tuple[pd.DataFrame, list]:
     """Drop columns without variance (a correlation with them is undefined).
 
@@ -247,7 +205,7 @@ def _native_blocks(f: np.ndarray, g: np.ndarray, *, groups, block_size: int, be:
     """(genes slice, r block) with the block in the backend's own array type (device memory for CUDA)."""
     if f.shape[0] != g.shape[0]:
         raise ValueError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
-                         f"(correlation.match_samples).")
+                         f"(data.match_samples).")
     if f.shape[0] < 3 + (0 if groups is None else len(np.unique(groups)) - 1):
         raise ValueError(f"{f.shape[0]} samples are too few for a correlation test.")
     if block_size < 1:
@@ -269,7 +227,7 @@ def correlation_blocks(features, expression, *, groups: Sequence | None = None, 
     ----------
     features : array or DataFrame, shape (n_samples, n_features)
     expression : array or DataFrame, shape (n_samples, n_genes)
-        Same samples in the same order (see :func:`match_samples`); already
+        Same samples in the same order (see :func:`histo_utils.data.match_samples`); already
         transformed (log2(1 + TPM)).
     groups : sequence, length n_samples, optional
         Condition on this categorical variable: partial correlations.

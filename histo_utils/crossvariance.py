@@ -150,7 +150,7 @@ def shared_variance(image, expression, *, var_fraction: float = 0.999, max_compo
                              name="expression")
     if len(image_pca.scores) != len(expression_pca.scores):
         raise ValueError(f"image features have {len(image_pca.scores)} samples and expression "
-                         f"{len(expression_pca.scores)}: align them first (correlation.match_samples).")
+                         f"{len(expression_pca.scores)}: align them first (data.match_samples).")
     cross = cross_correlation(image_pca.scores, expression_pca.scores)
     si, se = _shared(cross, image_pca.explained, expression_pca.explained)
     return SharedVariance(si, se, image_pca.n_components, expression_pca.n_components,
@@ -259,7 +259,8 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
     Parameters
     ----------
     feature_tables : dict, key -> DataFrame (n_samples, n_features), index = sample IDs, columns
-        ``layer_channel``; the key (e.g. ``(network, tile_px, aggregation)``) is copied to the output
+        ``layer_channel``; a :class:`~histo_utils.data.FeatureKey` key gives the output columns
+        ``network, tile_px, aggregation`` (other keys a ``table`` column)
     expression : DataFrame, shape (n_samples, n_genes), log2(1 + TPM), index = sample IDs
     tissue : Series, sample ID -> tissue; each tissue is analysed on its own
     layers : also each layer on its own (besides all layers together, ``layer="all"``)
@@ -278,7 +279,7 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
     """
     from tqdm.auto import tqdm
 
-    from .data import feature_layer
+    from .data import FeatureKey, feature_layer
 
     rows = []
     jobs = [(key, t) for key in feature_tables for t in sorted(tissue.unique())]
@@ -309,8 +310,7 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
                     x = (x - x.mean(0)) / x.std(0)
                 rec = shared_variance_with_null(x, None, var_fraction=vf, n_shuffles=n_shuffles, seed=seed,
                                                 expression_pca=epca, design=design)
-                key_fields = dict(zip(("network", "tile_px", "aggregation"), key)) if isinstance(key, tuple) \
-                    else {"table": key}
+                key_fields = key.fields() if isinstance(key, FeatureKey) else {"table": key}
                 rows.append({**key_fields, "tissue": t, "layer": lay, "var_fraction": vf,
                              "n_features": f.shape[1], "n_genes": e.shape[1], **rec})
     return pd.DataFrame(rows)

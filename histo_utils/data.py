@@ -1,21 +1,225 @@
-"""Image features and expression on the same samples: what notebooks 03–06 start from."""
+"""Image features and expression on the same samples: what notebooks 03–07 start from.
+
+The **catalogue of feature tables**: notebook 02 writes one slide × feature
+table per network and tile size (``features_<network>_<px>px.parquet``) and
+lists them, with the tile-to-slide aggregation, in ``features_provenance.json``.
+A table is named by a :class:`FeatureKey` (network, tile size, aggregation);
+:func:`feature_keys` lists the keys a run has and :func:`feature_tables` loads
+them, so no notebook reads the provenance file or splits a name by hand.
+
+>>> key = FeatureKey.parse("trained_256px")
+>>> key
+FeatureKey(network='trained', tile_px=256, aggregation='sum')
+>>> str(key), str(FeatureKey("untrained", 512, "mean"))
+('trained_256px', 'untrained_512px_mean')
+"""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import gtex, io
 from .tiling import load_tiling
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_log_expression", "load_features", "features_by_sample", "PairedData", "paired_tables",
-           "feature_layer"]
+__all__ = ["FeatureKey", "AGGREGATIONS", "read_feature_provenance", "feature_keys", "find_key", "feature_tables",
+           "load_log_expression", "load_features", "features_by_sample", "match_samples", "PairedData",
+           "paired_tables", "feature_layer"]
+
+AGGREGATIONS = ("sum", "mean", "median")  # tile-to-slide reductions of notebook 02 (features.reduce_tiles)
+DEFAULT_AGGREGATION = "sum"
+PROVENANCE_FILE = "features_provenance.json"
+_KEY_PATTERN = re.compile(r"^(?P<network>[A-Za-z0-9][A-Za-z0-9_-]*?)_(?P<tile_px>\d+)px(?:_(?P<aggregation>[a-z]+))?$")
+
+
+# --------------------------------------------------------------------------
+# the catalogue of feature tables
+# --------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class FeatureKey:
+    """Names one feature table: the network, the tile size and the tile-to-slide aggregation.
+
+    The text form is ``<network>_<px>px`` (the table's file stem, aggregation
+    ``sum``) or ``<network>_<px>px_<aggregation>``; :meth:`parse` reads it and
+    ``str`` writes it, so ``FeatureKey.parse(str(key)) == key``.
+
+    Attributes
+    ----------
+    network : str
+        ``trained`` or ``untrained`` (notebook 02), or any other network name (letters, digits, ``-``, ``_``).
+    tile_px : int
+        Tile size at the tiling resolution, > 0.
+    aggregation : {"sum", "mean", "median"}
+        How tile features were reduced to the slide.
+
+    Examples
+    --------
+    >>> FeatureKey.parse("untrained_512px_mean")
+    FeatureKey(network='untrained', tile_px=512, aggregation='mean')
+    >>> FeatureKey("trained", 256).fields()
+    {'network': 'trained', 'tile_px': 256, 'aggregation': 'sum'}
+    """
+
+    network: str
+    tile_px: int
+    aggregation: str = DEFAULT_AGGREGATION
+
+    def __post_init__(self):
+        if not isinstance(self.network, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.network):
+            raise ValueError(f"Network name {self.network!r} not valid: use letters, digits, '-' or '_' "
+                             f"(e.g. 'trained').")
+        if isinstance(self.tile_px, bool) or not isinstance(self.tile_px, (int, np.integer)) or self.tile_px <= 0:
+            raise ValueError(f"Tile size {self.tile_px!r} not valid: a positive whole number of pixels (e.g. 256).")
+        object.__setattr__(self, "tile_px", int(self.tile_px))
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"Aggregation {self.aggregation!r} not available. Available: {list(AGGREGATIONS)}.")
+
+    @classmethod
+    def parse(cls, text: str, *, aggregation: str | None = None) -> "FeatureKey":
+        """Read ``"<network>_<px>px"`` or ``"<network>_<px>px_<aggregation>"``.
+
+        Parameters
+        ----------
+        text : str
+            E.g. ``"trained_256px"`` (a notebook parameter such as ``heatmap_table``).
+        aggregation : str, optional
+            Aggregation to use when ``text`` has none (default ``"sum"``); an
+            aggregation written in ``text`` must agree with it.
+
+        Returns
+        -------
+        FeatureKey
+        """
+        m = _KEY_PATTERN.match(str(text))
+        if m is None:
+            raise ValueError(f"Feature table name {text!r} not understood: expected '<network>_<px>px' "
+                             f"(e.g. 'trained_256px') or '<network>_<px>px_<aggregation>' (e.g. 'trained_256px_mean').")
+        written = m["aggregation"]
+        if written is not None and aggregation is not None and written != aggregation:
+            raise ValueError(f"Feature table name {text!r} says aggregation {written!r} but {aggregation!r} was "
+                             f"asked for; drop the suffix or make them agree.")
+        return cls(m["network"], int(m["tile_px"]), written or aggregation or DEFAULT_AGGREGATION)
+
+    @property
+    def name(self) -> str:
+        """``<network>_<px>px``: the stem of the table's file (``features_<name>.parquet``)."""
+        return f"{self.network}_{self.tile_px}px"
+
+    @property
+    def file_name(self) -> str:
+        """The file notebook 02 writes: ``features_<network>_<px>px.parquet``."""
+        return f"features_{self.name}.parquet"
+
+    def fields(self) -> dict:
+        """``{"network", "tile_px", "aggregation"}``: the columns a result table carries for this key."""
+        return {"network": self.network, "tile_px": self.tile_px, "aggregation": self.aggregation}
+
+    def __str__(self) -> str:
+        return self.name if self.aggregation == DEFAULT_AGGREGATION else f"{self.name}_{self.aggregation}"
+
+
+def read_feature_provenance(out_dir: str | os.PathLike, *, notebook: str = "02_training") -> dict:
+    """The provenance notebook 02 wrote next to its feature tables (``features_provenance.json``).
+
+    Returns
+    -------
+    dict with ``aggregation``, ``arch``, ``checkpoint``, ``classes``, ``input_px`` and ``tables``
+    (file name -> ``network``, ``tile_px``, ``layers``, ``n_features``, ``n_slides``, ...).
+    """
+    path = Path(out_dir) / notebook / PROVENANCE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"Feature provenance '{path}' does not exist: run notebook {notebook} first "
+                                f"(it writes the feature tables and this file).")
+    provenance = json.loads(path.read_text())
+    missing = {"aggregation", "tables"} - set(provenance)
+    if missing:
+        raise ValueError(f"Feature provenance '{path}' lacks {sorted(missing)}: rerun notebook {notebook}.")
+    return provenance
+
+
+def feature_keys(out_dir: str | os.PathLike, *, notebook: str = "02_training") -> list[FeatureKey]:
+    """The feature tables a run has, in the order notebook 02 wrote them.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output directory of the run.
+
+    Returns
+    -------
+    list of FeatureKey, one per table listed in ``features_provenance.json``.
+    """
+    provenance = read_feature_provenance(out_dir, notebook=notebook)
+    return [FeatureKey(meta["network"], meta["tile_px"], provenance["aggregation"])
+            for meta in provenance["tables"].values()]
+
+
+def find_key(keys: Iterable[FeatureKey], name: str | FeatureKey, *, what: str = "feature table") -> FeatureKey:
+    """The key among ``keys`` that ``name`` (e.g. the parameter ``"trained_256px"``) names.
+
+    A name without an aggregation suffix matches on network and tile size alone.
+
+    Parameters
+    ----------
+    keys : iterable of FeatureKey
+        Available tables (e.g. the keys of :func:`feature_tables`).
+    name : str or FeatureKey
+    what : str
+        How the input is called in the error message (e.g. the parameter name).
+
+    Returns
+    -------
+    FeatureKey, one of ``keys``.
+    """
+    keys = list(keys)
+    if isinstance(name, FeatureKey):
+        hits = [k for k in keys if k == name]
+    else:
+        wanted = FeatureKey.parse(name)
+        explicit = _KEY_PATTERN.match(name)["aggregation"] is not None
+        hits = [k for k in keys if (k == wanted if explicit else k.name == wanted.name)]
+    if len(hits) != 1:
+        raise ValueError(f"{what} {str(name)!r} not available. Available: {[str(k) for k in keys] or 'none'}.")
+    return hits[0]
+
+
+def feature_tables(out_dir: str | os.PathLike, *, samples: pd.DataFrame | None = None,
+                   keys: Iterable[FeatureKey | str] | None = None, notebook: str = "02_training"
+                   ) -> dict[FeatureKey, pd.DataFrame]:
+    """The feature tables of a run, by key, each re-indexed by RNA sample ID (SAMPID).
+
+    Parameters
+    ----------
+    out_dir : path
+        Output directory of the run (notebooks 01 and 02 done).
+    samples : DataFrame, optional
+        The slide-sample table of notebook 01 (``image_id``, ``SAMPID``); read from ``out_dir`` when omitted.
+    keys : iterable of FeatureKey or str, optional
+        Tables to load (default: all of :func:`feature_keys`, in their order).
+
+    Returns
+    -------
+    dict, FeatureKey -> DataFrame, shape (n_samples, n_features), index SAMPID, columns ``layer_channel``.
+
+    Examples
+    --------
+    >>> tables = feature_tables(out_dir)                          # doctest: +SKIP
+    >>> trained = tables[find_key(tables, "trained_256px")]       # doctest: +SKIP
+    """
+    available = feature_keys(out_dir, notebook=notebook)
+    wanted = available if keys is None else [find_key(available, k) for k in keys]
+    if samples is None:
+        _, samples = load_tiling(out_dir)
+    return {k: features_by_sample(load_features(out_dir, k, notebook=notebook), samples) for k in wanted}
 
 
 def load_log_expression(path: str | os.PathLike, *, samples=None) -> tuple[pd.DataFrame, pd.Series]:
@@ -35,19 +239,42 @@ def load_log_expression(path: str | os.PathLike, *, samples=None) -> tuple[pd.Da
     return np.log2(1.0 + tpm.T), symbols
 
 
-def load_features(out_dir: str | os.PathLike, *, network: str = "trained", tile_px: int = 256,
-                  notebook: str = "02_training") -> pd.DataFrame:
-    """A slide × feature table written by notebook 02 (index: image ID; columns ``layer_channel``)."""
-    path = Path(out_dir) / notebook / f"features_{network}_{tile_px}px.parquet"
+def load_features(out_dir: str | os.PathLike, key: FeatureKey | str, *, notebook: str = "02_training"
+                  ) -> pd.DataFrame:
+    """A slide × feature table written by notebook 02.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output directory of the run.
+    key : FeatureKey or str
+        The table, e.g. ``"trained_256px"``.
+
+    Returns
+    -------
+    DataFrame, shape (n_slides, n_features), index image ID, columns ``layer_channel``.
+    """
+    key = key if isinstance(key, FeatureKey) else FeatureKey.parse(key)
+    path = Path(out_dir) / notebook / key.file_name
     if not path.exists():
         have = sorted(p.name for p in path.parent.glob("features_*px.parquet")) if path.parent.exists() else []
         raise FileNotFoundError(f"Feature table '{path}' does not exist. Available: {have or 'none'}; "
-                                f"run notebook {notebook} with feature_tile_px including {tile_px}.")
+                                f"run notebook {notebook} with feature_tile_px including {key.tile_px}.")
     return io.read_table(path)
 
 
 def features_by_sample(features: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """Re-index a slide × feature table from image ID to the RNA sample ID (SAMPID)."""
+    """Re-index a slide × feature table from image ID to the RNA sample ID (SAMPID).
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_slides, n_features), index image ID
+    samples : DataFrame with columns ``image_id`` and ``SAMPID`` (notebook 01's ``samples.tsv``)
+
+    Returns
+    -------
+    DataFrame, shape (n_slides, n_features), index SAMPID.
+    """
     m = samples.drop_duplicates("image_id").set_index("image_id")["SAMPID"]
     missing = features.index.difference(m.index)
     if len(missing):
@@ -56,6 +283,48 @@ def features_by_sample(features: pd.DataFrame, samples: pd.DataFrame) -> pd.Data
     out = features.copy()
     out.index = pd.Index(m.loc[features.index].to_numpy(), name="SAMPID")
     return out
+
+
+def match_samples(features: pd.DataFrame, expression: pd.DataFrame, *, on_mismatch: str = "raise"
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Put a feature table and an expression table on the same samples, same order.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples_f, n_features)
+        Rows are samples.
+    expression : DataFrame, shape (n_samples_e, n_genes)
+        Rows are samples (transpose a GCT table first), same kind of ID as ``features``.
+    on_mismatch : {"raise", "intersect"}
+        What to do when the two tables do not hold the same samples: raise a
+        ``ValueError`` that lists them, or keep the shared ones (logged).
+
+    Returns
+    -------
+    features, expression : DataFrames with identical indexes (sorted).
+    """
+    if on_mismatch not in ("raise", "intersect"):
+        raise ValueError(f"on_mismatch={on_mismatch!r} not available. Choose 'raise' or 'intersect'.")
+    for name, df in (("feature", features), ("expression", expression)):
+        dup = df.index[df.index.duplicated()]
+        if len(dup):
+            raise ValueError(f"The {name} table has duplicated sample IDs (e.g. {list(dup[:3])}); "
+                             f"aggregate or drop them first.")
+    shared = features.index.intersection(expression.index).sort_values()
+    only_f = features.index.difference(expression.index)
+    only_e = expression.index.difference(features.index)
+    if len(shared) == 0:
+        raise ValueError(f"The feature table ({len(features)} samples, e.g. {list(features.index[:2])}) and the "
+                         f"expression table ({len(expression)} samples, e.g. {list(expression.index[:2])}) share "
+                         f"no sample ID. Map image IDs to sample IDs (SAMPID) before correlating.")
+    if len(only_f) or len(only_e):
+        msg = (f"The feature table and the expression table share {len(shared)} sample IDs; "
+               f"{len(only_f)} only in features (e.g. {list(only_f[:3])}), "
+               f"{len(only_e)} only in expression (e.g. {list(only_e[:3])}).")
+        if on_mismatch == "raise":
+            raise ValueError(msg + " Pass on_mismatch='intersect' to use the shared samples.")
+        log.warning("%s Using the shared samples.", msg)
+    return features.loc[shared], expression.loc[shared]
 
 
 def feature_layer(names) -> np.ndarray:
@@ -90,22 +359,42 @@ class PairedData:
                           self.symbols)
 
 
-def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, *, network: str = "trained",
-                  tile_px: int = 256, expression: pd.DataFrame | None = None,
-                  symbols: pd.Series | None = None) -> PairedData:
+def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: FeatureKey | str, *,
+                  expression: pd.DataFrame | None = None, symbols: pd.Series | None = None) -> PairedData:
     """Features of notebook 02 and the expression of the same samples, in the same order.
 
     Slides without an RNA sample and RNA samples without a slide are left out
     (logged): only samples with both can be correlated.
-    """
-    from .correlation import match_samples
 
+    Parameters
+    ----------
+    out_dir : path
+        Output directory of the run (notebooks 01 and 02 done).
+    data_dir : path
+        GTEx-layout data directory; its expression GCT is read unless ``expression`` is given.
+    key : FeatureKey or str
+        The feature table, e.g. ``"trained_256px"``.
+    expression : DataFrame, shape (n_samples, n_genes), optional
+        log2(1 + TPM) already read (:func:`load_log_expression`), with its ``symbols``.
+
+    Returns
+    -------
+    PairedData
+
+    Examples
+    --------
+    >>> paired = paired_tables(out_dir, data_dir, "trained_256px")   # doctest: +SKIP
+    >>> test = paired.split("test")                                 # doctest: +SKIP
+    """
+    key = key if isinstance(key, FeatureKey) else FeatureKey.parse(key)
     _, samples = load_tiling(out_dir)
-    feats = features_by_sample(load_features(out_dir, network=network, tile_px=tile_px), samples)
+    feats = features_by_sample(load_features(out_dir, key), samples)
     if expression is None:
-        files = io.locate_gtex_files(data_dir)
+        files = gtex.locate_gtex_files(data_dir)
         expression, symbols = load_log_expression(files.expression)
+    elif symbols is None:
+        raise ValueError("expression was given without symbols: pass both (from data.load_log_expression).")
     f, e = match_samples(feats, expression, on_mismatch="intersect")
     s = samples.drop_duplicates("SAMPID").set_index("SAMPID").loc[f.index]
-    log.info("%d samples with image features (%s, %d px) and expression", len(f), network, tile_px)
+    log.info("%d samples with image features (%s) and expression", len(f), key)
     return PairedData(f, e, s, symbols)

@@ -1,4 +1,15 @@
-"""GTEx identifiers and the join of histology images to RNA samples.
+"""GTEx: the data folder, its annotation tables, identifiers and the join of images to RNA samples.
+
+Folder layout (:func:`locate_gtex_files`, as GTEx v8 ships its files; the
+synthetic cohort of notebook 00 writes the same)::
+
+    data_dir/
+      *gene_tpm.gct.gz                  expression, GCT v1.2 (TPM; read by io.read_gct)
+      *SampleAttributesDS.txt           sample attributes, tab-separated, SAMPID first
+      *SubjectPhenotypesDS.txt          subject phenotypes: SUBJID SEX AGE DTHHRDY
+      *.gmt                             gene sets (optional; io.read_gmt)
+      slides/<image id>.svs             one slide per histology image
+      truth/                            planted truth (synthetic cohort only)
 
 GTEx names things by dash-separated parts::
 
@@ -14,15 +25,18 @@ RNA sample per image, chosen by :func:`join_images_to_samples`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["subject_id", "image_id", "JoinReport", "join_images_to_samples"]
+__all__ = ["GTExFiles", "locate_gtex_files", "read_sample_attributes", "read_subject_phenotypes",
+           "subject_id", "image_id", "JoinReport", "join_images_to_samples"]
 
 _ID = re.compile(r"^[A-Z]+-[0-9A-Z]+(-[0-9A-Za-z]+)*$")
 
@@ -138,3 +152,126 @@ def join_images_to_samples(
         log.info("%d images have several RNA samples; kept the highest-RIN one each",
                  report.duplicate_samples["image_id"].nunique())
     return joined, report
+
+
+# --------------------------------------------------------------------------
+# annotation tables
+# --------------------------------------------------------------------------
+_ATTR_DTYPES = {"SAMPID": str, "SMTS": str, "SMTSD": str, "SMCENTER": str, "SMAFRZE": str,
+                "SMUBRID": str, "SMNABTCH": str, "SMGEBTCH": str}
+
+
+def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a GTEx ``SampleAttributesDS`` table; ``SAMPID`` must be present.
+
+    ``SMUBRID`` and the other identifier columns are read as text (real files
+    have leading zeros).
+    """
+    path = Path(path)
+    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False)
+    if "SAMPID" not in df.columns:
+        raise ValueError(
+            f"Sample attributes '{path}' have no SAMPID column (columns: {list(df.columns)[:8]}...). "
+            "Is this a GTEx SampleAttributesDS file?"
+        )
+    return df
+
+
+def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a GTEx ``SubjectPhenotypesDS`` table (``SUBJID SEX AGE DTHHRDY``).
+
+    ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``),
+    ``DTHHRDY`` the Hardy scale 0-4 with blanks (read as a nullable integer).
+    """
+    path = Path(path)
+    df = pd.read_csv(path, sep="\t", dtype={"SUBJID": str, "AGE": str})
+    missing = {"SUBJID", "SEX", "AGE"} - set(df.columns)
+    if missing:
+        raise ValueError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
+    if "DTHHRDY" in df.columns:
+        df["DTHHRDY"] = df["DTHHRDY"].astype("Int64")
+    return df
+
+
+# --------------------------------------------------------------------------
+# data-directory layout
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GTExFiles:
+    """Where the files of a GTEx-style data directory are.
+
+    The synthetic cohort writes the same layout, so the real-data path and the
+    default run read it with the same code.
+    """
+
+    data_dir: Path
+    expression: Path
+    sample_attributes: Path
+    subject_phenotypes: Path
+    slides_dir: Path
+    gene_sets: Path | None
+    truth_dir: Path | None
+
+
+_PATTERNS = {
+    "expression": ("*gene_tpm.gct.gz", "*gene_tpm.gct", "*.gct.gz", "*.gct"),
+    "sample_attributes": ("*SampleAttributesDS.txt",),
+    "subject_phenotypes": ("*SubjectPhenotypesDS.txt",),
+    "gene_sets": ("*.gmt",),
+}
+
+
+def _find_one(data_dir: Path, key: str, required: bool) -> Path | None:
+    for pattern in _PATTERNS[key]:
+        hits = sorted(data_dir.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ValueError(
+                f"Data directory '{data_dir}' holds several {key.replace('_', ' ')} files matching "
+                f"'{pattern}': {[h.name for h in hits]}. Keep one, or name it in the parameter file."
+            )
+    if required:
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' has no {key.replace('_', ' ')} file (looked for "
+            f"{' or '.join(_PATTERNS[key])}). Put the GTEx file there as downloaded, "
+            "or run notebook 00 to make the synthetic cohort."
+        )
+    return None
+
+
+def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slides") -> GTExFiles:
+    """Find the expression, annotation, gene-set files and slides of a data directory.
+
+    Layout (as GTEx v8 ships its files; the synthetic cohort writes the same)::
+
+        data_dir/
+          *gene_tpm.gct.gz                  expression, GCT v1.2 (TPM)
+          *SampleAttributesDS.txt           sample attributes
+          *SubjectPhenotypesDS.txt          subject phenotypes
+          *.gmt                             gene sets (optional)
+          slides/<image id>.svs             one slide per histology image
+          truth/                            planted truth (synthetic cohort only)
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' does not exist. Set data_dir in the parameter file "
+            "to a folder with GTEx files, or run notebook 00 to make the synthetic cohort."
+        )
+    slides_dir = data_dir / slides_subdir
+    if not slides_dir.is_dir():
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' has no '{slides_subdir}/' folder of slides. "
+            "Put the .svs files there, named by histology image ID (GTEX-XXXXX-NNNN.svs)."
+        )
+    truth = data_dir / "truth"
+    return GTExFiles(
+        data_dir=data_dir,
+        expression=_find_one(data_dir, "expression", True),
+        sample_attributes=_find_one(data_dir, "sample_attributes", True),
+        subject_phenotypes=_find_one(data_dir, "subject_phenotypes", True),
+        slides_dir=slides_dir,
+        gene_sets=_find_one(data_dir, "gene_sets", False),
+        truth_dir=truth if truth.is_dir() else None,
+    )

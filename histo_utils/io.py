@@ -1,18 +1,18 @@
-"""Reading and writing the compendium's files: GTEx formats, atomic writes.
+"""Reading and writing the compendium's files: atomic writes, tables, GCT and GMT.
 
 Every writer here writes to a temporary name in the destination folder and
 renames it into place, so an interrupted run never leaves a half-written file
 that a rerun would mistake for finished work.
 
-GTEx formats, as shipped by the GTEx portal (checked on real files):
+Formats, as shipped by the GTEx portal and MSigDB (checked on real files):
 
 - expression: GCT v1.2, line 1 ``#1.2``, line 2 ``<rows>\\t<samples>``, line 3
   ``Name\\tDescription\\t<SAMPID...>``; ``Name`` a versioned Ensembl ID,
   ``Description`` a (non-unique) gene symbol; values in TPM.
-- sample attributes (``*SampleAttributesDS.txt``): tab-separated, ``SAMPID``
-  first.
-- subject phenotypes (``*SubjectPhenotypesDS.txt``): ``SUBJID SEX AGE DTHHRDY``.
 - gene sets: GMT, one set per line, ``name<TAB>description<TAB>gene...``.
+
+The GTEx folder layout and its annotation tables (sample attributes, subject
+phenotypes) are read by :mod:`histo_utils.gtex`, TCGA's by :mod:`histo_utils.tcga`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Mapping, Sequence
 
@@ -45,13 +44,8 @@ __all__ = [
     "read_gct",
     "read_gct_samples",
     "write_gct",
-    "read_sample_attributes",
-    "read_subject_phenotypes",
     "read_gmt",
     "write_gmt",
-    "GTExFiles",
-    "locate_gtex_files",
-    "hash_files",
     "params_key",
 ]
 
@@ -252,42 +246,6 @@ def write_gct(df: pd.DataFrame, path: str | os.PathLike, *, description: pd.Seri
 # --------------------------------------------------------------------------
 # GTEx annotation tables
 # --------------------------------------------------------------------------
-_ATTR_DTYPES = {"SAMPID": str, "SMTS": str, "SMTSD": str, "SMCENTER": str, "SMAFRZE": str,
-                "SMUBRID": str, "SMNABTCH": str, "SMGEBTCH": str}
-
-
-def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a GTEx ``SampleAttributesDS`` table; ``SAMPID`` must be present.
-
-    ``SMUBRID`` and the other identifier columns are read as text (real files
-    have leading zeros).
-    """
-    path = Path(path)
-    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False)
-    if "SAMPID" not in df.columns:
-        raise ValueError(
-            f"Sample attributes '{path}' have no SAMPID column (columns: {list(df.columns)[:8]}...). "
-            "Is this a GTEx SampleAttributesDS file?"
-        )
-    return df
-
-
-def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a GTEx ``SubjectPhenotypesDS`` table (``SUBJID SEX AGE DTHHRDY``).
-
-    ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``),
-    ``DTHHRDY`` the Hardy scale 0-4 with blanks (read as a nullable integer).
-    """
-    path = Path(path)
-    df = pd.read_csv(path, sep="\t", dtype={"SUBJID": str, "AGE": str})
-    missing = {"SUBJID", "SEX", "AGE"} - set(df.columns)
-    if missing:
-        raise ValueError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
-    if "DTHHRDY" in df.columns:
-        df["DTHHRDY"] = df["DTHHRDY"].astype("Int64")
-    return df
-
-
 # --------------------------------------------------------------------------
 # GMT
 # --------------------------------------------------------------------------
@@ -315,108 +273,8 @@ def write_gmt(sets: Mapping[str, Sequence[str]], path: str | os.PathLike, *,
     return Path(path)
 
 
-# --------------------------------------------------------------------------
-# data-directory layout
-# --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GTExFiles:
-    """Where the files of a GTEx-style data directory are.
-
-    The synthetic cohort writes the same layout, so the real-data path and the
-    default run read it with the same code.
-    """
-
-    data_dir: Path
-    expression: Path
-    sample_attributes: Path
-    subject_phenotypes: Path
-    slides_dir: Path
-    gene_sets: Path | None
-    truth_dir: Path | None
-
-
-_PATTERNS = {
-    "expression": ("*gene_tpm.gct.gz", "*gene_tpm.gct", "*.gct.gz", "*.gct"),
-    "sample_attributes": ("*SampleAttributesDS.txt",),
-    "subject_phenotypes": ("*SubjectPhenotypesDS.txt",),
-    "gene_sets": ("*.gmt",),
-}
-
-
-def _find_one(data_dir: Path, key: str, required: bool) -> Path | None:
-    for pattern in _PATTERNS[key]:
-        hits = sorted(data_dir.glob(pattern))
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise ValueError(
-                f"Data directory '{data_dir}' holds several {key.replace('_', ' ')} files matching "
-                f"'{pattern}': {[h.name for h in hits]}. Keep one, or name it in the parameter file."
-            )
-    if required:
-        raise FileNotFoundError(
-            f"Data directory '{data_dir}' has no {key.replace('_', ' ')} file (looked for "
-            f"{' or '.join(_PATTERNS[key])}). Put the GTEx file there as downloaded, "
-            "or run notebook 00 to make the synthetic cohort."
-        )
-    return None
-
-
-def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slides") -> GTExFiles:
-    """Find the expression, annotation, gene-set files and slides of a data directory.
-
-    Layout (as GTEx v8 ships its files; the synthetic cohort writes the same)::
-
-        data_dir/
-          *gene_tpm.gct.gz                  expression, GCT v1.2 (TPM)
-          *SampleAttributesDS.txt           sample attributes
-          *SubjectPhenotypesDS.txt          subject phenotypes
-          *.gmt                             gene sets (optional)
-          slides/<image id>.svs             one slide per histology image
-          truth/                            planted truth (synthetic cohort only)
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(
-            f"Data directory '{data_dir}' does not exist. Set data_dir in the parameter file "
-            "to a folder with GTEx files, or run notebook 00 to make the synthetic cohort."
-        )
-    slides_dir = data_dir / slides_subdir
-    if not slides_dir.is_dir():
-        raise FileNotFoundError(
-            f"Data directory '{data_dir}' has no '{slides_subdir}/' folder of slides. "
-            "Put the .svs files there, named by histology image ID (GTEX-XXXXX-NNNN.svs)."
-        )
-    truth = data_dir / "truth"
-    return GTExFiles(
-        data_dir=data_dir,
-        expression=_find_one(data_dir, "expression", True),
-        sample_attributes=_find_one(data_dir, "sample_attributes", True),
-        subject_phenotypes=_find_one(data_dir, "subject_phenotypes", True),
-        slides_dir=slides_dir,
-        gene_sets=_find_one(data_dir, "gene_sets", False),
-        truth_dir=truth if truth.is_dir() else None,
-    )
-
-
 def params_key(params) -> str:
     """A short, stable hash of a parameters dataclass (results made with it are filed under it)."""
     from dataclasses import asdict
 
     return hashlib.sha256(json.dumps(asdict(params), sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def hash_files(paths: Sequence[str | os.PathLike], *, content: bool = False) -> str:
-    """A fingerprint of files: names, sizes and modification times (or contents).
-
-    Used to decide whether inputs changed since a previous run.
-    """
-    h = hashlib.sha256()
-    for p in sorted(Path(p) for p in paths):
-        st = p.stat()
-        h.update(str(p).encode())
-        if content:
-            h.update(p.read_bytes())
-        else:
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()

@@ -142,19 +142,6 @@ def test_bad_inputs_are_named():
     assert (res.pairs.gene != 0).all() and len(res.pairs) == f.shape[1] * (g.shape[1] - 1)
 
 
-def test_match_samples_reports_mismatch():
-    a = pd.DataFrame(np.ones((3, 2)), index=["s1", "s2", "s3"])
-    b = pd.DataFrame(np.ones((3, 2)), index=["s3", "s2", "s4"])
-    with pytest.raises(ValueError, match="share 2 sample IDs; 1 only in features .*'s1'.*1 only in expression"):
-        hc.match_samples(a, b)
-    fa, fb = hc.match_samples(a, b, on_mismatch="intersect")
-    assert list(fa.index) == list(fb.index) == ["s2", "s3"]
-    with pytest.raises(ValueError, match="share no sample ID"):
-        hc.match_samples(a, b.set_axis(["x", "y", "z"]))
-    with pytest.raises(ValueError, match="duplicated"):
-        hc.match_samples(a, b.set_axis(["s1", "s1", "s2"]))
-
-
 def test_compare_scans_and_grid():
     f, g = _data(n=60, nf=8, ng=30, seed=9)
     summ, sample = hc.compare_scans(f[:30], g[:30], f[30:], g[30:], block_size=7, sample_pairs=50)

@@ -56,16 +56,16 @@ def test_gmt_round_trip(tmp_path):
 def test_attributes_keep_text_ids(tmp_path):
     p = tmp_path / "GTEx_SampleAttributesDS.txt"
     p.write_text("SAMPID\tSMTS\tSMUBRID\tSMRIN\tSMTSISCH\nGTEX-1117F-0226-SM-5GZZ7\tThyroid\t0002046\t6.8\t-12\n")
-    df = io.read_sample_attributes(p)
+    df = gtex.read_sample_attributes(p)
     assert df.SMUBRID[0] == "0002046" and df.SMTSISCH[0] == -12
     p.write_text("ID\tSMTS\nx\ty\n")
     with pytest.raises(ValueError, match="no SAMPID column"):
-        io.read_sample_attributes(p)
+        gtex.read_sample_attributes(p)
 
 
 def test_real_gtex_subject_table():
     p = fixture_file("gtex/GTEx_v7_Annotations_SubjectPhenotypesDS.txt")
-    df = io.read_subject_phenotypes(p)
+    df = gtex.read_subject_phenotypes(p)
     assert len(df) == 752
     assert set(df.SEX) == {1, 2}
     assert set(df.AGE) <= {"20-29", "30-39", "40-49", "50-59", "60-69", "70-79"}
@@ -83,9 +83,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 def test_locate_names_missing_file(tmp_path):
     (tmp_path / "slides").mkdir()
     with pytest.raises(FileNotFoundError, match="no expression file"):
-        io.locate_gtex_files(tmp_path)
+        gtex.locate_gtex_files(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        io.locate_gtex_files(tmp_path / "nope")
+        gtex.locate_gtex_files(tmp_path / "nope")
 
 
 @pytest.mark.parametrize("sample, subject, image", [

@@ -5,17 +5,17 @@ import numpy as np
 import openslide
 import pytest
 
-from histo_utils import io, slides
+from histo_utils import gtex, io, slides
 from histo_utils.synthetic import (PROGRAMS, CohortParams, design_cohort, make_cohort, planted_coupling,
                                    render_truth, simulate_expression)
 
 
 def test_files_in_gtex_layout_and_formats(tiny_cohort):
     out, params = tiny_cohort
-    files = io.locate_gtex_files(out)
+    files = gtex.locate_gtex_files(out)
     tpm = io.read_gct(files.expression)
-    attrs = io.read_sample_attributes(files.sample_attributes)
-    subj = io.read_subject_phenotypes(files.subject_phenotypes)
+    attrs = gtex.read_sample_attributes(files.sample_attributes)
+    subj = gtex.read_subject_phenotypes(files.subject_phenotypes)
     truth = io.read_table(out / "truth" / "samples.tsv")
     assert tpm.shape[0] == params.n_genes and (tpm.to_numpy() >= 0).all()
     assert tpm.index.str.match(r"^ENSG\d{11}\.\d+$").all()
