@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
-           "IMAGE_LINKED", "true_combination_map", "tile_accuracy", "hti_agreement"]
+           "IMAGE_LINKED", "true_combination_map", "tile_accuracy", "hti_agreement",
+           "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries"]
 
 #: gene groups with a planted path to the image
 IMAGE_LINKED = ("program", "tissue", "ischemia")
@@ -233,3 +234,91 @@ def hti_agreement(slide_table: pd.DataFrame, held: pd.Series) -> pd.DataFrame:
                                           if col == "hti0" else np.nan)}
                          for name, m in (("test + OOD slides", h), ("training/validation slides", ~h))
                          for col in ("hti0", "hti_smooth") if m.sum() > 2])
+
+
+# --------------------------------------------------------------------------
+# the GTEx-like cohort: features that track the planted programs, GSEA recovery (notebooks 06, 07, 09)
+# --------------------------------------------------------------------------
+def train_validation_feature_truth(features: pd.DataFrame, samples: pd.DataFrame,
+                                   truth_samples: pd.DataFrame) -> pd.DataFrame:
+    """:func:`feature_truth` on the training and validation slides only, constant features left out.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features), index SAMPID
+    samples : notebook 01's slide-sample table (``SAMPID``, ``split``)
+    truth_samples : ``truth/samples.tsv`` (one row per slide; duplicates of a SAMPID are dropped)
+
+    Returns
+    -------
+    DataFrame indexed by feature: :func:`feature_truth`'s columns.
+    """
+    tv = features.loc[features.index.isin(samples.SAMPID[samples.split.isin(["train", "validation"])])]
+    return feature_truth(tv.loc[:, tv.std() > 0], truth_samples.drop_duplicates("SAMPID").set_index("SAMPID"))
+
+
+def program_trackers(ftruth: pd.DataFrame, programs: Sequence[str] | None = None) -> dict[str, str]:
+    """The feature that best tracks each planted program within tissue (largest |r|).
+
+    Parameters
+    ----------
+    ftruth : :func:`feature_truth` output (``r_program_<name>`` columns)
+    programs : program names (e.g. ``nuclear_density``); None: every program of ``ftruth``
+
+    Returns
+    -------
+    dict, program name -> feature
+    """
+    if programs is None:
+        programs = [c.removeprefix("r_program_") for c in ftruth.columns if c.startswith("r_program_")]
+    missing = [p for p in programs if f"r_program_{p}" not in ftruth]
+    if missing:
+        raise ValueError(f"Programs {missing} not planted; available: "
+                         f"{[c.removeprefix('r_program_') for c in ftruth.columns if c.startswith('r_program_')]}.")
+    return {p: ftruth[f"r_program_{p}"].abs().idxmax() for p in programs}
+
+
+def gsea_recovery(feature_gsea: pd.DataFrame, confounder_gsea: pd.DataFrame) -> pd.DataFrame:
+    """Where GSEA puts each planted set in the ranking that should find it.
+
+    A feature chosen because it tracks a program (``why`` = ``tracks program_<name>``) should rank
+    ``PLANTED_PROGRAM_<NAME>`` first; the ischemic-time ranking the ischemia module, the RIN ranking the RIN
+    module.
+
+    Parameters
+    ----------
+    feature_gsea : GSEA table of the feature rankings (``list, why, term, rank, nes, fdr``)
+    confounder_gsea : GSEA table of the confounder rankings (``list, term, rank, nes, fdr``)
+
+    Returns
+    -------
+    DataFrame, one row per ranking: ``ranking, expected, why, rank, nes, fdr`` (NaN when the set was not
+    tested).
+    """
+    rec = []
+    for key, g in feature_gsea.groupby("list"):
+        why = g.why.iloc[0]
+        if why.startswith("tracks program_"):
+            target = "PLANTED_PROGRAM_" + why.removeprefix("tracks program_").upper()
+            row = g[g.term == target]
+            rec.append({"ranking": key, "expected": target, "why": why,
+                        "rank": int(row["rank"].iloc[0]) if len(row) else np.nan,
+                        "nes": float(row.nes.iloc[0]) if len(row) else np.nan,
+                        "fdr": float(row.fdr.iloc[0]) if len(row) else np.nan})
+    for term, target in (("log_ischemic_time", "PLANTED_ISCHEMIA"), ("RIN", "PLANTED_RIN")):
+        g = confounder_gsea[confounder_gsea.list == term]
+        row = g[g.term == target]
+        if len(row):
+            rec.append({"ranking": f"confounder {term}", "expected": target, "why": "confounder",
+                        "rank": int(row["rank"].iloc[0]), "nes": float(row.nes.iloc[0]),
+                        "fdr": float(row.fdr.iloc[0])})
+    return pd.DataFrame(rec)
+
+
+def decoy_false_discoveries(gsea_tables: Sequence[pd.DataFrame], *, fdr: float = 0.05) -> dict:
+    """How often the decoy sets (``DECOY*``, random genes) are called enriched: ``decoy tests``,
+    ``decoys with FDR < fdr``, ``lists``."""
+    decoys = pd.concat(list(gsea_tables))
+    decoys = decoys[decoys.term.str.startswith("DECOY")]
+    return {"decoy tests": len(decoys), f"decoys with FDR < {fdr}": int((decoys.fdr < fdr).sum()),
+            "lists": decoys.list.nunique()}

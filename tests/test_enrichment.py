@@ -17,7 +17,7 @@ def test_associations_equal_statsmodels_full_model():
     genes["g7"] += 1.5 * feats["f2"]
     rf = pd.DataFrame(cf.residualize(feats, design), columns=feats.columns)
     rg = pd.DataFrame(cf.residualize(genes, design), columns=genes.columns)
-    res = en.associations(rg, rf, n_conditioning=design.shape[1] - 1, fdr=0.05).set_index(["gene", "feature"])
+    res = en.associations(rf, rg, n_conditioning=design.shape[1] - 1, fdr=0.05).set_index(["gene", "feature"])
     assert ("g7", "f2") in res.index
     fit = sm.OLS(genes["g7"].to_numpy(), np.c_[design, feats["f2"].to_numpy()]).fit()
     row = res.loc[("g7", "f2")]
