@@ -16,7 +16,9 @@ import pandas as pd
 
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
            "IMAGE_LINKED", "true_combination_map", "tile_accuracy", "hti_agreement",
-           "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries"]
+           "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries",
+           "PROGRAM_STRUCTURE", "PlantedStructures", "random_features", "gbp_localisation", "localisation_summary",
+           "tracker_strength_rank"]
 
 #: gene groups with a planted path to the image
 IMAGE_LINKED = ("program", "tissue", "ischemia")
@@ -322,3 +324,116 @@ def decoy_false_discoveries(gsea_tables: Sequence[pd.DataFrame], *, fdr: float =
     decoys = decoys[decoys.term.str.startswith("DECOY")]
     return {"decoy tests": len(decoys), f"decoys with FDR < {fdr}": int((decoys.fdr < fdr).sum()),
             "lists": decoys.list.nunique()}
+
+
+# --------------------------------------------------------------------------
+# notebook 07: does guided backpropagation point at the planted structure?
+# --------------------------------------------------------------------------
+#: the structure each planted morphology program changes
+PROGRAM_STRUCTURE = {"nuclear_density": "nuclei", "stroma_fraction": "stroma", "lumen_size": "lumen"}
+
+
+class PlantedStructures:
+    """The planted structure masks under a tile (synthetic GTEx-like cohort), one slide rendered at a time.
+
+    Parameters
+    ----------
+    data_dir : the cohort's data directory (its parameters: :func:`histo_utils.synthetic.cohort.load_cohort_params`)
+    truth_dir : its ``truth/`` folder (``samples.tsv``)
+    out_px : side of the returned masks (the network input)
+
+    Calling it with a tile row (``image_id, x, y, size0, tile_px, effective_mpp``) returns
+    {structure: bool array (out_px, out_px)}.
+    """
+
+    def __init__(self, data_dir, truth_dir, *, out_px: int):
+        from pathlib import Path
+
+        from .io import read_table
+        from .synthetic.cohort import load_cohort_params
+
+        self.params = load_cohort_params(data_dir)
+        self.samples = read_table(Path(truth_dir) / "samples.tsv").drop_duplicates("image_id").set_index("image_id")
+        self.out_px = out_px
+        self._rendered = {}
+
+    def __call__(self, tile_row) -> dict[str, np.ndarray]:
+        from .synthetic.cohort import render_truth
+        from .visualization import crop_structures
+
+        iid = tile_row["image_id"]
+        if iid not in self._rendered:
+            self._rendered.clear()  # one slide at a time in memory
+            self._rendered[iid] = render_truth(self.params, self.samples.loc[iid].to_dict() | {"image_id": iid})
+        mpp0 = tile_row["effective_mpp"] * tile_row["tile_px"] / tile_row["size0"]
+        return crop_structures(self._rendered[iid], tile_row, level0_mpp=mpp0, out_px=self.out_px)
+
+
+def random_features(ftruth: pd.DataFrame, exclude: Iterable[str], n: int, *, seed: int = 0) -> list[str]:
+    """``n`` features drawn at random (without replacement, ``default_rng(seed)``) among those of ``ftruth``
+    not in ``exclude`` (e.g. the program trackers)."""
+    rng = np.random.default_rng(seed)
+    excluded = set(exclude)
+    pool = [f for f in ftruth.index if f not in excluded]
+    return list(rng.choice(pool, size=min(n, len(pool)), replace=False))
+
+
+def gbp_localisation(model, layers: dict, images, masks: Sequence[dict], tiles: Sequence[int], ftruth: pd.DataFrame,
+                     trackers: dict[str, str], random: Sequence[str], *, device: str = "cpu") -> pd.DataFrame:
+    """AUROC of each channel's |gBP| against the true mask of each program's structure, tile by tile.
+
+    The AUROC is oriented by the sign of the channel's within-tissue correlation with the program: a
+    channel that falls as the program rises should point away from the structure (1 - AUROC).
+
+    Parameters
+    ----------
+    model, layers : the network and its feature layers
+    images : tensor, shape (n_tiles, 3, H, W), normalised tiles
+    masks : per tile, {structure: bool array (H, W)} (:class:`PlantedStructures`)
+    tiles : the tiles' indices (reported in the ``tile`` column)
+    ftruth : :func:`feature_truth` output of the features (``r_program_<name>``)
+    trackers : program -> its tracking feature (:func:`program_trackers`)
+    random : random features compared with the trackers (:func:`random_features`)
+
+    Returns
+    -------
+    DataFrame, one row per (program, feature, tile): ``program, structure, kind`` (``tracks`` or
+    ``random``), ``feature, r_program, tile, auroc, auroc_oriented``.
+    """
+    from .visualization import feature_channel, guided_backprop, localisation_auroc
+
+    rows = []
+    for prog, structure in PROGRAM_STRUCTURE.items():
+        for kind, flist in (("tracks", [trackers[prog]]), ("random", random)):
+            for f in flist:
+                module, ch = feature_channel(f, layers)
+                g = np.abs(guided_backprop(model, module, ch, images, device=device)).sum(1)
+                sign = np.sign(ftruth.loc[f, f"r_program_{prog}"]) or 1.0
+                for j, i in enumerate(tiles):
+                    a = localisation_auroc(g[j], masks[j][structure])
+                    rows.append({"program": prog, "structure": structure, "kind": kind, "feature": f,
+                                 "r_program": ftruth.loc[f, f"r_program_{prog}"], "tile": int(i),
+                                 "auroc": a, "auroc_oriented": a if sign > 0 else 1 - a})
+    return pd.DataFrame(rows)
+
+
+def localisation_summary(loc: pd.DataFrame) -> pd.DataFrame:
+    """Per program and kind: median, min, max and number of the channels' median oriented AUROCs."""
+    return (loc.groupby(["program", "kind", "feature"]).auroc_oriented.median().rename("median_auroc")
+            .reset_index().groupby(["program", "kind"]).median_auroc.agg(["median", "min", "max", "size"]))
+
+
+def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.DataFrame:
+    """Rank of each program tracker's localisation strength among the random channels.
+
+    Strength = median over tiles of |AUROC - 0.5| (unsigned: orienting a random channel by its weak
+    correlation pulls its AUROC toward 0.5). Returns one row per program: ``program, tracker,
+    tracker_strength, rank_among_random`` (1 = stronger than every random channel), ``n_random``.
+    """
+    strength = loc.assign(strength=(loc.auroc - 0.5).abs()).groupby(["program", "kind", "feature"]).strength.median()
+    n_random = loc[loc.kind == "random"].feature.nunique()
+    return pd.DataFrame([{"program": prog, "tracker": trackers[prog],
+                          "tracker_strength": strength.loc[(prog, "tracks", trackers[prog])],
+                          "rank_among_random": 1 + int((strength.loc[(prog, "random")] >
+                                                        strength.loc[(prog, "tracks", trackers[prog])]).sum()),
+                          "n_random": n_random} for prog in PROGRAM_STRUCTURE])
