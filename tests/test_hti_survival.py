@@ -191,3 +191,53 @@ def test_smooth_calls_removes_isolated_errors_and_keeps_clones():
     assert (hti.smooth_calls(tiles, np.c_[calls, calls], size=1)[:, 0] == calls).all()
     with pytest.raises(ValueError, match="odd"):
         hti.smooth_calls(tiles, np.c_[calls, calls], size=2)
+
+
+def test_label_counts_and_held_out_slides():
+    vals, slides = _slides_table()
+    lab = trait_models.label_slides(vals, slides).set_index("image_id")
+    drawn = [(["TCGA-SY-0001", "TCGA-SY-0002"], ["TCGA-SY-0003"]), (["TCGA-SY-0003"], ["TCGA-SY-0009"])]
+    held = trait_models.held_out_slides(lab, drawn)
+    assert not held["TCGA-SY-0009-01Z-00-DX2"] and held["TCGA-SY-0000-01Z-00-DX1"] and held.sum() == 6
+    counts = trait_models.label_counts(lab, ["A"], ["TCGA-SY-0000"], drawn).iloc[0]
+    assert counts["in-distribution"] + counts["OOD-all"] == len(lab)
+    assert counts["test (in-dist.)"] == 1  # patient 0 is at the bottom: not OOD
+    assert counts["validation per split"] == 1  # split 0: patient 3 (OOD) -> 0; split 1: patient 9, two slides -> 2
+
+
+def test_hti_comparisons_and_cox_table():
+    rng = np.random.default_rng(0)
+    n = 120
+    hti_v = rng.uniform(0, 1, n)
+    t = rng.exponential(10 / np.exp(1.5 * hti_v))
+    c = rng.exponential(20, n)
+    surv = pd.DataFrame({"hti0": hti_v, "hti_smooth": hti_v, "true_hti0": hti_v, "months": np.minimum(t, c),
+                         "OS": (t <= c).astype(int), "age_at_initial_pathologic_diagnosis": rng.normal(60, 10, n),
+                         "ajcc_pathologic_tumor_stage": rng.choice(["Stage I", "Stage II", "Stage III"], n)},
+                        index=[f"s{i}" for i in range(n)])
+    comps = survival.hti_comparisons(surv, split=0.5, extremes=(0.3, 0.7))
+    assert [name for name, _ in comps][-1].endswith("(oracle)") and len(comps) == 4
+    extremes = comps[1][1]
+    assert len(extremes) == ((hti_v > 0.7) | (hti_v <= 0.3)).sum()  # the middle is left out
+    assert len(survival.hti_comparisons(surv.drop(columns="true_hti0"))) == 3
+    cox = survival.cox_table(surv, planted={"HTI": 1.5, "age_decades": 0.0, "stage": 0.0})
+    assert list(dict.fromkeys(cox.fit)) == ["estimated HTI", "smoothed HTI", "true HTI (oracle)"]
+    est = cox[(cox.fit == "estimated HTI") & (cox.covariate == "HTI")].iloc[0]
+    assert abs(est.coef - 1.5) < 3 * est["se(coef)"] and est.planted_coef == 1.5
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    row = survival.plot_logrank(ax, surv.months, surv.OS, surv.hti0 > 0.5, "HTI")
+    ref = survival.logrank_groups(surv.months, surv.OS, surv.hti0 > 0.5)
+    assert row["p"] == ref.p and (row["n_low"], row["n_high"]) == ref.n
+    one = survival.plot_logrank(ax, surv.months, surv.OS, surv.hti0 > 2, "none high")
+    assert np.isnan(one["p"]) and one["n_high"] == 0
+    plt.close("all")
+
+
+def test_combination_names():
+    assert hti.combination_names(["A", "B"]) == ["none", "A", "B", "A+B"]
+    assert hti.combination_names(["A", "B", "C"])[5] == "A+C"

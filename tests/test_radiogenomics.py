@@ -104,3 +104,41 @@ def test_masking_log_odds_keep_the_order_where_probabilities_saturate():
     assert r.loc["informative", "mean_p_positive"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="output must be"):
         rg.gene_masking(_Recorder(), x, sets, output="logit")
+
+
+def test_traits_are_binarised_within_tissue_and_oriented():
+    feats = pd.DataFrame({"f": [1.0, 2, 3, 4, 10, 20, 30, 40]}, index=[f"s{i}" for i in range(8)])
+    tissue = pd.Series(["A"] * 4 + ["B"] * 4, index=feats.index)
+    info = pd.DataFrame({"trait": ["up", "down"], "feature": ["f", "f"], "r_within_tissue": [0.5, -0.5]})
+    t = rg.binarize_traits(feats, tissue, info)
+    assert t.up.tolist() == [0, 0, 1, 1, 0, 0, 1, 1] and t.down.tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+    real = rg.feature_traits(["f"], feats.columns)
+    assert real.trait.tolist() == ["f_high"] and rg.binarize_traits(feats, tissue, real).f_high.sum() == 4
+    with pytest.raises(KeyError, match="not columns"):
+        rg.feature_traits(["g"], feats.columns)
+    with pytest.raises(ValueError, match="trait_features"):
+        rg.feature_traits([], feats.columns)
+
+
+def test_gene_set_columns_fill_and_rates():
+    sets = rg.gene_set_columns({"S": ["B", "C", "Z"], "T": ["A"]}, ["A", "B", "C"], min_size=2)
+    assert sets == {"S": [1, 2]}
+    sc = rg.Standardizer().fit(np.array([[1.0, 4.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(rg.mask_fill(sc, "zero"), [-2.0, -4.0])  # sd 0 -> 1
+    assert rg.mask_fill(sc, "mean") == 0.0
+    with pytest.raises(ValueError, match="zero"):
+        rg.mask_fill(sc, "median")
+    sal = pd.DataFrame({"trait": "t", "SAMPID": ["a", "a", "b", "b"], "positive": [1, 1, 0, 0],
+                        "term": ["PLANTED_X", "DECOY_1"] * 2, "nes": [2.0, -1.0, 1.0, 1.0],
+                        "fdr": [0.01, 0.01, 0.2, 0.01]})
+    r = rg.saliency_rates(sal).set_index(["term", "positive"]).rate
+    assert r[("PLANTED_X", 1)] == 1.0 and r[("DECOY_1", 1)] == 0.0 and r[("DECOY_1", 0)] == 1.0
+
+
+def test_summarize_comparison():
+    fold_auc = pd.DataFrame({"trait": "t", "model": ["nn", "nn", "rf", "rf"], "fold": [0, 1, 0, 1],
+                             "auc": [0.8, 0.9, 0.6, 0.7]})
+    boots = pd.DataFrame({"trait": "t", "model": "rf", "resample": range(5), "difference": [0.1, 0.2, -0.1, 0.3, 0.0]})
+    summary, diff = rg.summarize_comparison(fold_auc, boots, ["nn", "rf"])
+    assert summary.loc["t"].tolist() == pytest.approx([0.85, 0.65])
+    assert diff.iloc[0].p_nn_better == 0.6 and diff.iloc[0]["mean"] == pytest.approx(0.1)
