@@ -31,6 +31,15 @@ def load_gene_sets(path: str | os.PathLike | None, *, universe: Sequence[str] | 
     """Gene sets of a GMT file (any file name), optionally restricted to a universe of symbols.
 
     A missing file is an error that says where to put one: nothing is downloaded (no Enrichr).
+
+    Parameters
+    ----------
+    path : path of the GMT file
+    universe : symbols to keep in each set (None: all)
+
+    Returns
+    -------
+    dict, set name -> list of symbols (in the file's order).
     """
     if path is None or not Path(path).exists():
         raise FileNotFoundError(
@@ -50,7 +59,17 @@ def to_symbols(scores: pd.Series, symbols: pd.Series) -> tuple[pd.Series, dict]:
     """Re-index gene scores from expression IDs (GCT ``Name``) to symbols (GCT ``Description``).
 
     Genes without a symbol are dropped; when several IDs share a symbol the one with the largest |score| is
-    kept. Returns the scores by symbol and a report of what happened.
+    kept.
+
+    Parameters
+    ----------
+    scores : Series, gene ID -> score (n_genes)
+    symbols : Series, gene ID -> symbol
+
+    Returns
+    -------
+    scores : Series, symbol -> score, sorted descending
+    report : dict ``genes, without_symbol, duplicate_symbols, mapped``
     """
     sym = symbols.reindex(scores.index)
     missing = sym.isna() | (sym.astype(str).str.strip() == "")
@@ -67,7 +86,18 @@ def to_symbols(scores: pd.Series, symbols: pd.Series) -> tuple[pd.Series, dict]:
 
 
 def set_coverage(sets: Mapping[str, Sequence[str]], universe: Sequence[str]) -> pd.DataFrame:
-    """How many genes of each set are in the ranked universe (genes of a set that do not map are reported)."""
+    """How many genes of each set are in the ranked universe (genes of a set that do not map are reported).
+
+    Parameters
+    ----------
+    sets : dict, set -> symbols
+    universe : the symbols of the ranking
+
+    Returns
+    -------
+    DataFrame, one row per set: ``gene_set, size, in_ranking, not_in_ranking`` (up to 20 missing symbols,
+    ;-joined).
+    """
     u = set(universe)
     rows = [{"gene_set": k, "size": len(v), "in_ranking": sum(g in u for g in v),
              "not_in_ranking": ";".join(sorted(g for g in v if g not in u)[:20])} for k, v in sets.items()]
@@ -176,13 +206,34 @@ def associations_by_scope(features: Mapping[str, pd.DataFrame], expression: pd.D
 
 
 def associations_per_feature(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Number of associated genes of each feature on the pooled residuals: ``table, feature, associations``."""
+    """Number of associated genes of each feature on the pooled residuals.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        :func:`associations_by_scope` pairs (``table, scope, feature``).
+
+    Returns
+    -------
+    DataFrame ``table, feature, associations``, one row per feature with at least one pooled pair.
+    """
     return (pairs[pairs.scope == "pooled"].groupby(["table", "feature"]).size().rename("associations")
             .reset_index())
 
 
 def plot_association_counts(counts: pd.DataFrame, per_feature: pd.DataFrame, *, fdr: float = 0.05):
-    """Bar chart of the BH-significant pairs per scope and histogram of associated genes per feature."""
+    """Bar chart of the BH-significant pairs per scope and histogram of associated genes per feature.
+
+    Parameters
+    ----------
+    counts : :func:`associations_by_scope` counts
+    per_feature : :func:`associations_per_feature` output
+    fdr : the BH level (axis label)
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -285,7 +336,13 @@ def confounder_rankings(variance: pd.DataFrame, symbols: pd.Series) -> dict[str,
 def rank_by_nes(table: pd.DataFrame) -> pd.DataFrame:
     """A one-sided ranking's GSEA table (e.g. variance explained, R² >= 0): sets by NES, the top end only.
 
-    Returns ``table`` sorted by list, then NES descending, with ``rank`` (1 = highest NES) per list.
+    Parameters
+    ----------
+    table : :func:`prerank_many` table (``list, nes``)
+
+    Returns
+    -------
+    DataFrame: ``table`` sorted by list, then NES descending, with ``rank`` (1 = highest NES) per list.
     """
     out = table.sort_values(["list", "nes"], ascending=[True, False], kind="stable")
     out["rank"] = out.groupby("list").cumcount() + 1
@@ -326,7 +383,20 @@ def plot_enrichment_curves(gsea: pd.DataFrame, curves: Mapping[str, Mapping], *,
 
 
 def plot_heatmap(table: pd.DataFrame, *, title: str, fmt: str = ".2f", **kwargs):
-    """An annotated heatmap of a small table (seaborn) with small tick labels; returns the figure."""
+    """An annotated heatmap of a small table (seaborn) with small tick labels.
+
+    Parameters
+    ----------
+    table : DataFrame, shape (n_rows, n_columns)
+    title : figure title
+    fmt : format of the annotations
+    **kwargs : ``figsize`` and ``labelsize`` (tick labels) of the figure; the rest goes to ``seaborn.heatmap``
+        (e.g. ``cmap``, ``vmin``, ``center``)
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -340,7 +410,17 @@ def plot_heatmap(table: pd.DataFrame, *, title: str, fmt: str = ".2f", **kwargs)
 
 
 def summarize_lists(gsea: pd.DataFrame, *, fdr: float = 0.05) -> pd.DataFrame:
-    """Per ranked list: why it was chosen, sets enriched at ``fdr``, the top set with its NES and FDR."""
+    """Per ranked list: why it was chosen, sets enriched at ``fdr``, the top set with its NES and FDR.
+
+    Parameters
+    ----------
+    gsea : GSEA table of the feature rankings (``list, why, term, nes, fdr``; each list's rows sorted by rank)
+    fdr : FDR level at which a set counts as enriched
+
+    Returns
+    -------
+    DataFrame indexed by list: ``why, enriched, top_set, top_nes, top_fdr``.
+    """
     return gsea.groupby("list").agg(why=("why", "first"), enriched=("fdr", lambda f: int((f < fdr).sum())),
                                     top_set=("term", "first"), top_nes=("nes", "first"), top_fdr=("fdr", "first"))
 
@@ -442,7 +522,16 @@ def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, w
 
 
 def jaccard(enriched: Mapping[str, set]) -> pd.DataFrame:
-    """Jaccard index |A ∩ B| / |A ∪ B| between the enriched-set collections of every pair of lists."""
+    """Jaccard index |A ∩ B| / |A ∪ B| between the enriched-set collections of every pair of lists.
+
+    Parameters
+    ----------
+    enriched : dict, list name -> set of enriched gene-set names (n_lists entries)
+
+    Returns
+    -------
+    DataFrame, shape (n_lists, n_lists), symmetric; NaN where both collections are empty.
+    """
     keys = list(enriched)
     m = np.zeros((len(keys), len(keys)))
     for i, a in enumerate(keys):

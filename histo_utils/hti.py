@@ -200,9 +200,19 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
               empty: str = "exclude") -> pd.DataFrame:
     """HTI of every slide from its tiles' ensemble calls (a tensor cartography), optionally with a CI.
 
-    Returns one row per slide: ``hti`` (NaN when no tile is positive for any trait), ``hti_low``,
-    ``hti_high`` (bootstrap over tiles; NaN without ``n_boot``), ``n_tiles``, and the fraction of tiles in
-    each combination (``comb_<code>``).
+    Parameters
+    ----------
+    calls : array or DataFrame, shape (n_tiles, k), binary
+    tile_slides : sequence, shape (n_tiles,): the slide of each tile
+    n_boot : bootstrap resamples of the tiles for the interval (0: none)
+    seed : seed of the bootstrap (slide j uses ``seed + j``)
+    empty : as for :func:`hti`
+
+    Returns
+    -------
+    DataFrame indexed by ``image_id``, one row per slide: ``hti`` (NaN when no tile is positive for any trait),
+    ``hti_low``, ``hti_high`` (bootstrap over tiles; NaN without ``n_boot``), ``n_tiles``, and the fraction of
+    tiles in each combination (``comb_<code>``).
     """
     t = np.asarray(calls)
     k = t.shape[1]

@@ -37,7 +37,17 @@ __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "tran
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes and training settings of the expression networks."""
+    """Sizes and training settings of the expression networks.
+
+    Attributes
+    ----------
+    hidden : sizes of the trait network's three hidden layers (the autoencoder shares the first two)
+    dropout : dropout between hidden layers
+    epochs, ae_epochs : epochs of the trait network and of the autoencoder
+    lr, weight_decay, batch_size : Adam's learning rate, its L2 penalty, samples per batch
+    freeze_first : keep the pre-trained first layer frozen while fine-tuning (the paper)
+    seed : seed of the initialisation and the batch order
+    """
 
     hidden: tuple[int, int, int] = (256, 64, 16)
     dropout: float = 0.3
@@ -51,7 +61,13 @@ class NetConfig:
 
 
 class Standardizer:
-    """Per-gene z-scores with the mean and SD of the data it was fitted on (SD 0 -> 1)."""
+    """Per-gene z-scores with the mean and SD of the data it was fitted on (SD 0 -> 1).
+
+    Attributes
+    ----------
+    mean_, sd_ : arrays, shape (n_genes,), set by ``fit(x)`` on x of shape (n_samples, n_genes);
+        ``transform(x)`` returns float32 z-scores of the same shape
+    """
 
     def fit(self, x: np.ndarray) -> "Standardizer":
         self.mean_ = x.mean(0)
@@ -102,9 +118,18 @@ def _batches(n: int, size: int, gen: torch.Generator):
 
 def pretrain_autoencoder(x: np.ndarray, *, config: NetConfig = NetConfig(), progress: bool = False
                          ) -> tuple[Autoencoder, pd.DataFrame]:
-    """Train an autoencoder (mean squared reconstruction error) on standardised expression, shape (n, genes).
+    """Train an autoencoder (mean squared reconstruction error) on standardised expression.
 
-    Returns the model and its history (``epoch, loss``).
+    Parameters
+    ----------
+    x : array, shape (n_samples, n_genes), standardised expression of samples not used for the traits
+    config : sizes (``hidden``), ``ae_epochs``, ``lr``, ``batch_size`` and ``seed``
+    progress : show a progress bar
+
+    Returns
+    -------
+    model : :class:`Autoencoder`
+    history : DataFrame ``epoch, loss``
     """
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"Autoencoder input must be (n_samples >= 2, n_genes), got {x.shape}.")
@@ -181,7 +206,17 @@ def predict_proba(net: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def comparison_models(seed: int = 0, *, n_jobs: int = 1) -> dict[str, Callable[[], object]]:
-    """Factories of the paper's comparison models (scikit-learn; histogram gradient boosting in place of XGBoost)."""
+    """Factories of the paper's comparison models (scikit-learn; histogram gradient boosting in place of XGBoost).
+
+    Parameters
+    ----------
+    seed : random state of the models
+    n_jobs : processes of the random forest
+
+    Returns
+    -------
+    dict, name (``gbt, rf, svm, logit``) -> a function returning a new unfitted model
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import SVC
@@ -412,8 +447,20 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
 
 def summarize_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order: Sequence[str]
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean fold AUC per trait and model, and the bootstrap differences' mean, 95 % interval and
-    P(nn better) per trait and model."""
+    """Mean fold AUC per trait and model, and the bootstrap differences per trait and model.
+
+    Parameters
+    ----------
+    fold_auc : :func:`compare_models` fold AUCs
+    bootstrap : :func:`compare_models` bootstrap differences
+    order : model columns of the summary, in order
+
+    Returns
+    -------
+    summary : DataFrame, traits x models: mean fold AUC
+    diff : DataFrame ``trait, model, mean, low, high`` (95 % interval), ``p_nn_better`` (fraction of resamples
+        with AUC(nn) > AUC(model))
+    """
     summary = fold_auc.groupby(["trait", "model"]).auc.agg(["mean", "std"]).unstack("model")["mean"][list(order)]
     diff = bootstrap.groupby(["trait", "model"]).difference.agg(
         mean="mean", low=lambda d: d.quantile(0.025), high=lambda d: d.quantile(0.975),
@@ -422,7 +469,19 @@ def summarize_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order:
 
 
 def plot_model_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order: Sequence[str], *, seed: int = 0):
-    """Fig 2: (a) fold AUCs of every model per trait, (b) bootstrap AUC(nn) - AUC(model)."""
+    """Fig 2: (a) fold AUCs of every model per trait, (b) bootstrap AUC(nn) - AUC(model).
+
+    Parameters
+    ----------
+    fold_auc : :func:`compare_models` fold AUCs (``trait, model, fold, auc``)
+    bootstrap : :func:`compare_models` bootstrap (``trait, model, resample, difference``)
+    order : models in plotting order
+    seed : seed of the strip plot's jitter
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -447,7 +506,17 @@ def plot_model_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order
 
 
 def plot_training_loss(history: pd.DataFrame, *, title: str):
-    """Loss by epoch (``epoch, loss``) of a training run; returns the figure."""
+    """Loss by epoch of a training run.
+
+    Parameters
+    ----------
+    history : DataFrame ``epoch, loss``
+    title : figure title
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
@@ -461,8 +530,18 @@ def plot_training_loss(history: pd.DataFrame, *, title: str):
 
 def gene_set_columns(gene_sets: Mapping[str, Sequence[str]], genes: Sequence[str], *, min_size: int = 5
                      ) -> dict[str, list[int]]:
-    """Column indices of each gene set's genes among ``genes`` (symbols); sets with fewer than ``min_size``
-    genes present are dropped."""
+    """Column indices of each gene set's genes among ``genes``.
+
+    Parameters
+    ----------
+    gene_sets : dict, set -> symbols
+    genes : the symbols of the expression columns (n_genes)
+    min_size : sets with fewer genes present are dropped
+
+    Returns
+    -------
+    dict, set -> list of column indices in 0..n_genes-1
+    """
     col = {s: i for i, s in enumerate(genes)}
     sets = {k: [col[g] for g in v if g in col] for k, v in gene_sets.items()}
     return {k: v for k, v in sets.items() if len(v) >= min_size}
@@ -471,8 +550,15 @@ def gene_set_columns(gene_sets: Mapping[str, Sequence[str]], genes: Sequence[str
 def mask_fill(scaler: Standardizer, how: str) -> np.ndarray | float:
     """The masked genes' value in the network's standardised input space.
 
-    ``zero``: a zero on the log2(1 + TPM) scale (the paper), i.e. ``-mean / sd`` per gene, shape (n_genes,);
-    ``mean``: the training mean, 0.
+    Parameters
+    ----------
+    scaler : the :class:`Standardizer` fitted on the network's training data
+    how : ``zero``: a zero on the log2(1 + TPM) scale (the paper), i.e. ``-mean / sd`` per gene;
+        ``mean``: the training mean, 0
+
+    Returns
+    -------
+    array, shape (n_genes,), or 0.0
     """
     if how not in ("zero", "mean"):
         raise ValueError(f"mask_fill must be 'zero' or 'mean', got '{how}'.")
@@ -508,8 +594,18 @@ def mask_gene_sets(z: np.ndarray, traits: pd.DataFrame, gene_sets: Mapping[str, 
 
 
 def plot_gene_masking(masking: pd.DataFrame, *, target: Mapping[str, str] | None = None, top: int = 12):
-    """The ``top`` gene sets of each trait by masked AUC (orange: the trait's planted set, purple: other
-    planted sets)."""
+    """The ``top`` gene sets of each trait by masked AUC.
+
+    Parameters
+    ----------
+    masking : :func:`mask_gene_sets` table (``trait, gene_set, auc, planted``), ranked per trait
+    target : trait -> its planted set (orange); other planted sets are purple
+    top : sets shown per trait
+
+    Returns
+    -------
+    matplotlib Figure, one panel per trait
+    """
     import matplotlib.pyplot as plt
 
     target = target or {}
@@ -562,7 +658,14 @@ def saliency_gsea(nets: Mapping[str, nn.Module], z: np.ndarray, traits: pd.DataF
 def saliency_rates(sal: pd.DataFrame, *, fdr: float = 0.05) -> pd.DataFrame:
     """Fraction of samples in which each set is enriched (FDR < fdr, NES > 0), per trait, set and class.
 
-    Returns ``trait, term, kind`` (``decoy`` for ``DECOY*`` sets, else ``planted``), ``positive, rate``.
+    Parameters
+    ----------
+    sal : :func:`saliency_gsea` table (``trait, term, positive, nes, fdr``)
+    fdr : FDR level
+
+    Returns
+    -------
+    DataFrame ``trait, term, kind`` (``decoy`` for ``DECOY*`` sets, else ``planted``), ``positive, rate``.
     """
     enriched = (sal.fdr < fdr) & (sal.nes > 0)
     return (sal.assign(enriched=enriched, kind=np.where(sal.term.str.startswith("DECOY"), "decoy", "planted"))
@@ -572,7 +675,16 @@ def saliency_rates(sal: pd.DataFrame, *, fdr: float = 0.05) -> pd.DataFrame:
 def plot_saliency_heatmap(sal: pd.DataFrame, traits: pd.DataFrame, *, n_decoys: int = 6):
     """NES of the planted sets and ``n_decoys`` decoys in every sample's saliency ranking, positives first.
 
-    Returns the figure and its long table (``SAMPID, term, nes, trait``).
+    Parameters
+    ----------
+    sal : :func:`saliency_gsea` table (``trait, SAMPID, term, nes``)
+    traits : DataFrame, shape (n_samples, n_traits), 0/1
+    n_decoys : decoy sets shown
+
+    Returns
+    -------
+    fig : one heatmap per trait, samples sorted positives first
+    table : DataFrame ``SAMPID, term, nes, trait`` (what the heatmaps show)
     """
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -93,9 +93,28 @@ def check_split(samples: pd.DataFrame, split: pd.Series, *, subject_col: str = "
 def split_patients(patients: Sequence[str], *, test_fraction: float = 0.1, n_splits: int = 5,
                    val_fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[tuple[list[str], list[str]]]]:
     """Patients split before any trait is processed: one held-out test set, then ``n_splits`` random
-    train/validation splits of the rest (paper: 10 % test; 80/10 of the whole, i.e. about 8:1 of the rest).
+    train/validation splits of the rest (Levy-Jurgenson et al.: 10 % test; 80/10 of the whole, i.e. about
+    8:1 of the rest).
 
-    Returns ``(test, [(train, validation), ...])``; no patient is in two of test/train/validation of a split.
+    Parameters
+    ----------
+    patients : patient IDs (duplicates allowed: one per slide)
+    test_fraction : fraction of the patients held out as the test set (at least one)
+    n_splits : train/validation splits of the rest
+    val_fraction : fraction of all patients in each validation set (at least one)
+    seed : seed of the permutations (``default_rng``)
+
+    Returns
+    -------
+    test : sorted list of test patients
+    splits : list of ``(train, validation)`` sorted lists; no patient is in two of test/train/validation of
+        a split
+
+    Examples
+    --------
+    >>> test, splits = split_patients([f"P{i}" for i in range(20)], seed=0)
+    >>> len(test), len(splits), len(splits[0][1])
+    (2, 5, 2)
     """
     ids = np.array(sorted(set(patients)))
     if len(ids) < 3:

@@ -205,7 +205,18 @@ def plot_logrank(ax, months: pd.Series, event: pd.Series, groups: pd.Series, tit
 
 
 def plot_logrank_panels(surv: pd.DataFrame, comparisons: Sequence[tuple[str, pd.Series]]):
-    """One :func:`plot_logrank` panel per comparison; returns the figure and the table of tests."""
+    """One :func:`plot_logrank` panel per comparison.
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``months``, ``OS``)
+    comparisons : list of (title, Series of bool) (:func:`hti_comparisons`)
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per comparison: ``comparison, p, statistic, n_low, n_high``
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(comparisons), figsize=(3.8 * len(comparisons), 3.6), sharey=True)
@@ -218,7 +229,15 @@ def plot_logrank_panels(surv: pd.DataFrame, comparisons: Sequence[tuple[str, pd.
 def plot_bulk_survival(surv: pd.DataFrame, traits: Sequence[str]):
     """Fig 5: survival split on bulk expression (above vs below median) and HTI by bulk label, per trait.
 
-    Returns the figure and the log-rank table (one row per trait, Mann-Whitney p of the HTI in the titles).
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``<trait>:value``, ``<trait>:label``, ``hti0``, ``months``, ``OS``)
+    traits : the traits
+
+    Returns
+    -------
+    fig : two rows of panels (Kaplan-Meier; HTI by bulk label with the Mann-Whitney p in the title)
+    table : DataFrame, one row per trait: :func:`plot_logrank`'s row plus ``trait``
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -274,7 +293,16 @@ def cox_table(surv: pd.DataFrame, *, planted: dict | None = None) -> pd.DataFram
 
 
 def plot_cox(cox: pd.DataFrame):
-    """Log hazard ratios with 95 % CIs of each fit of :func:`cox_table` (crosses: planted values)."""
+    """Log hazard ratios with 95 % CIs of each fit of :func:`cox_table` (crosses: planted values).
+
+    Parameters
+    ----------
+    cox : :func:`cox_table` output
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 2.8))

@@ -68,6 +68,10 @@ def slide_number(barcode: str) -> int | None:
 def choose_diagnostic_slides(image_ids: Iterable[str]) -> pd.DataFrame:
     """One diagnostic slide per patient: DX1 when present, else the lowest DX number (the paper's rule).
 
+    Parameters
+    ----------
+    image_ids : slide IDs (TCGA barcodes with ``-DX<n>``, ``-TS<n>``, ...)
+
     Returns
     -------
     DataFrame, one row per slide: ``image_id, patient, dx, chosen``; non-DX slides (frozen sections,
@@ -103,7 +107,16 @@ def _one(data_dir: Path, pattern: str, what: str) -> Path:
 
 
 def locate_tcga_files(data_dir: str | os.PathLike) -> TCGAFiles:
-    """Find the expression matrix, the clinical table and the slide folder of a tumour cohort."""
+    """Find the expression matrix, the clinical table and the slide folder of a tumour cohort.
+
+    Parameters
+    ----------
+    data_dir : the cohort's folder (layout in this module's docstring)
+
+    Returns
+    -------
+    TCGAFiles with ``expression``, ``clinical``, ``slides_dir`` and ``truth_dir`` (None for real data)
+    """
     d = Path(data_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"Tumour data directory '{d}' does not exist. Point tumour_dir at a folder laid "
@@ -117,7 +130,17 @@ def locate_tcga_files(data_dir: str | os.PathLike) -> TCGAFiles:
 
 
 def read_expression_matrix(path: str | os.PathLike, *, genes: Iterable[str] | None = None) -> pd.DataFrame:
-    """Genes x samples matrix (first column the gene name), optionally only some genes (all must exist)."""
+    """Genes x samples matrix (first column the gene name), optionally only some genes (all must exist).
+
+    Parameters
+    ----------
+    path : the matrix (TSV, optionally gzipped)
+    genes : the rows to keep (None: all)
+
+    Returns
+    -------
+    DataFrame, shape (n_genes, n_samples), indexed by gene, columns sample barcodes
+    """
     df = read_table(path)
     first = df.columns[0]
     df = df.set_index(first)
@@ -134,7 +157,16 @@ def read_expression_matrix(path: str | os.PathLike, *, genes: Iterable[str] | No
 
 
 def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
-    """TCGA-CDR-style clinical table; checks the survival columns ``OS`` (event) and ``OS.time`` (days)."""
+    """TCGA-CDR-style clinical table; checks the survival columns ``OS`` (event) and ``OS.time`` (days).
+
+    Parameters
+    ----------
+    path : the clinical TSV
+
+    Returns
+    -------
+    DataFrame indexed by patient barcode
+    """
     df = read_table(path)
     need = {"bcr_patient_barcode", "OS", "OS.time"}
     if not need <= set(df.columns):

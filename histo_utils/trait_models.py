@@ -195,10 +195,17 @@ def ensemble_predictions(prob: pd.DataFrame, history: pd.DataFrame, *, top: int 
                          threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per trait, the ``top`` models by best validation slide AUC vote on every tile (majority).
 
+    Parameters
+    ----------
+    prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns (trait, split): P(high)
+    history : :func:`fit_trait_models` history (``trait, split, val_score``)
+    top : models per trait
+    threshold : P above which a model calls a tile high
+
     Returns
     -------
-    calls : DataFrame (n_tiles, n_traits) of 0/1 ensemble calls
-    members : the chosen (trait, split) with their validation AUC
+    calls : DataFrame, shape (n_tiles, n_traits), 0/1 ensemble calls
+    members : DataFrame, the chosen (trait, split) with their validation AUC (``val_auc``)
     """
     best = history.groupby(["trait", "split"]).val_score.max().rename("val_auc").reset_index()
     members = (best.sort_values(["trait", "val_auc", "split"], ascending=[True, False, True])
@@ -219,11 +226,20 @@ def evaluate_slides(prob: pd.DataFrame, calls: pd.DataFrame, tile_slides: Sequen
     by the median) and ``OOD-all`` (every OOD slide). Each slide's score is the percent of its tiles called
     positive.
 
+    Parameters
+    ----------
+    prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns (trait, split): P(high)
+    calls : DataFrame, shape (n_tiles, n_traits), ensemble calls
+    tile_slides : sequence, shape (n_tiles,): each tile's slide
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and the :func:`label_slides` columns
+    test_patients : the held-out test patients
+    threshold : P above which a model calls a tile high
+
     Returns
     -------
-    table : one row per (trait, set, model): model ``split<i>`` or ``ensemble``; ``auc``, ``n_slides``,
-        ``spearman`` of the score with the expression percentile
-    scores : one row per (slide, trait): ensemble ``score``, ``label``, ``percentile``, ``set``
+    table : DataFrame, one row per (trait, set, model): model ``split<i>`` or ``ensemble``; ``auc``,
+        ``n_slides``, ``n_high``, ``spearman`` of the score with the expression percentile
+    scores : DataFrame, one row per (slide, trait, set): ensemble ``score``, ``label``, ``percentile``
     """
     from scipy.stats import spearmanr
 
@@ -255,7 +271,17 @@ def evaluate_slides(prob: pd.DataFrame, calls: pd.DataFrame, tile_slides: Sequen
 
 
 def table1(evaluation: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 1: test AUC as 5-run mean (range), then ensemble test, OOD-near, OOD-all."""
+    """The paper's Table 1: test AUC as 5-run mean (range), then ensemble test, OOD-near, OOD-all.
+
+    Parameters
+    ----------
+    evaluation : :func:`evaluate_slides` table
+
+    Returns
+    -------
+    DataFrame, one row per trait: ``test_runs_mean, test_runs_min, test_runs_max, test_ensemble,
+    OOD-near_ensemble, OOD-all_ensemble``.
+    """
     ev = evaluation
     runs = ev[(ev.set == "test") & (ev.model != "ensemble")].groupby("trait").auc.agg(["mean", "min", "max"])
     ens = ev[ev.model == "ensemble"].pivot(index="trait", columns="set", values="auc")
@@ -308,7 +334,17 @@ def label_counts(slides: pd.DataFrame, traits: Sequence[str], test_patients: Seq
 
 
 def plot_training_curves(history: pd.DataFrame, traits: Sequence[str]):
-    """Validation slide AUC by epoch, one panel per trait and one line per split; returns the figure."""
+    """Validation slide AUC by epoch, one panel per trait and one line per split.
+
+    Parameters
+    ----------
+    history : :func:`fit_trait_models` history (``trait, split, epoch, val_score``)
+    traits : the traits, one panel each
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(traits), figsize=(4 * len(traits), 3), sharey=True)
@@ -325,7 +361,16 @@ def plot_training_curves(history: pd.DataFrame, traits: Sequence[str]):
 
 
 def plot_table1(tab1: pd.DataFrame):
-    """Table 1 as a figure: test AUC of the runs (mean and range) and of the ensemble on each set."""
+    """Table 1 as a figure: test AUC of the runs (mean and range) and of the ensemble on each set.
+
+    Parameters
+    ----------
+    tab1 : :func:`table1` output
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -346,7 +391,16 @@ def plot_table1(tab1: pd.DataFrame):
 
 
 def plot_score_distributions(scores: pd.DataFrame):
-    """Ensemble slide scores of slides above and below the median, per trait, on test, OOD-near, OOD-all."""
+    """Ensemble slide scores of slides above and below the median, per trait, on test, OOD-near, OOD-all.
+
+    Parameters
+    ----------
+    scores : :func:`evaluate_slides` scores
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     import matplotlib.pyplot as plt
     import seaborn as sns
 

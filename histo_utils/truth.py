@@ -318,8 +318,17 @@ def gsea_recovery(feature_gsea: pd.DataFrame, confounder_gsea: pd.DataFrame) -> 
 
 
 def decoy_false_discoveries(gsea_tables: Sequence[pd.DataFrame], *, fdr: float = 0.05) -> dict:
-    """How often the decoy sets (``DECOY*``, random genes) are called enriched: ``decoy tests``,
-    ``decoys with FDR < fdr``, ``lists``."""
+    """How often the decoy sets (``DECOY*``, random genes) are called enriched.
+
+    Parameters
+    ----------
+    gsea_tables : GSEA tables (``list, term, fdr``)
+    fdr : FDR level
+
+    Returns
+    -------
+    dict ``decoy tests``, ``decoys with FDR < <fdr>``, ``lists``
+    """
     decoys = pd.concat(list(gsea_tables))
     decoys = decoys[decoys.term.str.startswith("DECOY")]
     return {"decoy tests": len(decoys), f"decoys with FDR < {fdr}": int((decoys.fdr < fdr).sum()),
@@ -370,8 +379,19 @@ class PlantedStructures:
 
 
 def random_features(ftruth: pd.DataFrame, exclude: Iterable[str], n: int, *, seed: int = 0) -> list[str]:
-    """``n`` features drawn at random (without replacement, ``default_rng(seed)``) among those of ``ftruth``
-    not in ``exclude`` (e.g. the program trackers)."""
+    """Features drawn at random among those of ``ftruth`` not in ``exclude`` (e.g. the program trackers).
+
+    Parameters
+    ----------
+    ftruth : :func:`feature_truth` output (its index: the features)
+    exclude : features never drawn
+    n : features drawn, without replacement (fewer when fewer are left)
+    seed : seed of ``default_rng``
+
+    Returns
+    -------
+    list of ``min(n, available)`` feature names
+    """
     rng = np.random.default_rng(seed)
     excluded = set(exclude)
     pool = [f for f in ftruth.index if f not in excluded]
@@ -418,7 +438,16 @@ def gbp_localisation(model, layers: dict, images, masks: Sequence[dict], tiles: 
 
 
 def localisation_summary(loc: pd.DataFrame) -> pd.DataFrame:
-    """Per program and kind: median, min, max and number of the channels' median oriented AUROCs."""
+    """Per program and kind: median, min, max and number of the channels' median oriented AUROCs.
+
+    Parameters
+    ----------
+    loc : :func:`gbp_localisation` table
+
+    Returns
+    -------
+    DataFrame indexed by (program, kind): ``median, min, max, size``.
+    """
     return (loc.groupby(["program", "kind", "feature"]).auroc_oriented.median().rename("median_auroc")
             .reset_index().groupby(["program", "kind"]).median_auroc.agg(["median", "min", "max", "size"]))
 
@@ -427,8 +456,17 @@ def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.Dat
     """Rank of each program tracker's localisation strength among the random channels.
 
     Strength = median over tiles of |AUROC - 0.5| (unsigned: orienting a random channel by its weak
-    correlation pulls its AUROC toward 0.5). Returns one row per program: ``program, tracker,
-    tracker_strength, rank_among_random`` (1 = stronger than every random channel), ``n_random``.
+    correlation pulls its AUROC toward 0.5).
+
+    Parameters
+    ----------
+    loc : :func:`gbp_localisation` table
+    trackers : program -> its tracking feature
+
+    Returns
+    -------
+    DataFrame, one row per program: ``program, tracker, tracker_strength, rank_among_random`` (1 = stronger
+    than every random channel), ``n_random``.
     """
     strength = loc.assign(strength=(loc.auroc - 0.5).abs()).groupby(["program", "kind", "feature"]).strength.median()
     n_random = loc[loc.kind == "random"].feature.nunique()
@@ -445,7 +483,14 @@ def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.Dat
 def program_traits(ftruth: pd.DataFrame, programs: Sequence[str]) -> pd.DataFrame:
     """One trait per planted program: the feature that tracks it best within tissue.
 
-    Returns a DataFrame ``trait`` (``<program>_feature``), ``program, feature, r_within_tissue``.
+    Parameters
+    ----------
+    ftruth : :func:`feature_truth` output
+    programs : program names (e.g. ``nuclear_density``)
+
+    Returns
+    -------
+    DataFrame ``trait`` (``<program>_feature``), ``program, feature, r_within_tissue``.
     """
     chosen = program_trackers(ftruth, programs)
     return pd.DataFrame([{"trait": f"{p}_feature", "program": p, "feature": f,
@@ -453,15 +498,30 @@ def program_traits(ftruth: pd.DataFrame, programs: Sequence[str]) -> pd.DataFram
 
 
 def planted_sets(trait_info: pd.DataFrame) -> dict[str, str]:
-    """trait -> the gene set of the program it was built from (``PLANTED_PROGRAM_<NAME>``); traits without a
-    program are left out."""
+    """The gene set of the program each trait was built from.
+
+    Parameters
+    ----------
+    trait_info : ``trait, program`` (:func:`program_traits`)
+
+    Returns
+    -------
+    dict, trait -> ``PLANTED_PROGRAM_<NAME>``; traits without a program are left out.
+    """
     return {r.trait: f"PLANTED_PROGRAM_{r.program.upper()}" for r in trait_info.itertuples() if r.program}
 
 
 def masking_truth(masking: pd.DataFrame, target: dict[str, str]) -> pd.DataFrame:
     """Rank of each trait's planted set in gene masking, with the best decoy's rank.
 
-    Returns one row per trait: ``trait, planted_set, rank, n_sets, best_decoy_rank``.
+    Parameters
+    ----------
+    masking : gene-masking table (``trait, gene_set, rank``)
+    target : trait -> planted set (:func:`planted_sets`)
+
+    Returns
+    -------
+    DataFrame, one row per trait: ``trait, planted_set, rank, n_sets, best_decoy_rank``.
     """
     return pd.DataFrame([{"trait": t, "planted_set": s,
                           "rank": int(masking[(masking.trait == t) & (masking.gene_set == s)]["rank"].iloc[0]),
@@ -474,7 +534,15 @@ def masking_truth(masking: pd.DataFrame, target: dict[str, str]) -> pd.DataFrame
 def saliency_truth(sal: pd.DataFrame, rates: pd.DataFrame, target: dict[str, str]) -> pd.DataFrame:
     """How often each trait's planted set is enriched in the saliency of positive and negative samples.
 
-    Returns one row per trait: ``trait, planted_set, rate_positive, rate_negative, decoy_rate_positive,
+    Parameters
+    ----------
+    sal : per-sample saliency GSEA (``trait, SAMPID, positive, term, nes``)
+    rates : :func:`histo_utils.radiogenomics.saliency_rates` output
+    target : trait -> planted set (:func:`planted_sets`)
+
+    Returns
+    -------
+    DataFrame, one row per trait: ``trait, planted_set, rate_positive, rate_negative, decoy_rate_positive,
     median_rank_in_positive`` (the set's median NES rank in the positive samples' tables).
     """
     rows = []

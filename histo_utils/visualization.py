@@ -34,7 +34,18 @@ __all__ = ["guided_backprop", "activation_maximization", "select_representative_
 
 
 def feature_channel(feature: str, layers: dict) -> tuple[nn.Module, int]:
-    """The module and channel of a ``layer_channel`` feature name, with a clear error."""
+    """The module and channel of a ``layer_channel`` feature name, with a clear error.
+
+    Parameters
+    ----------
+    feature : ``layer_channel``, e.g. ``"29_499"`` or ``"layer3.2_17"``
+    layers : layer name -> module (:func:`histo_utils.models.feature_layers`)
+
+    Returns
+    -------
+    module : the layer
+    channel : int
+    """
     layer, _, ch = str(feature).rpartition("_")
     if layer not in layers:
         raise ValueError(f"Layer {layer!r} of feature {feature!r} not available. Available layers: "
@@ -329,7 +340,19 @@ def tile_feature_values(model: nn.Module, ds, layers: dict, features: Sequence[s
 
 def channel_values(model: nn.Module, module: nn.Module, channel: int, ds, *, device: str = "cpu",
                    batch_size: int = 64) -> np.ndarray:
-    """One feature's value (spatial mean of ``channel`` of ``module``) on every tile, shape (n_tiles,)."""
+    """One feature's value (spatial mean of ``channel`` of ``module``) on every tile.
+
+    Parameters
+    ----------
+    model : the network, in eval mode on ``device``
+    module, channel : the feature (:func:`feature_channel`)
+    ds : tile dataset yielding (image, label, index), n_tiles tiles
+    batch_size : tiles per forward pass
+
+    Returns
+    -------
+    array, shape (n_tiles,)
+    """
     with torch.no_grad():
         v = []
         for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
@@ -499,8 +522,22 @@ def plot_linked_view(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: 
 
 
 def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: int = 0) -> pd.DataFrame:
-    """About ``n`` tiles spread over slides: the same number from each slide (tissue fraction >= min_tissue),
-    shuffled, the first ``n`` kept, sorted by slide (one slide rendered at a time)."""
+    """About ``n`` tiles spread over slides.
+
+    The same number is drawn from each slide (tiles with tissue fraction >= ``min_tissue``), the draw is
+    shuffled, the first ``n`` are kept and sorted by slide (so that slides are rendered one at a time).
+
+    Parameters
+    ----------
+    tiles : tile table (``image_id, tissue_fraction``)
+    n : tiles wanted
+    min_tissue : smallest tissue fraction of a tile
+    seed : ``random_state`` of the draws
+
+    Returns
+    -------
+    DataFrame, at most ``n`` rows of ``tiles`` (original index kept)
+    """
     pool = tiles[tiles.tissue_fraction >= min_tissue]
     per_slide = max(1, n // max(1, pool.image_id.nunique()) + 1)
     return (pool.groupby("image_id", group_keys=False).apply(lambda d: d.sample(min(len(d), per_slide),
@@ -511,8 +548,16 @@ def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: 
 def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0):
     """Median oriented AUROC of |gBP| per channel: program trackers against random channels.
 
-    Returns the figure and its table (one row per program, kind and feature: median ``auroc``,
-    ``auroc_oriented``).
+    Parameters
+    ----------
+    loc : :func:`histo_utils.truth.gbp_localisation` table
+    n_random, n_tiles : numbers of random channels and of tiles (title)
+    seed : seed of the strip plot's jitter
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per program, kind and feature: median ``auroc``, ``auroc_oriented``
     """
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -323,7 +323,16 @@ def make_tumour_cohort(out_dir: str | os.PathLike, params: TumourParams = Tumour
 
 
 def load_tumour_params(data_dir: str | os.PathLike) -> TumourParams:
-    """The :class:`TumourParams` a synthetic tumour folder was made with."""
+    """The :class:`TumourParams` a synthetic tumour folder was made with (``truth/tumour.json``).
+
+    Parameters
+    ----------
+    data_dir : the tumour cohort's folder
+
+    Returns
+    -------
+    TumourParams
+    """
     d = json.loads((Path(data_dir) / "truth" / "tumour.json").read_text())["params"]
     return TumourParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
