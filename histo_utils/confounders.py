@@ -25,7 +25,10 @@ from scipy import stats
 log = logging.getLogger(__name__)
 
 __all__ = ["log_ischemic_time", "Design", "build_design", "residualize", "fit_rss", "variance_partition",
-           "select_terms", "residualize_selected", "DEFAULT_CONFOUNDERS"]
+           "select_terms", "residualize_selected", "DEFAULT_CONFOUNDERS", "SOURCE_COLUMNS", "confounder_spec",
+           "sample_covariates", "build_designs", "expressed_genes", "residual_table", "residualize_by_tissue",
+           "residualize_expression_by_tissue", "VarianceByConfounder", "variance_by_confounder", "Diagnostics",
+           "strongest_columns", "compare_model_choices", "largest_term_share"]
 
 #: confounder name -> (source column, kind)
 DEFAULT_CONFOUNDERS = {
@@ -306,3 +309,332 @@ def residualize_selected(y, design: Design, keep: pd.DataFrame) -> np.ndarray:
         cur = [t for t, c in zip(keep.columns, keep.to_numpy()[idx[0]]) if c]
         out[:, idx] = residualize(y[:, idx], design.matrix[design.columns(cur)].to_numpy())
     return out
+
+
+# --------------------------------------------------------------------------
+# notebook 05: designs, residual tables and variance partitions per tissue
+# --------------------------------------------------------------------------
+#: confounder term -> the column of the sample table that holds it (plots and diagnostics)
+SOURCE_COLUMNS = {"log_ischemic_time": "log_isch", "RIN": "SMRIN", "centre": "SMCENTER", "age": "AGE", "sex": "SEX"}
+NUMERIC_TERMS = ("log_ischemic_time", "RIN")
+
+
+def confounder_spec(names: Sequence[str]) -> dict:
+    """The :data:`DEFAULT_CONFOUNDERS` entries of ``names``, in that order (for :func:`build_design`).
+
+    Parameters
+    ----------
+    names : sequence of str, e.g. ``["log_ischemic_time", "RIN", "centre"]``
+
+    Returns
+    -------
+    dict, term -> (source column, kind)
+    """
+    unknown = sorted(set(names) - set(DEFAULT_CONFOUNDERS))
+    if unknown:
+        raise ValueError(f"Confounders {unknown} not available. Available: {list(DEFAULT_CONFOUNDERS)}.")
+    return {k: DEFAULT_CONFOUNDERS[k] for k in names}
+
+
+def sample_covariates(samples: pd.DataFrame, subjects: pd.DataFrame, expressed: Sequence[str]) -> pd.DataFrame:
+    """One row per RNA sample with a slide and expression, with its donor's AGE and SEX and ``log_isch``.
+
+    Parameters
+    ----------
+    samples : DataFrame, notebook 01's ``samples.tsv`` (``SAMPID``, ``subject_id``, ``SMTS``, ``SMTSISCH``, ...)
+    subjects : DataFrame indexed by SUBJID with ``AGE`` and ``SEX`` (:func:`histo_utils.gtex.read_subject_phenotypes`)
+    expressed : sample IDs of the expression table
+
+    Returns
+    -------
+    DataFrame, shape (n_samples, ...), index SAMPID.
+    """
+    s = samples.drop_duplicates("SAMPID").set_index("SAMPID")
+    s = s[s.index.isin(expressed)].join(subjects[["AGE", "SEX"]], on="subject_id")
+    return s.assign(log_isch=log_ischemic_time(s.SMTSISCH))
+
+
+def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: dict | None = None,
+                  min_level_size: int = 2) -> tuple[dict[str, Design], pd.DataFrame]:
+    """One design per tissue with at least ``min_samples`` samples, and what each left out.
+
+    Parameters
+    ----------
+    samples : DataFrame, shape (n_samples, ...), index SAMPID, with ``SMTS`` and the confounders' source
+        columns (:func:`sample_covariates`)
+    min_samples : tissues with fewer samples get no design
+    confounders, min_level_size : passed to :func:`build_design`
+
+    Returns
+    -------
+    designs : dict, tissue -> Design, tissues in alphabetical order
+    notes : DataFrame, one row per tissue: ``samples, design_columns, terms, left_out_terms,
+        samples_missing, merged_levels, ischemic_time_le_0``
+    """
+    import json
+
+    tissues = [t for t, n in samples.SMTS.value_counts().sort_index().items() if n >= min_samples]
+    designs, notes = {}, []
+    for t in tissues:
+        d = build_design(samples[samples.SMTS == t], confounders=confounders, min_level_size=min_level_size)
+        designs[t] = d
+        notes.append({"tissue": t, "samples": len(d.matrix), "design_columns": d.matrix.shape[1],
+                      "terms": ", ".join(d.terms), "left_out_terms": ", ".join(d.dropped["constant_terms"]),
+                      "samples_missing": len(d.dropped["samples_missing"]),
+                      "merged_levels": json.dumps(d.dropped["merged_levels"]),
+                      "ischemic_time_le_0": int((samples.loc[d.matrix.index, "SMTSISCH"] <= 0).sum())})
+    return designs, pd.DataFrame(notes)
+
+
+def expressed_genes(log_expression: pd.DataFrame, design: Design, *, min_mean: float = 1.0) -> pd.DataFrame:
+    """The genes of a tissue with mean log2(1 + TPM) at least ``min_mean`` there and with variance.
+
+    Parameters
+    ----------
+    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
+    design : Design of the tissue (its samples are the rows kept)
+
+    Returns
+    -------
+    DataFrame, shape (n_tissue_samples, n_kept_genes).
+    """
+    from .correlation import drop_constant
+
+    e = log_expression.loc[design.matrix.index]
+    return drop_constant(e.loc[:, e.mean() >= min_mean], what="gene")[0]
+
+
+def residual_table(table: pd.DataFrame, design: Design, *, method: str = "all", alpha: float = 0.05
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Residuals of a table's columns (those with variance) on the confounders of one tissue.
+
+    Parameters
+    ----------
+    table : DataFrame, shape (n_samples, n_columns), index SAMPID (features or expression)
+    design : Design of the tissue
+    method, alpha : model choice of :func:`select_terms`
+
+    Returns
+    -------
+    residuals : DataFrame, shape (n_tissue_samples, n_kept_columns)
+    keep : DataFrame of booleans, shape (n_kept_columns, n_terms), the terms each column used
+    """
+    from .correlation import drop_constant
+
+    y = drop_constant(table.loc[design.matrix.index])[0]
+    keep = select_terms(y.to_numpy(), design, method=method, alpha=alpha)
+    return pd.DataFrame(residualize_selected(y.to_numpy(), design, keep), index=y.index, columns=y.columns), keep
+
+
+def residualize_by_tissue(table: pd.DataFrame, designs: dict[str, Design], *, method: str = "all",
+                          alpha: float = 0.05) -> pd.DataFrame:
+    """Residuals of a table within each tissue (:func:`residual_table`), stacked.
+
+    Parameters
+    ----------
+    table : DataFrame, shape (n_samples, n_columns), index SAMPID (e.g. image features)
+    designs : dict, tissue -> Design (:func:`build_designs`)
+    method, alpha : model choice of :func:`select_terms`
+
+    Returns
+    -------
+    DataFrame, shape (n_design_samples, n_columns): columns without variance in a tissue are NaN there.
+
+    Examples
+    --------
+    >>> residual_features = residualize_by_tissue(features, designs)                   # doctest: +SKIP
+    """
+    return pd.concat([residual_table(table, d, method=method, alpha=alpha)[0] for d in designs.values()])
+
+
+def residualize_expression_by_tissue(log_expression: pd.DataFrame, designs: dict[str, Design], *,
+                                     gene_min_mean: float = 1.0, method: str = "all", alpha: float = 0.05
+                                     ) -> pd.DataFrame:
+    """Residuals of each tissue's expressed genes (:func:`expressed_genes`) within that tissue, stacked.
+
+    Parameters
+    ----------
+    log_expression : DataFrame, shape (n_samples, n_genes), log2(1 + TPM), index SAMPID
+    designs : dict, tissue -> Design
+    gene_min_mean : genes with a lower mean in a tissue are left out there
+    method, alpha : model choice of :func:`select_terms`
+
+    Returns
+    -------
+    DataFrame, shape (n_design_samples, n_genes): genes left out in a tissue are NaN there.
+    """
+    return pd.concat([residual_table(expressed_genes(log_expression, d, min_mean=gene_min_mean), d,
+                                     method=method, alpha=alpha)[0] for d in designs.values()])
+
+
+@dataclass
+class VarianceByConfounder:
+    """Type-II variance partitions of genes and image features, per tissue (notebook 05).
+
+    Attributes
+    ----------
+    genes : DataFrame, long: ``gene, term, df, unique_r2, unique_r2_adj, partial_r2, F, p, tissue, symbol``
+    features : DataFrame, long: ``feature, term, ...`` (standardised features)
+    overall : DataFrame, ``tissue, table, term, fraction_of_variance, fraction_adjusted``: each term's
+        unique R² averaged over the columns weighted by their share of the tissue's total variance
+    """
+
+    genes: pd.DataFrame
+    features: pd.DataFrame
+    overall: pd.DataFrame
+
+
+def variance_by_confounder(log_expression: pd.DataFrame, features: pd.DataFrame, designs: dict[str, Design],
+                           *, symbols: pd.Series, gene_min_mean: float = 1.0) -> VarianceByConfounder:
+    """:func:`variance_partition` of expression and standardised image features in every tissue.
+
+    Parameters
+    ----------
+    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
+    features : DataFrame, shape (n_samples, n_features), index SAMPID
+    designs : dict, tissue -> Design
+    symbols : Series, gene -> symbol
+    gene_min_mean : genes below this mean in a tissue are left out there (:func:`expressed_genes`)
+
+    Returns
+    -------
+    VarianceByConfounder
+    """
+    from .correlation import drop_constant
+
+    vp_genes, vp_feats, overall = [], [], []
+    for t, d in designs.items():
+        e = expressed_genes(log_expression, d, min_mean=gene_min_mean)
+        f = drop_constant(features.loc[d.matrix.index], what="feature")[0]
+        f = (f - f.mean()) / f.std()
+        for what, y, store in (("expression", e, vp_genes), ("image features", f, vp_feats)):
+            vp = variance_partition(y, d).assign(tissue=t)
+            store.append(vp)
+            tss = ((y - y.mean()) ** 2).sum()
+            w = tss / tss.sum()  # each column's share of the tissue's total variance
+            for term, g in vp.groupby("term"):
+                gi = g.set_index("column").reindex(y.columns)
+                overall.append({"tissue": t, "table": what, "term": term,
+                                "fraction_of_variance": float((gi.unique_r2 * w).sum()),
+                                "fraction_adjusted": float((gi.unique_r2_adj * w).sum())})
+    genes = pd.concat(vp_genes, ignore_index=True).rename(columns={"column": "gene"})
+    genes["symbol"] = genes.gene.map(symbols)
+    feats = pd.concat(vp_feats, ignore_index=True).rename(columns={"column": "feature"})
+    return VarianceByConfounder(genes, feats, pd.DataFrame(overall))
+
+
+@dataclass
+class Diagnostics:
+    """The strongest column of each confounder, for the diagnostic plots of notebook 05.
+
+    Attributes
+    ----------
+    chosen : DataFrame, one row per term × kind: ``confounder, kind, column, tissue, unique_r2``
+    scatter : DataFrame, one row per sample of each chosen column: ``confounder, kind, column, tissue, x, y``
+        (``x`` as text for categorical terms)
+    fitted : DataFrame, ``confounder, kind, column, tissue, fitted, residual`` of the full model
+    """
+
+    chosen: pd.DataFrame
+    scatter: pd.DataFrame
+    fitted: pd.DataFrame
+
+
+def strongest_columns(partition: VarianceByConfounder, log_expression: pd.DataFrame, features: pd.DataFrame,
+                      samples: pd.DataFrame, designs: dict[str, Design], terms: Sequence[str]) -> Diagnostics:
+    """For each confounder term, the gene and the feature it explains most (largest unique R²), with their
+    values against the confounder and the full model's fitted values and residuals.
+
+    Parameters
+    ----------
+    partition : VarianceByConfounder
+    log_expression, features : DataFrames, shape (n_samples, n_genes / n_features), index SAMPID
+    samples : DataFrame indexed by SAMPID with the :data:`SOURCE_COLUMNS` (:func:`sample_covariates`)
+    designs : dict, tissue -> Design
+    terms : confounder terms to show (those present in a design)
+
+    Returns
+    -------
+    Diagnostics
+    """
+    chosen, diag_rows, fitted_rows = [], [], []
+    for term in terms:
+        for vp, kind, source in ((partition.genes, "gene", log_expression), (partition.features, "feature", features)):
+            top = vp[vp.term == term].nlargest(1, "unique_r2").iloc[0]
+            name, t = top[kind], top.tissue
+            chosen.append({"confounder": term, "kind": kind, "column": name, "tissue": t,
+                           "unique_r2": float(top.unique_r2)})
+            idx = designs[t].matrix.index
+            y = source.loc[idx, name]
+            x = samples.loc[idx, SOURCE_COLUMNS[term]]
+            diag_rows.append(pd.DataFrame({"confounder": term, "kind": kind, "column": name, "tissue": t,
+                                           "x": x if term in NUMERIC_TERMS else x.astype(str), "y": y}))
+            yy = y.to_numpy()[:, None]
+            resid = residualize(yy, designs[t].matrix.to_numpy())[:, 0]
+            fitted_rows.append(pd.DataFrame({"confounder": term, "kind": kind, "column": name, "tissue": t,
+                                             "fitted": yy[:, 0] - resid, "residual": resid}))
+    return Diagnostics(pd.DataFrame(chosen), pd.concat(diag_rows, ignore_index=True),
+                       pd.concat(fitted_rows, ignore_index=True))
+
+
+def compare_model_choices(log_expression: pd.DataFrame, features: pd.DataFrame, designs: dict[str, Design], *,
+                          methods: Sequence[str] = ("all", "significant", "forward"), alpha: float = 0.05,
+                          gene_min_mean: float = 1.0, top_genes: int | None = None, var_fraction: float = 0.95,
+                          n_shuffles: int = 200, seed: int = 0) -> pd.DataFrame:
+    """What each model-choice rule removes, and the shared expression variance left with its null.
+
+    The null stays in the residual space of the terms any column kept (exact for ``"all"``).
+
+    Parameters
+    ----------
+    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
+    features : DataFrame, shape (n_samples, n_features), index SAMPID
+    designs : dict, tissue -> Design
+    methods : rules of :func:`select_terms`
+    alpha, gene_min_mean : as :func:`select_terms` and :func:`expressed_genes`
+    top_genes, var_fraction, n_shuffles, seed : of the shared variance
+        (:func:`histo_utils.crossvariance.shared_variance_with_null`)
+
+    Returns
+    -------
+    DataFrame, one row per rule × tissue: ``model_choice, tissue, expression_variance_removed,
+    feature_variance_removed, terms_per_gene, terms_per_feature, expression_shared, expression_null_mean,
+    expression_p``
+    """
+    from .crossvariance import select_columns, shared_variance_with_null
+
+    rows = []
+    for method in methods:
+        for t, d in designs.items():
+            e = expressed_genes(log_expression, d, min_mean=gene_min_mean)
+            re_, keep_e = residual_table(e, d, method=method, alpha=alpha)
+            rf_, keep_f = residual_table(features, d, method=method, alpha=alpha)
+            f0 = features.loc[rf_.index, rf_.columns]
+            used = [term for term in d.terms if keep_e[term].any() or keep_f[term].any()]
+            sv = shared_variance_with_null(((rf_ - rf_.mean()) / rf_.std().replace(0, 1)).to_numpy(),
+                                           select_columns(re_, top=top_genes).to_numpy(),
+                                           var_fraction=var_fraction, n_shuffles=n_shuffles, seed=seed,
+                                           design=d.matrix[d.columns(used)].to_numpy())
+            rows.append({"model_choice": method, "tissue": t,
+                         "expression_variance_removed": 1 - float(re_.var().sum() / e[re_.columns].var().sum()),
+                         "feature_variance_removed": 1 - float((rf_.var() / f0.var()).mean()),
+                         "terms_per_gene": float(keep_e.sum(1).mean()),
+                         "terms_per_feature": float(keep_f.sum(1).mean()),
+                         "expression_shared": sv.expression_shared,
+                         "expression_null_mean": sv.expression_null_mean, "expression_p": sv.expression_p})
+    return pd.DataFrame(rows)
+
+
+def largest_term_share(partition: pd.DataFrame, *, column: str = "feature") -> pd.Series:
+    """Share of the columns (per tissue) whose largest chance-corrected unique R² is each term's.
+
+    Parameters
+    ----------
+    partition : DataFrame, :attr:`VarianceByConfounder.features` (or ``.genes`` with ``column="gene"``)
+
+    Returns
+    -------
+    Series, term -> fraction of tissue × column pairs (sums to 1)
+    """
+    vp = partition[partition.term != "(all)"]
+    return vp.sort_values("unique_r2_adj").groupby(["tissue", column]).tail(1).term.value_counts(normalize=True)

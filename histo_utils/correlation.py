@@ -42,9 +42,12 @@ log = logging.getLogger(__name__)
 __all__ = ["drop_constant", "standardize", "correlation_blocks", "scan_pairs", "ScanResult",
            "pair_correlations", "pearson_pvalues", "critical_r", "bh_adjust", "permutation_pvalues",
            "fisher_z", "compare_scans", "group_r2", "conditional_independence", "expression_floor",
-           "threshold_grid"]
+           "threshold_grid", "null_r_density", "named_pairs", "significant_counts_by_table", "genes_per_layer",
+           "Reproducibility", "reproducibility", "indirect_dependencies"]
 
 BACKENDS = ("numpy", "torch")
+#: the p-value columns of :func:`conditional_independence`
+CI_COLUMNS = ("p_g_t_f", "p_f_g_t", "p_g_f_t")
 
 
 # --------------------------------------------------------------------------
@@ -685,3 +688,180 @@ def threshold_grid(pairs: pd.DataFrame, gene_floor: pd.Series, gene_tissue: pd.S
                          "features": pairs["feature"][m].nunique(), "tissues": tissue[m].nunique()})
     return pd.DataFrame(rows)
 
+
+
+# --------------------------------------------------------------------------
+# notebook 03: the analysis steps built on the engine
+# --------------------------------------------------------------------------
+def null_r_density(r: np.ndarray, n: int) -> np.ndarray:
+    """Density of the sample correlation of ``n`` independent normal pairs (no correlation), at ``r``.
+
+    ``f(r) = (1 - r²)^((n - 4) / 2) / B(1/2, (n - 2) / 2)``
+
+    Parameters
+    ----------
+    r : array, values in (-1, 1)
+    n : number of samples, > 3
+
+    Returns
+    -------
+    array, shape of ``r``
+    """
+    from scipy import special
+
+    r = np.asarray(r, dtype=np.float64)
+    return (1 - r ** 2) ** ((n - 4) / 2) / special.beta(0.5, (n - 2) / 2)
+
+
+def named_pairs(pairs: pd.DataFrame, features: pd.DataFrame, expression: pd.DataFrame) -> pd.DataFrame:
+    """The pairs of a scan (column indexes ``feature``, ``gene``) with the feature and gene names instead.
+
+    Parameters
+    ----------
+    pairs : DataFrame of :attr:`ScanResult.pairs`
+    features : DataFrame, shape (n_samples, n_features), the scan's features
+    expression : DataFrame, shape (n_samples, n_genes), the scan's genes
+
+    Returns
+    -------
+    DataFrame, ``pairs`` with ``feature`` and ``gene`` as names
+    """
+    return pairs.assign(feature=features.columns[pairs.feature], gene=expression.columns[pairs.gene])
+
+
+def significant_counts_by_table(tables: dict, expression: pd.DataFrame, floor: pd.DataFrame, *,
+                                r_threshold: float = 0.8, e_threshold: float = 10.0, n_permutations: int = 1000,
+                                perm_alpha: float = 0.001, seed: int = 0, block_size: int = 2048,
+                                backend: str = "numpy", device: str = "auto") -> pd.DataFrame:
+    """Badea's Table 4: the same scan and permutation test on each feature table, at one (R_T, E_T).
+
+    Parameters
+    ----------
+    tables : dict, :class:`~histo_utils.data.FeatureKey` -> DataFrame, shape (n_samples, n_features),
+        the same samples in the same order as ``expression``
+    expression : DataFrame, shape (n_samples, n_genes), without constant genes
+    floor : DataFrame of :func:`expression_floor`
+    r_threshold, e_threshold, n_permutations, perm_alpha, seed : as :func:`threshold_grid` and
+        :func:`permutation_pvalues`
+    block_size, backend, device : of the engine
+
+    Returns
+    -------
+    DataFrame, one row per table: the :func:`threshold_grid` counts with ``network, tile_px,
+    features_tested``
+    """
+    rows = []
+    for key, table in tables.items():
+        f, _ = drop_constant(table, what="feature")
+        scan = scan_pairs(f, expression, r_min=r_threshold, fdr_keep=0, block_size=block_size, backend=backend,
+                          device=device, histogram_bins=0)
+        pairs = named_pairs(scan.pairs, f, expression)
+        pairs = pairs[pairs.gene.map(floor.max_median) >= e_threshold]
+        pp, _ = permutation_pvalues(f, expression, scan.pairs.feature[pairs.index], scan.pairs.gene[pairs.index],
+                                    n_permutations=n_permutations, seed=seed, backend=backend, device=device)
+        t = threshold_grid(pairs, floor.max_median, floor.max_tissue, r_thresholds=[r_threshold],
+                           e_thresholds=[e_threshold], extra=pp < perm_alpha)
+        rows.append(t.assign(network=key.network, tile_px=key.tile_px, features_tested=f.shape[1]))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def genes_per_layer(pairs: pd.DataFrame, layers: Sequence[str], *, by: str) -> pd.DataFrame:
+    """Distinct genes with a pair in each layer, broken down by a gene attribute (Badea's Fig 3).
+
+    Parameters
+    ----------
+    pairs : DataFrame with ``layer``, ``gene`` and ``by``
+    layers : layer order of the rows (layers without pairs get zeros)
+    by : column to break down by (e.g. ``max_tissue``)
+
+    Returns
+    -------
+    DataFrame, shape (n_layers, n_values_of_by), counts of genes
+    """
+    return (pairs.drop_duplicates(["layer", "gene"]).groupby(["layer", by]).size().unstack(fill_value=0)
+            .reindex(list(layers), fill_value=0))
+
+
+@dataclass
+class Reproducibility:
+    """Agreement of gene–feature correlations between two splits (Badea's S3 Fig).
+
+    Attributes
+    ----------
+    summary : dict, :func:`compare_scans`' summary with the split names and sizes and the agreement over the
+        reported pairs (``reported_pairs, reported_z_correlation, reported_sign_agreement``)
+    sample : DataFrame, a random sample of all pairs: ``feature, gene, r_a`` (replicate split), ``r_b``
+    reported : DataFrame, the reported pairs with a value on both splits: their rows with ``r_replicate``
+    """
+
+    summary: dict
+    sample: pd.DataFrame
+    reported: pd.DataFrame
+
+
+def reproducibility(features: pd.DataFrame, expression: pd.DataFrame, replicate_features: pd.DataFrame,
+                    replicate_expression: pd.DataFrame, reported: pd.DataFrame, *, split: str = "test",
+                    replicate_split: str = "validation", block_size: int = 2048, backend: str = "numpy",
+                    device: str = "auto", seed: int = 0) -> Reproducibility:
+    """Correlations of the same features and genes on a second split, compared with the first.
+
+    Parameters
+    ----------
+    features, expression : DataFrames, shape (n_samples, n_features / n_genes), the first split (no
+        constant column)
+    replicate_features, replicate_expression : the second split, shape (n_replicate, ...), with at least the
+        same columns; columns constant there are left out of the comparison
+    reported : DataFrame, the reported pairs (``feature, gene, r``) of the first split
+    split, replicate_split : names recorded in the summary
+    block_size, backend, device, seed : of :func:`compare_scans`
+
+    Returns
+    -------
+    Reproducibility
+    """
+    fr, _ = drop_constant(replicate_features[features.columns], what="feature")
+    gr, _ = drop_constant(replicate_expression[expression.columns], what="gene")
+    f, g = features[fr.columns], expression[gr.columns]
+    summary, sample = compare_scans(fr, gr, f, g, block_size=block_size, backend=backend, device=device, seed=seed)
+    rep = reported[reported.feature.isin(fr.columns) & reported.gene.isin(gr.columns)]
+    r_rep = pair_correlations(fr, gr, fr.columns.get_indexer(rep.feature), gr.columns.get_indexer(rep.gene))
+    summary.update({"replicate_split": replicate_split, "split": split, "n_samples_split": len(features),
+                    "n_samples_replicate": len(replicate_features), "reported_pairs": len(rep),
+                    "reported_z_correlation": float(np.corrcoef(fisher_z(rep.r), fisher_z(r_rep))[0, 1])
+                    if len(rep) > 2 else float("nan"),
+                    "reported_sign_agreement": float(np.mean(np.sign(rep.r) == np.sign(r_rep)))
+                    if len(rep) else float("nan")})
+    return Reproducibility(summary, named_pairs(sample, fr, gr), rep.assign(r_replicate=r_rep))
+
+
+def indirect_dependencies(features: pd.DataFrame, expression: pd.DataFrame, pairs: pd.DataFrame,
+                          groups: Sequence, *, alphas: Sequence[float] = (0.01, 0.05)
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Partial correlations given the tissue and the conditional independence tests of reported pairs
+    (Badea's Table 7).
+
+    Parameters
+    ----------
+    features, expression : DataFrames, shape (n_samples, n_features / n_genes)
+    pairs : DataFrame with ``feature``, ``gene`` (names) and ``r``
+    groups : array, shape (n_samples,), the tissue of each sample
+    alphas : levels of the tests
+
+    Returns
+    -------
+    pairs : DataFrame, ``pairs`` with ``r_partial`` and the :func:`conditional_independence` columns
+    table : DataFrame, one row per alpha: ``alpha, pairs`` and, per test (``g–t–f, f–g–t, g–f–t``), the
+        pairs whose independence is not rejected (p > alpha)
+    """
+    groups = np.asarray(groups)
+    fi, gi = features.columns.get_indexer(pairs.feature), expression.columns.get_indexer(pairs.gene)
+    out = pairs.copy()
+    out["r_partial"] = pair_correlations(features, expression, fi, gi, groups=groups)
+    eta_f, eta_g = group_r2(features, groups), group_r2(expression, groups)
+    ci = conditional_independence(out.r.to_numpy(), out.r_partial.to_numpy(), eta_g[gi], eta_f[fi],
+                                  n=len(features), n_groups=len(np.unique(groups)))
+    out[ci.columns] = ci.to_numpy()
+    table = pd.DataFrame([{"alpha": a, "pairs": len(out),
+                           **{name: int((out[f"p_{name.replace('–', '_')}"] > a).sum())
+                              for name in ("g–t–f", "f–g–t", "g–f–t")}} for a in alphas])
+    return out, table

@@ -27,9 +27,10 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["pca", "PCA", "cross_correlation", "shared_variance", "shared_variance_null", "shared_variance_with_null",
-           "select_columns", "shared_variance_grid",
-           "SharedVariance"]
+__all__ = ["pca", "PCA", "cross_correlation", "shared_variance", "shared_variance_of_pcas", "SharedVariance",
+           "shared_variance_null", "shared_variance_test", "shared_variance_with_null", "SharedVarianceTest",
+           "select_columns", "shared_variance_grid", "shared_variance_by_tissue", "summarize_against_null",
+           "technical_share"]
 
 
 @dataclass
@@ -120,14 +121,19 @@ class SharedVariance:
     expression_pca_explained: float
     cross: np.ndarray  # (n_pc_image, n_pc_expression) correlations
 
+    def cross_table(self) -> pd.DataFrame:
+        """``cross`` labelled: rows ``image_PC1..``, columns ``expression_PC1..``."""
+        return pd.DataFrame(self.cross, index=[f"image_PC{i + 1}" for i in range(self.n_pc_image)],
+                            columns=[f"expression_PC{j + 1}" for j in range(self.n_pc_expression)])
+
 
 def _shared(cross: np.ndarray, lam_i: np.ndarray, lam_e: np.ndarray) -> tuple[float, float]:
     r2 = cross ** 2
     return float(lam_i @ r2.sum(1)), float(lam_e @ r2.sum(0))
 
 
-def shared_variance(image, expression, *, var_fraction: float = 0.999, max_components: int | None = None,
-                    image_pca: PCA | None = None, expression_pca: PCA | None = None) -> SharedVariance:
+def shared_variance(image, expression, *, var_fraction: float = 0.999, max_components: int | None = None
+                    ) -> SharedVariance:
     """Shared variance of image features and expression over the same samples (Jones Q1 steps 1–3).
 
     Parameters
@@ -135,19 +141,38 @@ def shared_variance(image, expression, *, var_fraction: float = 0.999, max_compo
     image : array or DataFrame, shape (n_samples, n_features)
     expression : array or DataFrame, shape (n_samples, n_genes), same samples in the same order
     var_fraction, max_components : passed to :func:`pca` for both tables
-    image_pca, expression_pca : precomputed PCAs (to reuse one across calls)
 
     Returns
     -------
     SharedVariance
         ``image = sum_i lambda_i sum_j r_ij^2`` with ``lambda_i`` the variance fraction of image PC
         ``i``; ``expression`` the symmetric quantity.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> latent = rng.normal(size=(50, 1))
+    >>> res = shared_variance(latent @ rng.normal(size=(1, 20)), latent @ rng.normal(size=(1, 30)), var_fraction=0.9)
+    >>> round(res.image, 3), res.n_pc_image
+    (1.0, 1)
     """
-    if image_pca is None:
-        image_pca = pca(image, var_fraction=var_fraction, max_components=max_components, name="image features")
-    if expression_pca is None:
-        expression_pca = pca(expression, var_fraction=var_fraction, max_components=max_components,
-                             name="expression")
+    image_pca = pca(image, var_fraction=var_fraction, max_components=max_components, name="image features")
+    expression_pca = pca(expression, var_fraction=var_fraction, max_components=max_components, name="expression")
+    return shared_variance_of_pcas(image_pca, expression_pca)
+
+
+def shared_variance_of_pcas(image_pca: PCA, expression_pca: PCA) -> SharedVariance:
+    """:func:`shared_variance` of PCAs already computed (to reuse one PCA across calls).
+
+    Parameters
+    ----------
+    image_pca : PCA, scores shape (n_samples, n_pc_image)
+    expression_pca : PCA, scores shape (n_samples, n_pc_expression), same samples in the same order
+
+    Returns
+    -------
+    SharedVariance
+    """
     if len(image_pca.scores) != len(expression_pca.scores):
         raise ValueError(f"image features have {len(image_pca.scores)} samples and expression "
                          f"{len(expression_pca.scores)}: align them first (data.match_samples).")
@@ -208,22 +233,51 @@ def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int
     return pd.DataFrame(rows, columns=["image", "expression"])
 
 
-def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999, n_shuffles: int = 200,
-                              seed: int = 0, max_components: int | None = None,
-                              expression_pca: PCA | None = None, design=None) -> dict:
-    """:func:`shared_variance` with its shuffled-pairing null, as one flat record.
+@dataclass(frozen=True)
+class SharedVarianceTest:
+    """Observed shared variance of both sides with its shuffled-pairing null (:func:`shared_variance_test`).
+
+    ``*_p`` is the permutation p-value ``(1 + #{null >= observed}) / (1 + n_shuffles)``; ``*_excess`` the
+    observed value minus the null mean; ``*_null_q95`` the null's 95th percentile.
+    """
+
+    n_samples: int
+    n_pc_image: int
+    n_pc_expression: int
+    image_shared: float
+    image_null_mean: float
+    image_null_q95: float
+    image_excess: float
+    image_p: float
+    expression_shared: float
+    expression_null_mean: float
+    expression_null_q95: float
+    expression_excess: float
+    expression_p: float
+
+    def as_record(self) -> dict:
+        """The fields as a flat dict in the order above (one row of a result table)."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+def shared_variance_test(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0,
+                         design=None) -> SharedVarianceTest:
+    """Shared variance of two PCAs with its shuffled-pairing null (:func:`shared_variance_null`).
+
+    Parameters
+    ----------
+    image_pca : PCA, scores shape (n_samples, n_pc_image)
+    expression_pca : PCA, scores shape (n_samples, n_pc_expression), same samples in the same order
+    n_shuffles, seed, design : passed to :func:`shared_variance_null`
 
     Returns
     -------
-    dict with the observed ``image``/``expression`` shared variances, PC counts, the null mean and 95th
-    percentile of each, and the permutation p-value ``(1 + #{null >= observed}) / (1 + n_shuffles)``.
+    SharedVarianceTest
     """
-    ipca = pca(image, var_fraction=var_fraction, max_components=max_components, name="image features")
-    epca = expression_pca or pca(expression, var_fraction=var_fraction, max_components=max_components,
-                                 name="expression")
-    obs = shared_variance(None, None, image_pca=ipca, expression_pca=epca)
-    null = shared_variance_null(ipca, epca, n_shuffles=n_shuffles, seed=seed, design=design)
-    rec = {"n_samples": len(ipca.scores), "n_pc_image": obs.n_pc_image, "n_pc_expression": obs.n_pc_expression}
+    obs = shared_variance_of_pcas(image_pca, expression_pca)
+    null = shared_variance_null(image_pca, expression_pca, n_shuffles=n_shuffles, seed=seed, design=design)
+    rec = {"n_samples": len(image_pca.scores), "n_pc_image": obs.n_pc_image,
+           "n_pc_expression": obs.n_pc_expression}
     for side in ("image", "expression"):
         v = getattr(obs, side)
         rec[f"{side}_shared"] = v
@@ -231,7 +285,27 @@ def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999,
         rec[f"{side}_null_q95"] = float(null[side].quantile(0.95))
         rec[f"{side}_excess"] = v - float(null[side].mean())
         rec[f"{side}_p"] = float((1 + (null[side] >= v - 1e-12).sum()) / (1 + n_shuffles))
-    return rec
+    return SharedVarianceTest(**rec)
+
+
+def shared_variance_with_null(image, expression, *, var_fraction: float = 0.999, n_shuffles: int = 200,
+                              seed: int = 0, max_components: int | None = None, design=None) -> SharedVarianceTest:
+    """:func:`shared_variance` of two tables with its shuffled-pairing null.
+
+    Parameters
+    ----------
+    image : array, shape (n_samples, n_features)
+    expression : array, shape (n_samples, n_genes), same samples in the same order
+    var_fraction, max_components : passed to :func:`pca` for both tables
+    n_shuffles, seed, design : passed to :func:`shared_variance_null`
+
+    Returns
+    -------
+    SharedVarianceTest
+    """
+    ipca = pca(image, var_fraction=var_fraction, max_components=max_components, name="image features")
+    epca = pca(expression, var_fraction=var_fraction, max_components=max_components, name="expression")
+    return shared_variance_test(ipca, epca, n_shuffles=n_shuffles, seed=seed, design=design)
 
 
 def select_columns(x: pd.DataFrame, *, top: int | None = None, min_mean: float | None = None) -> pd.DataFrame:
@@ -308,9 +382,84 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
                 x = f.to_numpy(dtype=np.float64)
                 if scale_features:
                     x = (x - x.mean(0)) / x.std(0)
-                rec = shared_variance_with_null(x, None, var_fraction=vf, n_shuffles=n_shuffles, seed=seed,
-                                                expression_pca=epca, design=design)
+                ipca = pca(x, var_fraction=vf, name="image features")
+                rec = shared_variance_test(ipca, epca, n_shuffles=n_shuffles, seed=seed, design=design).as_record()
                 key_fields = key.fields() if isinstance(key, FeatureKey) else {"table": key}
                 rows.append({**key_fields, "tissue": t, "layer": lay, "var_fraction": vf,
                              "n_features": f.shape[1], "n_genes": e.shape[1], **rec})
     return pd.DataFrame(rows)
+
+
+def shared_variance_by_tissue(features: pd.DataFrame, expression: pd.DataFrame, tissue: pd.Series, *,
+                              var_fraction: float = 0.999, top_features: int | None = None,
+                              top_genes: int | None = None, gene_min_mean: float | None = None
+                              ) -> dict[str, SharedVariance]:
+    """:func:`shared_variance` of standardised features and expression within each tissue.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features), index sample ID
+    expression : DataFrame, shape (n_samples, n_genes), log2(1 + TPM), index sample ID
+    tissue : Series, sample ID -> tissue (its samples are the ones analysed)
+    var_fraction : PCA variance fraction of both sides
+    top_features, top_genes, gene_min_mean : column selection per tissue (:func:`select_columns`)
+
+    Returns
+    -------
+    dict, tissue (sorted) -> SharedVariance (``cross_table()`` gives the labelled PC cross-correlations)
+
+    Examples
+    --------
+    >>> by_tissue = shared_variance_by_tissue(features, log_expr, tissue, var_fraction=0.95)   # doctest: +SKIP
+    >>> by_tissue["Liver"].expression                                                          # doctest: +SKIP
+    """
+    out = {}
+    for t in sorted(tissue.unique()):
+        ids = features.index.intersection(tissue.index[tissue == t])
+        f = select_columns(features.loc[ids], top=top_features)
+        e = select_columns(expression.loc[ids], top=top_genes, min_mean=gene_min_mean)
+        out[t] = shared_variance(((f - f.mean()) / f.std()).to_numpy(), e.to_numpy(), var_fraction=var_fraction)
+    return out
+
+
+def summarize_against_null(grid: pd.DataFrame, by: list[str], *, alpha: float = 0.05) -> pd.DataFrame:
+    """Mean shared variance, null and excess of a grid (:func:`shared_variance_grid`) per group, and how
+    many of the group's rows lie above their null (permutation p < ``alpha``).
+
+    Parameters
+    ----------
+    grid : DataFrame of :func:`shared_variance_grid`
+    by : columns to group by (e.g. ``["var_fraction", "network", "tile_px"]``)
+    alpha : level of the permutation test
+
+    Returns
+    -------
+    DataFrame indexed by ``by``: ``rows, image_shared, image_null, image_excess, image_above_null,
+    expression_shared, expression_null, expression_excess, expression_above_null``
+    """
+    aggs = {"rows": ("tissue", "size")}
+    for side in ("image", "expression"):
+        aggs.update({f"{side}_shared": (f"{side}_shared", "mean"), f"{side}_null": (f"{side}_null_mean", "mean"),
+                     f"{side}_excess": (f"{side}_excess", "mean"),
+                     f"{side}_above_null": (f"{side}_p", lambda p: int((p < alpha).sum()))})
+    return grid.groupby(by).agg(**aggs)
+
+
+def technical_share(total: pd.DataFrame, residual: pd.DataFrame) -> pd.DataFrame:
+    """The technical part of the shared variance: total (notebook 04) minus what is left after regressing
+    the confounders out of both tables (notebook 05), per grid cell.
+
+    Parameters
+    ----------
+    total, residual : DataFrames of :func:`shared_variance_grid` on the raw and on the residual tables
+
+    Returns
+    -------
+    DataFrame, the rows present in both, columns suffixed ``_total`` and ``_residual``, and
+    ``image_technical``, ``expression_technical``
+    """
+    keys = ["network", "tile_px", "aggregation", "tissue", "layer", "var_fraction"]
+    both = total.merge(residual, on=keys, suffixes=("_total", "_residual"))
+    for side in ("image", "expression"):
+        both[f"{side}_technical"] = both[f"{side}_shared_total"] - both[f"{side}_shared_residual"]
+    return both

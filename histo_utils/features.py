@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["spatial_aggregate", "LayerRecorder", "extract_tile_features", "reduce_tiles", "aggregate_slides",
            "slide_feature_vector", "extract_slide_features", "network_key", "feature_names", "residualize",
-           "layer_program_correlation"]
+           "layer_program_correlation", "write_feature_tables", "layer_program_tracking"]
 
 
 def spatial_aggregate(y: torch.Tensor, p: float = 1.0) -> torch.Tensor:
@@ -473,3 +473,77 @@ def layer_program_correlation(features: pd.DataFrame, programs: pd.DataFrame, gr
             rows.append({"layer": layer, "program": prog_name, "feature": features.columns[j],
                          "r": float(r[j, k]), "abs_r": float(abs(r[j, k]))})
     return pd.DataFrame(rows)
+
+
+def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[int, TileDataset],
+                         out_dir: str | os.PathLike, *, arch: str, tile_mpp: Mapping[int, float], how: str = "sum",
+                         p: float = 1.0, batch_size: int = 64, device: str = "auto",
+                         scheduler: "SchedulerSpec" = "", cache_dir: str | os.PathLike | None = None
+                         ) -> tuple[dict, dict]:
+    """Slide feature tables of every network on every tile grid, written as notebook 02's catalogue.
+
+    Each table is :func:`extract_slide_features` of one network on one grid, written to
+    ``out_dir/features_<network>_<px>px.parquet`` (see :class:`histo_utils.data.FeatureKey`).
+
+    Parameters
+    ----------
+    networks : dict, network name (``trained``, ``untrained``) -> model of architecture ``arch``
+    datasets : dict, tile size -> TileDataset of that grid
+    out_dir : folder of the tables (notebook 02's output folder)
+    arch : architecture name (its feature layers: :func:`histo_utils.models.feature_layers`)
+    tile_mpp : dict, tile size -> microns per pixel of its tiles (recorded)
+    how, p, batch_size, device, scheduler, cache_dir : of :func:`extract_slide_features`
+
+    Returns
+    -------
+    tables : dict, FeatureKey -> DataFrame, shape (n_slides, n_features), index image ID
+    listing : dict, file name -> ``network, tile_px, tile_mpp, layers, n_features, n_slides,
+        failed_slides``: the ``tables`` entry of ``features_provenance.json``
+    """
+    from .data import FeatureKey
+    from .io import write_table
+    from .models import feature_layers
+
+    tables, listing = {}, {}
+    for px, ds in datasets.items():
+        for name, net in networks.items():
+            layers = feature_layers(net, arch)
+            table = extract_slide_features(net, layers, ds, how=how, p=p, batch_size=batch_size, device=device,
+                                           scheduler=scheduler, cache_dir=cache_dir)
+            failed = sorted(table.attrs.pop("failed_slides"))  # slides whose features could not be computed
+            key = FeatureKey(name, px, how)
+            write_table(table, Path(out_dir) / key.file_name, index=True)
+            tables[key] = table
+            listing[key.file_name] = {"network": name, "tile_px": px, "tile_mpp": tile_mpp[px],
+                                      "layers": list(layers), "n_features": table.shape[1],
+                                      "n_slides": table.shape[0], "failed_slides": failed}
+    return tables, listing
+
+
+def layer_program_tracking(tables: Mapping, truth_samples: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """:func:`layer_program_correlation` of every feature table with the planted programs, and its chance
+    level with the programs shuffled within tissue (network ``<name> (shuffled)``).
+
+    Parameters
+    ----------
+    tables : dict, :class:`~histo_utils.data.FeatureKey` -> DataFrame, shape (n_slides, n_features), index
+        image ID
+    truth_samples : DataFrame indexed by image ID with ``SMTS`` and ``program_*`` (``truth/samples.tsv``)
+    seed : seed of the shuffle
+
+    Returns
+    -------
+    DataFrame, ``layer, program, feature, r, abs_r, network, tile_px, layer_index`` (layer position in the
+    network)
+    """
+    prog_cols = [c for c in truth_samples.columns if c.startswith("program_")]
+    rows = []
+    for key, table in tables.items():
+        prog = truth_samples.loc[table.index, prog_cols]
+        tissue = truth_samples.loc[table.index, "SMTS"].to_numpy()
+        rows.append(layer_program_correlation(table, prog, tissue).assign(network=key.network, tile_px=key.tile_px))
+        rows.append(layer_program_correlation(table, prog, tissue, permute_seed=seed)
+                    .assign(network=f"{key.network} (shuffled)", tile_px=key.tile_px))
+    lp = pd.concat(rows, ignore_index=True)
+    lp["layer_index"] = lp.groupby(["network", "tile_px", "program"]).cumcount()
+    return lp

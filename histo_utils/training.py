@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "TileDataset", "TrainConfig", "train_classifier",
            "predict_tiles", "slide_predictions", "accuracy_table", "merge_classes", "load_checkpoint",
-           "sample_per_slide"]
+           "sample_per_slide", "tissue_tile_dataset", "prediction_tables", "accuracy_by_split", "confusion_table"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -427,3 +427,102 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
         return idx
     groups = tiles.iloc[idx].groupby("image_id", sort=True).indices
     return np.sort(np.concatenate([idx[g[rng.permutation(len(g))[:k]]] for g in groups.values()]))
+
+
+# --------------------------------------------------------------------------
+# notebook 02: the tissue classifier's data and its evaluation tables
+# --------------------------------------------------------------------------
+def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: int, classes: Sequence[str],
+                        input_px: int = 224) -> TileDataset:
+    """The tiles of one grid, labelled by the tissue of their slide (class index in ``classes``).
+
+    Parameters
+    ----------
+    tiles : DataFrame, notebook 01's tile table (``image_id, tile_px, x, y, ...``)
+    samples : DataFrame, notebook 01's ``samples.tsv`` (``image_id, SMTS, split, path``)
+    tile_px : the tile grid
+    classes : tissue names; a tile's label is its tissue's position here
+    input_px : side of the network input
+
+    Returns
+    -------
+    TileDataset, its ``tiles`` with ``SMTS`` and ``split`` (call ``.preload()`` to read the tiles once)
+
+    Examples
+    --------
+    >>> ds = tissue_tile_dataset(tiles, samples, tile_px=256, classes=sorted(samples.SMTS.unique()))  # doctest: +SKIP
+    """
+    cls = {c: i for i, c in enumerate(classes)}
+    t = tiles[tiles.tile_px == tile_px].merge(samples[["image_id", "SMTS", "split"]], on="image_id")
+    unknown = sorted(set(t.SMTS) - set(cls))
+    if unknown:
+        raise ValueError(f"Tissues {unknown} are not among the classes {list(classes)}.")
+    return TileDataset(t, dict(zip(samples.image_id, samples.path)), input_px=input_px,
+                       labels=t.SMTS.map(cls).to_numpy())
+
+
+def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tile predictions and the slide predictions by majority vote (:func:`slide_predictions`).
+
+    Parameters
+    ----------
+    tiles : DataFrame, shape (n_tiles, ...), the predicted tiles (``image_id, x, y, SMTS, split``)
+    probabilities : array, shape (n_tiles, n_classes), of :func:`predict_tiles`
+    classes : class names in the network's output order
+
+    Returns
+    -------
+    tiles : DataFrame, ``image_id, x, y, SMTS, split, pred, p_max``
+    slides : DataFrame, one row per slide: ``image_id, SMTS, split, pred``
+    """
+    pred = tiles[["image_id", "x", "y", "SMTS", "split"]].reset_index(drop=True)
+    pred["pred"] = np.array(classes)[probabilities.argmax(1)]
+    pred["p_max"] = probabilities.max(1)
+    vote = slide_predictions(pred.image_id, pred.pred)
+    slides = pred.drop_duplicates("image_id")[["image_id", "SMTS", "split"]].assign(
+        pred=lambda d: d.image_id.map(vote))
+    return pred, slides
+
+
+def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
+                      splits: Sequence[str] = ("validation", "test"),
+                      merge_groups: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """:func:`accuracy_table` of tiles and slides on each split, also with merged classes when given.
+
+    Parameters
+    ----------
+    tile_pred, slide_pred : DataFrames of :func:`prediction_tables`
+    splits : splits to score
+    merge_groups : tissue groups scored as one class (:func:`merge_classes`), e.g. ``{"Artery": [...]}``
+
+    Returns
+    -------
+    DataFrame, ``level, split, class, n, correct, accuracy``; levels ``tile``, ``slide`` (and
+    ``tile (merged)``, ``slide (merged)``)
+    """
+    tables = []
+    for split in splits:
+        tp_, sp_ = tile_pred[tile_pred.split == split], slide_pred[slide_pred.split == split]
+        tables.append(accuracy_table(tp_.SMTS, tp_.pred, level="tile", split=split))
+        tables.append(accuracy_table(sp_.SMTS, sp_.pred, level="slide", split=split))
+        if merge_groups:
+            for level, d in (("tile (merged)", tp_), ("slide (merged)", sp_)):
+                tables.append(accuracy_table(merge_classes(d.SMTS, merge_groups), merge_classes(d.pred, merge_groups),
+                                             level=level, split=split))
+    return pd.concat(tables, ignore_index=True)
+
+
+def confusion_table(truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> pd.DataFrame:
+    """Counts of true (rows) against predicted (columns) classes, every class present.
+
+    Parameters
+    ----------
+    truth, pred : sequences of class names, length n
+    classes : all class names, in the order of rows and columns
+
+    Returns
+    -------
+    DataFrame, shape (n_classes, n_classes)
+    """
+    return pd.crosstab(pd.Categorical(truth, classes), pd.Categorical(pred, classes), dropna=False)

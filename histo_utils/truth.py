@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
-           "IMAGE_LINKED", "true_combination_map", "tile_accuracy", "hti_agreement",
+           "IMAGE_LINKED", "decoupled_log_expression", "planted_vs_recovered", "planted_agreement", "r2_by_role",
+           "scan_recovery", "indirect_by_group", "best_within_tissue_r", "tracking_by_layer",
+           "planted_summary", "read_true_mask", "tissue_field", "program_extremes", "stain_fading",
+           "true_combination_map", "tile_accuracy", "hti_agreement",
            "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries",
            "PROGRAM_STRUCTURE", "PlantedStructures", "random_features", "gbp_localisation", "localisation_summary",
            "tracker_strength_rank", "program_traits", "planted_sets", "masking_truth", "saliency_truth"]
@@ -147,6 +150,359 @@ def planted_unique_fraction(loading: pd.Series, driver: np.ndarray, design, term
     d_res = residualize(np.asarray(driver, dtype=np.float64)[:, None], design.matrix[others].to_numpy())
     tss = ((y - y.mean()) ** 2).sum()
     return (loading.reindex(y.columns).fillna(0.0) ** 2) * float((d_res ** 2).sum()) / tss
+
+
+# --------------------------------------------------------------------------
+# controls: the same cohort with paths from slide to expression cut
+# --------------------------------------------------------------------------
+def decoupled_log_expression(data_dir, *, decouple: bool | str = True) -> pd.DataFrame:
+    """log2(1 + TPM) of the synthetic cohort in ``data_dir`` redrawn with its coupling to the slides cut.
+
+    Parameters
+    ----------
+    data_dir : path
+        Data directory of a synthetic cohort (its ``truth/`` holds the parameters).
+    decouple : True or "programs"
+        ``True``: programs, ischemia, RIN and centre drawn independently of what painted the slides
+        (notebook 04); ``"programs"``: only the programs, confounders kept (notebook 05). See
+        :func:`histo_utils.synthetic.cohort.simulate_expression`.
+
+    Returns
+    -------
+    DataFrame, shape (n_samples, n_genes), index SAMPID: same samples, genes and noise as the planted cohort.
+    """
+    from .synthetic.cohort import design_cohort, load_cohort_params, simulate_expression
+
+    params = load_cohort_params(data_dir)
+    tpm, _, _ = simulate_expression(params, *design_cohort(params), decouple=decouple)
+    tpm.attrs = {}
+    return np.log2(1.0 + tpm.T)
+
+
+# --------------------------------------------------------------------------
+# notebook 05: planted confounder effects against the variance partition
+# --------------------------------------------------------------------------
+def planted_vs_recovered(genes: pd.DataFrame, truth_samples: pd.DataFrame, log_expression: pd.DataFrame,
+                         samples: pd.DataFrame, designs: dict, gene_partition: pd.DataFrame, *,
+                         gene_min_mean: float = 1.0) -> pd.DataFrame:
+    """Planted type-II fraction of every ischemia- and RIN-module gene against the recovered unique R².
+
+    The planted fraction is :func:`planted_unique_fraction` of the gene's planted loading on the planted
+    driver (standardised log ischemic time, RIN − 7). The generator floors log expression at a detection
+    limit: a gene whose samples sit on the floor (> 5 % of them) is no longer linear in the driver and is
+    flagged ``at_floor``.
+
+    Parameters
+    ----------
+    genes : DataFrame, ``truth/genes.tsv`` (``Name, role, loading_ischemia, loading_rin``)
+    truth_samples : DataFrame, ``truth/samples.tsv`` (``has_rna, SMTSISCH``)
+    log_expression : DataFrame, shape (n_samples, n_genes), index SAMPID
+    samples : DataFrame indexed by SAMPID with ``SMTSISCH`` and ``SMRIN``
+    designs : dict, tissue -> :class:`histo_utils.confounders.Design`
+    gene_partition : DataFrame, :attr:`histo_utils.confounders.VarianceByConfounder.genes`
+    gene_min_mean : as in the regression (:func:`histo_utils.confounders.expressed_genes`)
+
+    Returns
+    -------
+    DataFrame, one row per tissue × term × module gene: ``tissue, term, gene, planted, recovered, at_floor``
+    """
+    from .confounders import expressed_genes, log_ischemic_time
+
+    genes = genes.set_index("Name")
+    roles = genes.role
+    rna = truth_samples[truth_samples.has_rna]
+    lt = np.log1p(rna.SMTSISCH.clip(lower=0))
+    z_mean, z_sd = lt.mean(), lt.std(ddof=0)
+    comp = []
+    for t, d in designs.items():
+        e = expressed_genes(log_expression, d, min_mean=gene_min_mean)
+        idx = d.matrix.index
+        drivers = {"log_ischemic_time": ((log_ischemic_time(samples.loc[idx, "SMTSISCH"]) - z_mean) / z_sd,
+                                         genes.loading_ischemia, "ischemia"),
+                   "RIN": (samples.loc[idx, "SMRIN"].to_numpy() - 7.0, genes.loading_rin, "rin")}
+        for term, (drv, load, role) in drivers.items():
+            if term not in d.terms:
+                continue
+            cols = e.columns[roles.reindex(e.columns).to_numpy() == role]
+            planted = planted_unique_fraction(load, drv, d, term, e[cols])
+            got = gene_partition[(gene_partition.tissue == t) & (gene_partition.term == term)].set_index(
+                "gene").unique_r2_adj
+            floor_frac = (e[cols] <= e[cols].min() + 1e-9).mean().to_numpy()
+            comp.append(pd.DataFrame({"tissue": t, "term": term, "gene": cols, "planted": planted.to_numpy(),
+                                      "recovered": got.reindex(cols).to_numpy(), "at_floor": floor_frac > 0.05}))
+    return pd.concat(comp, ignore_index=True)
+
+
+def planted_agreement(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per term, how well the recovered fractions follow the planted ones (genes off the floor).
+
+    Parameters
+    ----------
+    comparison : DataFrame of :func:`planted_vs_recovered`
+
+    Returns
+    -------
+    DataFrame indexed by term: ``genes, left_out_at_floor, r, r_within_tissue_median, median_planted,
+    median_recovered``
+    """
+    return comparison.groupby("term").apply(lambda d: pd.Series({
+        "genes": int((~d.at_floor).sum()), "left_out_at_floor": int(d.at_floor.sum()),
+        "r": np.corrcoef(d.planted[~d.at_floor], d.recovered[~d.at_floor])[0, 1],
+        "r_within_tissue_median": d[~d.at_floor].groupby("tissue").apply(
+            lambda g: np.corrcoef(g.planted, g.recovered)[0, 1], include_groups=False).median(),
+        "median_planted": d.planted[~d.at_floor].median(), "median_recovered": d.recovered[~d.at_floor].median()}),
+        include_groups=False)
+
+
+def r2_by_role(gene_partition: pd.DataFrame, genes: pd.DataFrame) -> pd.DataFrame:
+    """Mean chance-corrected unique R² of each confounder term by planted gene role.
+
+    Parameters
+    ----------
+    gene_partition : DataFrame, :attr:`histo_utils.confounders.VarianceByConfounder.genes`
+    genes : DataFrame, ``truth/genes.tsv``
+
+    Returns
+    -------
+    DataFrame, roles (``program``, ``tissue``, module roles, ...) × terms.
+    """
+    roles = genes.set_index("Name").role
+    role = roles.reindex(gene_partition.gene).str.replace(r"^(program|tissue)_.*", r"\1", regex=True).to_numpy()
+    vp = gene_partition.assign(role=role)
+    return vp[vp.term != "(all)"].pivot_table(index="role", columns="term", values="unique_r2_adj", aggfunc="mean")
+
+
+# --------------------------------------------------------------------------
+# notebook 03: gene-feature scans against the planted truth
+# --------------------------------------------------------------------------
+def scan_recovery(scans: dict, groups: pd.DataFrame, ftruth: pd.DataFrame, *, tested: Sequence[str],
+                  r_cut: float = 0.3, eta2_cut: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recall per planted gene role and pair precision of one or more gene–feature scans.
+
+    Parameters
+    ----------
+    scans : dict, method label -> (pairs found, positive groups): the pairs a DataFrame with ``feature``
+        and ``gene``; the positive groups those the method should find (e.g. ``("program", "ischemia")``
+        for a within-tissue scan)
+    groups : DataFrame of :func:`gene_groups`
+    ftruth : DataFrame of :func:`feature_truth` (what each feature carries)
+    tested : the genes the scans could report
+    r_cut, eta2_cut : of :func:`pair_is_planted`
+
+    Returns
+    -------
+    summary : DataFrame indexed by ``method``: :func:`gene_recovery`'s summary with ``pairs,
+        pair_precision, noise_genes_found, program_recall, tissue_recall``
+    per_role : DataFrame, :func:`gene_recovery`'s per-role table of every method (``method`` column)
+    """
+    rows, per_role = [], []
+    for label, (found, positive) in scans.items():
+        pr, summ = gene_recovery(found.gene, groups, tested=tested, positive=positive)
+        g_ = groups.loc[found.gene]
+        planted_pair = pair_is_planted(g_.group, g_.target, found.feature, ftruth, r_cut=r_cut, eta2_cut=eta2_cut)
+        summ.update({"method": label, "pairs": len(found), "pair_precision": float(planted_pair.mean())
+                     if len(found) else float("nan"),
+                     "noise_genes_found": int(pr.loc[pr.role == "noise", "found"].sum()),
+                     "program_recall": pr.loc[pr.group == "program", "found"].sum()
+                     / max(pr.loc[pr.group == "program", "tested"].sum(), 1),
+                     "tissue_recall": pr.loc[pr.group == "tissue", "found"].sum()
+                     / max(pr.loc[pr.group == "tissue", "tested"].sum(), 1)})
+        rows.append(summ)
+        per_role.append(pr.assign(method=label))
+    return pd.DataFrame(rows).set_index("method"), pd.concat(per_role, ignore_index=True)
+
+
+def indirect_by_group(pairs: pd.DataFrame, groups: pd.DataFrame, *, alphas: Sequence[float] = (0.01, 0.05)
+                      ) -> pd.DataFrame:
+    """Badea's Table 7 against the truth: per planted gene group, the share of pairs whose gene–tissue–feature
+    independence is not rejected (the pair is explained by the tissue).
+
+    Parameters
+    ----------
+    pairs : DataFrame with ``gene`` and ``p_g_t_f`` (:func:`histo_utils.correlation.indirect_dependencies`)
+    groups : DataFrame of :func:`gene_groups`
+    alphas : levels of the test
+
+    Returns
+    -------
+    DataFrame indexed by group: ``pairs`` and ``g–t–f at α=<alpha>`` per level
+    """
+    p = pairs.assign(group=groups.group.reindex(pairs.gene).to_numpy())
+    return p.groupby("group").agg(pairs=("gene", "size"),
+                                  **{f"g–t–f at α={a}": ("p_g_t_f", lambda v, a=a: (v > a).mean()) for a in alphas})
+
+
+def best_within_tissue_r(scan, expression_columns: Sequence[str], tested: Sequence[str], groups: pd.DataFrame,
+                         found: Sequence[str]) -> pd.DataFrame:
+    """Each tested gene's strongest within-tissue correlation with any feature, and whether it was found.
+
+    Parameters
+    ----------
+    scan : :class:`histo_utils.correlation.ScanResult` of the within-tissue scan (pairs kept at
+        ``|r| >= scan.r_keep``)
+    expression_columns : the scan's gene names (column order)
+    tested : genes to report (those passing the expression floor)
+    groups : DataFrame of :func:`gene_groups`
+    found : genes with a significant within-tissue pair
+
+    Returns
+    -------
+    DataFrame indexed by gene: ``best_abs_r_within`` (``scan.r_keep`` when no pair was kept), ``group``,
+    ``found``
+    """
+    best = (scan.pairs.assign(gene=pd.Index(expression_columns)[scan.pairs.gene], abs_r=scan.pairs.r.abs())
+            .groupby("gene").abs_r.max().reindex(tested).fillna(scan.r_keep))
+    return best.to_frame("best_abs_r_within").assign(group=groups.group.reindex(best.index).to_numpy(),
+                                                    found=lambda d: d.index.isin(pd.Index(found)))
+
+
+def tracking_by_layer(ftruth: pd.DataFrame, layers: Sequence[str]) -> pd.DataFrame:
+    """The best within-tissue |r| of any channel of each layer with each planted driver.
+
+    Parameters
+    ----------
+    ftruth : DataFrame of :func:`feature_truth`, indexed by ``layer_channel`` feature names
+    layers : layer order of the rows
+
+    Returns
+    -------
+    DataFrame, shape (n_layers, n_drivers), columns ``r_program_*``, ``r_ischemia``
+    """
+    from .data import feature_layer
+
+    return (ftruth.filter(like="r_").abs().assign(layer=feature_layer(ftruth.index)).groupby("layer").max()
+            .reindex(list(layers)))
+
+
+# --------------------------------------------------------------------------
+# notebook 00: what the synthetic cohort planted
+# --------------------------------------------------------------------------
+def planted_summary(genes: pd.DataFrame, truth_samples: pd.DataFrame) -> pd.DataFrame:
+    """Counts of what was planted: gene roles, sample problems and samples per tissue.
+
+    Parameters
+    ----------
+    genes : DataFrame, ``truth/genes.tsv`` (``role``)
+    truth_samples : DataFrame, ``truth/samples.tsv`` (``has_rna, has_slide, duplicate_of, corrupt, SMTS``)
+
+    Returns
+    -------
+    DataFrame, ``kind`` (genes, samples, tissue), ``what``, ``count``
+    """
+    return pd.concat([
+        genes["role"].str.replace(r"^tissue_.*", "tissue-specific", regex=True).value_counts()
+        .rename_axis("what").reset_index(name="count").assign(kind="genes"),
+        pd.DataFrame({"kind": "samples", "what": ["slide without RNA", "RNA without slide", "extra RNA aliquot",
+                                                 "damaged slide file"],
+                      "count": [int((~truth_samples.has_rna).sum()), int((~truth_samples.has_slide).sum()),
+                                int((truth_samples.duplicate_of.fillna("") != "").sum()),
+                                int(truth_samples.corrupt.sum())]}),
+        truth_samples.groupby("SMTS").size().rename_axis("what").reset_index(name="count").assign(kind="tissue"),
+    ], ignore_index=True)[["kind", "what", "count"]]
+
+
+def read_true_mask(truth_dir, image_id: str) -> np.ndarray:
+    """The planted tissue mask of a slide (``truth/masks/<image_id>.png``), boolean, thumbnail resolution.
+
+    Parameters
+    ----------
+    truth_dir : path of the cohort's ``truth/`` folder
+    image_id : histology image ID
+
+    Returns
+    -------
+    array of bool, shape (height, width)
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(truth_dir) / "masks" / f"{image_id}.png"
+    if not path.exists():
+        raise FileNotFoundError(f"True mask '{path}' does not exist: is '{truth_dir}' the truth/ folder of a "
+                                f"synthetic cohort that has slide {image_id}?")
+    return np.asarray(Image.open(path)) > 127
+
+
+def tissue_field(slides_dir, truth_dir, image_id: str, *, size_um: float, out_mpp: float) -> np.ndarray:
+    """A square field of view of a synthetic slide centred on its deepest tissue point (never on glass).
+
+    Parameters
+    ----------
+    slides_dir, truth_dir : the cohort's ``slides/`` and ``truth/`` folders
+    image_id : histology image ID
+    size_um, out_mpp : side in microns and resolution of the field (:func:`histo_utils.slides.read_field_of_view`)
+
+    Returns
+    -------
+    array of uint8, shape (n, n, 3), RGB
+    """
+    from pathlib import Path
+
+    from .slides import read_field_of_view
+    from .tiling import deepest_point
+
+    return read_field_of_view(Path(slides_dir) / f"{image_id}.svs", size_um=size_um, out_mpp=out_mpp,
+                              center_frac=deepest_point(read_true_mask(truth_dir, image_id)))
+
+
+def program_extremes(truth_samples: pd.DataFrame, programs: Sequence[str]) -> pd.DataFrame:
+    """In each tissue, the slides with the lowest and the highest value of each planted program.
+
+    Parameters
+    ----------
+    truth_samples : DataFrame, one row per slide (``image_id, SMTS, program_<name>``)
+    programs : program names (e.g. :data:`histo_utils.synthetic.PROGRAMS`)
+
+    Returns
+    -------
+    DataFrame, ``tissue, program, end`` (low, high), ``image_id, value``; tissues sorted, then programs
+    """
+    rows = []
+    for t in sorted(truth_samples.SMTS.unique()):
+        sub = truth_samples[truth_samples.SMTS == t]
+        for k in programs:
+            for end in ("low", "high"):
+                row = sub.loc[sub[f"program_{k}"].idxmin() if end == "low" else sub[f"program_{k}"].idxmax()]
+                rows.append({"tissue": t, "program": k, "end": end, "image_id": row.image_id,
+                             "value": row[f"program_{k}"]})
+    return pd.DataFrame(rows)
+
+
+def stain_fading(truth_samples: pd.DataFrame, slides_dir, truth_dir, *, thumbnail_px: int = 320) -> pd.DataFrame:
+    """Mean optical density of each slide's tissue (planted mask) on a thumbnail, against its confounders.
+
+    Parameters
+    ----------
+    truth_samples : DataFrame, one row per readable slide (``image_id, SMTS, SMTSISCH, SMRIN, SMCENTER``)
+    slides_dir, truth_dir : the cohort's ``slides/`` and ``truth/`` folders
+    thumbnail_px : longest side of the thumbnail
+
+    Returns
+    -------
+    DataFrame, one row per slide: ``image_id, SMTS, SMTSISCH, SMRIN, SMCENTER, od_mean, od_centred`` (minus
+    the tissue mean), ``log_isch`` (log(1 + max(t, 0)))
+    """
+    from pathlib import Path
+
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .slides import read_thumbnail
+    from .stain import mean_optical_density
+
+    rows = []
+    for row in tqdm(list(truth_samples.itertuples()), desc="stain density"):
+        thumb, _ = read_thumbnail(Path(slides_dir) / f"{row.image_id}.svs", max_px=thumbnail_px)
+        mask = np.asarray(Image.fromarray(read_true_mask(truth_dir, row.image_id)).resize(thumb.shape[1::-1],
+                                                                                         Image.NEAREST))
+        od = mean_optical_density(thumb, mask)
+        rows.append({"image_id": row.image_id, "SMTS": row.SMTS, "SMTSISCH": row.SMTSISCH, "SMRIN": row.SMRIN,
+                     "SMCENTER": row.SMCENTER, "od_mean": float(od.mean())})
+    fading = pd.DataFrame(rows)
+    fading["od_centred"] = fading.od_mean - fading.groupby("SMTS").od_mean.transform("mean")
+    fading["log_isch"] = np.log1p(fading.SMTSISCH.clip(lower=0))
+    return fading
 
 
 # --------------------------------------------------------------------------

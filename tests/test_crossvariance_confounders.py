@@ -35,11 +35,11 @@ def test_null_is_large_with_many_pcs_and_detects_a_real_link():
     expr_unlinked = rng.normal(size=(n, 2)) @ rng.normal(size=(2, 200)) + 0.5 * rng.normal(size=(n, 200))
     # 99.9 %: nearly n - 1 PCs on each side, so shuffled data share almost everything too
     full = cv.shared_variance_with_null(image, expr_unlinked, var_fraction=0.999, n_shuffles=50)
-    assert full["image_null_mean"] > 0.8 and full["image_p"] > 0.05
+    assert full.image_null_mean > 0.8 and full.image_p > 0.05
     linked = cv.shared_variance_with_null(image, expr_linked, var_fraction=0.8, n_shuffles=100)
     unlinked = cv.shared_variance_with_null(image, expr_unlinked, var_fraction=0.8, n_shuffles=100)
-    assert linked["image_shared"] > 0.5 and linked["image_p"] < 0.02
-    assert unlinked["image_p"] > 0.05
+    assert linked.image_shared > 0.5 and linked.image_p < 0.02
+    assert unlinked.image_p > 0.05
 
 
 def test_pca_components_and_limits(caplog):
@@ -163,9 +163,9 @@ def test_null_of_residual_tables_stays_in_the_residual_space():
         expr = cf.residualize(rng.normal(size=(n, 300)), x)
         plain = cv.shared_variance_with_null(image, expr, var_fraction=0.95, n_shuffles=60, seed=seed)
         fl = cv.shared_variance_with_null(image, expr, var_fraction=0.95, n_shuffles=60, seed=seed, design=x)
-        rates["plain"].append(plain["expression_p"] < 0.05)
-        rates["fl_image"].append(fl["image_p"] < 0.05)
-        rates["fl_expression"].append(fl["expression_p"] < 0.05)
+        rates["plain"].append(plain.expression_p < 0.05)
+        rates["fl_image"].append(fl.image_p < 0.05)
+        rates["fl_expression"].append(fl.expression_p < 0.05)
     assert np.mean(rates["plain"]) > 0.8  # the artefact of a plain shuffle
     assert np.mean(rates["fl_image"]) <= 0.2 and np.mean(rates["fl_expression"]) <= 0.2  # nominal 0.05
     # at 99.9 % the expression PCs fill the residual space; projected shuffles are re-orthogonalised, so
