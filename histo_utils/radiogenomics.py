@@ -32,7 +32,8 @@ __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "tran
            "predict_proba", "comparison_models", "cross_validate", "bootstrap_differences", "gene_masking",
            "rank_gene_sets", "gene_saliency", "Standardizer", "feature_traits", "binarize_traits", "compare_models",
            "summarize_comparison", "plot_model_comparison", "plot_training_loss", "gene_set_columns", "mask_fill",
-           "mask_gene_sets", "plot_gene_masking", "saliency_gsea", "saliency_rates", "plot_saliency_heatmap"]
+           "mask_gene_sets", "plot_gene_masking", "saliency_gsea", "saliency_rates", "plot_saliency_heatmap",
+           "pretraining_expression"]
 
 
 @dataclass(frozen=True)
@@ -704,3 +705,41 @@ def plot_saliency_heatmap(sal: pd.DataFrame, traits: pd.DataFrame, *, n_decoys: 
         tables.append(m.reset_index().melt(id_vars="SAMPID", var_name="term", value_name="nes").assign(trait=t))
     fig.tight_layout()
     return fig, pd.concat(tables, ignore_index=True)
+
+
+def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *, gct: str = "", data_dir=None,
+                           n_samples: int = 400, stream: int = 1) -> pd.DataFrame:
+    """log2(1 + TPM) of the expression-only samples the autoencoder is pre-trained on.
+
+    Parameters
+    ----------
+    genes : the genes of the trait network's input (all must be present)
+    trait_samples : the trait samples' IDs; none may be a pre-training sample
+    gct : a GCT of expression-only samples (e.g. GTEx samples without images); empty: simulate them
+    data_dir : the synthetic cohort's data directory (when ``gct`` is empty): new donors are drawn from its
+        gene model (:func:`histo_utils.synthetic.cohort.expression_only_cohort`)
+    n_samples : simulated samples
+    stream : random stream of the simulation
+
+    Returns
+    -------
+    DataFrame, shape (n_pretrain, n_genes), columns ``genes``
+    """
+    if gct:
+        from .data import load_log_expression
+
+        pre_log, _ = load_log_expression(gct)
+        overlap = pre_log.index.intersection(pd.Index(trait_samples))
+        if len(overlap):
+            raise ValueError(f"{len(overlap)} pre-training samples are also trait samples (e.g. {list(overlap[:3])}); "
+                             "the autoencoder must not see them.")
+    else:
+        from .synthetic.cohort import expression_only_cohort, load_cohort_params
+
+        pre_tpm, _ = expression_only_cohort(load_cohort_params(data_dir), n_samples, stream=stream)
+        pre_log = np.log2(1 + pre_tpm.T)
+    missing = pd.Index(genes).difference(pre_log.columns)
+    if len(missing):
+        raise ValueError(f"{len(missing)} genes of the trait samples are absent from the pre-training expression "
+                         f"(e.g. {list(missing[:3])}).")
+    return pre_log[genes]

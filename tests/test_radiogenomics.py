@@ -142,3 +142,17 @@ def test_summarize_comparison():
     summary, diff = rg.summarize_comparison(fold_auc, boots, ["nn", "rf"])
     assert summary.loc["t"].tolist() == pytest.approx([0.85, 0.65])
     assert diff.iloc[0].p_nn_better == 0.6 and diff.iloc[0]["mean"] == pytest.approx(0.1)
+
+
+def test_pretraining_expression_from_a_gct_refuses_trait_samples(tmp_path):
+    from histo_utils import io
+
+    tpm = pd.DataFrame({"S1": [1.0, 3.0, 7.0], "S2": [0.0, 1.0, 3.0]}, index=["ENSG1", "ENSG2", "ENSG3"])
+    gct = tmp_path / "pre.gct"
+    io.write_gct(tpm, gct, description=pd.Series(["A", "B", "C"], index=tpm.index))
+    pre = rg.pretraining_expression(pd.Index(["ENSG3", "ENSG1"]), ["T1"], gct=str(gct))
+    assert list(pre.columns) == ["ENSG3", "ENSG1"] and pre.loc["S1", "ENSG3"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="also trait samples"):
+        rg.pretraining_expression(pd.Index(["ENSG1"]), ["S2"], gct=str(gct))
+    with pytest.raises(ValueError, match="absent"):
+        rg.pretraining_expression(pd.Index(["ENSG9"]), ["T1"], gct=str(gct))
