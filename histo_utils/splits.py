@@ -21,7 +21,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-__all__ = ["split_subjects", "split_patients", "check_split"]
+__all__ = ["split_subjects", "split_patients", "check_split", "check_patient_splits"]
 
 
 def split_subjects(samples: pd.DataFrame, *, fractions: Sequence[float] = (0.6, 0.2, 0.2),
@@ -131,3 +131,19 @@ def split_patients(patients: Sequence[str], *, test_fraction: float = 0.1, n_spl
         p = rng.permutation(rest)
         splits.append((sorted(p[n_val:]), sorted(p[:n_val])))
     return list(test), splits
+
+
+def check_patient_splits(test: Sequence[str], splits: Sequence[tuple[Sequence[str], Sequence[str]]]) -> None:
+    """Raise if a patient is in two of test, training and validation of any split (leakage).
+
+    Parameters
+    ----------
+    test : the held-out test patients
+    splits : ``[(train, validation), ...]`` (:func:`split_patients`)
+    """
+    test = set(test)
+    for i, (train, val) in enumerate(splits):
+        both = (set(train) & set(val)) | ((set(train) | set(val)) & test)
+        if both:
+            raise ValueError(f"Split {i}: {len(both)} patients are in two of test/train/validation "
+                             f"(e.g. {sorted(both)[:3]}).")

@@ -275,7 +275,7 @@ def candidate_pairs(within: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
     return cand
 
 
-def choose_features(cand: pd.DataFrame, layers: Sequence[str], *, n_features: int = 4,
+def choose_features(cand: pd.DataFrame, layers: dict, *, n_features: int = 4,
                     named: Sequence[str] = ()) -> pd.DataFrame:
     """Features to show: the named ones, else the strongest pairs spread over the network.
 
@@ -286,7 +286,8 @@ def choose_features(cand: pd.DataFrame, layers: Sequence[str], *, n_features: in
     Parameters
     ----------
     cand : :func:`candidate_pairs` output (``feature, layer, abs_r, scan``)
-    layers : layer names in network order
+    layers : layer name -> module, in network order (:func:`histo_utils.models.feature_layers`); every chosen
+        feature must be a channel of one of them (checked with :func:`feature_channel`)
     n_features : bands (features) when none are named
     named : ``layer_channel`` features; each keeps its strongest pair (a row without pair if it has none)
 
@@ -297,8 +298,16 @@ def choose_features(cand: pd.DataFrame, layers: Sequence[str], *, n_features: in
     if named:
         chosen = cand[cand.feature.isin(named)].sort_values("abs_r", ascending=False).drop_duplicates("feature")
         chosen = pd.concat([chosen, pd.DataFrame({"feature": [f for f in named if f not in set(chosen.feature)]})])
-        return chosen.reset_index(drop=True)
-    layer_order = list(layers)
+    else:
+        chosen = _spread_over_layers(cand, list(layers), n_features)
+    chosen = chosen.reset_index(drop=True)
+    for f in chosen.feature:
+        feature_channel(f, layers)  # a clear error for an unknown layer
+    return chosen
+
+
+def _spread_over_layers(cand: pd.DataFrame, layer_order: list[str], n_features: int) -> pd.DataFrame:
+    """The strongest pair of each of ``n_features`` layer bands, alternating the preferred scan."""
     band = cand.layer.astype(str).map({name: i * n_features // len(layer_order) for i, name in enumerate(layer_order)})
     picks = []
     for b in range(n_features):
@@ -308,7 +317,7 @@ def choose_features(cand: pd.DataFrame, layers: Sequence[str], *, n_features: in
             if len(c):
                 picks.append(c.nlargest(1, "abs_r").iloc[0])
                 break
-    return pd.DataFrame(picks).reset_index(drop=True)
+    return pd.DataFrame(picks)
 
 
 def tile_feature_values(model: nn.Module, ds, layers: dict, features: Sequence[str], *, device: str = "cpu",

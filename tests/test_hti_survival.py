@@ -43,6 +43,9 @@ def test_patient_splits_do_not_leak():
         assert not set(train) & set(val) and not (set(train) | set(val)) & set(test)
         assert set(train) | set(val) | set(test) == set(patients)
     assert splits.split_patients(patients, seed=3) == (test, drawn)  # seeded
+    splits.check_patient_splits(test, drawn)
+    with pytest.raises(ValueError, match="two of test/train/validation"):
+        splits.check_patient_splits(test, [(drawn[0][0] + test[:1], drawn[0][1])])
 
 
 def test_ensemble_vote_and_scores():

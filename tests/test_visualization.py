@@ -91,11 +91,14 @@ def test_choose_features_spreads_over_bands_and_alternates_scans():
                          "layer": ["l1", "l1", "l2", "l3", "l3", "l4"],
                          "scan": ["pooled", "within tissue", "pooled", "within tissue", "pooled", "pooled"],
                          "abs_r": [0.9, 0.5, 0.7, 0.95, 0.6, 0.4], "gene": "g", "r": 0.5})
-    chosen = vz.choose_features(cand, ["l1", "l2", "l3", "l4"], n_features=2)
+    layers = {name: nn.Identity() for name in ["l1", "l2", "l3", "l4"]}
+    chosen = vz.choose_features(cand, layers, n_features=2)
     # band 0 (l1, l2) prefers within tissue: l1_1 despite l1_0's larger |r|; band 1 (l3, l4) prefers pooled
     assert chosen.feature.tolist() == ["l1_1", "l3_1"]
-    named = vz.choose_features(cand, ["l1"], named=["l3_0", "l9_9"])
-    assert named.feature.tolist() == ["l3_0", "l9_9"] and np.isnan(named.abs_r.iloc[1])
+    named = vz.choose_features(cand, layers, named=["l3_0", "l4_9"])
+    assert named.feature.tolist() == ["l3_0", "l4_9"] and np.isnan(named.abs_r.iloc[1])
+    with pytest.raises(ValueError, match="Layer 'l9' of feature 'l9_9' not available"):
+        vz.choose_features(cand, layers, named=["l9_9"])
     pooled = pd.DataFrame({"feature": ["a", "b"], "r": [-0.5, 0.2], "perm_p": [0.01, np.nan]})
     both = vz.candidate_pairs(pd.DataFrame({"feature": ["c"], "r": [0.3]}), pooled)
     assert both.feature.tolist() == ["c", "a"] and both.abs_r.tolist() == [0.3, 0.5]
