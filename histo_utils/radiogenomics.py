@@ -488,8 +488,8 @@ def plot_model_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order
 
     from .plotting import seeded_jitter
 
-    n_folds = fold_auc.fold.nunique()
-    n_boot = bootstrap.resample.nunique()
+    n_folds = fold_auc["fold"].nunique()
+    n_boot = bootstrap["resample"].nunique()
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     with seeded_jitter(seed):
         sns.boxplot(data=fold_auc, x="trait", y="auc", hue="model", hue_order=order, ax=axes[0], fliersize=0)
