@@ -140,6 +140,10 @@ def check_patient_splits(test: Sequence[str], splits: Sequence[tuple[Sequence[st
     ----------
     test : the held-out test patients
     splits : ``[(train, validation), ...]`` (:func:`split_patients`)
+
+    Returns
+    -------
+    None; raises ``ValueError`` naming the split and a few patients on leakage.
     """
     test = set(test)
     for i, (train, val) in enumerate(splits):

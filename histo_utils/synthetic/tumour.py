@@ -236,6 +236,17 @@ def make_tumour_cohort(out_dir: str | os.PathLike, params: TumourParams = Tumour
 
     A rerun with the same parameters paints only missing slides; other parameters in the same folder are
     refused (delete it or choose another).
+
+    Parameters
+    ----------
+    out_dir : the cohort's folder
+    params : the cohort's size and planted effects
+    workers : processes painting slides
+    progress : show a progress bar
+
+    Returns
+    -------
+    dict of paths: ``data_dir``, ``slides``, ``truth``, ``expression``, ``clinical``
     """
     out = Path(out_dir)
     truth = out / "truth"
