@@ -21,14 +21,25 @@ from .io import read_gmt
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_gene_sets", "to_symbols", "set_coverage", "associations", "prerank", "prerank_many",
-           "jaccard", "over_representation"]
+__all__ = ["load_gene_sets", "to_symbols", "set_coverage", "associations", "associations_by_scope",
+           "associations_per_feature", "choose_features", "feature_rankings", "confounder_rankings", "prerank",
+           "prerank_many", "rank_by_nes", "jaccard", "over_representation", "annotation_filter", "summarize_lists",
+           "plot_association_counts", "plot_enrichment_curves", "plot_heatmap"]
 
 
 def load_gene_sets(path: str | os.PathLike | None, *, universe: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Gene sets of a GMT file (any file name), optionally restricted to a universe of symbols.
 
     A missing file is an error that says where to put one: nothing is downloaded (no Enrichr).
+
+    Parameters
+    ----------
+    path : path of the GMT file
+    universe : symbols to keep in each set (None: all)
+
+    Returns
+    -------
+    dict, set name -> list of symbols (in the file's order).
     """
     if path is None or not Path(path).exists():
         raise FileNotFoundError(
@@ -48,7 +59,17 @@ def to_symbols(scores: pd.Series, symbols: pd.Series) -> tuple[pd.Series, dict]:
     """Re-index gene scores from expression IDs (GCT ``Name``) to symbols (GCT ``Description``).
 
     Genes without a symbol are dropped; when several IDs share a symbol the one with the largest |score| is
-    kept. Returns the scores by symbol and a report of what happened.
+    kept.
+
+    Parameters
+    ----------
+    scores : Series, gene ID -> score (n_genes)
+    symbols : Series, gene ID -> symbol
+
+    Returns
+    -------
+    scores : Series, symbol -> score, sorted descending
+    report : dict ``genes, without_symbol, duplicate_symbols, mapped``
     """
     sym = symbols.reindex(scores.index)
     missing = sym.isna() | (sym.astype(str).str.strip() == "")
@@ -65,15 +86,26 @@ def to_symbols(scores: pd.Series, symbols: pd.Series) -> tuple[pd.Series, dict]:
 
 
 def set_coverage(sets: Mapping[str, Sequence[str]], universe: Sequence[str]) -> pd.DataFrame:
-    """How many genes of each set are in the ranked universe (genes of a set that do not map are reported)."""
+    """How many genes of each set are in the ranked universe (genes of a set that do not map are reported).
+
+    Parameters
+    ----------
+    sets : dict, set -> symbols
+    universe : the symbols of the ranking
+
+    Returns
+    -------
+    DataFrame, one row per set: ``gene_set, size, in_ranking, not_in_ranking`` (up to 20 missing symbols,
+    ;-joined).
+    """
     u = set(universe)
     rows = [{"gene_set": k, "size": len(v), "in_ranking": sum(g in u for g in v),
              "not_in_ranking": ";".join(sorted(g for g in v if g not in u)[:20])} for k, v in sets.items()]
     return pd.DataFrame(rows)
 
 
-def associations(expression, features, *, n_conditioning: int = 0, fdr: float = 0.05, block_size: int = 2048
-                 ) -> pd.DataFrame:
+def associations(features: pd.DataFrame, expression: pd.DataFrame, *, n_conditioning: int = 0, fdr: float = 0.05,
+                 block_size: int = 2048) -> pd.DataFrame:
     """Linear models ``gene ~ feature`` for every gene and feature of residual tables, vectorised.
 
     For residuals of a regression on a design of rank ``n_conditioning + 1`` the slope of the residual
@@ -83,14 +115,22 @@ def associations(expression, features, *, n_conditioning: int = 0, fdr: float = 
 
     Parameters
     ----------
-    expression : DataFrame, shape (n_samples, n_genes), residuals
-    features : DataFrame, shape (n_samples, n_features), residuals (same samples)
-    n_conditioning : rank of the confounder design minus one (0 for raw tables)
-    fdr : BH level over all gene × feature pairs
+    features : DataFrame, shape (n_samples, n_features)
+        Residual image features.
+    expression : DataFrame, shape (n_samples, n_genes)
+        Residual expression, same samples in the same order.
+    n_conditioning : int
+        Rank of the confounder design minus one (0 for raw tables).
+    fdr : float
+        BH level over all gene × feature pairs.
 
     Returns
     -------
     DataFrame of the pairs with BH q <= fdr: ``gene, feature, r, r2, beta, se, t, p, q, p_bonferroni``.
+
+    Examples
+    --------
+    >>> pairs = associations(residual_features, residual_expression, n_conditioning=4)   # doctest: +SKIP
     """
     from .correlation import scan_pairs
 
@@ -109,6 +149,316 @@ def associations(expression, features, *, n_conditioning: int = 0, fdr: float = 
     p["gene"] = expression.columns[p.gene]
     p["feature"] = features.columns[p.feature]
     return p[["gene", "feature", "r", "r2", "beta", "se", "t", "p", "q", "p_bonferroni"]].reset_index(drop=True)
+
+
+def _non_constant(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns without missing values and with SD above 1e-10 (residuals of a constant are ~1e-16)."""
+    t = table.dropna(axis=1)
+    return t.loc[:, t.std() > 1e-10]
+
+
+def associations_by_scope(features: Mapping[str, pd.DataFrame], expression: pd.DataFrame, tissue: pd.Series,
+                          designs: pd.DataFrame, *, fdr: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`associations` per tissue and pooled over tissues, for every residual feature table.
+
+    Each tissue's residuals were fitted on that tissue's design: a tissue spends ``design_columns - 1``
+    degrees of freedom on its confounders; the pooled residuals spend the sum over tissues of
+    ``design_columns``, minus one (one design per tissue). A scope with fewer than one degree of freedom
+    left is skipped with a warning.
+
+    Parameters
+    ----------
+    features : dict, table name -> DataFrame, shape (n_samples, n_features), residual features
+    expression : DataFrame, shape (n_samples, n_genes), residual expression (index: sample)
+    tissue : Series, sample -> tissue, indexed like ``expression``
+    designs : DataFrame indexed by tissue with ``design_columns`` (notebook 05's ``designs.tsv``)
+    fdr : BH level of each scope's test
+
+    Returns
+    -------
+    pairs : DataFrame, the BH-significant pairs of every (table, scope): :func:`associations`' columns plus
+        ``table, scope``
+    counts : DataFrame, one row per (table, scope): ``samples, genes, features, tests, associations_bh,
+        associations_bonferroni, genes_associated, features_associated``
+    """
+    pairs, counts = [], []
+    scopes = {t: tissue.index[tissue == t] for t in designs.index} | {"pooled": tissue.index}
+    for name, feats in features.items():
+        for scope, ids in scopes.items():
+            e = _non_constant(expression.loc[ids])
+            f = _non_constant(feats.loc[ids])
+            spent = (int(designs.loc[scope, "design_columns"]) - 1 if scope != "pooled"
+                     else int(designs.design_columns.sum()) - 1)
+            if len(ids) - 2 - spent < 1:
+                log.warning("%s: %d samples leave %d degrees of freedom after the confounders; skipped.", scope,
+                            len(ids), len(ids) - 2 - spent)
+                continue
+            a = associations(f, e, n_conditioning=spent, fdr=fdr).assign(table=name, scope=scope)
+            pairs.append(a)
+            counts.append({"table": name, "scope": scope, "samples": len(ids), "genes": e.shape[1],
+                           "features": f.shape[1], "tests": e.shape[1] * f.shape[1], "associations_bh": len(a),
+                           "associations_bonferroni": int((a.p_bonferroni < fdr).sum()),
+                           "genes_associated": a.gene.nunique(), "features_associated": a.feature.nunique()})
+    if not pairs:
+        raise ValueError("No tissue (nor the pooled residuals) has enough samples left after the confounders for "
+                         "an association test; use fewer confounders in notebook 05 or more samples.")
+    return pd.concat(pairs, ignore_index=True), pd.DataFrame(counts)
+
+
+def associations_per_feature(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Number of associated genes of each feature on the pooled residuals.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        :func:`associations_by_scope` pairs (``table, scope, feature``).
+
+    Returns
+    -------
+    DataFrame ``table, feature, associations``, one row per feature with at least one pooled pair.
+    """
+    return (pairs[pairs.scope == "pooled"].groupby(["table", "feature"]).size().rename("associations")
+            .reset_index())
+
+
+def plot_association_counts(counts: pd.DataFrame, per_feature: pd.DataFrame, *, fdr: float = 0.05):
+    """Bar chart of the BH-significant pairs per scope and histogram of associated genes per feature.
+
+    Parameters
+    ----------
+    counts : :func:`associations_by_scope` counts
+    per_feature : :func:`associations_per_feature` output
+    fdr : the BH level (axis label)
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
+    sns.barplot(data=counts, x="scope", y="associations_bh", hue="table", ax=axes[0])
+    axes[0].set_ylabel(f"gene–feature pairs, BH q < {fdr}")
+    axes[0].tick_params(axis="x", labelrotation=30, labelsize=7)
+    if len(per_feature):
+        sns.histplot(data=per_feature, x="associations", hue="table", bins=40, ax=axes[1], element="step")
+    else:
+        axes[1].text(0.5, 0.5, "no association at this FDR", ha="center", transform=axes[1].transAxes)
+    axes[1].set_xlabel("associated genes per feature (pooled)")
+    fig.tight_layout()
+    return fig
+
+
+def choose_features(per_feature: pd.DataFrame, tables: Mapping[str, pd.DataFrame], *, top_k: int = 3,
+                    named: Sequence[str] = (), trackers: Mapping[str, Mapping[str, str]] | None = None
+                    ) -> dict[tuple[str, str], str]:
+    """The features whose gene rankings go to GSEA, each with the reason it was chosen.
+
+    Parameters
+    ----------
+    per_feature : :func:`associations_per_feature` output
+    tables : dict, table name -> residual feature table (the features that can be chosen)
+    top_k : features per table with the most pooled associations
+    named : ``"table/feature"`` strings chosen by hand
+    trackers : table name -> {program: feature} (synthetic cohort: the feature tracking each program), or None
+
+    Returns
+    -------
+    dict, (table, feature) -> ``"most associations"``, ``"named"`` or ``"tracks program_<name>"``, in that
+    order of precedence (a feature keeps its first reason).
+    """
+    chosen = {}
+    for name in tables:
+        top = per_feature[per_feature.table == name].nlargest(top_k, "associations").feature
+        chosen.update({(name, f): "most associations" for f in top})
+    for item in named:
+        name, feat = item.split("/", 1)
+        if name not in tables or feat not in tables[name].columns:
+            raise ValueError(f"Feature {item!r} not available: give table/feature with a table of {list(tables)}.")
+        chosen[(name, feat)] = "named"
+    for name, by_program in (trackers or {}).items():
+        for prog, best in by_program.items():
+            if best in tables[name].columns:
+                chosen.setdefault((name, best), f"tracks program_{prog}")
+    return chosen
+
+
+def feature_rankings(features: Mapping[str, pd.DataFrame], chosen: Mapping[tuple[str, str], str],
+                     expression: pd.DataFrame, symbols: pd.Series) -> tuple[dict[str, pd.Series], dict[str, dict]]:
+    """Every gene ranked by the signed variance a chosen feature explains, sign(r) r², by symbol.
+
+    Parameters
+    ----------
+    features : dict, table name -> DataFrame, shape (n_samples, n_features), indexed like ``expression``
+    chosen : (table, feature) -> reason (:func:`choose_features`)
+    expression : DataFrame, shape (n_samples, n_genes), residual expression; constant genes are left out
+    symbols : Series, gene ID -> symbol
+
+    Returns
+    -------
+    rankings : dict, ``"table/feature"`` -> Series, symbol -> score (sorted, descending)
+    reports : dict, ``"table/feature"`` -> the ID mapping report of :func:`to_symbols`
+    """
+    from .correlation import correlation_blocks
+
+    ids = expression.index
+    e_all = _non_constant(expression)
+    rankings, reports = {}, {}
+    for name, feat in chosen:
+        r = next(correlation_blocks(features[name].loc[ids, [feat]], e_all, block_size=e_all.shape[1]))[1][0]
+        key = f"{name}/{feat}"
+        rankings[key], reports[key] = to_symbols(pd.Series(np.sign(r) * r ** 2, index=e_all.columns), symbols)
+    return rankings, reports
+
+
+def confounder_rankings(variance: pd.DataFrame, symbols: pd.Series) -> dict[str, pd.Series]:
+    """Genes ranked by the variance each confounder explains (mean over tissues), by symbol.
+
+    Parameters
+    ----------
+    variance : notebook 05's per-gene variance table: ``term, gene, unique_r2`` (rows of term ``(all)``
+        are left out)
+    symbols : Series, gene ID -> symbol
+
+    Returns
+    -------
+    dict, term -> Series, symbol -> score; a tiny increasing offset (1e-12 over the ranking) breaks ties.
+    """
+    vp = variance[variance.term != "(all)"]
+    out = {}
+    for term, g in vp.groupby("term"):
+        score = g.groupby("gene").unique_r2.mean()
+        out[term], _ = to_symbols(score + 1e-12 * np.arange(len(score)) / len(score), symbols)
+    return out
+
+
+def rank_by_nes(table: pd.DataFrame) -> pd.DataFrame:
+    """A one-sided ranking's GSEA table (e.g. variance explained, R² >= 0): sets by NES, the top end only.
+
+    Parameters
+    ----------
+    table : :func:`prerank_many` table (``list, nes``)
+
+    Returns
+    -------
+    DataFrame: ``table`` sorted by list, then NES descending, with ``rank`` (1 = highest NES) per list.
+    """
+    out = table.sort_values(["list", "nes"], ascending=[True, False], kind="stable")
+    out["rank"] = out.groupby("list").cumcount() + 1
+    return out
+
+
+def plot_enrichment_curves(gsea: pd.DataFrame, curves: Mapping[str, Mapping], *, n: int = 6):
+    """Running enrichment score and hits of the top set of up to ``n`` lists (smallest FDR first).
+
+    Parameters
+    ----------
+    gsea : :func:`prerank_many` table with a ``rank`` column
+    curves : :func:`prerank_many` curves
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame ``list, term, rank, RES`` (empty when no list has a set)
+    """
+    import matplotlib.pyplot as plt
+
+    show = gsea[gsea["rank"] == 1].sort_values("fdr").head(n)
+    fig = plt.figure(figsize=(4.2 * len(show), 4.6))
+    rows = []
+    for i, (_, row) in enumerate(show.iterrows()):
+        c = curves[row.list][row.term]
+        ax = fig.add_subplot(1, len(show), i + 1)
+        ax.plot(c["RES"], color="#1b9e77")
+        ax.vlines(c["hits"], ymin=min(c["RES"]) - 0.05, ymax=min(c["RES"]), color="k", lw=0.4)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(f"{row.list}\n{row.term}\nNES {row.nes:.2f}, FDR {row.fdr:.3f}", fontsize=7)
+        ax.set_xlabel("gene rank")
+        ax.set_ylabel("running enrichment score" if i == 0 else "")
+        rows.append(pd.DataFrame({"list": row.list, "term": row.term, "rank": np.arange(len(c["RES"])),
+                                  "RES": c["RES"]}))
+    fig.tight_layout()
+    return fig, (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame())
+
+
+def plot_heatmap(table: pd.DataFrame, *, title: str, fmt: str = ".2f", **kwargs):
+    """An annotated heatmap of a small table (seaborn) with small tick labels.
+
+    Parameters
+    ----------
+    table : DataFrame, shape (n_rows, n_columns)
+    title : figure title
+    fmt : format of the annotations
+    **kwargs : ``figsize`` and ``labelsize`` (tick labels) of the figure; the rest goes to ``seaborn.heatmap``
+        (e.g. ``cmap``, ``vmin``, ``center``)
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    figsize = kwargs.pop("figsize", (0.5 * len(table) + 3, 0.5 * len(table) + 2))
+    fontsize = kwargs.pop("labelsize", 6)
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.heatmap(table, annot=True, fmt=fmt, ax=ax, annot_kws={"fontsize": 6}, **kwargs)
+    ax.tick_params(labelsize=fontsize)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def summarize_lists(gsea: pd.DataFrame, *, fdr: float = 0.05) -> pd.DataFrame:
+    """Per ranked list: why it was chosen, sets enriched at ``fdr``, the top set with its NES and FDR.
+
+    Parameters
+    ----------
+    gsea : GSEA table of the feature rankings (``list, why, term, nes, fdr``; each list's rows sorted by rank)
+    fdr : FDR level at which a set counts as enriched
+
+    Returns
+    -------
+    DataFrame indexed by list: ``why, enriched, top_set, top_nes, top_fdr``.
+    """
+    return gsea.groupby("list").agg(why=("why", "first"), enriched=("fdr", lambda f: int((f < fdr).sum())),
+                                    top_set=("term", "first"), top_nes=("nes", "first"), top_fdr=("fdr", "first"))
+
+
+def annotation_filter(pairs: pd.DataFrame, floor: pd.DataFrame, symbols: pd.Series,
+                      gene_sets: Mapping[str, Sequence[str]], *, annotation_sets: Sequence[str] = (),
+                      r_threshold: float = 0.8, e_threshold: float = 10.0, perm_alpha: float = 0.001
+                      ) -> tuple[pd.DataFrame, list[str], list[str], dict[str, list[str]]]:
+    """Badea's annotation filter: which correlated genes of notebook 03 carry each annotation set.
+
+    Parameters
+    ----------
+    pairs : notebook 03's ``pairs.parquet`` (``r, max_median, perm_p, symbol``)
+    floor : notebook 03's ``expression_floor.tsv`` indexed by ``Name`` with ``max_median``
+    symbols : Series, gene ID -> symbol
+    gene_sets : dict, set -> symbols
+    annotation_sets : the sets used (empty: all)
+    r_threshold, e_threshold, perm_alpha : |r| >= R_T, expression >= E_T, permutation p < alpha
+
+    Returns
+    -------
+    carriers : DataFrame, one row per annotation: ``annotation, genes`` (;-joined), ``n`` (sorted by n)
+    correlated : sorted symbols of the correlated genes
+    universe : sorted symbols of the genes notebook 03 could report (the background)
+    annotations : the annotation sets used
+    """
+    missing = sorted(set(annotation_sets) - set(gene_sets))
+    if missing:
+        raise ValueError(f"Annotation sets {missing} are not in the GMT; available e.g. {sorted(gene_sets)[:5]}.")
+    tested = floor.index[floor.max_median >= e_threshold]  # the genes notebook 03 could report
+    sig = pairs[(pairs.r.abs() >= r_threshold) & (pairs.max_median >= e_threshold) & (pairs.perm_p < perm_alpha)]
+    correlated = sorted(sig.symbol.dropna().unique())
+    universe = sorted(symbols.reindex(tested).dropna().unique())
+    ann = {k: v for k, v in gene_sets.items() if not annotation_sets or k in annotation_sets}
+    carriers = pd.DataFrame([{"annotation": k, "genes": ";".join(sorted(set(v) & set(correlated))),
+                              "n": len(set(v) & set(correlated))} for k, v in ann.items()]).sort_values(
+        "n", ascending=False)
+    return carriers, correlated, universe, ann
 
 
 def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permutations: int = 1000,
@@ -172,7 +522,16 @@ def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, w
 
 
 def jaccard(enriched: Mapping[str, set]) -> pd.DataFrame:
-    """Jaccard index |A ∩ B| / |A ∪ B| between the enriched-set collections of every pair of lists."""
+    """Jaccard index |A ∩ B| / |A ∪ B| between the enriched-set collections of every pair of lists.
+
+    Parameters
+    ----------
+    enriched : dict, list name -> set of enriched gene-set names (n_lists entries)
+
+    Returns
+    -------
+    DataFrame, shape (n_lists, n_lists), symmetric; NaN where both collections are empty.
+    """
     keys = list(enriched)
     m = np.zeros((len(keys), len(keys)))
     for i, a in enumerate(keys):

@@ -100,7 +100,8 @@ def build_model(arch: str, n_classes: int, *, weights_path: str | os.PathLike | 
 
     Returns
     -------
-    torch.nn.Module, input (batch, 3, input_px, input_px), output (batch, n_classes) logits
+    nn.Module
+        The network; its output has shape (batch, n_classes) for input (batch, 3, H, W).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"Architecture '{arch}' not available. Available: {list(ARCHITECTURES)}")
@@ -149,9 +150,17 @@ def _load_matching(model: nn.Module, path: Path) -> None:
 def feature_layers(model: nn.Module, arch: str) -> "OrderedDict[str, nn.Module]":
     """The layers whose channels are quantified as features, in forward order, by name.
 
-    Names: the index in ``features`` for VGG/AlexNet/compact (Badea's ``29``
-    in feature ``29_499``); the module path otherwise (``layer3.2``,
-    ``Mixed_6b.branch7x7_1``).
+    Names: the index in ``features`` for VGG/AlexNet/compact (Badea's ``29`` in feature ``29_499``); the module
+    path otherwise (``layer3.2``, ``Mixed_6b.branch7x7_1``).
+
+    Parameters
+    ----------
+    model : a network of :func:`build_model`
+    arch : its architecture (one of :data:`ARCHITECTURES`)
+
+    Returns
+    -------
+    OrderedDict, layer name -> module
     """
     out: "OrderedDict[str, nn.Module]" = OrderedDict()
     if hasattr(model, "features") and isinstance(model.features, nn.Sequential) and arch != "inception_v3":

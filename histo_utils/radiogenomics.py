@@ -24,16 +24,31 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .metrics import auc
+
 log = logging.getLogger(__name__)
 
 __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "transfer_encoder", "fit_trait_net",
            "predict_proba", "comparison_models", "cross_validate", "bootstrap_differences", "gene_masking",
-           "rank_gene_sets", "gene_saliency", "Standardizer"]
+           "rank_gene_sets", "gene_saliency", "Standardizer", "feature_traits", "binarize_traits", "compare_models",
+           "summarize_comparison", "plot_model_comparison", "plot_training_loss", "gene_set_columns", "mask_fill",
+           "mask_gene_sets", "plot_gene_masking", "saliency_gsea", "saliency_rates", "plot_saliency_heatmap",
+           "pretraining_expression"]
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes and training settings of the expression networks."""
+    """Sizes and training settings of the expression networks.
+
+    Attributes
+    ----------
+    hidden : sizes of the trait network's three hidden layers (the autoencoder shares the first two)
+    dropout : dropout between hidden layers
+    epochs, ae_epochs : epochs of the trait network and of the autoencoder
+    lr, weight_decay, batch_size : Adam's learning rate, its L2 penalty, samples per batch
+    freeze_first : keep the pre-trained first layer frozen while fine-tuning (the paper)
+    seed : seed of the initialisation and the batch order
+    """
 
     hidden: tuple[int, int, int] = (256, 64, 16)
     dropout: float = 0.3
@@ -47,7 +62,13 @@ class NetConfig:
 
 
 class Standardizer:
-    """Per-gene z-scores with the mean and SD of the data it was fitted on (SD 0 -> 1)."""
+    """Per-gene z-scores with the mean and SD of the data it was fitted on (SD 0 -> 1).
+
+    Attributes
+    ----------
+    mean_, sd_ : arrays, shape (n_genes,), set by ``fit(x)`` on x of shape (n_samples, n_genes);
+        ``transform(x)`` returns float32 z-scores of the same shape
+    """
 
     def fit(self, x: np.ndarray) -> "Standardizer":
         self.mean_ = x.mean(0)
@@ -98,9 +119,18 @@ def _batches(n: int, size: int, gen: torch.Generator):
 
 def pretrain_autoencoder(x: np.ndarray, *, config: NetConfig = NetConfig(), progress: bool = False
                          ) -> tuple[Autoencoder, pd.DataFrame]:
-    """Train an autoencoder (mean squared reconstruction error) on standardised expression, shape (n, genes).
+    """Train an autoencoder (mean squared reconstruction error) on standardised expression.
 
-    Returns the model and its history (``epoch, loss``).
+    Parameters
+    ----------
+    x : array, shape (n_samples, n_genes), standardised expression of samples not used for the traits
+    config : sizes (``hidden``), ``ae_epochs``, ``lr``, ``batch_size`` and ``seed``
+    progress : show a progress bar
+
+    Returns
+    -------
+    model : :class:`Autoencoder`
+    history : DataFrame ``epoch, loss``
     """
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"Autoencoder input must be (n_samples >= 2, n_genes), got {x.shape}.")
@@ -177,7 +207,17 @@ def predict_proba(net: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def comparison_models(seed: int = 0, *, n_jobs: int = 1) -> dict[str, Callable[[], object]]:
-    """Factories of the paper's comparison models (scikit-learn; histogram gradient boosting in place of XGBoost)."""
+    """Factories of the paper's comparison models (scikit-learn; histogram gradient boosting in place of XGBoost).
+
+    Parameters
+    ----------
+    seed : random state of the models
+    n_jobs : processes of the random forest
+
+    Returns
+    -------
+    dict, name (``gbt, rf, svm, logit``) -> a function returning a new unfitted model
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.svm import SVC
@@ -202,7 +242,6 @@ def cross_validate(x: np.ndarray, y: np.ndarray, *, n_folds: int = 10, seed: int
     auc : one row per (model, fold) with the fold's AUC
     oof : out-of-fold P(positive), one row per sample, one column per model, plus ``y`` and ``fold``
     """
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(y).astype(int)
@@ -222,8 +261,8 @@ def cross_validate(x: np.ndarray, y: np.ndarray, *, n_folds: int = 10, seed: int
             m = make().fit(xtr, y[tr])
             oof.loc[te, name] = m.predict_proba(xte)[:, 1]
         for name in ["nn", *models]:
-            auc = roc_auc_score(y[te], oof.loc[te, name]) if len(set(y[te])) == 2 else np.nan
-            rows.append({"model": name, "fold": f, "auc": auc, "n_test": len(te)})
+            rows.append({"model": name, "fold": f, "auc": auc(oof.loc[te, name].to_numpy(), y[te]),
+                         "n_test": len(te)})
     return pd.DataFrame(rows), oof
 
 
@@ -234,8 +273,6 @@ def bootstrap_differences(oof: pd.DataFrame, *, reference: str = "nn", n_boot: i
     Each resample draws samples with replacement (stratified by class, so both classes are present) and
     scores every model on the same draw: a paired comparison. Returns one row per (resample, model).
     """
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     y = oof["y"].to_numpy()
     pos, neg = np.where(y == 1)[0], np.where(y == 0)[0]
@@ -243,11 +280,10 @@ def bootstrap_differences(oof: pd.DataFrame, *, reference: str = "nn", n_boot: i
     rows = []
     for b in range(n_boot):
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        ref = roc_auc_score(y[idx], oof[reference].to_numpy()[idx])
+        ref = auc(oof[reference].to_numpy()[idx], y[idx])
         for m in others:
-            rows.append({"resample": b, "model": m, "auc_reference": ref,
-                         "auc_model": roc_auc_score(y[idx], oof[m].to_numpy()[idx]),
-                         "difference": ref - roc_auc_score(y[idx], oof[m].to_numpy()[idx])})
+            a = auc(oof[m].to_numpy()[idx], y[idx])
+            rows.append({"resample": b, "model": m, "auc_reference": ref, "auc_model": a, "difference": ref - a})
     return pd.DataFrame(rows)
 
 
@@ -307,13 +343,11 @@ def rank_gene_sets(masked: pd.DataFrame, y: Sequence[int], *, scores: str = "pro
     """
     from scipy.special import expit
 
-    from .heterogeneity import slide_auc
-
     if scores not in ("probability", "log_odds"):
         raise ValueError(f"scores must be 'probability' or 'log_odds', got '{scores}'.")
     y = np.asarray(y).astype(int)
     prob = masked if scores == "probability" else masked.apply(expit)
-    rows = [{"gene_set": c, "auc": slide_auc(masked[c].to_numpy(), y),
+    rows = [{"gene_set": c, "auc": auc(masked[c].to_numpy(), y),
              "mean_p_positive": float(prob[c][y == 1].mean()), "mean_p_negative": float(prob[c][y == 0].mean())}
             for c in masked.columns]
     out = pd.DataFrame(rows).sort_values("auc", ascending=False).reset_index(drop=True)
@@ -328,3 +362,384 @@ def gene_saliency(net: nn.Module, x: np.ndarray) -> np.ndarray:
     p = torch.softmax(net(xt), 1)[:, 1]
     (grad,) = torch.autograd.grad(p.sum(), xt)  # samples are independent in eval mode
     return grad.numpy()
+
+
+# --------------------------------------------------------------------------
+# notebook 09: traits, the model comparison, masking and saliency over every trait
+# --------------------------------------------------------------------------
+def feature_traits(features: Sequence[str], available: Sequence[str]) -> pd.DataFrame:
+    """Trait definitions from named image features (real data): ``trait`` = ``<feature>_high``.
+
+    Parameters
+    ----------
+    features : ``layer_channel`` names, each a column of the feature table
+    available : the feature table's columns
+
+    Returns
+    -------
+    DataFrame ``trait, program`` (empty), ``feature, r_within_tissue`` (NaN: not oriented).
+    """
+    if not features:
+        raise ValueError("Real data: list the image features that define the traits in trait_features.")
+    missing = [f for f in features if f not in set(available)]
+    if missing:
+        raise KeyError(f"trait_features {missing} are not columns of the feature table; e.g. {list(available)[:3]}.")
+    return pd.DataFrame({"trait": [f"{f}_high" for f in features], "program": "", "feature": list(features),
+                         "r_within_tissue": np.nan})
+
+
+def binarize_traits(features: pd.DataFrame, tissue: pd.Series, trait_info: pd.DataFrame) -> pd.DataFrame:
+    """Binary traits: a sample is positive when its feature is above its tissue's median.
+
+    A feature that tracks its program negatively (``r_within_tissue`` < 0) is flipped first, so that
+    positive means "more of the program"; NaN ``r_within_tissue`` keeps the sign.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features)
+    tissue : Series, sample -> tissue, indexed like ``features``
+    trait_info : ``trait, feature, r_within_tissue`` (:func:`feature_traits` or
+        :func:`histo_utils.truth.program_traits`)
+
+    Returns
+    -------
+    DataFrame, shape (n_samples, n_traits), 0/1, indexed like ``features``.
+    """
+    traits = {}
+    for r in trait_info.itertuples():
+        v = features[r.feature] * (np.sign(r.r_within_tissue) if np.isfinite(r.r_within_tissue) else 1)
+        traits[r.trait] = (v > v.groupby(tissue).transform("median")).astype(int)
+    return pd.DataFrame(traits)
+
+
+def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_boot: int = 100, seed: int = 0,
+                   config: NetConfig = NetConfig(), encoder: Autoencoder | None = None,
+                   models: Mapping[str, Callable[[], object]] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`cross_validate` and :func:`bootstrap_differences` for every trait (Smedley et al.'s Fig 2).
+
+    Parameters
+    ----------
+    x : array, shape (n_samples, n_genes), log expression
+    traits : DataFrame, shape (n_samples, n_traits), 0/1 (index: sample)
+    n_folds, n_boot, seed, config, encoder, models : as for :func:`cross_validate` and
+        :func:`bootstrap_differences`
+
+    Returns
+    -------
+    fold_auc : one row per (trait, model, fold): ``auc``
+    out_of_fold : one row per (trait, sample): the out-of-fold P of every model, ``y``, ``fold``, ``SAMPID``
+    bootstrap : one row per (trait, resample, model): AUC(nn) - AUC(model)
+
+    Examples
+    --------
+    >>> fold_auc, oof, boots = compare_models(x, traits, n_folds=5, n_boot=50, encoder=ae)   # doctest: +SKIP
+    """
+    fold_auc, oofs, boots = [], {}, []
+    for t in traits.columns:
+        y = traits[t].to_numpy()
+        auc_t, oof = cross_validate(x, y, n_folds=n_folds, seed=seed, config=config, encoder=encoder, models=models)
+        fold_auc.append(auc_t.assign(trait=t))
+        oofs[t] = oof.assign(SAMPID=traits.index)
+        boots.append(bootstrap_differences(oof, n_boot=n_boot, seed=seed).assign(trait=t))
+    return (pd.concat(fold_auc, ignore_index=True), pd.concat(oofs, names=["trait"]).reset_index(level=0),
+            pd.concat(boots, ignore_index=True))
+
+
+def summarize_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order: Sequence[str]
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean fold AUC per trait and model, and the bootstrap differences per trait and model.
+
+    Parameters
+    ----------
+    fold_auc : :func:`compare_models` fold AUCs
+    bootstrap : :func:`compare_models` bootstrap differences
+    order : model columns of the summary, in order
+
+    Returns
+    -------
+    summary : DataFrame, traits x models: mean fold AUC
+    diff : DataFrame ``trait, model, mean, low, high`` (95 % interval), ``p_nn_better`` (fraction of resamples
+        with AUC(nn) > AUC(model))
+    """
+    summary = fold_auc.groupby(["trait", "model"]).auc.agg(["mean", "std"]).unstack("model")["mean"][list(order)]
+    diff = bootstrap.groupby(["trait", "model"]).difference.agg(
+        mean="mean", low=lambda d: d.quantile(0.025), high=lambda d: d.quantile(0.975),
+        p_nn_better=lambda d: (d > 0).mean()).reset_index()
+    return summary, diff
+
+
+def plot_model_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order: Sequence[str], *, seed: int = 0):
+    """Fig 2: (a) fold AUCs of every model per trait, (b) bootstrap AUC(nn) - AUC(model).
+
+    Parameters
+    ----------
+    fold_auc : :func:`compare_models` fold AUCs (``trait, model, fold, auc``)
+    bootstrap : :func:`compare_models` bootstrap (``trait, model, resample, difference``)
+    order : models in plotting order
+    seed : seed of the strip plot's jitter
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from .plotting import seeded_jitter
+
+    n_folds = fold_auc["fold"].nunique()
+    n_boot = bootstrap["resample"].nunique()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    with seeded_jitter(seed):
+        sns.boxplot(data=fold_auc, x="trait", y="auc", hue="model", hue_order=order, ax=axes[0], fliersize=0)
+        sns.stripplot(data=fold_auc, x="trait", y="auc", hue="model", hue_order=order, dodge=True, ax=axes[0],
+                      size=2, color="k", legend=False)
+    axes[0].axhline(0.5, color="grey", ls=":", lw=0.8)
+    axes[0].set_title(f"(a) {n_folds}-fold cross-validation AUC", fontsize=9)
+    sns.boxplot(data=bootstrap, x="trait", y="difference", hue="model", ax=axes[1], fliersize=1)
+    axes[1].axhline(0, color="grey", ls=":", lw=0.8)
+    axes[1].set_title(f"(b) AUC(nn) - AUC(model), {n_boot} bootstrap resamples", fontsize=9)
+    for a in axes:
+        a.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_loss(history: pd.DataFrame, *, title: str):
+    """Loss by epoch of a training run.
+
+    Parameters
+    ----------
+    history : DataFrame ``epoch, loss``
+    title : figure title
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 2.8))
+    ax.plot(history.epoch, history.loss)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reconstruction MSE (standardised)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def gene_set_columns(gene_sets: Mapping[str, Sequence[str]], genes: Sequence[str], *, min_size: int = 5
+                     ) -> dict[str, list[int]]:
+    """Column indices of each gene set's genes among ``genes``.
+
+    Parameters
+    ----------
+    gene_sets : dict, set -> symbols
+    genes : the symbols of the expression columns (n_genes)
+    min_size : sets with fewer genes present are dropped
+
+    Returns
+    -------
+    dict, set -> list of column indices in 0..n_genes-1
+    """
+    col = {s: i for i, s in enumerate(genes)}
+    sets = {k: [col[g] for g in v if g in col] for k, v in gene_sets.items()}
+    return {k: v for k, v in sets.items() if len(v) >= min_size}
+
+
+def mask_fill(scaler: Standardizer, how: str) -> np.ndarray | float:
+    """The masked genes' value in the network's standardised input space.
+
+    Parameters
+    ----------
+    scaler : the :class:`Standardizer` fitted on the network's training data
+    how : ``zero``: a zero on the log2(1 + TPM) scale (the paper), i.e. ``-mean / sd`` per gene;
+        ``mean``: the training mean, 0
+
+    Returns
+    -------
+    array, shape (n_genes,), or 0.0
+    """
+    if how not in ("zero", "mean"):
+        raise ValueError(f"mask_fill must be 'zero' or 'mean', got '{how}'.")
+    return -scaler.mean_ / scaler.sd_ if how == "zero" else 0.0
+
+
+def mask_gene_sets(z: np.ndarray, traits: pd.DataFrame, gene_sets: Mapping[str, Sequence[int]], *,
+                   fill: np.ndarray | float, config: NetConfig = NetConfig(), encoder: Autoencoder | None = None
+                   ) -> tuple[dict[str, TraitNet], pd.DataFrame]:
+    """One network per trait trained on all samples, then :func:`gene_masking` ranked by :func:`rank_gene_sets`.
+
+    Parameters
+    ----------
+    z : array, shape (n_samples, n_genes), standardised expression
+    traits : DataFrame, shape (n_samples, n_traits), 0/1
+    gene_sets : name -> column indices (:func:`gene_set_columns`)
+    fill : :func:`mask_fill`
+
+    Returns
+    -------
+    nets : trait -> trained network
+    masking : one row per (trait, gene set): ``gene_set, auc, mean_p_positive, mean_p_negative, rank, trait,
+        planted`` (a ``PLANTED*`` set), ranked on the log-odds
+    """
+    nets, masking = {}, []
+    for t in traits.columns:
+        nets[t] = fit_trait_net(z, traits[t].to_numpy(), config=config, encoder=encoder)
+        masked = gene_masking(nets[t], z, gene_sets, fill=fill, output="log_odds")
+        masking.append(rank_gene_sets(masked, traits[t].to_numpy(), scores="log_odds").assign(trait=t))
+    masking = pd.concat(masking, ignore_index=True)
+    masking["planted"] = masking.gene_set.str.startswith("PLANTED")
+    return nets, masking
+
+
+def plot_gene_masking(masking: pd.DataFrame, *, target: Mapping[str, str] | None = None, top: int = 12):
+    """The ``top`` gene sets of each trait by masked AUC.
+
+    Parameters
+    ----------
+    masking : :func:`mask_gene_sets` table (``trait, gene_set, auc, planted``), ranked per trait
+    target : trait -> its planted set (orange); other planted sets are purple
+    top : sets shown per trait
+
+    Returns
+    -------
+    matplotlib Figure, one panel per trait
+    """
+    import matplotlib.pyplot as plt
+
+    target = target or {}
+    traits = list(dict.fromkeys(masking.trait))
+    fig, axes = plt.subplots(1, len(traits), figsize=(4.3 * len(traits), 4), sharex=True)
+    for ax, t in zip(np.atleast_1d(axes), traits):
+        m = masking[masking.trait == t].head(top).iloc[::-1]
+        colours = ["#d95f02" if g == target.get(t) else ("#7570b3" if p else "#bbbbbb")
+                   for g, p in zip(m.gene_set, m.planted)]
+        ax.barh(m.gene_set, m.auc, color=colours)
+        ax.axvline(0.5, color="grey", ls=":", lw=0.8)
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("AUC of masked network output")
+        ax.tick_params(axis="y", labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def saliency_gsea(nets: Mapping[str, nn.Module], z: np.ndarray, traits: pd.DataFrame, symbols: Sequence[str],
+                  gene_sets: Mapping[str, Sequence[str]], *, workers: int = 1, permutations: int = 1000,
+                  min_size: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Per trait and sample, the genes ranked by :func:`gene_saliency` and tested by preranked GSEA.
+
+    Parameters
+    ----------
+    nets : trait -> trained network
+    z : array, shape (n_samples, n_genes), standardised expression
+    traits : DataFrame, shape (n_samples, n_traits), 0/1 (index: sample ID)
+    symbols : the genes' symbols, length n_genes
+    gene_sets : set -> symbols
+
+    Returns
+    -------
+    DataFrame, one row per (trait, sample, set): :func:`histo_utils.enrichment.prerank` columns, ``SAMPID``,
+    ``trait``, ``positive`` (the sample's class).
+    """
+    from .enrichment import prerank_many
+
+    rows = []
+    for t in traits.columns:
+        sal = gene_saliency(nets[t], z)
+        rankings = {s: pd.Series(sal[i], index=np.asarray(symbols)) for i, s in enumerate(traits.index)}
+        res, _ = prerank_many(rankings, gene_sets, workers=workers, permutations=permutations, min_size=min_size,
+                              seed=seed, curves=False)
+        rows.append(res.rename(columns={"list": "SAMPID"}).assign(
+            trait=t, positive=lambda d: d.SAMPID.map(traits[t]).astype(int)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def saliency_rates(sal: pd.DataFrame, *, fdr: float = 0.05) -> pd.DataFrame:
+    """Fraction of samples in which each set is enriched (FDR < fdr, NES > 0), per trait, set and class.
+
+    Parameters
+    ----------
+    sal : :func:`saliency_gsea` table (``trait, term, positive, nes, fdr``)
+    fdr : FDR level
+
+    Returns
+    -------
+    DataFrame ``trait, term, kind`` (``decoy`` for ``DECOY*`` sets, else ``planted``), ``positive, rate``.
+    """
+    enriched = (sal.fdr < fdr) & (sal.nes > 0)
+    return (sal.assign(enriched=enriched, kind=np.where(sal.term.str.startswith("DECOY"), "decoy", "planted"))
+            .groupby(["trait", "term", "kind", "positive"]).enriched.mean().rename("rate").reset_index())
+
+
+def plot_saliency_heatmap(sal: pd.DataFrame, traits: pd.DataFrame, *, n_decoys: int = 6):
+    """NES of the planted sets and ``n_decoys`` decoys in every sample's saliency ranking, positives first.
+
+    Parameters
+    ----------
+    sal : :func:`saliency_gsea` table (``trait, SAMPID, term, nes``)
+    traits : DataFrame, shape (n_samples, n_traits), 0/1
+    n_decoys : decoy sets shown
+
+    Returns
+    -------
+    fig : one heatmap per trait, samples sorted positives first
+    table : DataFrame ``SAMPID, term, nes, trait`` (what the heatmaps show)
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(traits.columns), figsize=(5 * len(traits.columns), 4.5))
+    tables = []
+    for ax, t in zip(np.atleast_1d(axes), traits.columns):
+        m = sal[sal.trait == t].pivot(index="SAMPID", columns="term", values="nes")
+        keep = ([c for c in m.columns if c.startswith("PLANTED")]
+                + [c for c in m.columns if c.startswith("DECOY")][:n_decoys])
+        m = m.loc[traits[t].loc[m.index].sort_values(ascending=False).index, keep]
+        sns.heatmap(m.T, cmap="RdBu_r", center=0, ax=ax, xticklabels=False, cbar_kws={"label": "NES"})
+        ax.axvline(int(traits[t].sum()), color="k", lw=1)
+        ax.set_title(f"{t}: positive samples left of the line", fontsize=8)
+        ax.set_xlabel("samples")
+        ax.tick_params(axis="y", labelsize=6)
+        tables.append(m.reset_index().melt(id_vars="SAMPID", var_name="term", value_name="nes").assign(trait=t))
+    fig.tight_layout()
+    return fig, pd.concat(tables, ignore_index=True)
+
+
+def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *, gct: str = "", data_dir=None,
+                           n_samples: int = 400, stream: int = 1) -> pd.DataFrame:
+    """log2(1 + TPM) of the expression-only samples the autoencoder is pre-trained on.
+
+    Parameters
+    ----------
+    genes : the genes of the trait network's input (all must be present)
+    trait_samples : the trait samples' IDs; none may be a pre-training sample
+    gct : a GCT of expression-only samples (e.g. GTEx samples without images); empty: simulate them
+    data_dir : the synthetic cohort's data directory (when ``gct`` is empty): new donors are drawn from its
+        gene model (:func:`histo_utils.synthetic.cohort.expression_only_cohort`)
+    n_samples : simulated samples
+    stream : random stream of the simulation
+
+    Returns
+    -------
+    DataFrame, shape (n_pretrain, n_genes), columns ``genes``
+    """
+    if gct:
+        from .data import load_log_expression
+
+        pre_log, _ = load_log_expression(gct)
+        overlap = pre_log.index.intersection(pd.Index(trait_samples))
+        if len(overlap):
+            raise ValueError(f"{len(overlap)} pre-training samples are also trait samples (e.g. {list(overlap[:3])}); "
+                             "the autoencoder must not see them.")
+    else:
+        from .synthetic.cohort import expression_only_cohort, load_cohort_params
+
+        pre_tpm, _ = expression_only_cohort(load_cohort_params(data_dir), n_samples, stream=stream)
+        pre_log = np.log2(1 + pre_tpm.T)
+    missing = pd.Index(genes).difference(pre_log.columns)
+    if len(missing):
+        raise ValueError(f"{len(missing)} genes of the trait samples are absent from the pre-training expression "
+                         f"(e.g. {list(missing[:3])}).")
+    return pre_log[genes]

@@ -37,7 +37,7 @@ from .io import atomic_open, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_report", "render_notebook", "notebook_title", "figure_captions", "NotebookEntry", "Figure",
+__all__ = ["write_report", "notebook_title", "figure_captions", "NotebookEntry", "Figure",
            "MATHJAX_URL"]
 
 #: MathJax for the notebook pages (loaded with ``async``: never blocks a page offline).
@@ -206,32 +206,6 @@ def _exporter(mathjax_url: str | None):
     return HTMLExporter(template_name="lab", template_file=_TEMPLATE_NAME, embed_images=True,
                         extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
                         mathjax_url=mathjax_url or "", log=_nbconvert_log)
-
-
-def render_notebook(ipynb: Path, *, title: str | None = None, mathjax_url: str | None = MATHJAX_URL,
-                    exporter=None) -> str:
-    """An executed notebook as one self-contained HTML page (nbconvert's 'lab' template).
-
-    Parameters
-    ----------
-    ipynb
-        The executed notebook.
-    title
-        The page title (default: the notebook's first heading).
-    mathjax_url
-        Where the page loads MathJax from, asynchronously; None: no MathJax (formulas stay TeX).
-    exporter
-        A configured ``HTMLExporter`` to reuse (made from ``mathjax_url`` if None).
-
-    Returns
-    -------
-    str
-        The HTML; output images and markdown images are embedded as data URIs.
-    """
-    import nbformat
-
-    nb = nbformat.read(str(ipynb), as_version=4)
-    return _render(nb, ipynb, title or notebook_title(nb, ipynb.stem), exporter or _exporter(mathjax_url))
 
 
 def _render(nb, ipynb: Path, title: str, exporter) -> str:

@@ -34,7 +34,7 @@ from .io import read_table
 log = logging.getLogger(__name__)
 
 __all__ = ["patient_barcode", "sample_barcode", "slide_number", "choose_diagnostic_slides", "TCGAFiles",
-           "locate_tcga_files", "read_expression_matrix", "read_clinical"]
+           "locate_tcga_files", "read_expression_matrix", "read_clinical", "TumourCohort", "load_tumour_cohort"]
 
 _BARCODE = re.compile(r"^TCGA-[0-9A-Z]{2}-[0-9A-Z]{4}(-[0-9A-Z]+)*$")
 _DX = re.compile(r"-DX(\d+)$")
@@ -67,6 +67,10 @@ def slide_number(barcode: str) -> int | None:
 
 def choose_diagnostic_slides(image_ids: Iterable[str]) -> pd.DataFrame:
     """One diagnostic slide per patient: DX1 when present, else the lowest DX number (the paper's rule).
+
+    Parameters
+    ----------
+    image_ids : slide IDs (TCGA barcodes with ``-DX<n>``, ``-TS<n>``, ...)
 
     Returns
     -------
@@ -103,7 +107,16 @@ def _one(data_dir: Path, pattern: str, what: str) -> Path:
 
 
 def locate_tcga_files(data_dir: str | os.PathLike) -> TCGAFiles:
-    """Find the expression matrix, the clinical table and the slide folder of a tumour cohort."""
+    """Find the expression matrix, the clinical table and the slide folder of a tumour cohort.
+
+    Parameters
+    ----------
+    data_dir : the cohort's folder (layout in this module's docstring)
+
+    Returns
+    -------
+    TCGAFiles with ``expression``, ``clinical``, ``slides_dir`` and ``truth_dir`` (None for real data)
+    """
     d = Path(data_dir)
     if not d.is_dir():
         raise FileNotFoundError(f"Tumour data directory '{d}' does not exist. Point tumour_dir at a folder laid "
@@ -117,7 +130,17 @@ def locate_tcga_files(data_dir: str | os.PathLike) -> TCGAFiles:
 
 
 def read_expression_matrix(path: str | os.PathLike, *, genes: Iterable[str] | None = None) -> pd.DataFrame:
-    """Genes x samples matrix (first column the gene name), optionally only some genes (all must exist)."""
+    """Genes x samples matrix (first column the gene name), optionally only some genes (all must exist).
+
+    Parameters
+    ----------
+    path : the matrix (TSV, optionally gzipped)
+    genes : the rows to keep (None: all)
+
+    Returns
+    -------
+    DataFrame, shape (n_genes, n_samples), indexed by gene, columns sample barcodes
+    """
     df = read_table(path)
     first = df.columns[0]
     df = df.set_index(first)
@@ -134,7 +157,16 @@ def read_expression_matrix(path: str | os.PathLike, *, genes: Iterable[str] | No
 
 
 def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
-    """TCGA-CDR-style clinical table; checks the survival columns ``OS`` (event) and ``OS.time`` (days)."""
+    """TCGA-CDR-style clinical table; checks the survival columns ``OS`` (event) and ``OS.time`` (days).
+
+    Parameters
+    ----------
+    path : the clinical TSV
+
+    Returns
+    -------
+    DataFrame indexed by patient barcode
+    """
     df = read_table(path)
     need = {"bcr_patient_barcode", "OS", "OS.time"}
     if not need <= set(df.columns):
@@ -144,3 +176,56 @@ def read_clinical(path: str | os.PathLike) -> pd.DataFrame:
     if bad.any():
         raise ValueError(f"Clinical table '{path}': OS must be 0/1, got {sorted(df.loc[bad, 'OS'].unique())[:5]}.")
     return df.set_index("bcr_patient_barcode")
+
+
+@dataclass
+class TumourCohort:
+    """A tumour cohort read for the tile models and the survival analysis (notebook 08).
+
+    Attributes
+    ----------
+    files : the cohort's :class:`TCGAFiles`
+    values : DataFrame, patients x traits: bulk expression of each trait by patient barcode
+    clinical : DataFrame indexed by patient barcode (:func:`read_clinical`)
+    slides : DataFrame, one row per slide: the slide listing (``image_id, path, ...``) with ``patient``,
+        ``dx`` and ``chosen`` (:func:`choose_diagnostic_slides`)
+    truth : DataFrame indexed by ``image_id`` (``truth/slides.tsv``: clones, true HTI) or None for real data
+    """
+
+    files: TCGAFiles
+    values: pd.DataFrame
+    clinical: pd.DataFrame
+    slides: pd.DataFrame
+    truth: pd.DataFrame | None
+
+
+def load_tumour_cohort(data_dir: str | os.PathLike, traits: Iterable[str]) -> TumourCohort:
+    """Read a tumour cohort: trait expression by patient, clinical table, slides with the DX1 choice, truth.
+
+    Parameters
+    ----------
+    data_dir : the cohort's folder (layout in this module's docstring)
+    traits : rows of the expression matrix to read (all must exist)
+
+    Returns
+    -------
+    TumourCohort
+
+    Examples
+    --------
+    >>> cohort = load_tumour_cohort("runs/tiny/tumour", ["MKI67", "miR-17-5p"])   # doctest: +SKIP
+    >>> cohort.slides[cohort.slides.chosen].patient.is_unique                     # doctest: +SKIP
+    True
+    """
+    from .tiling import list_slides
+
+    files = locate_tcga_files(data_dir)
+    expr = read_expression_matrix(files.expression, genes=traits)
+    slides = list_slides(files.slides_dir)
+    slides["patient"] = slides.image_id.map(patient_barcode)
+    dx = choose_diagnostic_slides(slides.image_id)
+    slides = slides.merge(dx[["image_id", "dx", "chosen"]], on="image_id")
+    truth = None
+    if files.truth_dir is not None:
+        truth = read_table(files.truth_dir / "slides.tsv").set_index("image_id")
+    return TumourCohort(files, expr.T.rename(index=patient_barcode), read_clinical(files.clinical), slides, truth)

@@ -17,7 +17,11 @@ import pandas as pd
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
            "IMAGE_LINKED", "decoupled_log_expression", "planted_vs_recovered", "planted_agreement", "r2_by_role",
            "scan_recovery", "indirect_by_group", "best_within_tissue_r", "tracking_by_layer",
-           "planted_summary", "read_true_mask", "tissue_field", "program_extremes", "stain_fading"]
+           "planted_summary", "read_true_mask", "tissue_field", "program_extremes", "stain_fading",
+           "true_combination_map", "tile_accuracy", "hti_agreement",
+           "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries",
+           "PROGRAM_STRUCTURE", "PlantedStructures", "random_features", "gbp_localisation", "localisation_summary",
+           "tracker_strength_rank", "program_traits", "planted_sets", "masking_truth", "saliency_truth"]
 
 #: gene groups with a planted path to the image
 IMAGE_LINKED = ("program", "tissue", "ischemia")
@@ -503,3 +507,412 @@ def stain_fading(truth_samples: pd.DataFrame, slides_dir, truth_dir, *, thumbnai
     fading["od_centred"] = fading.od_mean - fading.groupby("SMTS").od_mean.transform("mean")
     fading["log_isch"] = np.log1p(fading.SMTSISCH.clip(lower=0))
     return fading
+
+
+# --------------------------------------------------------------------------
+# the synthetic tumour cohort (notebook 08)
+# --------------------------------------------------------------------------
+def true_combination_map(truth_dir, clones: pd.DataFrame, image_id: str, traits: Sequence[str]) -> np.ndarray:
+    """The clone map of a synthetic tumour slide recoloured by each clone's combination code.
+
+    Parameters
+    ----------
+    truth_dir : the tumour cohort's ``truth/`` folder (``clone_maps/<image_id>.png``: clone number + 1)
+    clones : ``truth/clones.tsv`` with ``image_id, clone`` and ``state_<trait>`` columns
+    image_id : the slide
+    traits : the traits, in the column order of the calls
+
+    Returns
+    -------
+    array of int, shape (H, W) of the painted map: :func:`histo_utils.hti.combination_codes` of each pixel's clone
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .hti import combination_codes
+
+    lab = np.asarray(Image.open(Path(truth_dir) / "clone_maps" / f"{image_id}.png")).astype(int) - 1
+    cl = clones[clones.image_id == image_id].set_index("clone")
+    return combination_codes(cl[[f"state_{t}" for t in traits]].to_numpy())[lab]
+
+
+def tile_accuracy(calls: pd.DataFrame, smoothed: np.ndarray, prob: pd.DataFrame, true_calls: pd.DataFrame,
+                  held: np.ndarray) -> pd.DataFrame:
+    """Tile calls against the true clone state under each tile, on all tiles and on the held-out slides' tiles.
+
+    Parameters
+    ----------
+    calls : DataFrame, shape (n_tiles, k), ensemble 0/1 calls, one column per trait
+    smoothed : array, shape (n_tiles, k), the majority-filtered calls
+    prob : DataFrame, shape (n_tiles, k * n_splits), columns (trait, split): P(high) of every model
+    true_calls : DataFrame with ``true_<trait>`` columns, one row per tile
+        (:func:`histo_utils.synthetic.tumour.tile_truth`)
+    held : array of bool, shape (n_tiles,): tiles of slides that took part in no training or validation
+
+    Returns
+    -------
+    DataFrame, one row per (trait, set): ``tile_accuracy``, ``tile_accuracy_smoothed``, ``tile_auc`` (mean
+    P of the models against the truth, :func:`histo_utils.metrics.auc`), ``n_tiles``.
+    """
+    from .metrics import auc
+
+    return pd.DataFrame([{"trait": t, "set": name,
+                          "tile_accuracy": float((calls.loc[m, t] == true_calls.loc[m, f"true_{t}"]).mean()),
+                          "tile_accuracy_smoothed": float((smoothed[m, j] == true_calls.loc[m, f"true_{t}"]).mean()),
+                          "tile_auc": auc(prob.loc[m, t].mean(1).to_numpy(), true_calls.loc[m, f"true_{t}"].to_numpy()),
+                          "n_tiles": int(m.sum())}
+                         for j, t in enumerate(calls.columns)
+                         for name, m in (("all tiles", np.ones(len(calls), bool)),
+                                         ("test + OOD slides", np.asarray(held, bool)))])
+
+
+def hti_agreement(slide_table: pd.DataFrame, held: pd.Series) -> pd.DataFrame:
+    """Estimated HTI (raw and smoothed) against the true HTI of the clone areas, per set of slides.
+
+    Parameters
+    ----------
+    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti0, hti_low, hti_high, hti_smooth,
+        tile_truth_hti`` (the HTI of the true tile states)
+    held : Series of bool indexed by ``image_id``: slides that took part in no training or validation
+
+    Returns
+    -------
+    DataFrame, one row per (set, hti) with more than two slides: ``n, pearson, spearman,
+    pearson_tile_truth, mean_abs_error, ci_coverage`` (bootstrap interval covering the truth; raw HTI only).
+    """
+    from scipy import stats
+
+    d = slide_table.dropna(subset=["true_hti"])
+    d = d.assign(true0=d.true_hti.fillna(0))
+    h = held.reindex(d.index).to_numpy(bool)
+    return pd.DataFrame([{"set": name, "hti": col, "n": int(m.sum()),
+                          "pearson": stats.pearsonr(d.true0[m], d[col][m]).statistic,
+                          "spearman": stats.spearmanr(d.true0[m], d[col][m]).statistic,
+                          "pearson_tile_truth": stats.pearsonr(d.true0[m], d.tile_truth_hti.fillna(0)[m]).statistic,
+                          "mean_abs_error": float((d.true0[m] - d[col][m]).abs().mean()),
+                          "ci_coverage": (float(((d.true0[m] >= d.hti_low[m] - 1e-9)
+                                                 & (d.true0[m] <= d.hti_high[m] + 1e-9)).mean())
+                                          if col == "hti0" else np.nan)}
+                         for name, m in (("test + OOD slides", h), ("training/validation slides", ~h))
+                         for col in ("hti0", "hti_smooth") if m.sum() > 2])
+
+
+# --------------------------------------------------------------------------
+# the GTEx-like cohort: features that track the planted programs, GSEA recovery (notebooks 06, 07, 09)
+# --------------------------------------------------------------------------
+def train_validation_feature_truth(features: pd.DataFrame, samples: pd.DataFrame,
+                                   truth_samples: pd.DataFrame) -> pd.DataFrame:
+    """:func:`feature_truth` on the training and validation slides only, constant features left out.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features), index SAMPID
+    samples : notebook 01's slide-sample table (``SAMPID``, ``split``)
+    truth_samples : ``truth/samples.tsv`` (one row per slide; duplicates of a SAMPID are dropped)
+
+    Returns
+    -------
+    DataFrame indexed by feature: :func:`feature_truth`'s columns.
+    """
+    tv = features.loc[features.index.isin(samples.SAMPID[samples.split.isin(["train", "validation"])])]
+    return feature_truth(tv.loc[:, tv.std() > 0], truth_samples.drop_duplicates("SAMPID").set_index("SAMPID"))
+
+
+def program_trackers(ftruth: pd.DataFrame, programs: Sequence[str] | None = None) -> dict[str, str]:
+    """The feature that best tracks each planted program within tissue (largest |r|).
+
+    Parameters
+    ----------
+    ftruth : :func:`feature_truth` output (``r_program_<name>`` columns)
+    programs : program names (e.g. ``nuclear_density``); None: every program of ``ftruth``
+
+    Returns
+    -------
+    dict, program name -> feature
+    """
+    if programs is None:
+        programs = [c.removeprefix("r_program_") for c in ftruth.columns if c.startswith("r_program_")]
+    missing = [p for p in programs if f"r_program_{p}" not in ftruth]
+    if missing:
+        raise ValueError(f"Programs {missing} not planted; available: "
+                         f"{[c.removeprefix('r_program_') for c in ftruth.columns if c.startswith('r_program_')]}.")
+    return {p: ftruth[f"r_program_{p}"].abs().idxmax() for p in programs}
+
+
+def gsea_recovery(feature_gsea: pd.DataFrame, confounder_gsea: pd.DataFrame) -> pd.DataFrame:
+    """Where GSEA puts each planted set in the ranking that should find it.
+
+    A feature chosen because it tracks a program (``why`` = ``tracks program_<name>``) should rank
+    ``PLANTED_PROGRAM_<NAME>`` first; the ischemic-time ranking the ischemia module, the RIN ranking the RIN
+    module.
+
+    Parameters
+    ----------
+    feature_gsea : GSEA table of the feature rankings (``list, why, term, rank, nes, fdr``)
+    confounder_gsea : GSEA table of the confounder rankings (``list, term, rank, nes, fdr``)
+
+    Returns
+    -------
+    DataFrame, one row per ranking: ``ranking, expected, why, rank, nes, fdr`` (NaN when the set was not
+    tested).
+    """
+    rec = []
+    for key, g in feature_gsea.groupby("list"):
+        why = g.why.iloc[0]
+        if why.startswith("tracks program_"):
+            target = "PLANTED_PROGRAM_" + why.removeprefix("tracks program_").upper()
+            row = g[g.term == target]
+            rec.append({"ranking": key, "expected": target, "why": why,
+                        "rank": int(row["rank"].iloc[0]) if len(row) else np.nan,
+                        "nes": float(row.nes.iloc[0]) if len(row) else np.nan,
+                        "fdr": float(row.fdr.iloc[0]) if len(row) else np.nan})
+    for term, target in (("log_ischemic_time", "PLANTED_ISCHEMIA"), ("RIN", "PLANTED_RIN")):
+        g = confounder_gsea[confounder_gsea.list == term]
+        row = g[g.term == target]
+        if len(row):
+            rec.append({"ranking": f"confounder {term}", "expected": target, "why": "confounder",
+                        "rank": int(row["rank"].iloc[0]), "nes": float(row.nes.iloc[0]),
+                        "fdr": float(row.fdr.iloc[0])})
+    return pd.DataFrame(rec)
+
+
+def decoy_false_discoveries(gsea_tables: Sequence[pd.DataFrame], *, fdr: float = 0.05) -> dict:
+    """How often the decoy sets (``DECOY*``, random genes) are called enriched.
+
+    Parameters
+    ----------
+    gsea_tables : GSEA tables (``list, term, fdr``)
+    fdr : FDR level
+
+    Returns
+    -------
+    dict ``decoy tests``, ``decoys with FDR < <fdr>``, ``lists``
+    """
+    decoys = pd.concat(list(gsea_tables))
+    decoys = decoys[decoys.term.str.startswith("DECOY")]
+    return {"decoy tests": len(decoys), f"decoys with FDR < {fdr}": int((decoys.fdr < fdr).sum()),
+            "lists": decoys.list.nunique()}
+
+
+# --------------------------------------------------------------------------
+# notebook 07: does guided backpropagation point at the planted structure?
+# --------------------------------------------------------------------------
+#: the structure each planted morphology program changes
+PROGRAM_STRUCTURE = {"nuclear_density": "nuclei", "stroma_fraction": "stroma", "lumen_size": "lumen"}
+
+
+class PlantedStructures:
+    """The planted structure masks under a tile (synthetic GTEx-like cohort), one slide rendered at a time.
+
+    Parameters
+    ----------
+    data_dir : the cohort's data directory (its parameters: :func:`histo_utils.synthetic.cohort.load_cohort_params`)
+    truth_dir : its ``truth/`` folder (``samples.tsv``)
+    out_px : side of the returned masks (the network input)
+
+    Calling it with a tile row (``image_id, x, y, size0, tile_px, effective_mpp``) returns
+    {structure: bool array (out_px, out_px)}.
+    """
+
+    def __init__(self, data_dir, truth_dir, *, out_px: int):
+        from pathlib import Path
+
+        from .io import read_table
+        from .synthetic.cohort import load_cohort_params
+
+        self.params = load_cohort_params(data_dir)
+        self.samples = read_table(Path(truth_dir) / "samples.tsv").drop_duplicates("image_id").set_index("image_id")
+        self.out_px = out_px
+        self._rendered = {}
+
+    def __call__(self, tile_row) -> dict[str, np.ndarray]:
+        from .synthetic.cohort import render_truth
+        from .visualization import crop_structures
+
+        iid = tile_row["image_id"]
+        if iid not in self._rendered:
+            self._rendered.clear()  # one slide at a time in memory
+            self._rendered[iid] = render_truth(self.params, self.samples.loc[iid].to_dict() | {"image_id": iid})
+        mpp0 = tile_row["effective_mpp"] * tile_row["tile_px"] / tile_row["size0"]
+        return crop_structures(self._rendered[iid], tile_row, level0_mpp=mpp0, out_px=self.out_px)
+
+
+def random_features(ftruth: pd.DataFrame, exclude: Iterable[str], n: int, *, seed: int = 0) -> list[str]:
+    """Features drawn at random among those of ``ftruth`` not in ``exclude`` (e.g. the program trackers).
+
+    Parameters
+    ----------
+    ftruth : :func:`feature_truth` output (its index: the features)
+    exclude : features never drawn
+    n : features drawn, without replacement (fewer when fewer are left)
+    seed : seed of ``default_rng``
+
+    Returns
+    -------
+    list of ``min(n, available)`` feature names
+    """
+    rng = np.random.default_rng(seed)
+    excluded = set(exclude)
+    pool = [f for f in ftruth.index if f not in excluded]
+    return list(rng.choice(pool, size=min(n, len(pool)), replace=False))
+
+
+def gbp_localisation(model, layers: dict, images, masks: Sequence[dict], tiles: Sequence[int], ftruth: pd.DataFrame,
+                     trackers: dict[str, str], random: Sequence[str], *, device: str = "cpu") -> pd.DataFrame:
+    """AUROC of each channel's |gBP| against the true mask of each program's structure, tile by tile.
+
+    The AUROC is oriented by the sign of the channel's within-tissue correlation with the program: a
+    channel that falls as the program rises should point away from the structure (1 - AUROC).
+
+    Parameters
+    ----------
+    model, layers : the network and its feature layers
+    images : tensor, shape (n_tiles, 3, H, W), normalised tiles
+    masks : per tile, {structure: bool array (H, W)} (:class:`PlantedStructures`)
+    tiles : the tiles' indices (reported in the ``tile`` column)
+    ftruth : :func:`feature_truth` output of the features (``r_program_<name>``)
+    trackers : program -> its tracking feature (:func:`program_trackers`)
+    random : random features compared with the trackers (:func:`random_features`)
+
+    Returns
+    -------
+    DataFrame, one row per (program, feature, tile): ``program, structure, kind`` (``tracks`` or
+    ``random``), ``feature, r_program, tile, auroc, auroc_oriented``.
+    """
+    from .visualization import feature_channel, guided_backprop, localisation_auroc
+
+    rows = []
+    for prog, structure in PROGRAM_STRUCTURE.items():
+        for kind, flist in (("tracks", [trackers[prog]]), ("random", random)):
+            for f in flist:
+                module, ch = feature_channel(f, layers)
+                g = np.abs(guided_backprop(model, module, ch, images, device=device)).sum(1)
+                sign = np.sign(ftruth.loc[f, f"r_program_{prog}"]) or 1.0
+                for j, i in enumerate(tiles):
+                    a = localisation_auroc(g[j], masks[j][structure])
+                    rows.append({"program": prog, "structure": structure, "kind": kind, "feature": f,
+                                 "r_program": ftruth.loc[f, f"r_program_{prog}"], "tile": int(i),
+                                 "auroc": a, "auroc_oriented": a if sign > 0 else 1 - a})
+    return pd.DataFrame(rows)
+
+
+def localisation_summary(loc: pd.DataFrame) -> pd.DataFrame:
+    """Per program and kind: median, min, max and number of the channels' median oriented AUROCs.
+
+    Parameters
+    ----------
+    loc : :func:`gbp_localisation` table
+
+    Returns
+    -------
+    DataFrame indexed by (program, kind): ``median, min, max, size``.
+    """
+    return (loc.groupby(["program", "kind", "feature"]).auroc_oriented.median().rename("median_auroc")
+            .reset_index().groupby(["program", "kind"]).median_auroc.agg(["median", "min", "max", "size"]))
+
+
+def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.DataFrame:
+    """Rank of each program tracker's localisation strength among the random channels.
+
+    Strength = median over tiles of |AUROC - 0.5| (unsigned: orienting a random channel by its weak
+    correlation pulls its AUROC toward 0.5).
+
+    Parameters
+    ----------
+    loc : :func:`gbp_localisation` table
+    trackers : program -> its tracking feature
+
+    Returns
+    -------
+    DataFrame, one row per program: ``program, tracker, tracker_strength, rank_among_random`` (1 = stronger
+    than every random channel), ``n_random``.
+    """
+    strength = loc.assign(strength=(loc.auroc - 0.5).abs()).groupby(["program", "kind", "feature"]).strength.median()
+    n_random = loc[loc.kind == "random"].feature.nunique()
+    return pd.DataFrame([{"program": prog, "tracker": trackers[prog],
+                          "tracker_strength": strength.loc[(prog, "tracks", trackers[prog])],
+                          "rank_among_random": 1 + int((strength.loc[(prog, "random")] >
+                                                        strength.loc[(prog, "tracks", trackers[prog])]).sum()),
+                          "n_random": n_random} for prog in PROGRAM_STRUCTURE])
+
+
+# --------------------------------------------------------------------------
+# notebook 09: traits from planted programs, masking and saliency against the planted sets
+# --------------------------------------------------------------------------
+def program_traits(ftruth: pd.DataFrame, programs: Sequence[str]) -> pd.DataFrame:
+    """One trait per planted program: the feature that tracks it best within tissue.
+
+    Parameters
+    ----------
+    ftruth : :func:`feature_truth` output
+    programs : program names (e.g. ``nuclear_density``)
+
+    Returns
+    -------
+    DataFrame ``trait`` (``<program>_feature``), ``program, feature, r_within_tissue``.
+    """
+    chosen = program_trackers(ftruth, programs)
+    return pd.DataFrame([{"trait": f"{p}_feature", "program": p, "feature": f,
+                          "r_within_tissue": ftruth.loc[f, f"r_program_{p}"]} for p, f in chosen.items()])
+
+
+def planted_sets(trait_info: pd.DataFrame) -> dict[str, str]:
+    """The gene set of the program each trait was built from.
+
+    Parameters
+    ----------
+    trait_info : ``trait, program`` (:func:`program_traits`)
+
+    Returns
+    -------
+    dict, trait -> ``PLANTED_PROGRAM_<NAME>``; traits without a program are left out.
+    """
+    return {r.trait: f"PLANTED_PROGRAM_{r.program.upper()}" for r in trait_info.itertuples() if r.program}
+
+
+def masking_truth(masking: pd.DataFrame, target: dict[str, str]) -> pd.DataFrame:
+    """Rank of each trait's planted set in gene masking, with the best decoy's rank.
+
+    Parameters
+    ----------
+    masking : gene-masking table (``trait, gene_set, rank``)
+    target : trait -> planted set (:func:`planted_sets`)
+
+    Returns
+    -------
+    DataFrame, one row per trait: ``trait, planted_set, rank, n_sets, best_decoy_rank``.
+    """
+    return pd.DataFrame([{"trait": t, "planted_set": s,
+                          "rank": int(masking[(masking.trait == t) & (masking.gene_set == s)]["rank"].iloc[0]),
+                          "n_sets": int((masking.trait == t).sum()),
+                          "best_decoy_rank": int(masking[(masking.trait == t)
+                                                         & masking.gene_set.str.startswith("DECOY")]["rank"].min())}
+                         for t, s in target.items()])
+
+
+def saliency_truth(sal: pd.DataFrame, rates: pd.DataFrame, target: dict[str, str]) -> pd.DataFrame:
+    """How often each trait's planted set is enriched in the saliency of positive and negative samples.
+
+    Parameters
+    ----------
+    sal : per-sample saliency GSEA (``trait, SAMPID, positive, term, nes``)
+    rates : :func:`histo_utils.radiogenomics.saliency_rates` output
+    target : trait -> planted set (:func:`planted_sets`)
+
+    Returns
+    -------
+    DataFrame, one row per trait: ``trait, planted_set, rate_positive, rate_negative, decoy_rate_positive,
+    median_rank_in_positive`` (the set's median NES rank in the positive samples' tables).
+    """
+    rows = []
+    for t, s in target.items():
+        r = rates[rates.trait == t]
+        pos = sal[(sal.trait == t) & (sal.positive == 1)]
+        ranks = pos.assign(r=pos.groupby("SAMPID").nes.rank(ascending=False))
+        rows.append({"trait": t, "planted_set": s,
+                     "rate_positive": float(r[(r.term == s) & (r.positive == 1)].rate.sum()),
+                     "rate_negative": float(r[(r.term == s) & (r.positive == 0)].rate.sum()),
+                     "decoy_rate_positive": float(r[(r.kind == "decoy") & (r.positive == 1)].rate.mean()),
+                     "median_rank_in_positive": float(ranks[ranks.term == s].r.median())})
+    return pd.DataFrame(rows)

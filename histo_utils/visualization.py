@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -21,17 +22,30 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .heterogeneity import slide_auc
+from .metrics import auc
 from .training import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
 __all__ = ["guided_backprop", "activation_maximization", "select_representative_tiles", "localisation_auroc",
-           "denormalize", "feature_channel", "crop_structures"]
+           "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
+           "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "plot_feature_panels",
+           "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene"]
 
 
 def feature_channel(feature: str, layers: dict) -> tuple[nn.Module, int]:
-    """The module and channel of a ``layer_channel`` feature name, with a clear error."""
+    """The module and channel of a ``layer_channel`` feature name, with a clear error.
+
+    Parameters
+    ----------
+    feature : ``layer_channel``, e.g. ``"29_499"`` or ``"layer3.2_17"``
+    layers : layer name -> module (:func:`histo_utils.models.feature_layers`)
+
+    Returns
+    -------
+    module : the layer
+    channel : int
+    """
     layer, _, ch = str(feature).rpartition("_")
     if layer not in layers:
         raise ValueError(f"Layer {layer!r} of feature {feature!r} not available. Available layers: "
@@ -214,7 +228,7 @@ def localisation_auroc(saliency: np.ndarray, mask: np.ndarray) -> float:
     m = np.asarray(mask, dtype=bool).ravel()
     if s.shape != m.shape:
         raise ValueError(f"saliency {np.shape(saliency)} and mask {np.shape(mask)} differ in shape.")
-    return slide_auc(s, m)
+    return auc(s, m)
 
 
 def crop_structures(rendered, tile, *, level0_mpp: float, out_px: int) -> dict[str, np.ndarray]:
@@ -238,3 +252,352 @@ def crop_structures(rendered, tile, *, level0_mpp: float, out_px: int) -> dict[s
         out[name] = np.asarray(Image.fromarray(crop.astype(np.uint8) * 255).resize((out_px, out_px),
                                                                                   Image.NEAREST)) > 127
     return out
+
+
+# --------------------------------------------------------------------------
+# notebook 07: choosing features, their values on tiles, synthetic images and panels
+# --------------------------------------------------------------------------
+def candidate_pairs(within: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 03's gene-feature pairs of both scans, with ``scan`` and ``abs_r``.
+
+    Parameters
+    ----------
+    within : ``within_tissue_pairs.parquet`` (direct associations)
+    pooled : ``pairs.parquet``; only its permutation-tested pairs are kept
+
+    Returns
+    -------
+    DataFrame: the pairs of both, ``scan`` = ``within tissue`` or ``pooled``, ``abs_r`` = |r|.
+    """
+    cand = pd.concat([within.assign(scan="within tissue"), pooled[pooled.perm_p.notna()].assign(scan="pooled")],
+                     ignore_index=True)
+    cand["abs_r"] = cand.r.abs()
+    return cand
+
+
+def choose_features(cand: pd.DataFrame, layers: dict, *, n_features: int = 4,
+                    named: Sequence[str] = ()) -> pd.DataFrame:
+    """Features to show: the named ones, else the strongest pairs spread over the network.
+
+    Without names, the layers (in network order) are split into ``n_features`` bands from early to late
+    and the strongest pair of each band is taken, alternating which scan is preferred: within tissue
+    (direct associations) in even bands, pooled (Badea's) in odd ones; a feature is taken once.
+
+    Parameters
+    ----------
+    cand : :func:`candidate_pairs` output (``feature, layer, abs_r, scan``)
+    layers : layer name -> module, in network order (:func:`histo_utils.models.feature_layers`); every chosen
+        feature must be a channel of one of them (checked with :func:`feature_channel`)
+    n_features : bands (features) when none are named
+    named : ``layer_channel`` features; each keeps its strongest pair (a row without pair if it has none)
+
+    Returns
+    -------
+    DataFrame, one row per chosen feature (the pair's columns), index 0..n-1.
+    """
+    if named:
+        chosen = cand[cand.feature.isin(named)].sort_values("abs_r", ascending=False).drop_duplicates("feature")
+        chosen = pd.concat([chosen, pd.DataFrame({"feature": [f for f in named if f not in set(chosen.feature)]})])
+    else:
+        chosen = _spread_over_layers(cand, list(layers), n_features)
+    chosen = chosen.reset_index(drop=True)
+    for f in chosen.feature:
+        feature_channel(f, layers)  # a clear error for an unknown layer
+    return chosen
+
+
+def _spread_over_layers(cand: pd.DataFrame, layer_order: list[str], n_features: int) -> pd.DataFrame:
+    """The strongest pair of each of ``n_features`` layer bands, alternating the preferred scan."""
+    band = cand.layer.astype(str).map({name: i * n_features // len(layer_order) for i, name in enumerate(layer_order)})
+    picks = []
+    for b in range(n_features):
+        pref = ["within tissue", "pooled"] if b % 2 == 0 else ["pooled", "within tissue"]
+        for scan in pref:
+            c = cand[(band == b) & (cand.scan == scan) & ~cand.feature.isin([p.feature for p in picks])]
+            if len(c):
+                picks.append(c.nlargest(1, "abs_r").iloc[0])
+                break
+    return pd.DataFrame(picks)
+
+
+def tile_feature_values(model: nn.Module, ds, layers: dict, features: Sequence[str], *, device: str = "cpu",
+                        batch_size: int = 64) -> pd.DataFrame:
+    """The value of each feature (spatial mean of a channel) on every tile of a dataset.
+
+    Parameters
+    ----------
+    model : the network, in eval mode on ``device``
+    ds : :class:`~histo_utils.training.TileDataset`, n_tiles tiles
+    layers : layer name -> module (:func:`histo_utils.models.feature_layers`)
+    features : ``layer_channel`` names
+
+    Returns
+    -------
+    DataFrame, shape (n_tiles, n_features), columns ``features``.
+    """
+    from .features import LayerRecorder, feature_names
+
+    sel = {name: layers[name] for name in dict.fromkeys(str(f).rpartition("_")[0] for f in features)}
+    with torch.no_grad(), LayerRecorder(sel) as rec:
+        vals = []
+        for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
+            model(x.to(device))
+            vals.append(rec.collect().cpu())
+        names = feature_names(rec.channels)
+    return pd.DataFrame(torch.cat(vals).numpy(), columns=names)[list(features)]
+
+
+def channel_values(model: nn.Module, module: nn.Module, channel: int, ds, *, device: str = "cpu",
+                   batch_size: int = 64) -> np.ndarray:
+    """One feature's value (spatial mean of ``channel`` of ``module``) on every tile.
+
+    Parameters
+    ----------
+    model : the network, in eval mode on ``device``
+    module, channel : the feature (:func:`feature_channel`)
+    ds : tile dataset yielding (image, label, index), n_tiles tiles
+    batch_size : tiles per forward pass
+
+    Returns
+    -------
+    array, shape (n_tiles,)
+    """
+    with torch.no_grad():
+        v = []
+        for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
+            out = {}
+            h = module.register_forward_hook(lambda m, a, o: out.__setitem__("y", o))
+            model(x.to(device))
+            h.remove()
+            v.append(out["y"][:, channel].flatten(1).mean(1).cpu())
+    return torch.cat(v).numpy()
+
+
+def gbp_rgb(g: np.ndarray) -> np.ndarray:
+    """Positive part of a (3, H, W) guided gradient as an (H, W, 3) RGB image in [0, 1]."""
+    g = np.clip(g, 0, None)
+    return (g / (g.max() + 1e-12)).transpose(1, 2, 0)
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """A synthetic image of a feature: ``image`` (H, W, 3) uint8, the feature's ``history`` over the
+    ascent, and where it started (``noise`` or ``best tile``)."""
+
+    image: np.ndarray
+    history: np.ndarray
+    start: str
+
+
+def synthesize(model: nn.Module, layers: dict, feature: str, ds, start_tile: int, *, device: str = "cpu",
+               **kwargs) -> Synthesis:
+    """Activation maximisation of a feature from noise; from its best tile when noise leaves it at zero.
+
+    Parameters
+    ----------
+    model, layers : the network and its feature layers
+    feature : ``layer_channel``
+    ds : the tile dataset; ``ds[start_tile][0]`` is the fallback start (normalised (3, H, W))
+    **kwargs : options of :func:`activation_maximization` (size, steps, lr, jitter, blur_every, blur_sigma,
+        tv_weight, seed)
+
+    Returns
+    -------
+    Synthesis
+
+    Examples
+    --------
+    >>> s = synthesize(model, layers, "layer3_17", ds, 0, steps=50, seed=0)   # doctest: +SKIP
+    >>> s.image.shape, s.start                                              # doctest: +SKIP
+    ((128, 128, 3), 'noise')
+    """
+    module, ch = feature_channel(feature, layers)
+    img, hist = activation_maximization(model, module, ch, device=device, **kwargs)
+    start = "noise"
+    if hist[-1] <= 0:
+        img, hist = activation_maximization(model, module, ch, init=ds[int(start_tile)][0], device=device, **kwargs)
+        start = "best tile"
+    return Synthesis(img, hist, start)
+
+
+def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame, reps: dict,
+                        synth: dict, *, device: str = "cpu", structures=None, gene_roles: pd.Series | None = None):
+    """Badea's Figs 4–6: per feature, its best tile, gBP on it, its synthetic image (and the planted truth).
+
+    Parameters
+    ----------
+    model, layers, ds : the network, its feature layers and the test-tile dataset
+    chosen : :func:`choose_features` output (``feature`` and, when known, ``gene, symbol, r``)
+    reps : feature -> representative tiles (:func:`select_representative_tiles`, index = tile index of ``ds``)
+    synth : feature -> :class:`Synthesis`
+    structures : callable, tile row -> {structure: mask} (synthetic cohort), or None for three columns
+    gene_roles : Series, gene -> planted role (``truth/genes.tsv``), or None
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per feature: ``feature, gene, symbol, r, tile, feature_value, am_start,
+        am_end, truth_structure``
+    """
+    import matplotlib.pyplot as plt
+
+    from .truth import PROGRAM_STRUCTURE
+
+    has_truth = structures is not None
+    gene_roles = pd.Series(dtype=str) if gene_roles is None else gene_roles
+    ncol = 4 if has_truth else 3
+    fig, axes = plt.subplots(len(chosen), ncol, figsize=(2.6 * ncol, 2.7 * len(chosen)), squeeze=False)
+    rows = []
+    for i, row in chosen.iterrows():
+        f = row.feature
+        module, ch = feature_channel(f, layers)
+        r0 = reps[f].iloc[0]
+        x = ds[int(r0.name)][0].unsqueeze(0)
+        g = guided_backprop(model, module, ch, x, device=device)[0]
+        axes[i, 0].imshow(ds.read_rgb(int(r0.name)))
+        axes[i, 0].set_title(f"{f} – {row.get('symbol', '')} (r = {row.get('r', float('nan')):.2f})\n"
+                             f"{r0.SMTS} {r0.image_id} ({int(r0.x)},{int(r0.y)})", fontsize=6)
+        axes[i, 1].imshow(gbp_rgb(g))
+        axes[i, 1].set_title("guided backpropagation", fontsize=7)
+        s = synth[f]
+        axes[i, 2].imshow(s.image)
+        axes[i, 2].set_title(f"synthetic, from {s.start} (f: {s.history[0]:.2g} → {s.history[-1]:.2g})", fontsize=7)
+        structure = "nuclei"
+        role = str(gene_roles.get(row.get("gene", ""), ""))
+        if role.startswith("program_"):
+            structure = PROGRAM_STRUCTURE[role.removeprefix("program_")]
+        if has_truth:
+            axes[i, 3].imshow(structures(r0)[structure], cmap="gray")
+            axes[i, 3].set_title(f"planted truth: {structure}\n(gene role: {role or 'n/a'})", fontsize=7)
+        for a in axes[i]:
+            a.axis("off")
+        rows.append({"feature": f, "gene": row.get("gene", ""), "symbol": row.get("symbol", ""),
+                     "r": row.get("r", np.nan), "tile": f"{r0.image_id}_{int(r0.x)}_{int(r0.y)}",
+                     "feature_value": r0.value, "am_start": s.history[0], "am_end": s.history[-1],
+                     "truth_structure": structure if has_truth else ""})
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def plot_linked_view(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: pd.DataFrame, reps: dict,
+                     synth: dict, thumbnails: dict, *, n_tiles: int, symbol: str = "", device: str = "cpu"):
+    """A gene's best-correlated features: where their representative tiles lie, the synthetic image, gBP.
+
+    Parameters
+    ----------
+    model, layers, ds : the network, its feature layers and the test-tile dataset
+    gene : the gene (Name); ``symbol`` its symbol for the titles
+    gene_pairs : the gene's pairs, one per feature (``feature, scan, r``)
+    reps : feature -> representative tiles (index = tile index of ``ds``; ``image_id, subject_id, SMTS, x, y,
+        value``)
+    synth : feature -> :class:`Synthesis`
+    thumbnails : image_id -> (thumbnail, scale) of each feature's first representative slide
+    n_tiles : tile columns (the number of representative tiles asked for)
+
+    Returns
+    -------
+    fig : one row per feature: thumbnail with the tiles, synthetic image, the tiles with gBP overlaid
+    table : DataFrame, one row per tile shown: ``gene, symbol, feature, r, scan, image_id, x, y, value``
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import show_tiles_on_thumbnail
+
+    fig, axes = plt.subplots(len(gene_pairs), 2 + n_tiles, figsize=(2.4 * (2 + n_tiles), 2.6 * len(gene_pairs)),
+                             squeeze=False)
+    rows = []
+    for i, (_, pr) in enumerate(gene_pairs.iterrows()):
+        f = pr.feature
+        module, ch = feature_channel(f, layers)
+        rt = reps[f]
+        first = rt.iloc[0]
+        thumb, scale = thumbnails[first.image_id]
+        show_tiles_on_thumbnail(axes[i, 0], thumb, rt[rt.image_id == first.image_id], scale=scale,
+                                title=f"{first.image_id}\n{f} ({pr.scan}, r = {pr.r:.2f})")
+        axes[i, 1].imshow(synth[f].image)
+        axes[i, 1].set_title("synthetic image", fontsize=7)
+        g = guided_backprop(model, module, ch, torch.stack([ds[int(j)][0] for j in rt.index]), device=device)
+        for j, (idx, tr) in enumerate(rt.iterrows()):
+            ax = axes[i, 2 + j]
+            ax.imshow(0.5 * ds.read_rgb(int(idx)) / 255 + 0.5 * gbp_rgb(g[j]))
+            ax.set_title(f"{tr.SMTS}, {tr.subject_id}\nvalue {tr.value:.3g}", fontsize=6)
+            rows.append({"gene": gene, "symbol": symbol, "feature": f, "r": pr.r, "scan": pr.scan,
+                         "image_id": tr.image_id, "x": tr.x, "y": tr.y, "value": tr.value})
+        for a in axes[i]:
+            a.axis("off")
+    fig.suptitle(f"Linked view of {symbol or gene} ({gene})", y=1.01)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """About ``n`` tiles spread over slides.
+
+    The same number is drawn from each slide (tiles with tissue fraction >= ``min_tissue``), the draw is
+    shuffled, the first ``n`` are kept and sorted by slide (so that slides are rendered one at a time).
+
+    Parameters
+    ----------
+    tiles : tile table (``image_id, tissue_fraction``)
+    n : tiles wanted
+    min_tissue : smallest tissue fraction of a tile
+    seed : ``random_state`` of the draws
+
+    Returns
+    -------
+    DataFrame, at most ``n`` rows of ``tiles`` (original index kept)
+    """
+    pool = tiles[tiles.tissue_fraction >= min_tissue]
+    per_slide = max(1, n // max(1, pool.image_id.nunique()) + 1)
+    return (pool.groupby("image_id", group_keys=False).apply(lambda d: d.sample(min(len(d), per_slide),
+                                                                                random_state=seed))
+            .sample(frac=1.0, random_state=seed).head(n).sort_values("image_id"))
+
+
+def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0):
+    """Median oriented AUROC of |gBP| per channel: program trackers against random channels.
+
+    Parameters
+    ----------
+    loc : :func:`histo_utils.truth.gbp_localisation` table
+    n_random, n_tiles : numbers of random channels and of tiles (title)
+    seed : seed of the strip plot's jitter
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per program, kind and feature: median ``auroc``, ``auroc_oriented``
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from .plotting import seeded_jitter
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    per_feat = loc.groupby(["program", "kind", "feature"])[["auroc", "auroc_oriented"]].median().reset_index()
+    with seeded_jitter(seed):
+        sns.stripplot(data=per_feat, x="program", y="auroc_oriented", hue="kind", dodge=True, ax=ax, size=5)
+    ax.axhline(0.5, color="k", lw=0.6)
+    ax.set_ylabel("median oriented AUROC of |gBP|")
+    ax.set_title(f"Program-tracking channel vs {n_random} random channels, {n_tiles} test tiles", fontsize=9)
+    return fig, per_feat
+
+
+def find_gene(gene: str, cand: pd.DataFrame, symbols: pd.Series) -> str:
+    """The gene ID (``Name``) of a gene given by ID or symbol that has a pair in notebook 03.
+
+    Parameters
+    ----------
+    gene : a ``Name`` of ``cand`` or a symbol
+    cand : :func:`candidate_pairs` output (``gene``)
+    symbols : Series, Name -> symbol
+
+    Returns
+    -------
+    str, the Name
+    """
+    if gene in set(cand.gene):
+        return gene
+    if (symbols == gene).any():
+        return symbols[symbols == gene].index[0]
+    raise ValueError(f"Gene {gene!r} has no pair in notebook 03 (give a symbol or Name from pairs.parquet).")

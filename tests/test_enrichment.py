@@ -17,7 +17,7 @@ def test_associations_equal_statsmodels_full_model():
     genes["g7"] += 1.5 * feats["f2"]
     rf = pd.DataFrame(cf.residualize(feats, design), columns=feats.columns)
     rg = pd.DataFrame(cf.residualize(genes, design), columns=genes.columns)
-    res = en.associations(rg, rf, n_conditioning=design.shape[1] - 1, fdr=0.05).set_index(["gene", "feature"])
+    res = en.associations(rf, rg, n_conditioning=design.shape[1] - 1, fdr=0.05).set_index(["gene", "feature"])
     assert ("g7", "f2") in res.index
     fit = sm.OLS(genes["g7"].to_numpy(), np.c_[design, feats["f2"].to_numpy()]).fit()
     row = res.loc[("g7", "f2")]
@@ -64,3 +64,60 @@ def test_over_representation_and_missing_gmt(tmp_path):
     assert en.load_gene_sets(tmp_path / "sets.txt", universe=["A", "C"]) == {"S1": ["A", "C"], "S2": ["C"]}
     j = en.jaccard({"x": {"S1", "S2"}, "y": {"S2"}, "z": set()})
     assert j.loc["x", "y"] == 0.5 and j.loc["x", "z"] == 0 and np.isnan(j.loc["z", "z"])
+
+
+def test_associations_by_scope_spends_each_tissues_design():
+    rng = np.random.default_rng(3)
+    n = 30
+    tissue = pd.Series(["A"] * n + ["B"] * n, index=[f"s{i}" for i in range(2 * n)])
+    feats = pd.DataFrame(rng.normal(size=(2 * n, 3)), index=tissue.index, columns=["f0", "f1", "f2"])
+    genes = pd.DataFrame(rng.normal(size=(2 * n, 5)), index=tissue.index, columns=[f"g{i}" for i in range(5)])
+    genes["g1"] += 2 * feats["f0"]
+    genes["g4"] = 1.0  # constant: left out
+    designs = pd.DataFrame({"design_columns": [3, 4]}, index=["A", "B"])
+    pairs, counts = en.associations_by_scope({"t": feats}, genes, tissue, designs, fdr=0.05)
+    c = counts.set_index("scope")
+    assert list(c.index) == ["A", "B", "pooled"] and (c.genes == 4).all() and (c.tests == 12).all()
+    # each scope's test is the plain test with that scope's confounder degrees of freedom
+    ref = en.associations(feats.loc[tissue == "B"], genes.loc[tissue == "B", ["g0", "g1", "g2", "g3"]],
+                          n_conditioning=3, fdr=0.05)
+    got = pairs[pairs.scope == "B"].drop(columns=["table", "scope"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, ref)
+    pooled = en.associations(feats, genes.drop(columns="g4"), n_conditioning=6, fdr=0.05)
+    assert pairs[pairs.scope == "pooled"].p.tolist() == pytest.approx(pooled.p.tolist(), rel=1e-9)
+    per_feature = en.associations_per_feature(pairs)
+    assert per_feature.set_index("feature").associations["f0"] >= 1
+    with pytest.raises(ValueError, match="enough samples"):
+        en.associations_by_scope({"t": feats}, genes, tissue, designs.assign(design_columns=[40, 40]))
+
+
+def test_choose_features_and_one_sided_ranking():
+    per_feature = pd.DataFrame({"table": ["t"] * 3, "feature": ["a", "b", "c"], "associations": [5, 9, 1]})
+    tables = {"t": pd.DataFrame(columns=["a", "b", "c", "d"])}
+    chosen = en.choose_features(per_feature, tables, top_k=1, named=["t/d"],
+                                trackers={"t": {"x": "b", "y": "c", "z": "missing"}})
+    assert chosen == {("t", "b"): "most associations", ("t", "d"): "named", ("t", "c"): "tracks program_y"}
+    with pytest.raises(ValueError, match="not available"):
+        en.choose_features(per_feature, tables, named=["t/zz"])
+    g = pd.DataFrame({"list": ["x", "x", "x", "y"], "term": ["a", "b", "c", "a"], "nes": [-3.0, 2.0, 1.0, 0.5]})
+    r = en.rank_by_nes(g)
+    assert r[r.list == "x"].term.tolist() == ["b", "c", "a"] and r["rank"].tolist() == [1, 2, 3, 1]
+
+
+def test_annotation_filter_and_confounder_rankings():
+    pairs = pd.DataFrame({"r": [0.9, -0.85, 0.95, 0.9], "max_median": [20, 20, 5, 20], "perm_p": [0, 0, 0, 0.1],
+                          "symbol": ["A", "B", "C", "D"]})
+    floor = pd.DataFrame({"max_median": [20, 20, 5, 20]}, index=["gA", "gB", "gC", "gD"])
+    symbols = pd.Series({"gA": "A", "gB": "B", "gC": "C", "gD": "D"})
+    sets = {"S1": ["A", "C"], "S2": ["B", "D"], "S3": ["D"]}
+    carriers, correlated, universe, ann = en.annotation_filter(pairs, floor, symbols, sets, r_threshold=0.8,
+                                                               e_threshold=10, perm_alpha=0.001)
+    assert correlated == ["A", "B"] and universe == ["A", "B", "D"] and set(ann) == {"S1", "S2", "S3"}
+    assert carriers.set_index("annotation").n.to_dict() == {"S1": 1, "S2": 1, "S3": 0}
+    with pytest.raises(ValueError, match="not in the GMT"):
+        en.annotation_filter(pairs, floor, symbols, sets, annotation_sets=["S9"])
+    vp = pd.DataFrame({"term": ["RIN"] * 4 + ["(all)"], "gene": ["gA", "gB", "gA", "gB", "gA"],
+                       "unique_r2": [0.1, 0.5, 0.3, 0.5, 0.9]})
+    rk = en.confounder_rankings(vp, symbols)
+    assert list(rk) == ["RIN"] and rk["RIN"].index.tolist() == ["B", "A"]
+    assert rk["RIN"]["A"] == pytest.approx(0.2)

@@ -104,3 +104,83 @@ def test_masking_log_odds_keep_the_order_where_probabilities_saturate():
     assert r.loc["informative", "mean_p_positive"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="output must be"):
         rg.gene_masking(_Recorder(), x, sets, output="logit")
+
+
+def test_traits_are_binarised_within_tissue_and_oriented():
+    feats = pd.DataFrame({"f": [1.0, 2, 3, 4, 10, 20, 30, 40]}, index=[f"s{i}" for i in range(8)])
+    tissue = pd.Series(["A"] * 4 + ["B"] * 4, index=feats.index)
+    info = pd.DataFrame({"trait": ["up", "down"], "feature": ["f", "f"], "r_within_tissue": [0.5, -0.5]})
+    t = rg.binarize_traits(feats, tissue, info)
+    assert t.up.tolist() == [0, 0, 1, 1, 0, 0, 1, 1] and t.down.tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+    real = rg.feature_traits(["f"], feats.columns)
+    assert real.trait.tolist() == ["f_high"] and rg.binarize_traits(feats, tissue, real).f_high.sum() == 4
+    with pytest.raises(KeyError, match="not columns"):
+        rg.feature_traits(["g"], feats.columns)
+    with pytest.raises(ValueError, match="trait_features"):
+        rg.feature_traits([], feats.columns)
+
+
+def test_gene_set_columns_fill_and_rates():
+    sets = rg.gene_set_columns({"S": ["B", "C", "Z"], "T": ["A"]}, ["A", "B", "C"], min_size=2)
+    assert sets == {"S": [1, 2]}
+    sc = rg.Standardizer().fit(np.array([[1.0, 4.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(rg.mask_fill(sc, "zero"), [-2.0, -4.0])  # sd 0 -> 1
+    assert rg.mask_fill(sc, "mean") == 0.0
+    with pytest.raises(ValueError, match="zero"):
+        rg.mask_fill(sc, "median")
+    sal = pd.DataFrame({"trait": "t", "SAMPID": ["a", "a", "b", "b"], "positive": [1, 1, 0, 0],
+                        "term": ["PLANTED_X", "DECOY_1"] * 2, "nes": [2.0, -1.0, 1.0, 1.0],
+                        "fdr": [0.01, 0.01, 0.2, 0.01]})
+    r = rg.saliency_rates(sal).set_index(["term", "positive"]).rate
+    assert r[("PLANTED_X", 1)] == 1.0 and r[("DECOY_1", 1)] == 0.0 and r[("DECOY_1", 0)] == 1.0
+
+
+def test_summarize_comparison():
+    fold_auc = pd.DataFrame({"trait": "t", "model": ["nn", "nn", "rf", "rf"], "fold": [0, 1, 0, 1],
+                             "auc": [0.8, 0.9, 0.6, 0.7]})
+    boots = pd.DataFrame({"trait": "t", "model": "rf", "resample": range(5), "difference": [0.1, 0.2, -0.1, 0.3, 0.0]})
+    summary, diff = rg.summarize_comparison(fold_auc, boots, ["nn", "rf"])
+    assert summary.loc["t"].tolist() == pytest.approx([0.85, 0.65])
+    assert diff.iloc[0].p_nn_better == 0.6 and diff.iloc[0]["mean"] == pytest.approx(0.1)
+
+
+def test_pretraining_expression_from_a_gct_refuses_trait_samples(tmp_path):
+    from histo_utils import io
+
+    tpm = pd.DataFrame({"S1": [1.0, 3.0, 7.0], "S2": [0.0, 1.0, 3.0]}, index=["ENSG1", "ENSG2", "ENSG3"])
+    gct = tmp_path / "pre.gct"
+    io.write_gct(tpm, gct, description=pd.Series(["A", "B", "C"], index=tpm.index))
+    pre = rg.pretraining_expression(pd.Index(["ENSG3", "ENSG1"]), ["T1"], gct=str(gct))
+    assert list(pre.columns) == ["ENSG3", "ENSG1"] and pre.loc["S1", "ENSG3"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="also trait samples"):
+        rg.pretraining_expression(pd.Index(["ENSG1"]), ["S2"], gct=str(gct))
+    with pytest.raises(ValueError, match="absent"):
+        rg.pretraining_expression(pd.Index(["ENSG9"]), ["T1"], gct=str(gct))
+
+
+def test_figures_of_notebook_09_draw_from_their_tables():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    fold_auc = pd.DataFrame([{"trait": t, "model": m, "fold": f, "auc": rng.uniform(0.4, 0.9)}
+                             for t in ("a", "b") for m in ("nn", "rf") for f in range(3)])
+    boots = pd.DataFrame([{"trait": t, "model": "rf", "resample": r, "difference": rng.normal(0.1, 0.05)}
+                          for t in ("a", "b") for r in range(7)])
+    fig = rg.plot_model_comparison(fold_auc, boots, ["nn", "rf"], seed=0)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "(a) 3-fold cross-validation AUC" in titles and "(b) AUC(nn) - AUC(model), 7 bootstrap resamples" in titles
+    masking = pd.DataFrame({"trait": "a", "gene_set": ["PLANTED_X", "DECOY_1"], "auc": [0.8, 0.5],
+                            "planted": [True, False]})
+    fig = rg.plot_gene_masking(masking, target={"a": "PLANTED_X"})
+    widths = [b.get_width() for b in fig.axes[0].patches]
+    assert widths == [0.5, 0.8]  # drawn bottom-up: the top set last
+    traits = pd.DataFrame({"a": [1, 0, 1]}, index=["s1", "s2", "s3"])
+    sal = pd.DataFrame({"trait": "a", "SAMPID": np.repeat(["s1", "s2", "s3"], 2), "term": ["PLANTED_X", "DECOY_1"] * 3,
+                        "nes": [2.0, 0.1, -1.0, 0.2, 1.5, 0.0]})
+    fig, table = rg.plot_saliency_heatmap(sal, traits)
+    assert len(table) == 6 and table.groupby("SAMPID").size().to_dict() == {"s1": 2, "s2": 2, "s3": 2}
+    assert table.SAMPID.iloc[0] in ("s1", "s3")  # positives first
+    plt.close("all")

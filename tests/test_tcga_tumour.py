@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histo_utils import heterogeneity as ht
+from histo_utils import hti as ht
 from histo_utils import io, tcga, tiling
 from histo_utils.synthetic.tumour import TumourParams, clone_map, make_tumour_cohort, tile_truth
 
@@ -101,3 +101,16 @@ def test_tile_truth_reads_clone_under_tile(tumours):
     j = th.join(truth.set_index("image_id").true_hti).dropna(subset=["hti", "true_hti"])
     assert len(j) > 10
     assert np.corrcoef(j.hti, j.true_hti)[0, 1] > 0.85
+
+
+def test_load_tumour_cohort_joins_slides_patients_and_truth(tumours):
+    out, p = tumours
+    cohort = tcga.load_tumour_cohort(out, list(p.traits))
+    assert list(cohort.values.columns) == list(p.traits) and cohort.values.index.str.count("-").max() == 2
+    assert cohort.slides.patient.isin(cohort.values.index).all()
+    assert cohort.slides[cohort.slides.chosen].patient.is_unique
+    assert (cohort.slides[cohort.slides.chosen].dx == 1).all()
+    assert set(cohort.truth.index) == set(cohort.slides.image_id) and cohort.clinical.index.is_unique
+    from histo_utils.synthetic.tumour import load_tumour_params
+
+    assert load_tumour_params(out) == p  # the planted coefficients notebook 08 compares with

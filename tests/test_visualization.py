@@ -84,3 +84,50 @@ def test_localisation_auroc():
     rng = np.random.default_rng(0)
     assert abs(vz.localisation_auroc(rng.random((200, 200)), rng.random((200, 200)) > 0.5) - 0.5) < 0.01
     assert np.isnan(vz.localisation_auroc(np.ones(4), np.ones(4, bool)))
+
+
+def test_choose_features_spreads_over_bands_and_alternates_scans():
+    cand = pd.DataFrame({"feature": ["l1_0", "l1_1", "l2_0", "l3_0", "l3_1", "l4_0"],
+                         "layer": ["l1", "l1", "l2", "l3", "l3", "l4"],
+                         "scan": ["pooled", "within tissue", "pooled", "within tissue", "pooled", "pooled"],
+                         "abs_r": [0.9, 0.5, 0.7, 0.95, 0.6, 0.4], "gene": "g", "r": 0.5})
+    layers = {name: nn.Identity() for name in ["l1", "l2", "l3", "l4"]}
+    chosen = vz.choose_features(cand, layers, n_features=2)
+    # band 0 (l1, l2) prefers within tissue: l1_1 despite l1_0's larger |r|; band 1 (l3, l4) prefers pooled
+    assert chosen.feature.tolist() == ["l1_1", "l3_1"]
+    named = vz.choose_features(cand, layers, named=["l3_0", "l4_9"])
+    assert named.feature.tolist() == ["l3_0", "l4_9"] and np.isnan(named.abs_r.iloc[1])
+    with pytest.raises(ValueError, match="Layer 'l9' of feature 'l9_9' not available"):
+        vz.choose_features(cand, layers, named=["l9_9"])
+    pooled = pd.DataFrame({"feature": ["a", "b"], "r": [-0.5, 0.2], "perm_p": [0.01, np.nan]})
+    both = vz.candidate_pairs(pd.DataFrame({"feature": ["c"], "r": [0.3]}), pooled)
+    assert both.feature.tolist() == ["c", "a"] and both.abs_r.tolist() == [0.3, 0.5]
+    symbols = pd.Series({"ENSG1": "ABC"})
+    assert vz.find_gene("ABC", pd.DataFrame({"gene": ["ENSG1"]}), symbols) == "ENSG1"
+    with pytest.raises(ValueError, match="no pair"):
+        vz.find_gene("XYZ", pd.DataFrame({"gene": ["ENSG1"]}), symbols)
+
+
+def test_gbp_rgb_and_sample_tiles():
+    g = np.zeros((3, 2, 2))
+    g[0, 0, 0], g[1, 1, 1] = 2.0, -1.0
+    rgb = vz.gbp_rgb(g)
+    assert rgb.shape == (2, 2, 3) and rgb[0, 0, 0] == pytest.approx(1.0) and rgb.min() == 0.0
+    tiles = pd.DataFrame({"image_id": ["a"] * 10 + ["b"] * 10, "tissue_fraction": [1.0] * 18 + [0.5] * 2})
+    pick = vz.sample_tiles(tiles, 6, seed=0)
+    assert len(pick) == 6 and pick.image_id.is_monotonic_increasing and (pick.tissue_fraction >= 0.9).all()
+    assert pick.index.tolist() == vz.sample_tiles(tiles, 6, seed=0).index.tolist()
+
+
+def test_tile_feature_values_match_the_channel_hook():
+    from histo_utils.training import TileDataset  # noqa: F401  (the dataset protocol: (x, label, index))
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU())
+    layers = {"c1": net[1], "c2": net[3]}
+    data = [(torch.randn(3, 12, 12), 0, i) for i in range(7)]
+    vals = vz.tile_feature_values(net, data, layers, ["c2_3", "c1_0"], batch_size=3)
+    assert vals.shape == (7, 2) and list(vals.columns) == ["c2_3", "c1_0"]
+    np.testing.assert_allclose(vals["c2_3"], vz.channel_values(net, net[3], 3, data, batch_size=3), rtol=1e-6)
+    direct = net(torch.stack([d[0] for d in data]))[:, 3].mean((1, 2)).detach().numpy()
+    np.testing.assert_allclose(vals["c2_3"], direct, rtol=1e-5)

@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
-from ..heterogeneity import combination_codes, hti_from_proportions
+from ..hti import combination_codes, hti_from_proportions
 from ..io import atomic_path, params_key, read_table, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide, smooth_noise
@@ -236,6 +236,17 @@ def make_tumour_cohort(out_dir: str | os.PathLike, params: TumourParams = Tumour
 
     A rerun with the same parameters paints only missing slides; other parameters in the same folder are
     refused (delete it or choose another).
+
+    Parameters
+    ----------
+    out_dir : the cohort's folder
+    params : the cohort's size and planted effects
+    workers : processes painting slides
+    progress : show a progress bar
+
+    Returns
+    -------
+    dict of paths: ``data_dir``, ``slides``, ``truth``, ``expression``, ``clinical``
     """
     out = Path(out_dir)
     truth = out / "truth"
@@ -323,7 +334,16 @@ def make_tumour_cohort(out_dir: str | os.PathLike, params: TumourParams = Tumour
 
 
 def load_tumour_params(data_dir: str | os.PathLike) -> TumourParams:
-    """The :class:`TumourParams` a synthetic tumour folder was made with."""
+    """The :class:`TumourParams` a synthetic tumour folder was made with (``truth/tumour.json``).
+
+    Parameters
+    ----------
+    data_dir : the tumour cohort's folder
+
+    Returns
+    -------
+    TumourParams
+    """
     d = json.loads((Path(data_dir) / "truth" / "tumour.json").read_text())["params"]
     return TumourParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 

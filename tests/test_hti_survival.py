@@ -1,34 +1,34 @@
-"""HTI, labels and OOD bands, patient splits, the ensemble vote and the survival wiring."""
+"""HTI (hti), labels and OOD bands and the ensemble (trait_models), patient splits, the survival wiring."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from histo_utils import heterogeneity as ht
+from histo_utils import hti, metrics, splits, survival, trait_models
 
 
 def test_hti_paper_cases_and_k3():
     both = np.ones((90, 2), int)
-    assert ht.hti(both) == 0.0  # one combination everywhere
+    assert hti.hti(both) == 0.0  # one combination everywhere
     thirds = np.array([[1, 0]] * 30 + [[0, 1]] * 30 + [[1, 1]] * 30)
-    assert ht.hti(thirds) == pytest.approx(1.0)  # A, B, Both in equal thirds
+    assert hti.hti(thirds) == pytest.approx(1.0)  # A, B, Both in equal thirds
     k3 = np.array([[(c >> j) & 1 for j in range(3)] for c in range(1, 8)] * 10)
-    assert ht.hti(k3) == pytest.approx(1.0)  # all 7 combinations equally
+    assert hti.hti(k3) == pytest.approx(1.0)  # all 7 combinations equally
     half = np.array([[1, 0, 0]] * 50 + [[0, 1, 1]] * 50)
-    assert ht.hti(half) == pytest.approx(np.log(2) / np.log(7))
+    assert hti.hti(half) == pytest.approx(np.log(2) / np.log(7))
     # tiles without a positive trait: left out by default, or a category of their own
     with_empty = np.vstack([thirds, np.zeros((30, 2), int)])
-    assert ht.hti(with_empty) == pytest.approx(1.0)
-    assert ht.hti(with_empty, empty="category") == pytest.approx(1.0)  # 4 equal quarters, C = 4
-    assert np.isnan(ht.hti(np.zeros((5, 2), int)))
+    assert hti.hti(with_empty) == pytest.approx(1.0)
+    assert hti.hti(with_empty, empty="category") == pytest.approx(1.0)  # 4 equal quarters, C = 4
+    assert np.isnan(hti.hti(np.zeros((5, 2), int)))
     with pytest.raises(ValueError, match="k >= 2"):
-        ht.hti(np.ones((5, 1), int))
-    h, lo, hi = ht.hti_bootstrap(thirds, n_boot=200, seed=0)
+        hti.hti(np.ones((5, 1), int))
+    h, lo, hi = hti.hti_bootstrap(thirds, n_boot=200, seed=0)
     assert h == pytest.approx(1.0) and lo <= h + 1e-12 and 0.9 < lo <= hi <= 1.0 + 1e-12
 
 
 def test_labels_and_ood_bands():
     v = pd.Series(np.arange(101, dtype=float), index=[f"s{i}" for i in range(101)])
-    lab = ht.trait_labels(v)
+    lab = trait_models.trait_labels(v)
     assert lab.loc["s100", "label"] == 1 and lab.loc["s0", "label"] == 0 and lab.loc["s50", "label"] == 0
     assert not lab.loc["s20", "ood"] and lab.loc["s21", "ood"] and lab.loc["s79", "ood"] and not lab.loc["s80", "ood"]
     assert lab.loc["s25", "ood_near"] and not lab.loc["s50", "ood_near"] and lab.loc["s75", "ood_near"]
@@ -37,19 +37,22 @@ def test_labels_and_ood_bands():
 
 def test_patient_splits_do_not_leak():
     patients = [f"TCGA-{i:02d}" for i in range(50)]
-    test, splits = ht.split_patients(patients, seed=3)
-    assert len(test) == 5 and len(splits) == 5
-    for train, val in splits:
+    test, drawn = splits.split_patients(patients, seed=3)
+    assert len(test) == 5 and len(drawn) == 5
+    for train, val in drawn:
         assert not set(train) & set(val) and not (set(train) | set(val)) & set(test)
         assert set(train) | set(val) | set(test) == set(patients)
-    assert ht.split_patients(patients, seed=3) == (test, splits)  # seeded
+    assert splits.split_patients(patients, seed=3) == (test, drawn)  # seeded
+    splits.check_patient_splits(test, drawn)
+    with pytest.raises(ValueError, match="two of test/train/validation"):
+        splits.check_patient_splits(test, [(drawn[0][0] + test[:1], drawn[0][1])])
 
 
 def test_ensemble_vote_and_scores():
     p = np.array([[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0]])
-    assert ht.ensemble_vote(p).tolist() == [1, 1, 1, 0]
-    assert ht.ensemble_vote(p[:2]).tolist() == [1, 0, 0, 0]  # ties count as negative
-    s = ht.slide_scores([1, 0, 1, 1], ["a", "a", "b", "b"])
+    assert trait_models.ensemble_vote(p).tolist() == [1, 1, 1, 0]
+    assert trait_models.ensemble_vote(p[:2]).tolist() == [1, 0, 0, 0]  # ties count as negative
+    s = trait_models.slide_scores([1, 0, 1, 1], ["a", "a", "b", "b"])
     assert s.to_dict() == {"a": 50.0, "b": 100.0}
 
 
@@ -61,50 +64,60 @@ def test_survival_wiring_detects_a_planted_effect():
     t = rng.exponential(10 / hazard)
     c = rng.exponential(20, n)
     time, event = np.minimum(t, c), (t <= c).astype(int)
-    res = ht.logrank_groups(time, event, hti_v > 0.5)
-    assert res["p"] < 0.01 and sum(res["n"]) == n
-    assert res["km"][True].median_survival_time_ < res["km"][False].median_survival_time_
-    null = ht.logrank_groups(time, event, rng.random(n) > 0.5)
-    assert null["p"] > 0.01
-    summ = ht.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": hti_v}))
+    res = survival.logrank_groups(time, event, hti_v > 0.5)
+    assert res.p < 0.01 and sum(res.n) == n
+    assert res.km[True].median_survival_time_ < res.km[False].median_survival_time_
+    null = survival.logrank_groups(time, event, rng.random(n) > 0.5)
+    assert null.p > 0.01
+    summ = survival.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": hti_v}))
     assert abs(summ.loc["HTI", "coef"] - 1.5) < 3 * summ.loc["HTI", "se(coef)"]  # the planted log hazard ratio
     assert summ.loc["HTI", "p"] < 1e-4
     # an HTI of 0 everywhere (tile models calling one combination) cannot be estimated: NaN row, others fitted
     age = rng.normal(6, 1, n)
-    flat = ht.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": 0.0, "age": age}),
+    flat = survival.cox_hti(pd.DataFrame({"time": time, "event": event, "HTI": 0.0, "age": age}),
                       covariates=["HTI", "age"])
     assert list(flat.index) == ["HTI", "age"] and np.isnan(flat.loc["HTI", "coef"])
     assert np.isfinite(flat.loc["age", "coef"]) and (flat.penalizer == 0).all()
     with pytest.raises(ValueError, match="No events"):
-        ht.cox_hti(pd.DataFrame({"time": time, "event": 0, "HTI": hti_v}))
+        survival.cox_hti(pd.DataFrame({"time": time, "event": 0, "HTI": hti_v}))
 
 
 def test_hti_from_proportions_and_cartography():
     # weights by combination code: the paper's three equal thirds, and the empty code left out
-    assert ht.hti_from_proportions(np.array([5.0, 1, 1, 1]), k=2) == pytest.approx(1.0)
-    assert ht.hti_from_proportions(np.array([0.0, 0, 0, 2]), k=2) == 0.0
-    assert np.isnan(ht.hti_from_proportions(np.array([3.0, 0, 0, 0]), k=2))
-    assert ht.hti_from_proportions(np.array([1.0, 1, 1, 1]), k=2, empty="category") == pytest.approx(1.0)
+    assert hti.hti_from_proportions(np.array([5.0, 1, 1, 1]), k=2) == pytest.approx(1.0)
+    assert hti.hti_from_proportions(np.array([0.0, 0, 0, 2]), k=2) == 0.0
+    assert np.isnan(hti.hti_from_proportions(np.array([3.0, 0, 0, 0]), k=2))
+    assert hti.hti_from_proportions(np.array([1.0, 1, 1, 1]), k=2, empty="category") == pytest.approx(1.0)
     with pytest.raises(ValueError, match="k >= 2"):
-        ht.hti_from_proportions(np.ones(2), k=1)
+        hti.hti_from_proportions(np.ones(2), k=1)
     with pytest.raises(ValueError, match="one per combination"):
-        ht.hti_from_proportions(np.ones(3), k=2)
+        hti.hti_from_proportions(np.ones(3), k=2)
     # tiles at grid positions with an offset origin; the missing cell stays empty
     tiles = pd.DataFrame({"x": [10, 74, 10, 138], "y": [5, 5, 69, 69], "size0": 64})
-    grid = ht.cartography(tiles, np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), fill=-1)
+    grid = hti.cartography(tiles, np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), fill=-1)
     assert grid.shape == (2, 3, 2)
     assert grid[0, 0].tolist() == [1, 0] and grid[0, 1].tolist() == [0, 1] and grid[1, 0].tolist() == [1, 1]
     assert grid[1, 2].tolist() == [0, 0] and grid[0, 2].tolist() == [-1, -1]
 
 
-def test_slide_auc_matches_pair_counting():
+def test_auc_matches_pair_counting_and_scikit_learn():
     rng = np.random.default_rng(1)
     s = rng.integers(0, 5, 40).astype(float)  # many ties
     y = rng.integers(0, 2, 40)
     pos, neg = s[y == 1], s[y == 0]
     brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
-    assert ht.slide_auc(s, y) == pytest.approx(brute)
-    assert np.isnan(ht.slide_auc(s, np.ones(40)))
+    assert metrics.auc(s, y) == pytest.approx(brute)
+    assert np.isnan(metrics.auc(s, np.ones(40)))
+    from sklearn.metrics import roc_auc_score
+
+    for i in range(50):  # continuous, tied and float32-rounded scores
+        s = rng.random(60).astype(np.float32).astype(float)
+        s = np.round(s, 1) if i % 2 else s
+        y = rng.integers(0, 2, 60)
+        assert metrics.auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert metrics.auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    with pytest.raises(ValueError, match="one label per score"):
+        metrics.auc([0.1, 0.2], [0, 1, 1])
 
 
 def _slides_table():
@@ -119,19 +132,19 @@ def _slides_table():
 
 def test_label_slides_and_survival_set():
     vals, slides = _slides_table()
-    lab = ht.label_slides(vals, slides).set_index("image_id")
+    lab = trait_models.label_slides(vals, slides).set_index("image_id")
     # a patient's slides share its labels; percentiles are over patients, not slides
     assert lab.loc["TCGA-SY-0009-01Z-00-DX2", "A:label"] == lab.loc["TCGA-SY-0009-01Z-00-DX1", "A:label"] == 1
     assert lab["A:percentile"].max() == 1.0 and lab.loc["TCGA-SY-0004-01Z-00-DX1", "A:ood"]
     assert (lab["A:ood"] == lab["B:ood"]).all()  # B reversed: same band
-    surv = ht.survival_set(lab.reset_index(), ["A", "B"], test_patients=["TCGA-SY-0000", "TCGA-SY-0009"])
+    surv = survival.survival_set(lab.reset_index(), ["A", "B"], test_patients=["TCGA-SY-0000", "TCGA-SY-0009"])
     assert set(surv.patient) == {"TCGA-SY-0000", "TCGA-SY-0009"} | {f"TCGA-SY-{i:04d}" for i in range(2, 8)}
     assert surv.image_id.is_unique and surv.image_id.str.endswith("DX1").all()  # one chosen slide per patient
     assert (surv.set == "test").sum() == 2
     # a slide OOD for only one trait is not in the survival set
     vals2 = vals.assign(B=[0, 9, 1, 8, 2, 7, 3, 6, 4, 5.0])
-    lab2 = ht.label_slides(vals2, slides)
-    surv2 = ht.survival_set(lab2, ["A", "B"], test_patients=[])
+    lab2 = trait_models.label_slides(vals2, slides)
+    surv2 = survival.survival_set(lab2, ["A", "B"], test_patients=[])
     both = lab2[lab2["A:ood"] & lab2["B:ood"] & lab2.chosen]
     assert set(surv2.image_id) == set(both.image_id) and len(surv2) < (lab2["A:ood"] & lab2.chosen).sum()
 
@@ -141,7 +154,7 @@ def test_ensemble_takes_top_models_by_validation_auc():
     prob = pd.DataFrame({("A", s): v for s, v in enumerate([[0.9, 0.9], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1],
                                                             [0.1, 0.9]])})
     prob.columns = pd.MultiIndex.from_tuples(prob.columns)
-    calls, members = ht.ensemble_predictions(prob, hist, top=3)
+    calls, members = trait_models.ensemble_predictions(prob, hist, top=3)
     assert sorted(members.split) == [1, 2, 3]  # AUC 0.9, 0.7, 0.95
     assert calls.A.tolist() == [1, 0]  # tile 2: splits 1 and 3 say no, 2 says yes
 
@@ -149,18 +162,18 @@ def test_ensemble_takes_top_models_by_validation_auc():
 def test_slide_hti_and_evaluation_tables():
     tile_slides = np.array(["s1"] * 6 + ["s2"] * 6)
     calls = np.array([[1, 0], [0, 1], [1, 1]] * 2 + [[1, 1]] * 6)
-    h = ht.slide_hti(calls, tile_slides, n_boot=50, seed=0)
+    h = hti.slide_hti(calls, tile_slides, n_boot=50, seed=0)
     assert h.loc["s1", "hti"] == pytest.approx(1.0) and h.loc["s2", "hti"] == 0.0
     assert h.loc["s1", "comb_3"] == pytest.approx(1 / 3) and h.loc["s2", "hti_high"] == 0.0
     slides = pd.DataFrame({"patient": ["p1", "p2"], "A:label": [1, 0], "A:percentile": [1.0, 0.0],
                            "A:ood": [False, False], "A:ood_near": [False, False]}, index=["s1", "s2"])
     prob = pd.DataFrame({("A", 0): np.r_[np.full(6, 0.9), np.full(6, 0.2)]})
     prob.columns = pd.MultiIndex.from_tuples(prob.columns)
-    ev, scores = ht.evaluate_slides(prob, pd.DataFrame({"A": (prob[("A", 0)] > 0.5).astype(int)}), tile_slides,
+    ev, scores = trait_models.evaluate_slides(prob, pd.DataFrame({"A": (prob[("A", 0)] > 0.5).astype(int)}), tile_slides,
                                     slides, test_patients=["p1", "p2"])
     assert set(ev.model) == {"split0", "ensemble"} and (ev.auc == 1.0).all()
     assert scores.set_index("image_id").score.to_dict() == {"s1": 100.0, "s2": 0.0}
-    t1 = ht.table1(ev)
+    t1 = trait_models.table1(ev)
     assert t1.loc[0, "test_runs_mean"] == 1.0 and t1.loc[0, "test_ensemble"] == 1.0
 
 
@@ -172,12 +185,62 @@ def test_smooth_calls_removes_isolated_errors_and_keeps_clones():
     calls = truth.copy()
     calls[2 * 6 + 1] = 0  # isolated false negative inside the left clone
     calls[2 * 6 + 4] = 1  # isolated false positive inside the right clone
-    sm = ht.smooth_calls(tiles, np.c_[calls, 1 - calls], size=3)
+    sm = hti.smooth_calls(tiles, np.c_[calls, 1 - calls], size=3)
     assert (sm[:, 0] == truth).all() and (sm[:, 1] == 1 - truth).all()
     # a second trait equal to the first except for one wrong tile: the error makes a spurious "A only"
     noisy = np.c_[truth, truth]
     noisy[0, 1] = 0
-    assert ht.hti(noisy) > 0.15 and ht.hti(ht.smooth_calls(tiles, noisy, size=3)) == 0.0
-    assert (ht.smooth_calls(tiles, np.c_[calls, calls], size=1)[:, 0] == calls).all()
+    assert hti.hti(noisy) > 0.15 and hti.hti(hti.smooth_calls(tiles, noisy, size=3)) == 0.0
+    assert (hti.smooth_calls(tiles, np.c_[calls, calls], size=1)[:, 0] == calls).all()
     with pytest.raises(ValueError, match="odd"):
-        ht.smooth_calls(tiles, np.c_[calls, calls], size=2)
+        hti.smooth_calls(tiles, np.c_[calls, calls], size=2)
+
+
+def test_label_counts_and_held_out_slides():
+    vals, slides = _slides_table()
+    lab = trait_models.label_slides(vals, slides).set_index("image_id")
+    drawn = [(["TCGA-SY-0001", "TCGA-SY-0002"], ["TCGA-SY-0003"]), (["TCGA-SY-0003"], ["TCGA-SY-0009"])]
+    held = trait_models.held_out_slides(lab, drawn)
+    assert not held["TCGA-SY-0009-01Z-00-DX2"] and held["TCGA-SY-0000-01Z-00-DX1"] and held.sum() == 6
+    counts = trait_models.label_counts(lab, ["A"], ["TCGA-SY-0000"], drawn).iloc[0]
+    assert counts["in-distribution"] + counts["OOD-all"] == len(lab)
+    assert counts["test (in-dist.)"] == 1  # patient 0 is at the bottom: not OOD
+    assert counts["validation per split"] == 1  # split 0: patient 3 (OOD) -> 0; split 1: patient 9, two slides -> 2
+
+
+def test_hti_comparisons_and_cox_table():
+    rng = np.random.default_rng(0)
+    n = 120
+    hti_v = rng.uniform(0, 1, n)
+    t = rng.exponential(10 / np.exp(1.5 * hti_v))
+    c = rng.exponential(20, n)
+    surv = pd.DataFrame({"hti0": hti_v, "hti_smooth": hti_v, "true_hti0": hti_v, "months": np.minimum(t, c),
+                         "OS": (t <= c).astype(int), "age_at_initial_pathologic_diagnosis": rng.normal(60, 10, n),
+                         "ajcc_pathologic_tumor_stage": rng.choice(["Stage I", "Stage II", "Stage III"], n)},
+                        index=[f"s{i}" for i in range(n)])
+    comps = survival.hti_comparisons(surv, split=0.5, extremes=(0.3, 0.7))
+    assert [name for name, _ in comps][-1].endswith("(oracle)") and len(comps) == 4
+    extremes = comps[1][1]
+    assert len(extremes) == ((hti_v > 0.7) | (hti_v <= 0.3)).sum()  # the middle is left out
+    assert len(survival.hti_comparisons(surv.drop(columns="true_hti0"))) == 3
+    cox = survival.cox_table(surv, planted={"HTI": 1.5, "age_decades": 0.0, "stage": 0.0})
+    assert list(dict.fromkeys(cox.fit)) == ["estimated HTI", "smoothed HTI", "true HTI (oracle)"]
+    est = cox[(cox.fit == "estimated HTI") & (cox.covariate == "HTI")].iloc[0]
+    assert abs(est.coef - 1.5) < 3 * est["se(coef)"] and est.planted_coef == 1.5
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    row = survival.plot_logrank(ax, surv.months, surv.OS, surv.hti0 > 0.5, "HTI")
+    ref = survival.logrank_groups(surv.months, surv.OS, surv.hti0 > 0.5)
+    assert row["p"] == ref.p and (row["n_low"], row["n_high"]) == ref.n
+    one = survival.plot_logrank(ax, surv.months, surv.OS, surv.hti0 > 2, "none high")
+    assert np.isnan(one["p"]) and one["n_high"] == 0
+    plt.close("all")
+
+
+def test_combination_names():
+    assert hti.combination_names(["A", "B"]) == ["none", "A", "B", "A+B"]
+    assert hti.combination_names(["A", "B", "C"])[5] == "A+C"

@@ -1,0 +1,320 @@
+"""Survival analysis of the heterogeneity index: the survival set, Kaplan-Meier and log-rank, Cox.
+
+Levy-Jurgenson et al. 2020 (Figs 4-6) compare Kaplan-Meier curves of patients split by HTI with Mantel's
+log-rank test; beyond the paper, a Cox model takes HTI as a continuous covariate. lifelines does the
+statistics; results come back as :class:`LogRank` and DataFrames.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LogRank", "logrank_groups", "cox_hti", "survival_set", "survival_table", "hti_comparisons",
+           "plot_logrank", "plot_logrank_panels", "plot_bulk_survival", "cox_table", "plot_cox", "STAGE_NUMBERS"]
+
+
+@dataclass(frozen=True)
+class LogRank:
+    """Kaplan-Meier fits of two groups and Mantel's log-rank test between them.
+
+    ``n`` is (patients in the low / False group, in the high / True group); ``km`` maps False and True to
+    fitted ``lifelines.KaplanMeierFitter`` objects.
+    """
+
+    p: float
+    statistic: float
+    n: tuple[int, int]
+    km: dict
+
+
+def logrank_groups(duration: Sequence[float], event: Sequence[int], group: Sequence[bool]) -> LogRank:
+    """Kaplan–Meier fits of two groups and Mantel's log-rank test (lifelines).
+
+    Parameters
+    ----------
+    duration : array-like, shape (n,)
+        Follow-up time of each patient.
+    event : array-like, shape (n,)
+        1 = death observed, 0 = censored.
+    group : array-like of bool, shape (n,)
+        The group of each patient (True: "high").
+
+    Returns
+    -------
+    LogRank
+        ``p``, ``statistic``, ``n`` = (n_false, n_true), ``km`` = {False: fitter, True: fitter}.
+    """
+    from lifelines import KaplanMeierFitter
+    from lifelines.statistics import logrank_test
+
+    d = np.asarray(duration, dtype=float)
+    e = np.asarray(event, dtype=int)
+    g = np.asarray(group, dtype=bool)
+    if g.all() or (~g).all():
+        raise ValueError("Both groups need at least one patient for a log-rank test.")
+    res = logrank_test(d[~g], d[g], event_observed_A=e[~g], event_observed_B=e[g])
+    km = {flag: KaplanMeierFitter(label=str(flag)).fit(d[g == flag], e[g == flag]) for flag in (False, True)}
+    return LogRank(p=float(res.p_value), statistic=float(res.test_statistic), n=(int((~g).sum()), int(g.sum())),
+                   km=km)
+
+
+def cox_hti(df: pd.DataFrame, *, duration: str = "time", event: str = "event", covariates: Sequence[str] = ("HTI",)
+            ) -> pd.DataFrame:
+    """Cox proportional-hazards model (lifelines); returns the summary (coef, HR = exp(coef), CI, p).
+
+    A covariate without variance in the complete cases (e.g. an HTI of 0 on every slide when the tile
+    models call one combination everywhere) cannot be estimated: it is left out of the fit with a warning
+    and keeps a row of NaN, so tables of several fits line up. If Newton–Raphson does not converge (small
+    or separated data), the fit is repeated with a small ridge penalty (``penalizer`` 0.1) and a warning.
+    The ``penalizer`` column of the result says which fit was used.
+    """
+    from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
+
+    cols = [duration, event, *covariates]
+    missing = [c for c in cols if c not in df]
+    if missing:
+        raise ValueError(f"Columns {missing} missing from the survival table.")
+    data = df[cols].dropna()
+    if data[event].sum() == 0:
+        raise ValueError(f"No events in column '{event}' among {len(data)} complete cases: a Cox model needs "
+                         "at least one event.")
+    constant = [c for c in covariates if data[c].nunique() < 2]
+    if constant:
+        log.warning("Cox model: covariates %s have no variance in %d complete cases; left out of the fit.",
+                    constant, len(data))
+    kept = [c for c in covariates if c not in constant]
+    rows = pd.DataFrame(np.nan, index=pd.Index(list(covariates), name="covariate"),
+                        columns=["coef", "exp(coef)", "se(coef)", "coef lower 95%", "coef upper 95%",
+                                 "exp(coef) lower 95%", "exp(coef) upper 95%", "cmp to", "z", "p",
+                                 "-log2(p)"])
+    penalizer = 0.0
+    if kept:
+        frame = data[[duration, event, *kept]]
+        try:
+            summary = CoxPHFitter().fit(frame, duration_col=duration, event_col=event).summary
+        except ConvergenceError as err:
+            penalizer = 0.1
+            log.warning("Cox model did not converge (%s); refitting with penalizer=%g.", str(err)[:80], penalizer)
+            summary = CoxPHFitter(penalizer=penalizer).fit(frame, duration_col=duration, event_col=event).summary
+        rows = summary.reindex(pd.Index(list(covariates), name="covariate"))
+    rows["penalizer"] = penalizer
+    return rows
+
+
+def survival_set(slides: pd.DataFrame, traits: Sequence[str], test_patients: Sequence[str]) -> pd.DataFrame:
+    """Slides for survival analysis: test patients plus patients OOD for *every* trait, one chosen slide each.
+
+    ``slides`` needs ``image_id, patient, chosen`` (the DX1 rule) and the ``t:ood`` columns of
+    :func:`label_slides`. Returns the rows kept, with a ``set`` column (``test`` or ``OOD``).
+    """
+    ood_all = np.logical_and.reduce([slides[f"{t}:ood"].to_numpy(bool) for t in traits])
+    test = slides["patient"].isin(set(test_patients)).to_numpy()
+    keep = slides[(ood_all | test) & slides["chosen"].to_numpy(bool)].copy()
+    keep["set"] = np.where(keep["patient"].isin(set(test_patients)), "test", "OOD")
+    return keep.reset_index(drop=True)
+
+
+def survival_table(slides: pd.DataFrame, traits: Sequence[str], test_patients: Sequence[str],
+                   slide_table: pd.DataFrame, clinical: pd.DataFrame, *, truth: pd.DataFrame | None = None
+                   ) -> pd.DataFrame:
+    """The survival set (:func:`survival_set`) with each slide's HTI, follow-up and covariates.
+
+    Parameters
+    ----------
+    slides : DataFrame indexed by ``image_id`` with ``patient, chosen`` and the trait label columns
+    traits, test_patients : as for :func:`survival_set`
+    slide_table : DataFrame indexed by ``image_id`` with ``hti, hti0, hti_low, hti_high, hti_smooth``
+    clinical : DataFrame indexed by patient with ``OS, OS.time, age_at_initial_pathologic_diagnosis,
+        ajcc_pathologic_tumor_stage, subtype``
+    truth : DataFrame indexed by ``image_id`` with ``true_hti`` (synthetic cohort), or None
+
+    Returns
+    -------
+    DataFrame indexed by ``image_id``, one row per patient with follow-up: the columns above plus
+    ``months`` (OS.time / 30.44) and, with ``truth``, ``true_hti, true_hti0``.
+    """
+    surv = survival_set(slides.reset_index(), traits, test_patients).set_index("image_id")
+    surv = surv.join(slide_table[["hti", "hti0", "hti_low", "hti_high", "hti_smooth"]])
+    surv = surv.join(clinical[["OS", "OS.time", "age_at_initial_pathologic_diagnosis", "ajcc_pathologic_tumor_stage",
+                               "subtype"]], on="patient")
+    surv = surv.dropna(subset=["OS", "OS.time"])
+    surv["months"] = surv["OS.time"] / 30.44
+    if truth is not None:
+        surv = surv.join(truth[["true_hti"]])
+        surv["true_hti0"] = surv.true_hti.fillna(0)
+    return surv
+
+
+def hti_comparisons(surv: pd.DataFrame, *, split: float = 0.5, extremes: Sequence[float] = (0.3, 0.7)
+                    ) -> list[tuple[str, pd.Series]]:
+    """The paper's HTI comparisons (> split vs <=; > high vs <= low), the smoothed HTI and the oracle.
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``hti0, hti_smooth`` and, when present, ``true_hti0``)
+    split : HTI threshold
+    extremes : (low, high) of the second comparison; slides in between are left out of it
+
+    Returns
+    -------
+    list of (title, Series of bool indexed like the slides compared: True = high HTI)
+    """
+    lo, hi = extremes
+    out = [("HTI > %.1f vs <= %.1f" % (split, split), surv.hti0 > split),
+           ("HTI > %.1f vs <= %.1f" % (hi, lo), (surv.hti0 > hi)[(surv.hti0 > hi) | (surv.hti0 <= lo)]),
+           ("smoothed HTI > %.1f vs <= %.1f" % (split, split), surv.hti_smooth > split)]
+    if "true_hti0" in surv:
+        out.append(("true HTI > %.1f vs <= %.1f (oracle)" % (split, split), surv.true_hti0 > split))
+    return out
+
+
+def plot_logrank(ax, months: pd.Series, event: pd.Series, groups: pd.Series, title: str) -> dict:
+    """Kaplan-Meier curves with 95 % CIs of two groups on ``ax`` and their log-rank test.
+
+    Parameters
+    ----------
+    ax : matplotlib axes
+    months, event : Series indexed by slide: follow-up and death (1) or censoring (0)
+    groups : Series of bool indexed by the slides compared (a subset of ``months``' index)
+    title : panel title and the row's ``comparison``
+
+    Returns
+    -------
+    dict: ``comparison, p, statistic, n_low, n_high`` (p NaN when one group is empty).
+    """
+    if groups.nunique() < 2:  # e.g. every slide on one side of the threshold: no test
+        ax.set_title(f"{title}\none group only (n = {len(groups)}): no test", fontsize=8)
+        return {"comparison": title, "p": np.nan, "statistic": np.nan, "n_low": int((~groups).sum()),
+                "n_high": int(groups.sum())}
+    res = logrank_groups(months[groups.index], event[groups.index], groups.to_numpy())
+    for flag, col in ((False, "#d95f02"), (True, "#1f78b4")):
+        km = res.km[flag]
+        km._label = f"{'high' if flag else 'low'} (n = {res.n[int(flag)]})"
+        km.plot_survival_function(ax=ax, ci_show=True, color=col)
+    ax.set_title(f"{title}\nlog-rank p = {res.p:.3g}", fontsize=8)
+    ax.set_xlabel("months")
+    ax.legend(fontsize=7)
+    return {"comparison": title, "p": res.p, "statistic": res.statistic, "n_low": res.n[0], "n_high": res.n[1]}
+
+
+def plot_logrank_panels(surv: pd.DataFrame, comparisons: Sequence[tuple[str, pd.Series]]):
+    """One :func:`plot_logrank` panel per comparison.
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``months``, ``OS``)
+    comparisons : list of (title, Series of bool) (:func:`hti_comparisons`)
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per comparison: ``comparison, p, statistic, n_low, n_high``
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(3.8 * len(comparisons), 3.6), sharey=True)
+    table = pd.DataFrame([plot_logrank(ax, surv.months, surv.OS, g, name)
+                          for ax, (name, g) in zip(np.atleast_1d(axes), comparisons)])
+    fig.tight_layout()
+    return fig, table
+
+
+def plot_bulk_survival(surv: pd.DataFrame, traits: Sequence[str]):
+    """Fig 5: survival split on bulk expression (above vs below median) and HTI by bulk label, per trait.
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``<trait>:value``, ``<trait>:label``, ``hti0``, ``months``, ``OS``)
+    traits : the traits
+
+    Returns
+    -------
+    fig : two rows of panels (Kaplan-Meier; HTI by bulk label with the Mann-Whitney p in the title)
+    table : DataFrame, one row per trait: :func:`plot_logrank`'s row plus ``trait``
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from scipy import stats
+
+    k = len(traits)
+    fig, axes = plt.subplots(2, k, figsize=(4.2 * k, 6.6))
+    rows = []
+    for j, t in enumerate(traits):
+        high = surv[f"{t}:value"] > surv[f"{t}:value"].median()
+        rows.append({**plot_logrank(axes[0, j], surv.months, surv.OS, high, f"bulk {t} above vs below median"),
+                     "trait": t})
+        d = surv.assign(bulk=np.where(surv[f"{t}:label"] == 1, "above median", "below median"))
+        sns.boxplot(data=d, x="bulk", y="hti0", order=["below median", "above median"], ax=axes[1, j],
+                    color="#cccccc")
+        u = stats.mannwhitneyu(d.hti0[d.bulk == "above median"], d.hti0[d.bulk == "below median"])
+        axes[1, j].set_title(f"HTI by bulk {t} (Mann-Whitney p = {u.pvalue:.2g})", fontsize=8)
+        axes[1, j].set_ylabel("HTI")
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+#: TCGA-CDR stage labels as numbers for the Cox model
+STAGE_NUMBERS = {"Stage I": 1, "Stage II": 2, "Stage III": 3, "Stage IV": 4}
+
+
+def cox_table(surv: pd.DataFrame, *, planted: dict | None = None) -> pd.DataFrame:
+    """Cox fits of HTI (estimated, smoothed and, when ``true_hti0`` is present, the oracle) with age and stage.
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output
+    planted : covariate -> planted log hazard ratio (synthetic cohort), added as ``planted_coef``; or None
+
+    Returns
+    -------
+    DataFrame, one row per (fit, covariate): ``coef, se(coef), coef lower 95%, coef upper 95%, exp(coef), p``.
+    Covariates: ``HTI``, ``age_decades`` (age / 10), ``stage`` (I-IV as 1-4, :data:`STAGE_NUMBERS`).
+    """
+    cox_df = pd.DataFrame({"time": surv.months, "event": surv.OS.astype(int), "HTI": surv.hti0,
+                           "age_decades": surv.age_at_initial_pathologic_diagnosis / 10,
+                           "stage": surv.ajcc_pathologic_tumor_stage.map(STAGE_NUMBERS)})
+    covariates = ["HTI", "age_decades", "stage"]
+    fits = {"estimated HTI": cox_hti(cox_df, covariates=covariates),
+            "smoothed HTI": cox_hti(cox_df.assign(HTI=surv.hti_smooth), covariates=covariates)}
+    if "true_hti0" in surv:
+        fits["true HTI (oracle)"] = cox_hti(cox_df.assign(HTI=surv.true_hti0), covariates=covariates)
+    cox = pd.concat({k: v[["coef", "se(coef)", "coef lower 95%", "coef upper 95%", "exp(coef)", "p"]]
+                     for k, v in fits.items()}, names=["fit", "covariate"]).reset_index()
+    if planted is not None:
+        cox["planted_coef"] = cox.covariate.map(planted)
+    return cox
+
+
+def plot_cox(cox: pd.DataFrame):
+    """Log hazard ratios with 95 % CIs of each fit of :func:`cox_table` (crosses: planted values).
+
+    Parameters
+    ----------
+    cox : :func:`cox_table` output
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    for i, (name, g) in enumerate(cox.groupby("fit", sort=False)):
+        y = np.arange(len(g)) + 0.15 * i
+        ax.errorbar(g.coef, y, xerr=[g.coef - g["coef lower 95%"], g["coef upper 95%"] - g.coef], fmt="o",
+                    capsize=3, label=name)
+        if "planted_coef" in g:
+            ax.scatter(g.planted_coef, y, marker="x", color="k", zorder=3, label="planted" if i == 0 else None)
+    ax.set_yticks(np.arange(len(g)) + 0.15, g.covariate)
+    ax.axvline(0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("log hazard ratio (95 % CI)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,416 @@
+"""Tile models of bulk-expression traits (Levy-Jurgenson et al. 2020, Results and Methods).
+
+Per trait, every slide is labelled high or low by its patient's bulk expression percentile, with an
+out-of-distribution (OOD) band in the middle (:func:`trait_labels`, :func:`label_slides`); one binary tile
+model per trait and patient split is trained (:func:`fit_trait_models`); the top models vote per tile
+(:func:`ensemble_predictions`); slide-level AUCs give the paper's Table 1 (:func:`evaluate_slides`,
+:func:`table1`). The patient splits are :func:`histo_utils.splits.split_patients`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, read_table, write_table
+from .metrics import auc
+
+log = logging.getLogger(__name__)
+
+__all__ = ["trait_labels", "label_slides", "ensemble_vote", "slide_scores", "fit_trait_models",
+           "ensemble_predictions", "evaluate_slides", "table1", "held_out_slides", "label_counts",
+           "plot_training_curves", "plot_table1", "plot_score_distributions"]
+
+
+def trait_labels(values: pd.Series, *, ood_low: float = 0.2, ood_high: float = 0.8, near: float = 0.1
+                 ) -> pd.DataFrame:
+    """Label slides high/low by their expression percentile; mark the out-of-distribution band.
+
+    Parameters
+    ----------
+    values : Series, slide -> bulk expression of the trait
+    ood_low, ood_high : slides with percentile strictly between these are out of distribution (OOD) and not
+        used for training (paper: 20th and 80th)
+    near : width of the OOD-near bands inside the OOD band (20–30 and 70–80 percentiles)
+
+    Returns
+    -------
+    DataFrame indexed like ``values``: ``percentile`` (0–1, average ranks), ``label`` (1 above the median),
+    ``ood`` (bool), ``ood_near`` (bool).
+    """
+    if values.isna().any():
+        raise ValueError(f"{int(values.isna().sum())} slides have no expression value; drop them first.")
+    if not 0 <= ood_low < 0.5 < ood_high <= 1:
+        raise ValueError(f"Need 0 <= ood_low < 0.5 < ood_high <= 1, got {ood_low}, {ood_high}.")
+    pct = (values.rank(method="average") - 1) / max(len(values) - 1, 1)
+    eps = 1e-9  # band edges are inclusive of their rounding (0.8 - 0.1 is not 0.7 in floating point)
+    ood = (pct > ood_low + eps) & (pct < ood_high - eps)
+    near_band = (pct <= ood_low + near + eps) | (pct >= ood_high - near - eps)
+    return pd.DataFrame({"percentile": pct, "label": (pct > 0.5).astype(int), "ood": ood,
+                         "ood_near": near_band & ood})
+
+
+def label_slides(values: pd.DataFrame, slides: pd.DataFrame, *, ood_low: float = 0.2, ood_high: float = 0.8,
+                 near: float = 0.1) -> pd.DataFrame:
+    """Per-trait labels of every slide from its patient's bulk expression.
+
+    Parameters
+    ----------
+    values : DataFrame, patients x traits (bulk expression, one value per patient)
+    slides : DataFrame with ``image_id, patient``; a patient's slides share its labels
+
+    Returns
+    -------
+    ``slides`` with, per trait ``t``: ``t:value``, ``t:percentile``, ``t:label``, ``t:ood``, ``t:ood_near``.
+    Slides whose patient has no expression are dropped (logged).
+    """
+    missing = sorted(set(slides["patient"]) - set(values.index))
+    if missing:
+        log.warning("%d patients with slides have no expression and are left out (e.g. %s)", len(missing),
+                    missing[:3])
+    out = slides[slides["patient"].isin(values.index)].copy()
+    pts = sorted(set(out["patient"]))
+    for t in values.columns:
+        lab = trait_labels(values.loc[pts, t], ood_low=ood_low, ood_high=ood_high, near=near)
+        out[f"{t}:value"] = out["patient"].map(values[t])
+        for col in lab.columns:
+            out[f"{t}:{col}"] = out["patient"].map(lab[col])
+    return out.reset_index(drop=True)
+
+
+def ensemble_vote(predictions: np.ndarray) -> np.ndarray:
+    """Majority vote of binary tile predictions, shape (n_models, n_tiles) -> (n_tiles,); ties count as 0."""
+    p = np.asarray(predictions)
+    if p.ndim != 2:
+        raise ValueError(f"predictions must be (n_models, n_tiles), got shape {p.shape}.")
+    return (p.sum(0) * 2 > p.shape[0]).astype(int)
+
+
+def slide_scores(tile_pred: Sequence[int], slide_ids: Sequence[str]) -> pd.Series:
+    """Slide score = percent of the slide's tiles predicted positive."""
+    s = pd.Series(np.asarray(tile_pred, dtype=float), index=np.asarray(slide_ids))
+    return 100.0 * s.groupby(level=0).mean()
+
+
+def _per_slide(tile_slides: np.ndarray, index: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``k`` random positions of ``index`` per slide (all when ``k <= 0``), sorted."""
+    if k <= 0 or len(index) == 0:
+        return np.sort(index)
+    groups = pd.Series(index).groupby(tile_slides[index]).indices
+    return np.sort(np.concatenate([index[g[rng.permutation(len(g))[:k]]] for _, g in sorted(groups.items())]))
+
+
+def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits: Sequence[tuple], arch: str,
+                     config, work_dir, tiles_per_slide: int = 0, val_tiles_per_slide: int = 0,
+                     colour_jitter: bool = False, device: str = "auto", seed: int = 0, progress: bool = True
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train one binary tile model per trait and split; predict every tile with each.
+
+    Tiles inherit their slide's label; OOD slides of the trait take no part. Each model keeps the epoch
+    with the best slide-level AUC on its split's validation slides (slide score = percent of tiles called
+    positive); equal AUCs, common with few validation slides, are separated by the validation tile accuracy
+    (added as 1e-4 x accuracy, less than any AUC step). A finished model's predictions are saved in ``work_dir/<trait>/split<i>/`` and reused on a
+    rerun; an interrupted training resumes from its checkpoint.
+
+    Parameters
+    ----------
+    ds : :class:`~histo_utils.training.TileDataset` of all tiles (preloaded or not)
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and the columns of :func:`label_slides`
+    traits : the traits to model
+    splits : ``[(train_patients, validation_patients), ...]`` from :func:`histo_utils.splits.split_patients`
+    arch, config : network (:func:`histo_utils.models.build_model`) and
+        :class:`~histo_utils.training.TrainConfig`
+    tiles_per_slide, val_tiles_per_slide : tiles drawn per slide for training / selection (0: all)
+
+    Returns
+    -------
+    prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns ``(trait, split)``: P(high) of each tile
+    history : one row per (trait, split, epoch) with the validation slide AUC
+    """
+    import torch
+
+    from . import models, training
+
+    work = Path(work_dir)
+    tile_slides = ds.tiles["image_id"].to_numpy()
+    unknown = set(tile_slides) - set(slides.index)
+    if unknown:
+        raise ValueError(f"{len(unknown)} tiled slides have no labels (e.g. {sorted(unknown)[:3]}); "
+                         "drop their tiles first.")
+    patient = slides.loc[tile_slides, "patient"].to_numpy()
+    probs, hist = {}, []
+    for t in traits:
+        label = slides.loc[tile_slides, f"{t}:label"].to_numpy(int)
+        ood = slides.loc[tile_slides, f"{t}:ood"].to_numpy(bool)
+        for i, (train_p, val_p) in enumerate(splits):
+            d = work / t / f"split{i}"
+            pred_path = d / "tile_prob.npy"
+            hist_path = d / "history.tsv"
+            rng = np.random.default_rng([seed, i, len(hist)])
+            tr = _per_slide(tile_slides, np.where(np.isin(patient, train_p) & ~ood)[0], tiles_per_slide, rng)
+            va = _per_slide(tile_slides, np.where(np.isin(patient, val_p) & ~ood)[0], val_tiles_per_slide, rng)
+            if len(tr) == 0 or len(va) == 0:
+                raise ValueError(f"Trait {t}, split {i}: {len(tr)} training and {len(va)} validation tiles; "
+                                 "the cohort is too small for these splits.")
+            if pred_path.exists() and hist_path.exists():
+                probs[(t, i)] = np.load(pred_path)
+                hist.append(read_table(hist_path))
+                continue
+            va_slides, va_labels = tile_slides[va], label[va]
+            slide_label = pd.Series(va_labels, index=va_slides).groupby(level=0).first()
+
+            def val_auc(_model, p, _ids=va_slides, _lab=slide_label, _y=label[va]):
+                # slide AUC; ties (a handful of validation slides saturate it) broken by tile accuracy
+                s = slide_scores((p[:, 1] > 0.5).astype(int), _ids)
+                return (auc(s.to_numpy(), _lab.loc[s.index].to_numpy())
+                        + 1e-4 * float(((p[:, 1] > 0.5) == _y).mean()))
+
+            torch.manual_seed(config.seed + 101 * i)
+            model = models.build_model(arch, 2)
+            train_ds = ds.subset(tr, labels=label[tr]).with_augmentation(True, colour=colour_jitter)
+            h = training.train_classifier(model, train_ds, ds.subset(va, labels=label[va]), config=config,
+                                          checkpoint_dir=d / "checkpoints", device=device, progress=progress,
+                                          run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.input_px}",
+                                          val_score=val_auc)
+            p = training.predict_tiles(model, ds, batch_size=256, device=device, progress=progress)[:, 1]
+            h = h.assign(trait=t, split=i, n_train_tiles=len(tr), n_val_tiles=len(va),
+                         n_train_slides=len(set(tile_slides[tr])), n_val_slides=len(slide_label))
+            with atomic_path(pred_path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, p.astype(np.float32))
+            write_table(h, hist_path)
+            probs[(t, i)] = p.astype(np.float32)
+            hist.append(h)
+            log.info("trait %s split %d: best validation slide AUC %.3f (epoch %d)", t, i, h.val_score.max(),
+                     int(h.epoch[h.val_score.idxmax()]))
+    prob = pd.DataFrame(probs, index=ds.tiles.index)
+    prob.columns = pd.MultiIndex.from_tuples(prob.columns, names=["trait", "split"])
+    return prob, pd.concat(hist, ignore_index=True)
+
+
+def ensemble_predictions(prob: pd.DataFrame, history: pd.DataFrame, *, top: int = 3,
+                         threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per trait, the ``top`` models by best validation slide AUC vote on every tile (majority).
+
+    Parameters
+    ----------
+    prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns (trait, split): P(high)
+    history : :func:`fit_trait_models` history (``trait, split, val_score``)
+    top : models per trait
+    threshold : P above which a model calls a tile high
+
+    Returns
+    -------
+    calls : DataFrame, shape (n_tiles, n_traits), 0/1 ensemble calls
+    members : DataFrame, the chosen (trait, split) with their validation AUC (``val_auc``)
+    """
+    best = history.groupby(["trait", "split"]).val_score.max().rename("val_auc").reset_index()
+    members = (best.sort_values(["trait", "val_auc", "split"], ascending=[True, False, True])
+               .groupby("trait").head(top).reset_index(drop=True))
+    calls = {}
+    for t, m in members.groupby("trait", sort=False):
+        votes = np.stack([(prob[(t, int(s))].to_numpy() > threshold).astype(int) for s in m.split])
+        calls[t] = ensemble_vote(votes)
+    traits = list(dict.fromkeys(prob.columns.get_level_values(0)))
+    return pd.DataFrame(calls, index=prob.index)[traits], members
+
+
+def evaluate_slides(prob: pd.DataFrame, calls: pd.DataFrame, tile_slides: Sequence[str], slides: pd.DataFrame,
+                    test_patients: Sequence[str], *, threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Slide-level AUCs as in the paper's Table 1, and the ensemble slide scores.
+
+    Sets per trait: ``test`` (test patients, not OOD), ``OOD-near`` (20-30th and 70-80th percentiles, labelled
+    by the median) and ``OOD-all`` (every OOD slide). Each slide's score is the percent of its tiles called
+    positive.
+
+    Parameters
+    ----------
+    prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns (trait, split): P(high)
+    calls : DataFrame, shape (n_tiles, n_traits), ensemble calls
+    tile_slides : sequence, shape (n_tiles,): each tile's slide
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and the :func:`label_slides` columns
+    test_patients : the held-out test patients
+    threshold : P above which a model calls a tile high
+
+    Returns
+    -------
+    table : DataFrame, one row per (trait, set, model): model ``split<i>`` or ``ensemble``; ``auc``,
+        ``n_slides``, ``n_high``, ``spearman`` of the score with the expression percentile
+    scores : DataFrame, one row per (slide, trait, set): ensemble ``score``, ``label``, ``percentile``
+    """
+    from scipy.stats import spearmanr
+
+    tile_slides = np.asarray(tile_slides)
+    test_set = set(test_patients)
+    rows, srows = [], []
+    for t in calls.columns:
+        lab = slides[f"{t}:label"]
+        pct = slides[f"{t}:percentile"]
+        in_test = slides["patient"].isin(test_set) & ~slides[f"{t}:ood"]
+        sets = {"test": in_test, "OOD-near": slides[f"{t}:ood_near"], "OOD-all": slides[f"{t}:ood"]}
+        models = {f"split{s}": (prob[(t, s)].to_numpy() > threshold).astype(int)
+                  for s in prob[t].columns}
+        models["ensemble"] = calls[t].to_numpy()
+        for m, pred in models.items():
+            sc = slide_scores(pred, tile_slides)
+            for name, mask in sets.items():
+                ids = [i for i in slides.index[mask.to_numpy(bool)] if i in sc.index]
+                if not ids:
+                    continue
+                a = auc(sc.loc[ids].to_numpy(), lab.loc[ids].to_numpy())
+                rho = spearmanr(sc.loc[ids], pct.loc[ids]).statistic if len(ids) > 2 else np.nan
+                rows.append({"trait": t, "set": name, "model": m, "auc": a, "spearman": float(rho),
+                             "n_slides": len(ids), "n_high": int(lab.loc[ids].sum())})
+                if m == "ensemble":
+                    srows += [{"image_id": i, "trait": t, "set": name, "score": float(sc.loc[i]),
+                               "label": int(lab.loc[i]), "percentile": float(pct.loc[i])} for i in ids]
+    return pd.DataFrame(rows), pd.DataFrame(srows)
+
+
+def table1(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1: test AUC as 5-run mean (range), then ensemble test, OOD-near, OOD-all.
+
+    Parameters
+    ----------
+    evaluation : :func:`evaluate_slides` table
+
+    Returns
+    -------
+    DataFrame, one row per trait: ``test_runs_mean, test_runs_min, test_runs_max, test_ensemble,
+    OOD-near_ensemble, OOD-all_ensemble``.
+    """
+    ev = evaluation
+    runs = ev[(ev.set == "test") & (ev.model != "ensemble")].groupby("trait").auc.agg(["mean", "min", "max"])
+    ens = ev[ev.model == "ensemble"].pivot(index="trait", columns="set", values="auc")
+    out = pd.DataFrame({"test_runs_mean": runs["mean"], "test_runs_min": runs["min"], "test_runs_max": runs["max"]})
+    for s in ("test", "OOD-near", "OOD-all"):
+        out[f"{s}_ensemble"] = ens.get(s)
+    return out.reset_index()
+
+
+def held_out_slides(slides: pd.DataFrame, splits: Sequence[tuple]) -> pd.Series:
+    """Whether each slide's patient took part in no training or validation set of any split.
+
+    Parameters
+    ----------
+    slides : DataFrame indexed by ``image_id`` with ``patient``
+    splits : ``[(train_patients, validation_patients), ...]``
+
+    Returns
+    -------
+    Series of bool indexed like ``slides``: True for test and OOD-only patients.
+    """
+    used = set().union(*[set(a) | set(b) for a, b in splits])
+    return ~slides["patient"].isin(used)
+
+
+def label_counts(slides: pd.DataFrame, traits: Sequence[str], test_patients: Sequence[str],
+                 splits: Sequence[tuple]) -> pd.DataFrame:
+    """Slides per trait: in distribution, OOD-all, OOD-near, test, and the mean per training/validation split.
+
+    Parameters
+    ----------
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and the columns of :func:`label_slides`
+    traits : the traits
+    test_patients, splits : from :func:`histo_utils.splits.split_patients`
+
+    Returns
+    -------
+    DataFrame, one row per trait.
+    """
+    rows = []
+    is_test = slides.patient.isin(test_patients)
+    for t in traits:
+        ood = slides[f"{t}:ood"]
+        rows.append({"trait": t, "in-distribution": int((~ood).sum()), "OOD-all": int(ood.sum()),
+                     "OOD-near": int(slides[f"{t}:ood_near"].sum()), "test (in-dist.)": int((is_test & ~ood).sum()),
+                     "train per split": int(np.mean([(slides.patient.isin(tr) & ~ood).sum() for tr, _ in splits])),
+                     "validation per split": int(np.mean([(slides.patient.isin(va) & ~ood).sum()
+                                                           for _, va in splits]))})
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(history: pd.DataFrame, traits: Sequence[str]):
+    """Validation slide AUC by epoch, one panel per trait and one line per split.
+
+    Parameters
+    ----------
+    history : :func:`fit_trait_models` history (``trait, split, epoch, val_score``)
+    traits : the traits, one panel each
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(traits), figsize=(4 * len(traits), 3), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, t in zip(axes, traits):
+        for s, h in history[history.trait == t].groupby("split"):
+            ax.plot(h.epoch, h.val_score, marker=".", label=f"split {s}")
+        ax.set_title(t)
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("validation slide AUC")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_table1(tab1: pd.DataFrame):
+    """Table 1 as a figure: test AUC of the runs (mean and range) and of the ensemble on each set.
+
+    Parameters
+    ----------
+    tab1 : :func:`table1` output
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(tab1))
+    ax.errorbar(x - 0.2, tab1.test_runs_mean, yerr=[tab1.test_runs_mean - tab1.test_runs_min,
+                                                   tab1.test_runs_max - tab1.test_runs_mean],
+                fmt="o", color="k", capsize=3, label="test, 5-run mean (range)")
+    for off, col, m in ((-0.05, "#1b9e77", "test_ensemble"), (0.1, "#d95f02", "OOD-near_ensemble"),
+                        (0.25, "#7570b3", "OOD-all_ensemble")):
+        ax.scatter(x + off, tab1[m], color=col, label=m.replace("_", " "), zorder=3)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, tab1.trait)
+    ax.set_ylabel("slide-level AUC")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_distributions(scores: pd.DataFrame):
+    """Ensemble slide scores of slides above and below the median, per trait, on test, OOD-near, OOD-all.
+
+    Parameters
+    ----------
+    scores : :func:`evaluate_slides` scores
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
+    for ax, s in zip(axes, ("test", "OOD-near", "OOD-all")):
+        d = scores[scores.set == s].assign(bulk=lambda d: np.where(d.label == 1, "above median", "below median"))
+        sns.boxplot(data=d, x="trait", y="score", hue="bulk", hue_order=["below median", "above median"],
+                    palette={"below median": "#bbbbbb", "above median": "#e7298a"}, ax=ax, fliersize=2)
+        ax.set_title(s)
+        ax.set_ylabel("ensemble slide score (% tiles positive)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

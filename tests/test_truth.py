@@ -1,0 +1,111 @@
+"""Planted-truth checks of notebooks 06-09: trackers, GSEA recovery, masking/saliency truth, tile and HTI truth."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from histo_utils import truth
+
+
+def _ftruth():
+    return pd.DataFrame({"eta2_tissue": [0.1, 0.2, 0.3, 0.4],
+                         "r_program_a": [0.1, -0.9, 0.5, 0.0],
+                         "r_program_b": [0.7, 0.2, -0.1, 0.3]}, index=["f0", "f1", "f2", "f3"])
+
+
+def test_program_trackers_and_traits_take_the_largest_absolute_r():
+    ft = _ftruth()
+    assert truth.program_trackers(ft) == {"a": "f1", "b": "f0"}  # |-0.9| beats 0.5
+    assert truth.program_trackers(ft, ["b"]) == {"b": "f0"}
+    with pytest.raises(ValueError, match="not planted"):
+        truth.program_trackers(ft, ["c"])
+    info = truth.program_traits(ft, ["a", "b"])
+    assert info.trait.tolist() == ["a_feature", "b_feature"] and info.r_within_tissue.tolist() == [-0.9, 0.7]
+    assert truth.planted_sets(info) == {"a_feature": "PLANTED_PROGRAM_A", "b_feature": "PLANTED_PROGRAM_B"}
+    picked = truth.random_features(ft, ["f1"], 2, seed=0)
+    assert len(set(picked)) == 2 and "f1" not in picked and picked == truth.random_features(ft, ["f1"], 2, seed=0)
+
+
+def test_train_validation_feature_truth_uses_only_those_slides():
+    rng = np.random.default_rng(0)
+    n = 40
+    prog = rng.normal(size=n)
+    samples = pd.DataFrame({"SAMPID": [f"s{i}" for i in range(n)],
+                            "split": ["train"] * 20 + ["validation"] * 10 + ["test"] * 10})
+    feats = pd.DataFrame({"f0": prog + 0.01 * rng.normal(size=n), "f1": rng.normal(size=n), "const": 1.0},
+                         index=samples.SAMPID)
+    feats.loc["s35", "f1"] = 100.0  # a test slide must not change anything
+    tsamples = pd.DataFrame({"SAMPID": samples.SAMPID, "SMTS": "Lung", "program_x": prog,
+                             "ischemic_severity": rng.normal(size=n)})
+    ft = truth.train_validation_feature_truth(feats, samples, pd.concat([tsamples, tsamples.iloc[:3]]))
+    assert list(ft.index) == ["f0", "f1"]  # the constant feature is left out
+    ref = truth.feature_truth(feats.iloc[:30, :2], tsamples.set_index("SAMPID"))
+    pd.testing.assert_frame_equal(ft, ref)
+    assert ft.loc["f0", "r_program_x"] > 0.99
+
+
+def test_gsea_recovery_and_decoys():
+    gsea = pd.DataFrame({"list": ["t/f1"] * 3 + ["t/f9"] * 2, "why": ["tracks program_a"] * 3 + ["named"] * 2,
+                         "term": ["PLANTED_PROGRAM_A", "DECOY_1", "X", "DECOY_2", "PLANTED_PROGRAM_A"],
+                         "rank": [1, 2, 3, 1, 2], "nes": [2.5, 1.0, 0.3, 1.8, 0.2],
+                         "fdr": [0.001, 0.3, 0.9, 0.01, 0.9]})
+    conf = pd.DataFrame({"list": ["RIN", "RIN", "log_ischemic_time"], "term": ["X", "PLANTED_RIN", "DECOY_3"],
+                         "rank": [1, 2, 1], "nes": [2.0, 1.5, 1.1], "fdr": [0.01, 0.02, 0.5]})
+    rec = truth.gsea_recovery(gsea, conf).set_index("ranking")
+    assert list(rec.index) == ["t/f1", "confounder RIN"]  # only tracking features; ischemia set not tested
+    assert rec.loc["t/f1", "rank"] == 1 and rec.loc["confounder RIN", "rank"] == 2
+    assert truth.decoy_false_discoveries([gsea, conf], fdr=0.05) == {"decoy tests": 3, "decoys with FDR < 0.05": 1,
+                                                                      "lists": 3}
+
+
+def test_masking_and_saliency_truth():
+    masking = pd.DataFrame({"trait": ["a"] * 3, "gene_set": ["DECOY_1", "PLANTED_PROGRAM_A", "DECOY_2"],
+                            "rank": [1, 2, 3]})
+    mt = truth.masking_truth(masking, {"a": "PLANTED_PROGRAM_A"})
+    assert mt.iloc[0][["rank", "n_sets", "best_decoy_rank"]].tolist() == [2, 3, 1]
+    # two positive samples: the planted set first in one, second in the other
+    sal = pd.DataFrame({"trait": "a", "SAMPID": ["s1", "s1", "s2", "s2", "s3", "s3"], "positive": [1, 1, 1, 1, 0, 0],
+                        "term": ["PLANTED_PROGRAM_A", "DECOY_1"] * 3, "nes": [2.0, 1.0, 0.5, 1.5, 0.1, 0.2],
+                        "fdr": [0.01, 0.5, 0.01, 0.01, 0.9, 0.9]})
+    from histo_utils.radiogenomics import saliency_rates
+
+    rates = saliency_rates(sal)
+    st = truth.saliency_truth(sal, rates, {"a": "PLANTED_PROGRAM_A"}).iloc[0]
+    assert st.rate_positive == 1.0 and st.rate_negative == 0.0 and st.decoy_rate_positive == 0.5
+    assert st.median_rank_in_positive == 1.5
+
+
+def test_tile_accuracy_and_hti_agreement():
+    calls = pd.DataFrame({"A": [1, 1, 0, 0], "B": [0, 1, 1, 0]})
+    smoothed = np.array([[1, 0], [1, 1], [0, 1], [0, 1]])
+    prob = pd.DataFrame({("A", 0): [0.9, 0.8, 0.2, 0.1], ("B", 0): [0.1, 0.9, 0.2, 0.3]})
+    prob.columns = pd.MultiIndex.from_tuples(prob.columns)
+    tt = pd.DataFrame({"true_A": [1, 1, 0, 0], "true_B": [0, 1, 0, 0]})
+    acc = truth.tile_accuracy(calls, smoothed, prob, tt, np.array([False, False, True, True])).set_index(
+        ["trait", "set"])
+    assert acc.loc[("A", "all tiles"), "tile_accuracy"] == 1.0 and acc.loc[("A", "all tiles"), "tile_auc"] == 1.0
+    assert acc.loc[("B", "all tiles"), "tile_accuracy"] == 0.75
+    assert acc.loc[("B", "test + OOD slides"), "tile_accuracy_smoothed"] == 0.0
+    assert acc.loc[("B", "test + OOD slides"), "n_tiles"] == 2
+    ids = [f"s{i}" for i in range(8)]
+    true = np.linspace(0, 1, 8)
+    table = pd.DataFrame({"true_hti": true, "hti0": true, "hti_low": true - 0.1, "hti_high": true + 0.1,
+                          "hti_smooth": true[::-1], "tile_truth_hti": true}, index=ids)
+    held = pd.Series([True] * 4 + [False] * 4, index=ids)
+    ag = truth.hti_agreement(table, held).set_index(["set", "hti"])
+    assert ag.loc[("test + OOD slides", "hti0"), "pearson"] == pytest.approx(1.0)
+    assert ag.loc[("test + OOD slides", "hti_smooth"), "pearson"] == pytest.approx(-1.0)
+    assert ag.loc[("test + OOD slides", "hti0"), "ci_coverage"] == 1.0
+    assert np.isnan(ag.loc[("training/validation slides", "hti_smooth"), "ci_coverage"])
+
+
+def test_localisation_strength_rank():
+    rows = []
+    for prog, tracker in (("nuclear_density", "t1"), ("stroma_fraction", "t2"), ("lumen_size", "t3")):
+        rows += [{"program": prog, "kind": "tracks", "feature": tracker, "auroc": 0.9, "auroc_oriented": 0.9}]
+        rows += [{"program": prog, "kind": "random", "feature": f"r{j}", "auroc": a, "auroc_oriented": a}
+                 for j, a in enumerate([0.5, 0.05, 0.6])]  # |0.05 - 0.5| = 0.45 beats the tracker's 0.4
+    loc = pd.DataFrame(rows)
+    rank = truth.tracker_strength_rank(loc, {"nuclear_density": "t1", "stroma_fraction": "t2", "lumen_size": "t3"})
+    assert rank.rank_among_random.tolist() == [2, 2, 2] and (rank.n_random == 3).all()
+    summ = truth.localisation_summary(loc)
+    assert summ.loc[("lumen_size", "random"), "median"] == 0.5 and summ.loc[("lumen_size", "random"), "size"] == 3
