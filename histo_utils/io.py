@@ -17,6 +17,7 @@ GTEx formats, as shipped by the GTEx portal (checked on real files):
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import hashlib
 import io as io_module
@@ -260,10 +261,12 @@ def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
     """Read a GTEx ``SampleAttributesDS`` table; ``SAMPID`` must be present.
 
     ``SMUBRID`` and the other identifier columns are read as text (real files
-    have leading zeros).
+    have leading zeros). No CSV quoting: notes keep their quotes as written.
     """
     path = Path(path)
-    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False)
+    # GTEx writes plain tab-separated text: a pathology note (SMPTHNTS) may start with a quote
+    # ('"Mild" autolysis; ...'), which CSV quoting would strip or run on into the next rows
+    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False, quoting=csv.QUOTE_NONE)
     if "SAMPID" not in df.columns:
         raise ValueError(
             f"Sample attributes '{path}' have no SAMPID column (columns: {list(df.columns)[:8]}...). "
