@@ -230,3 +230,23 @@ def test_notebook_08_inputs_from_either_layout(synthetic, gdc, layout):
                               slide_files.assign(path=""))
         for t in p.traits:
             assert (lab.set_index("image_id")[f"{t}:label"] == ref.set_index("image_id")[f"{t}:label"]).all()
+
+
+def test_mrna_table_streamed_not_loaded(tmp_path):
+    """Reading two genes of a 4,000 x 300 table holds two rows, not the matrix (9.6 MB as float64)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    cols = [f"TCGA-AA-{i:04d}-01A-11R-A001-07" for i in range(300)]
+    path = tmp_path / tcga.MRNA_FILE
+    vals = rng.uniform(0, 500, (4000, 300))
+    with open(path, "w") as fh:
+        fh.write("\t".join(["gene_id", *cols]) + "\n")
+        for i, row in enumerate(vals):
+            fh.write("\t".join([f"G{i}|{i}", *(f"{v:.4f}" for v in row)]) + "\n")
+    tracemalloc.start()
+    got = tcga.read_pancan_mrna(path, genes=["G17", "G3999"])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2e6, f"peak {peak / 1e6:.1f} MB"
+    np.testing.assert_allclose(got.to_numpy(), np.log2(vals[[17, 3999]].round(4) + 1), rtol=1e-6)
