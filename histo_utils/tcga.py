@@ -69,7 +69,8 @@ __all__ = ["patient_barcode", "sample_barcode", "sample_type", "slide_number", "
 
 _BARCODE = re.compile(r"^TCGA-[0-9A-Z]{2}-[0-9A-Z]{4}(-[0-9A-Z]+)*$")
 _DX = re.compile(r"-DX(\d+)$")
-_ALIQUOT = re.compile(r"^(TCGA-[0-9A-Z]{2}-[0-9A-Z]{4})-(\d{2})([A-Z])-(\d{2})([A-Z])-([0-9A-Z]{4})-([0-9A-Z]{2})$")
+_ALIQUOT = re.compile(r"^(TCGA-[0-9A-Z]{2}-[0-9A-Z]{4})-(\d{2})([A-Z])?"
+                      r"(?:-(\d{2})([A-Z])(?:-([0-9A-Z]{4})(?:-([0-9A-Z]{2}))?)?)?$")
 
 #: file names as the PanCanAtlas, TCGA-CDR and cBioPortal releases ship them
 MRNA_FILE = "EBPlusPlusAdjustPANCAN_IlluminaHiSeq_RNASeqV2.geneExp.tsv"
@@ -117,16 +118,19 @@ def slide_number(barcode: str) -> int | None:
 def parse_aliquot(barcode: str) -> dict:
     """Parts of a full aliquot barcode (``TCGA-A1-A0SB-01A-11R-A144-07``).
 
+    Shorter sample barcodes (``TCGA-A1-A0SB-01A``, ``TCGA-A1-A0SB-01``, as some derived tables have) are
+    accepted; their missing parts are empty text (and sort first in :func:`choose_aliquots`).
+
     Returns
     -------
     dict with ``patient, sample_type, vial, portion, analyte, plate, centre`` (text).
     """
     m = _ALIQUOT.match(barcode) if isinstance(barcode, str) else None
     if m is None:
-        raise ValueError(f"'{barcode}' is not a TCGA aliquot barcode (expected e.g. TCGA-A1-A0SB-01A-11R-A144-07, "
-                         "as in the columns of the PanCanAtlas tables).")
+        raise ValueError(f"'{barcode}' is not a TCGA aliquot or sample barcode (expected e.g. "
+                         "TCGA-A1-A0SB-01A-11R-A144-07, as in the columns of the PanCanAtlas tables).")
     keys = ("patient", "sample_type", "vial", "portion", "analyte", "plate", "centre")
-    return dict(zip(keys, m.groups()))
+    return {k: v or "" for k, v in zip(keys, m.groups())}
 
 
 def choose_diagnostic_slides(image_ids: Iterable[str]) -> pd.DataFrame:

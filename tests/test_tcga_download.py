@@ -59,8 +59,10 @@ def test_choose_aliquots_rule():
     reasons = dict(zip(ch.position, ch.reason))
     assert reasons[0].startswith("another aliquot") and reasons[2].startswith("another aliquot")
     assert "sample type 11" in reasons[1] and "sample type 06" in reasons[6] and "repeated" in reasons[5]
-    with pytest.raises(ValueError, match="not a TCGA aliquot barcode"):
-        tcga.choose_aliquots(["TCGA-AA-0001-01A"])
+    with pytest.raises(ValueError, match="not a TCGA aliquot or sample barcode"):
+        tcga.choose_aliquots(["TCGA-AA-0001"])
+    short = tcga.choose_aliquots(["TCGA-AA-0001-01B", "TCGA-AA-0001-01A", "TCGA-AA-0002-11", "TCGA-AA-0003-01"])
+    assert short[short.chosen].barcode.tolist() == ["TCGA-AA-0001-01A", "TCGA-AA-0003-01"]
 
 
 def test_stage_groups():
