@@ -518,16 +518,17 @@ def _kind(path: Path) -> str:
 
 def read_expression_matrix(path: str | os.PathLike | Sequence[str | os.PathLike], *,
                            genes: Iterable[str] | None = None,
-                           sample_types: Sequence[str] = ("01",)) -> pd.DataFrame:
+                           sample_types: Sequence[str] = ("01",), complete: bool = True) -> pd.DataFrame:
     """Traits x samples matrix of log2 expression from either layout (``TCGAFiles.expression``).
 
     Project layout (one ``<cohort>.expression.tsv.gz``): the file as it is (genes x sample barcodes, first
     column the gene name), optionally only some genes (all must exist). Download layout (a PanCanAtlas mRNA
     and/or miRNA table, or a tuple of both): each trait is looked up in the table of its kind (names like
     ``miR-17-5p`` / ``hsa-...`` in the miRNA table, others in the mRNA table), log2(x + 1) applied, one
-    primary-tumour aliquot per patient (:func:`choose_aliquots`); columns are patient barcodes (a patient
-    missing from one table has NaN for its traits); ``attrs["aliquots"]`` lists every column's fate.
-    ``genes`` is required there (the tables are read for the named traits only).
+    primary-tumour aliquot per patient (:func:`choose_aliquots`); columns are patient barcodes;
+    ``attrs["aliquots"]`` lists every column's fate. ``genes`` is required there (the tables are read for the
+    named traits only). With ``complete`` (default) only patients with a value for every trait are kept
+    (a patient missing from one table, or an ``NA`` cell, drops the patient; logged); otherwise they keep NaN.
     """
     paths = [Path(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
     for p in paths:
@@ -558,7 +559,14 @@ def read_expression_matrix(path: str | os.PathLike | Sequence[str | os.PathLike]
     out = pd.concat(parts, axis=0, join="outer") if len(parts) > 1 else parts[0]
     out = out.loc[genes].astype(np.float32)
     out.columns.name = "patient"
-    out.attrs["aliquots"] = pd.concat([p.attrs["aliquots"] for p in parts], ignore_index=True)
+    aliquots = pd.concat([p.attrs["aliquots"] for p in parts], ignore_index=True)
+    if complete:
+        gap = out.columns[out.isna().any(axis=0)]
+        if len(gap):
+            log.warning("%d patients lack a value for some of the traits %s (not in every table, or NA cells) "
+                        "and are left out (e.g. %s)", len(gap), genes, list(gap[:3]))
+            out = out.drop(columns=gap)
+    out.attrs["aliquots"] = aliquots
     return out
 
 

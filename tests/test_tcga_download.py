@@ -252,3 +252,19 @@ def test_mrna_table_streamed_not_loaded(tmp_path):
     tracemalloc.stop()
     assert peak < 2e6, f"peak {peak / 1e6:.1f} MB"
     np.testing.assert_allclose(got.to_numpy(), np.log2(vals[[17, 3999]].round(4) + 1), rtol=1e-6)
+
+
+def test_patients_without_every_trait(tmp_path):
+    """A patient missing from the miRNA table, or with an NA cell, is left out unless complete=False."""
+    mrna = tmp_path / tcga.MRNA_FILE
+    mrna.write_text("gene_id\tTCGA-AA-0001-01A-11R-A001-07\tTCGA-AA-0002-01A-11R-A001-07\tTCGA-AA-0003-01A-11R-A001-07\n"
+                    "MKI67|4288\t3\t7\tNA\n")
+    mirna = tmp_path / tcga.MIRNA_FILE
+    mirna.write_text("Genes,Correction,TCGA-AA-0001-01A-11R-A002-13,TCGA-AA-0003-01A-11R-A002-13\n"
+                     "hsa-miR-17-5p,Corrected,1,15\n")
+    got = tcga.read_expression_matrix((mrna, mirna), genes=["MKI67", "miR-17-5p"])
+    assert list(got.columns) == ["TCGA-AA-0001"] and got.loc[:, "TCGA-AA-0001"].tolist() == [2.0, 1.0]
+    every = tcga.read_expression_matrix((mrna, mirna), genes=["MKI67", "miR-17-5p"], complete=False)
+    assert sorted(every.columns) == ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"]
+    assert every.isna().sum().to_dict() == {"TCGA-AA-0001": 0, "TCGA-AA-0002": 1, "TCGA-AA-0003": 1}
+    assert set(every.attrs["aliquots"].table) == {tcga.MRNA_FILE, tcga.MIRNA_FILE}
