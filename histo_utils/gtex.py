@@ -24,6 +24,7 @@ RNA sample per image, chosen by :func:`join_images_to_samples`.
 """
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
@@ -176,7 +177,9 @@ def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
     DataFrame, one row per sample: ``SAMPID, SMTS, SMTSD, SMCENTER, SMRIN, SMTSISCH, ...``
     """
     path = Path(path)
-    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False)
+    # GTEx writes plain tab-separated text: a pathology note (SMPTHNTS) may start with a quote
+    # ('"Mild" autolysis; ...'), which CSV quoting would strip or run on into the next rows
+    df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False, quoting=csv.QUOTE_NONE)
     if "SAMPID" not in df.columns:
         raise ValueError(
             f"Sample attributes '{path}' have no SAMPID column (columns: {list(df.columns)[:8]}...). "
