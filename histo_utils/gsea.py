@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["prerank_lists", "random_subsets"]
 
-_NULL_CHUNK = 1 << 22  # null values (lists x permutations x size) computed at a time
+_NULL_CHUNK = 1 << 16  # null values (lists x permutations x size) computed at a time (in cache)
 
 
 def random_subsets(n: int, k: int, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -130,22 +130,54 @@ def _observed(order: np.ndarray, weights: np.ndarray, hits: np.ndarray, seg: np.
 
 
 def _null_es(weights: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
-    """ES of random sets (the same sorted positions for every list), shape (L, n_draws), float32."""
+    """ES of random sets (the same sorted positions for every list), shape (L, n_draws), float32.
+
+    Laid out hit by draw (k, draws), so the cumulative sum runs down the rows (vectorised across draws, not a
+    sequential loop per draw), in chunks of about ``_NULL_CHUNK`` values (several lists at once for small
+    sets, a slice of the draws for large ones) that stay in cache.
+    """
     n_draws, k = positions.shape
-    miss = ((positions - np.arange(k)[None, :]) / (n - k)).astype(np.float32)
+    pos_t = np.ascontiguousarray(positions.T)  # (k, n_draws)
+    miss = ((pos_t - np.arange(k)[:, None]) / (n - k)).astype(np.float32)
     out = np.empty((len(weights), n_draws), dtype=np.float32)
-    step = max(1, _NULL_CHUNK // (n_draws * k))
-    flat = positions.reshape(-1)
-    for a in range(0, len(weights), step):
-        w = weights[a:a + step][:, flat].reshape(-1, n_draws, k)
-        cw = np.cumsum(w, axis=2)
-        inv = 1.0 / cw[:, :, -1:]
-        after = cw * inv - miss
-        top = after.max(axis=2)
-        after -= w * inv
-        bottom = np.minimum(after.min(axis=2), 0.0)
-        out[a:a + step] = np.where(np.abs(top) > np.abs(bottom), top, bottom)
+    if n_draws * k <= _NULL_CHUNK:
+        lists, cols = max(1, _NULL_CHUNK // (n_draws * k)), n_draws
+    else:
+        lists, cols = 1, max(1, _NULL_CHUNK // k)
+    for ca in range(0, n_draws, cols):
+        idx = np.ascontiguousarray(pos_t[:, ca:ca + cols])
+        m = np.ascontiguousarray(miss[:, ca:ca + cols])
+        for la in range(0, len(weights), lists):
+            w = np.stack([np.take(wl, idx) for wl in weights[la:la + lists]])  # (lists, k, cols)
+            cw = np.cumsum(w, axis=1)
+            inv = np.reciprocal(cw[:, -1:, :])
+            np.multiply(cw, inv, out=cw)
+            cw -= m
+            top = cw.max(axis=1)
+            np.multiply(w, inv, out=w)
+            cw -= w
+            bottom = np.minimum(cw.min(axis=1), 0.0)
+            out[la:la + lists, ca:ca + cols] = np.where(np.abs(top) > np.abs(bottom), top, bottom)
     return out
+
+
+class _NestedDraws:
+    """Random k-subsets of ``range(n)`` for every k up to ``k_max``, sorted, from one draw per row.
+
+    Row p holds a uniform ``k_max``-subset (sorted) and a random order of its members; the size-k subset is
+    its first k members in that order, kept in sorted position: a uniform k-subset, obtained with a mask
+    instead of a sort. Subsets of different sizes in the same row overlap (nested), as the nulls of sets of
+    different sizes in gseapy do not; each size's null is exact.
+    """
+
+    def __init__(self, n: int, k_max: int, n_draws: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.members = random_subsets(n, k_max, n_draws, rng)
+        self.order = rng.permuted(np.broadcast_to(np.arange(k_max, dtype=np.int32), (n_draws, k_max)), axis=1)
+
+    def of_size(self, k: int) -> np.ndarray:
+        """Sorted positions, shape (n_draws, k)."""
+        return self.members[self.order < k].reshape(len(self.members), k)
 
 
 def _statistics(es: np.ndarray, null: np.ndarray, size_of_set: np.ndarray, sets_per_size: np.ndarray):
@@ -211,7 +243,9 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
     min_size, max_size : sets tested have this many genes in the ranking (inclusive)
     seed : seed of the random sets (the same for every list and batch)
     lead_genes : also list the leading-edge genes (a string per row)
-    batch_lists : lists computed together (memory: about ``batch_lists * n_genes * 8`` bytes per array)
+    batch_lists : lists computed together (memory: ``batch_lists * distinct sizes * permutations`` float32
+        null values, 2 MB per list for 500 sizes and 1,000 permutations; and a few arrays of ``batch_lists``
+        x total set sizes)
 
     Returns
     -------
@@ -244,6 +278,7 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
     seg = np.repeat(np.arange(len(terms)), sizes)
     uniq, size_of_set, sets_per_size = np.unique(sizes, return_inverse=True, return_counts=True)
     genes = rankings.index.to_numpy(dtype=object)
+    draws = _NestedDraws(n, int(uniq.max()), permutations, seed)
     out = []
     for a in tqdm(range(0, values.shape[1], batch_lists), desc="GSEA list batches", disable=not progress):
         v = values[:, a:a + batch_lists].T  # (L, N)
@@ -253,8 +288,7 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
         w32 = weights.astype(np.float32)
         null = np.empty((len(v), len(uniq), permutations), dtype=np.float32)
         for i, k in enumerate(uniq):
-            draws = random_subsets(n, int(k), permutations, np.random.default_rng([seed, int(k)]))
-            null[:, i] = _null_es(w32, draws, n)
+            null[:, i] = _null_es(w32, draws.of_size(int(k)), n)
         for li in range(len(v)):
             nes, pval, fdr, fwer = _statistics(es[li], null[li].astype(np.float64), size_of_set, sets_per_size)
             t = pd.DataFrame({"list": rankings.columns[a + li], "term": terms, "es": es[li], "nes": nes,
