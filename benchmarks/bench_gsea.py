@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-sets", type=int, default=200,
                     help="sets gseapy runs on (extrapolated per set to --sets; --ref-sets 5000: the whole collection)")
     ap.add_argument("--planted", type=int, default=10, help="sets shifted in every list (among the first --ref-sets)")
-    ap.add_argument("--shift", type=float, default=0.6, help="score shift of half the genes of a planted set")
+    ap.add_argument("--shift", type=float, default=1.5, help="score shift of half the genes of a planted set")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
