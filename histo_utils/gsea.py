@@ -29,7 +29,9 @@ minimum are those of the whole running sum. Cost per list: the sum over the
 collection's distinct sizes of ``permutations * k`` instead of
 ``n_sets * permutations * N``. The pooled FDR null counts each size's
 normalised null once per set of that size, as gseapy's pool holds one null
-per set. Leading-edge genes are gseapy's: the hits up to the running sum's
+per set; when the collection has few distinct sizes, sizes get up to one
+block of permutations per set, so that the pool holds at least
+min(sets, 200) blocks (one size only: as many as gseapy's). Leading-edge genes are gseapy's: the hits up to the running sum's
 maximum (ES >= 0) or from its minimum down (ES < 0, listed from the bottom).
 
 Numbers agree with gseapy up to the permutation noise of the nulls (ES and
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["prerank_lists", "random_subsets"]
 
 _NULL_CHUNK = 1 << 16  # null values (lists x permutations x size) computed at a time (in cache)
+_MIN_POOL = 200  # blocks of permutations in the pooled FDR null, at least (or one per set when fewer sets)
 
 
 def random_subsets(n: int, k: int, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -180,25 +183,39 @@ class _NestedDraws:
         return self.members[self.order < k].reshape(len(self.members), k)
 
 
-def _statistics(es: np.ndarray, null: np.ndarray, size_of_set: np.ndarray, sets_per_size: np.ndarray):
+def _statistics(es: np.ndarray, nulls: Sequence[np.ndarray], size_of_set: np.ndarray, sets_per_size: np.ndarray,
+                permutations: int):
     """gseapy's NES, nominal p, FDR and FWER of one list.
 
-    es : (S,) observed; null : (K, P) null ES of each distinct size; size_of_set : (S,) row of null of each
-    set; sets_per_size : (K,) sets of each size (weights of the pooled FDR null).
+    es : (S,) observed; nulls : per distinct size, the null ES, ``reps * permutations`` values (``reps``
+    independent blocks of ``permutations``); size_of_set : (S,) index into ``nulls`` of each set;
+    sets_per_size : (K,) sets of each size. In gseapy's pooled FDR null every set brings its own
+    ``permutations`` values: here a size's values are weighted so that its sets bring as much.
     """
-    pos = null >= 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos_mean = np.where(pos, null, 0).sum(1) / pos.sum(1)
-        neg_mean = np.where(~pos, null, 0).sum(1) / (~pos).sum(1)
-        nnull = np.where(pos, null / pos_mean[:, None], -null / neg_mean[:, None])
-        e_pos = es >= 0
-        nes = np.where(e_pos, es / pos_mean[size_of_set], -es / neg_mean[size_of_set])
-        rows = null[size_of_set]  # (S, P)
-        pval = np.where(e_pos, (rows >= es[:, None]).sum(1) / pos[size_of_set].sum(1),
-                        (rows < es[:, None]).sum(1) / (~pos)[size_of_set].sum(1))
-    # pooled null: each size's normalised null counted once per set of that size
-    vals = nnull.reshape(-1)
-    wts = np.repeat(sets_per_size.astype(np.float64), null.shape[1])
+    nes = np.empty(len(es))
+    pval = np.empty(len(es))
+    pooled, weights, tops, bottoms = [], [], [], []
+    for i, null in enumerate(nulls):
+        sel = np.flatnonzero(size_of_set == i)
+        pos = null >= 0
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pos_mean = null[pos].sum() / n_pos
+            neg_mean = null[~pos].sum() / n_neg
+            nnull = np.where(pos, null / pos_mean, -null / neg_mean)
+            e = es[sel]
+            up = e >= 0
+            nes[sel] = np.where(up, e / pos_mean, -e / neg_mean)
+            pval[sel] = np.where(up, (null[None, :] >= e[:, None]).sum(1) / n_pos,
+                                 (null[None, :] < e[:, None]).sum(1) / n_neg)
+        if len(sel):
+            pooled.append(nnull)
+            weights.append(np.full(len(nnull), len(sel) * permutations / len(nnull)))
+            blocks = nnull.reshape(-1, permutations)  # permutation b of every block: one draw of the collection
+            tops.append(np.where(blocks >= 0, blocks, -np.inf).max(0))
+            bottoms.append(np.where(blocks < 0, blocks, np.inf).min(0))
+    vals = np.concatenate(pooled)
+    wts = np.concatenate(weights)
     o = np.argsort(vals, kind="stable")
     vals, cw = vals[o], np.concatenate([[0.0], np.cumsum(wts[o])])
     total = cw[-1]
@@ -221,9 +238,8 @@ def _statistics(es: np.ndarray, null: np.ndarray, size_of_set: np.ndarray, sets_
         fdr = np.where(nes >= 0, fdr_pos, fdr_neg)
     fdr = np.where(np.isfinite(fdr), np.minimum(fdr, 1.0), 1e9)  # gseapy's value for 0/0
     # FWER: the most extreme normalised null over all sets, per permutation
-    present = sets_per_size > 0
-    max_null = np.max(np.where(nnull >= 0, nnull, -np.inf)[present], axis=0)
-    min_null = np.min(np.where(nnull < 0, nnull, np.inf)[present], axis=0)
+    max_null = np.max(tops, axis=0)
+    min_null = np.min(bottoms, axis=0)
     fwer = np.where(nes >= 0, (max_null[None, :] >= nes[:, None]).mean(1),
                     (min_null[None, :] <= nes[:, None]).mean(1))
     return nes, pval, fdr, fwer
@@ -278,7 +294,11 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
     seg = np.repeat(np.arange(len(terms)), sizes)
     uniq, size_of_set, sets_per_size = np.unique(sizes, return_inverse=True, return_counts=True)
     genes = rankings.index.to_numpy(dtype=object)
-    draws = _NestedDraws(n, int(uniq.max()), permutations, seed)
+    # Sets of one size share their null. gseapy's FDR pools one null per set: when the collection has few
+    # distinct sizes (e.g. every set of 15 genes) that pool would be much smaller here, so a size gets up to
+    # one block of permutations per set until the pool holds min(sets, _MIN_POOL) blocks.
+    reps = np.minimum(sets_per_size, max(1, -(-min(len(terms), _MIN_POOL) // len(uniq))))
+    draws = _NestedDraws(n, int(uniq.max()), permutations * int(reps.max()), seed)
     out = []
     for a in tqdm(range(0, values.shape[1], batch_lists), desc="GSEA list batches", disable=not progress):
         v = values[:, a:a + batch_lists].T  # (L, N)
@@ -286,11 +306,10 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
         weights = np.abs(np.take_along_axis(v, order, axis=1))
         es, pos, lead = _observed(order, weights, hits, seg, starts, sizes, lead_genes)
         w32 = weights.astype(np.float32)
-        null = np.empty((len(v), len(uniq), permutations), dtype=np.float32)
-        for i, k in enumerate(uniq):
-            null[:, i] = _null_es(w32, draws.of_size(int(k)), n)
+        nulls = [_null_es(w32, draws.of_size(int(k))[: reps[i] * permutations], n) for i, k in enumerate(uniq)]
         for li in range(len(v)):
-            nes, pval, fdr, fwer = _statistics(es[li], null[li].astype(np.float64), size_of_set, sets_per_size)
+            nes, pval, fdr, fwer = _statistics(es[li], [x[li].astype(np.float64) for x in nulls], size_of_set,
+                                               sets_per_size, permutations)
             t = pd.DataFrame({"list": rankings.columns[a + li], "term": terms, "es": es[li], "nes": nes,
                               "pval": pval, "fdr": fdr, "fwer": fwer, "matched": sizes})
             if lead_genes:

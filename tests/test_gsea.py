@@ -55,7 +55,7 @@ def test_statistics_follow_gseapy_formulas():
     size_of_set = rng.integers(0, 4, 40)
     es = rng.normal(scale=0.4, size=40)
     counts = np.bincount(size_of_set, minlength=4)
-    nes, pval, fdr, fwer = gsea._statistics(es, null, size_of_set, counts)
+    nes, pval, fdr, fwer = gsea._statistics(es, list(null), size_of_set, counts, 500)
     full = null[size_of_set]  # gseapy's layout: one null row per set
     ref = list(algorithm.gsea_significance(es, full))
     np.testing.assert_allclose(nes, [r[1] for r in ref], rtol=1e-12)
@@ -65,6 +65,11 @@ def test_statistics_follow_gseapy_formulas():
     top, bottom = np.where(nnull >= 0, nnull, -np.inf).max(0), np.where(nnull < 0, nnull, np.inf).min(0)
     expect = np.where(nes >= 0, (top[None] >= nes[:, None]).mean(1), (bottom[None] <= nes[:, None]).mean(1))
     np.testing.assert_allclose(fwer, expect)
+    # two blocks of permutations for a size: its sets weigh as much in the pooled null as with one block
+    doubled = [np.concatenate([x, x]) for x in null]
+    again = gsea._statistics(es, doubled, size_of_set, counts, 500)
+    for x, y in zip(again, (nes, pval, fdr, fwer)):
+        np.testing.assert_allclose(x, y, rtol=1e-12)
 
 
 def test_random_subsets_are_uniform_and_sorted():
