@@ -352,6 +352,127 @@ class ScanResult:
         return self.n_features * self.n_genes
 
 
+_GRID = 200  # bins over [-1, 1] of the per-block histogram that drives the screen (0.01 wide)
+_CHUNK = 1 << 18  # values binned at a time (stays in cache)
+_MIN_REJECTIONS = 1000  # the screen's cut assumes at least this many BH rejections (a recount covers more)
+
+
+def _bin_codes(flat: np.ndarray, bins: int, buf: np.ndarray, out: np.ndarray, may_nan: bool) -> None:
+    """Bin index ``floor((r + 1) * bins / 2)`` of every value, in the values' dtype (as np.histogram's edges).
+
+    NaN (within-group constant columns) gets ``bins + 50``: out of range, not counted.
+    """
+    np.add(flat, 1.0, out=buf)
+    np.multiply(buf, bins / 2.0, out=buf)
+    np.maximum(buf, 0.0, out=buf)  # r = -1 - eps rounds to a tiny negative: bin 0 (as int truncation gave)
+    if may_nan:
+        np.nan_to_num(buf, copy=False, nan=bins + 50.0)
+    np.copyto(out, buf, casting="unsafe")
+
+
+def _code_bounds(cut: float, bins: int) -> tuple[int, int]:
+    """Bin indices ``lo, hi`` such that |r| >= cut implies code <= lo or code >= hi (one bin of margin)."""
+    hi = int(np.floor((1.0 + cut) * bins / 2.0)) - 1
+    lo = int(np.floor((1.0 - cut) * bins / 2.0)) + 1
+    return lo, hi
+
+
+def _screen_binned(r: np.ndarray, cut: float, may_nan: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over a block: counts of r in the ``_GRID`` bins and the values with |r| >= cut.
+
+    Values are binned a chunk at a time (in cache): the chunk's counts tell whether it holds any value that
+    can reach the cut; only such chunks are searched, on the 8-bit bin codes, then checked exactly.
+
+    Returns
+    -------
+    idx : int64 array, flat indices in the block of the values with |r| >= cut
+    vals : their values
+    counts : int64 array, shape (_GRID + 1,): bins 0.._GRID - 1, and r = 1 exactly (folded by the caller)
+    """
+    flat = r.reshape(-1)
+    n = flat.size
+    buf = np.empty(min(n, _CHUNK), dtype=flat.dtype)
+    codes = np.empty(min(n, _CHUNK), dtype=np.uint8)
+    counts = np.zeros(256, dtype=np.int64)
+    lo, hi = _code_bounds(cut, _GRID)
+    idx, vals = [], []
+    for s in range(0, n, _CHUNK):
+        e = min(n, s + _CHUNK)
+        c = codes[:e - s]
+        _bin_codes(flat[s:e], _GRID, buf[:e - s], c, may_nan)
+        cc = np.bincount(c, minlength=256)
+        counts += cc
+        if cc[hi:_GRID + 1].sum() + cc[:max(lo + 1, 0)].sum():
+            cand = np.flatnonzero((c >= hi) | (c <= lo))
+            v = flat[s:e][cand]
+            ok = (v >= cut) | (v <= -cut)
+            idx.append(cand[ok] + s)
+            vals.append(v[ok])
+    idx = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+    vals = np.concatenate(vals) if vals else np.zeros(0, flat.dtype)
+    return idx, vals, counts[:_GRID + 1]
+
+
+def _abs_counts(counts: np.ndarray) -> np.ndarray:
+    """Signed-r counts on the ``_GRID`` bins (r = 1 in the last entry) folded into |r| bins of width 2/_GRID."""
+    h = counts[:_GRID].copy()
+    h[-1] += counts[_GRID]
+    half = _GRID // 2
+    return h[half:] + h[:half][::-1]
+
+
+def _count_above(absr: np.ndarray, cut: float, t: float, abs_hist: np.ndarray) -> int:
+    """Upper bound of #{|r| >= t} in a block: exact above the block's cut, the histogram below it.
+
+    The histogram's bins that may hold a value in [t, cut) are counted whole, with one bin of margin.
+    """
+    k = int(np.count_nonzero(absr >= max(t, cut)))
+    if t < cut:
+        w = 2.0 / _GRID
+        a = max(int(np.floor(t / w)) - 1, 0)
+        b = min(int(np.ceil(cut / w)) + 1, len(abs_hist))
+        k += int(abs_hist[a:b].sum())
+    return k
+
+
+def _bh_rejections(blocks: list, fdr: float, n_tests: int, n: int, k_cond: int, start: int) -> int:
+    """Largest fixed point of ``k -> C(critical_r(fdr k / m))`` from ``start`` down, C from :func:`_count_above`.
+
+    With exact counts this is the Benjamini–Hochberg number of rejections R; with the upper bounds it is an
+    upper bound of R (the function is monotone and only larger).
+    """
+    kk = start
+    for _ in range(100000):
+        if kk == 0:
+            break
+        t = critical_r(fdr * kk / n_tests, n, n_conditioning=k_cond)
+        k_new = sum(_count_above(b["absr"], b["cut"], t, b["abs_hist"]) for b in blocks)
+        if k_new >= kk:
+            break
+        kk = k_new
+    return kk
+
+
+def _next_cut(abs_hist: np.ndarray, seen: int, *, r_min: float, screen: float, fdr: float, n_tests: int, n: int,
+              k_cond: int) -> float:
+    """The screen's cut for the next block: the BH cut for 4x the rejections the blocks seen so far project.
+
+    Any cut is correct (blocks whose histogram shows values between their cut and the final BH cut are
+    recomputed); a good one keeps few pairs and needs no recount.
+    """
+    if seen == 0:
+        return screen
+    w = 2.0 / _GRID
+    above = np.cumsum(abs_hist[::-1])[::-1] * (n_tests / seen)  # projected #{|r| >= a w}, a = 0..
+    edges = np.arange(len(abs_hist)) * w
+    p = pearson_pvalues(edges, n, n_conditioning=k_cond)
+    ok = p <= fdr * above / n_tests
+    r_est = float(above[ok].max()) if ok.any() else 0.0
+    k = min(float(n_tests), max(_MIN_REJECTIONS, 4.0 * r_est))
+    cut = critical_r(fdr * k / n_tests, n, n_conditioning=k_cond) - w
+    return float(min(r_min, max(cut, screen)))
+
+
 def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.05,
                groups: Sequence | None = None, block_size: int = 2048, backend: str = "numpy",
                device: str = "auto", dtype=np.float64, histogram_bins: int = 0,
@@ -374,8 +495,9 @@ def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.
     r_min : keep pairs with |r| at least this
     fdr_keep : keep the pairs BH rejects at this level (0 to disable)
     groups : condition on this category (partial correlations)
-    histogram_bins : bins over [-1, 1] counting every r (0: no histogram; at the reference scale it costs
-        about as much as the screen, see ``benchmarks/bench_correlation.py``)
+    histogram_bins : bins over [-1, 1] counting every r (0: no histogram). On the NumPy backend the screen
+        bins every block anyway (200 bins): with ``histogram_bins=200`` the histogram is free, other numbers
+        of bins cost one more pass per block
     n_conditioning : degrees of freedom already spent on covariates, when both tables are residuals of a
         regression on a design of rank ``n_conditioning + 1`` (the p-values then use ``n - 2 -
         n_conditioning`` df, as the coefficient's t test in the full model would); default: the ``groups``'
@@ -396,8 +518,35 @@ def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.
     if fdr_keep > 0:
         screen = min(screen, critical_r(fdr_keep, n, n_conditioning=k))
     be = _Backend(backend, device)
-    fi, gi, rr = [], [], []
     bins = np.linspace(-1, 1, histogram_bins + 1) if histogram_bins else np.array([])
+    if be.name == "numpy" and (fdr_keep > 0 or histogram_bins):
+        fi, gi, rr, hist, r_keep = _scan_binned(f, g, groups=groups, block_size=block_size, dtype=dtype,
+                                                progress=progress, r_min=float(r_min), screen=screen,
+                                                fdr_keep=fdr_keep, histogram_bins=histogram_bins, n=n, k_cond=k)
+    else:
+        fi, gi, rr, hist, r_keep = _scan_thresholded(f, g, groups=groups, block_size=block_size, dtype=dtype,
+                                                     progress=progress, be=be, r_min=float(r_min), screen=screen,
+                                                     fdr_keep=fdr_keep, histogram_bins=histogram_bins, n=n,
+                                                     k_cond=k)
+    pairs = pd.DataFrame({"feature": fi, "gene": gi, "r": rr.astype(np.float64)})
+    pairs["p"] = pearson_pvalues(pairs["r"].to_numpy(), n, n_conditioning=k)
+    pairs["q"] = bh_adjust(pairs["p"].to_numpy(), n_tests=n_tests)
+    res = ScanResult(pairs=pairs, n_samples=n, n_features=f.shape[1], n_genes=g.shape[1], r_keep=r_keep,
+                     fdr_keep=fdr_keep, n_conditioning=k, bins=bins, histogram=hist)
+    log.info("Scanned %d x %d pairs on %d samples; kept %d with |r| >= %.3f", res.n_features, res.n_genes, n,
+             len(pairs), r_keep)
+    return res
+
+
+def _scan_thresholded(f, g, *, groups, block_size, dtype, progress, be, r_min, screen, fdr_keep, histogram_bins,
+                      n, k_cond):
+    """The screen by thresholding: every pair with |r| >= ``screen`` is kept, then cut to the BH rejections.
+
+    The torch backend's path (the screen runs on the device), and NumPy's without BH or histogram.
+    """
+    k = k_cond
+    n_tests = f.shape[1] * g.shape[1]
+    fi, gi, rr = [], [], []
     hist = np.zeros(histogram_bins, dtype=np.int64) if histogram_bins else None
 
     def collect(sl, future):
@@ -444,14 +593,119 @@ def scan_pairs(features, expression, *, r_min: float = 0.5, fdr_keep: float = 0.
     elif len(rr):
         keep = np.abs(rr) >= r_keep
         fi, gi, rr = fi[keep], gi[keep], rr[keep]
-    pairs = pd.DataFrame({"feature": fi, "gene": gi, "r": rr.astype(np.float64)})
-    pairs["p"] = pearson_pvalues(pairs["r"].to_numpy(), n, n_conditioning=k)
-    pairs["q"] = bh_adjust(pairs["p"].to_numpy(), n_tests=n_tests)
-    res = ScanResult(pairs=pairs, n_samples=n, n_features=f.shape[1], n_genes=g.shape[1], r_keep=r_keep,
-                     fdr_keep=fdr_keep, n_conditioning=k, bins=bins, histogram=hist)
-    log.info("Scanned %d x %d pairs on %d samples; kept %d with |r| >= %.3f", res.n_features, res.n_genes, n,
-             len(pairs), r_keep)
-    return res
+    return fi, gi, rr, hist, r_keep
+
+
+def _histogram_chunks(flat: np.ndarray, bins: int, may_nan: bool) -> np.ndarray:
+    """Counts of r in ``bins`` bins over [-1, 1] (r = 1 in the last bin), NaN not counted."""
+    buf = np.empty(min(flat.size, _CHUNK), dtype=flat.dtype)
+    codes = np.empty(min(flat.size, _CHUNK), dtype=np.uint8 if bins + 50 < 256 else np.uint32)
+    counts = np.zeros(bins + 51, dtype=np.int64)
+    for s in range(0, flat.size, _CHUNK):
+        e = min(flat.size, s + _CHUNK)
+        _bin_codes(flat[s:e], bins, buf[:e - s], codes[:e - s], may_nan)
+        counts += np.bincount(codes[:e - s], minlength=bins + 51)[:bins + 51]
+    h = counts[:bins].copy()
+    h[-1] += counts[bins]
+    return h
+
+
+def _screen_job(r: np.ndarray, cut: float, may_nan: bool, histogram_bins: int):
+    idx, vals, counts = _screen_binned(r, cut, may_nan)
+    extra = None
+    if histogram_bins and histogram_bins != _GRID:
+        extra = _histogram_chunks(r.reshape(-1), histogram_bins, may_nan)
+    return idx, vals, counts, extra
+
+
+def _scan_binned(f, g, *, groups, block_size, dtype, progress, r_min, screen, fdr_keep, histogram_bins, n,
+                 k_cond):
+    """The NumPy screen: one binned pass per block gives the histogram and the BH counts.
+
+    Each block is binned on a grid of 0.01 in r (:func:`_screen_binned`) and only its pairs with |r| at least
+    a cut are kept. The cut of the first blocks is the |r| of ``p = fdr_keep`` (every pair BH could reject),
+    later ones the BH cut for 4x the rejections projected from the blocks seen (at least ``_MIN_REJECTIONS``),
+    never above ``r_min``. At the end the BH number of rejections R is found from the kept pairs and, below
+    each block's cut, from its histogram (an upper bound); blocks whose histogram shows values between their
+    cut and the BH cut are recomputed and thresholded there, after which the counts are exact: R, the kept
+    pairs and their q-values are those of thresholding every block at ``p = fdr_keep``.
+    """
+    n_tests = f.shape[1] * g.shape[1]
+    nf = f.shape[1]
+    may_nan = groups is not None
+    use_bh = fdr_keep > 0
+    blocks: list[dict] = []
+    total = np.zeros(_GRID + 1, dtype=np.int64)
+    abs_total = np.zeros(_GRID // 2, dtype=np.int64)
+    extra_total = np.zeros(histogram_bins, dtype=np.int64) if histogram_bins and histogram_bins != _GRID else None
+    seen = 0
+
+    def next_cut():
+        if not use_bh:
+            return r_min
+        return _next_cut(abs_total, seen, r_min=r_min, screen=screen, fdr=fdr_keep, n_tests=n_tests, n=n,
+                         k_cond=k_cond)
+
+    def collect(sl, cut, future):
+        nonlocal seen
+        idx, vals, counts, extra = future.result()
+        ah = _abs_counts(counts)
+        blocks.append({"sl": sl, "idx": idx, "r": vals, "absr": np.abs(vals), "cut": cut, "abs_hist": ah})
+        total[:] += counts
+        abs_total[:] += ah
+        seen += nf * (sl.stop - sl.start)
+        if extra_total is not None:
+            extra_total[:] += extra
+
+    pending = None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for sl, r in _native_blocks(f, g, groups=groups, block_size=block_size, be=_Backend("numpy"), dtype=dtype,
+                                    progress=progress):
+            cut = next_cut()
+            job = (sl, cut, pool.submit(_screen_job, r, cut, may_nan, histogram_bins))
+            if pending is not None:
+                collect(*pending)
+            pending = job
+        if pending is not None:
+            collect(*pending)
+
+    r_keep = r_min
+    if use_bh:
+        start = sum(_count_above(b["absr"], b["cut"], screen, b["abs_hist"]) for b in blocks)
+        kk = _bh_rejections(blocks, fdr_keep, n_tests, n, k_cond, start)
+        if kk:
+            t_up = critical_r(fdr_keep * kk / n_tests, n, n_conditioning=k_cond)
+            stale = [b for b in blocks if t_up < b["cut"] and  # histogram mass between the BH cut and its cut
+                     _count_above(b["absr"], b["cut"], t_up, b["abs_hist"]) > np.count_nonzero(b["absr"] >= b["cut"])]
+            if stale:
+                log.info("BH cut |r| >= %.3f below the screen's cut in %d of %d blocks: recomputing them",
+                         t_up, len(stale), len(blocks))
+                zf = standardize(f, groups=groups, dtype=dtype, name="features")
+                for b in stale:
+                    zg = standardize(g[:, b["sl"]], groups=groups, dtype=dtype, name="expression")
+                    flat = (zf.T @ zg).reshape(-1)
+                    idx = np.flatnonzero((flat >= t_up) | (flat <= -t_up))
+                    b.update(idx=idx, r=flat[idx], absr=np.abs(flat[idx]), cut=t_up)
+                kk = _bh_rejections(blocks, fdr_keep, n_tests, n, k_cond, kk)
+        if kk:
+            r_keep = min(r_keep, critical_r(fdr_keep * kk / n_tests, n, n_conditioning=k_cond))
+    fi, gi, rr = [], [], []
+    for b in blocks:
+        keep = np.abs(b["r"]) >= r_keep
+        a, c = np.divmod(b["idx"][keep], b["sl"].stop - b["sl"].start)
+        fi.append(a.astype(np.int32))
+        gi.append((c + b["sl"].start).astype(np.int32))
+        rr.append(b["r"][keep])
+    fi = np.concatenate(fi) if fi else np.zeros(0, np.int32)
+    gi = np.concatenate(gi) if gi else np.zeros(0, np.int32)
+    rr = np.concatenate(rr) if rr else np.zeros(0)
+    hist = None
+    if histogram_bins == _GRID:
+        hist = total[:_GRID].copy()
+        hist[-1] += total[_GRID]
+    elif histogram_bins:
+        hist = extra_total
+    return fi, gi, rr, hist, r_keep
 
 
 def pair_correlations(features, expression, feature_idx, gene_idx, *, groups: Sequence | None = None

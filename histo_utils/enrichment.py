@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["load_gene_sets", "to_symbols", "set_coverage", "associations", "associations_by_scope",
            "associations_per_feature", "choose_features", "feature_rankings", "confounder_rankings", "prerank",
-           "prerank_many", "rank_by_nes", "jaccard", "over_representation", "annotation_filter", "summarize_lists",
+           "prerank_many", "RunningSums", "rank_by_nes", "jaccard", "over_representation", "annotation_filter", "summarize_lists",
            "plot_association_counts", "plot_enrichment_curves", "plot_heatmap"]
 
 
@@ -461,27 +461,87 @@ def annotation_filter(pairs: pd.DataFrame, floor: pd.DataFrame, symbols: pd.Seri
     return carriers, correlated, universe, ann
 
 
+ENGINES = ("numpy", "gseapy")
+
+
+class RunningSums(Mapping):
+    """Running-sum curves of one ranked list, computed by gseapy on first access (one set, no permutations).
+
+    ``curves[term]`` is a dict with ``hits, RES`` (gseapy's, what :func:`gseapy.gseaplot` draws) and the
+    set's ``nes, pval, fdr`` from the table the curves belong to. Only the sets looked up are computed: the
+    curves of every set of a large collection would take ``n_sets * n_genes`` values per list.
+    """
+
+    def __init__(self, scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], table: pd.DataFrame, *,
+                 min_size: int, max_size: int):
+        self._scores = scores.sort_values(ascending=False, kind="stable")
+        self._sets = gene_sets
+        self._stats = table.set_index("term")[["nes", "pval", "fdr"]]
+        self._size = (min_size, max_size)
+        self._cache: dict = {}
+
+    def __getitem__(self, term):
+        if term not in self._stats.index:
+            raise KeyError(f"Gene set {term!r} was not tested in this list ({len(self._stats)} sets were).")
+        if term not in self._cache:
+            import gseapy
+
+            pre = gseapy.prerank(rnk=self._scores, gene_sets={term: list(self._sets[term])}, permutation_num=0,
+                                 min_size=self._size[0], max_size=self._size[1], seed=0, threads=1, outdir=None,
+                                 no_plot=True, verbose=False)
+            r = pre.results[term]
+            row = self._stats.loc[term]
+            self._cache[term] = {"hits": r["hits"], "RES": r["RES"], "nes": float(row.nes),
+                                 "pval": float(row.pval), "fdr": float(row.fdr)}
+        return self._cache[term]
+
+    def __iter__(self):
+        return iter(self._stats.index)
+
+    def __len__(self):
+        return len(self._stats)
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"GSEA engine {engine!r} not available. Available engines: {', '.join(ENGINES)}.")
+
+
 def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permutations: int = 1000,
-            min_size: int = 5, max_size: int = 500, seed: int = 0, threads: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Preranked GSEA (gseapy) of one ranked list.
+            min_size: int = 5, max_size: int = 500, seed: int = 0, threads: int = 1, engine: str = "numpy"
+            ) -> tuple[pd.DataFrame, Mapping]:
+    """Preranked GSEA of one ranked list (gseapy's statistics).
 
     Parameters
     ----------
     scores : Series, symbol -> score (larger = more associated); ties and NaN are not allowed
     gene_sets : dict, set -> symbols
+    permutations : random gene sets per set (gseapy) or per set size (numpy engine)
+    engine : ``"numpy"`` (default; :func:`histo_utils.gsea.prerank_lists`: the same ES, leading edges and
+        statistics, nulls drawn once per set size, seconds instead of minutes on a large collection) or
+        ``"gseapy"`` (the reference, ``gseapy.prerank``)
+    threads : gseapy's threads (gseapy engine only)
 
     Returns
     -------
     table : DataFrame, one row per tested set: ``term, es, nes, pval, fdr, fwer, matched, lead_genes``,
         sorted by |NES| (a set can be enriched at either end: negative NES means the genes fall at the bottom,
-        e.g. for a feature that decreases as the program increases); gseapy reports FDR 0 when no
-        permutation reached the observed score, i.e. below 1 / permutations
-    curves : dict, term -> ``hits, RES, nes, pval, fdr`` (what :func:`gseapy.gseaplot` draws)
+        e.g. for a feature that decreases as the program increases); FDR is 0 when no permutation reached
+        the observed score, i.e. below 1 / permutations
+    curves : mapping, term -> ``hits, RES, nes, pval, fdr`` (what :func:`gseapy.gseaplot` draws); with the
+        numpy engine a :class:`RunningSums` that runs gseapy for the sets looked up
     """
-    import gseapy
-
+    _check_engine(engine)
     if scores.isna().any():
         raise ValueError(f"The ranking has {int(scores.isna().sum())} NaN scores; drop them first.")
+    if engine == "numpy":
+        from .gsea import prerank_lists
+
+        t = prerank_lists(scores.to_frame("list"), gene_sets, permutations=permutations, min_size=min_size,
+                          max_size=max_size, seed=seed).drop(columns="list")
+        return t, RunningSums(scores, gene_sets, t, min_size=min_size, max_size=max_size)
+    import gseapy
+
     pre = gseapy.prerank(rnk=scores.sort_values(ascending=False), gene_sets=dict(gene_sets),
                          permutation_num=permutations, min_size=min_size, max_size=max_size, seed=seed,
                          threads=threads, outdir=None, no_plot=True, verbose=False)
@@ -499,17 +559,52 @@ def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permut
 
 def _prerank_job(args):
     key, scores, sets, kw, keep_curves = args
-    table, curves = prerank(scores, sets, **kw)
+    table, curves = prerank(scores, sets, engine="gseapy", **kw)
     return key, table, (curves if keep_curves else None)
 
 
 def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, workers: int = 1,
-                 curves: bool = True, **kwargs) -> tuple[pd.DataFrame, dict]:
-    """:func:`prerank` for many ranked lists, in worker processes.
+                 curves: bool = True, engine: str = "numpy", **kwargs) -> tuple[pd.DataFrame, dict]:
+    """:func:`prerank` for many ranked lists.
+
+    With the numpy engine (default) the lists over the same genes are computed together in this process and
+    share their nulls (:func:`histo_utils.gsea.prerank_lists`; ``workers`` is not used); with ``"gseapy"``
+    each list is a ``gseapy.prerank`` call in one of ``workers`` processes.
 
     Returns the tables concatenated (with a ``list`` column: the ranking's key) and the curves by key
-    (``curves=False``: an empty dict; the running-sum curves of hundreds of lists take a lot of memory).
+    (``curves=False``: an empty dict; gseapy's running-sum curves of hundreds of lists take a lot of memory,
+    the numpy engine's are computed on access, see :class:`RunningSums`).
     """
+    _check_engine(engine)
+    if engine == "numpy":
+        from .gsea import prerank_lists
+
+        kw = {k: kwargs[k] for k in ("permutations", "min_size", "max_size", "seed") if k in kwargs}
+        unknown = set(kwargs) - set(kw) - {"threads"}
+        if unknown:
+            raise TypeError(f"prerank_many got unexpected options {sorted(unknown)}.")
+        for k, v in rankings.items():
+            if v.isna().any():
+                raise ValueError(f"Ranking {k!r} has {int(v.isna().sum())} NaN scores; drop them first.")
+        groups: list[tuple[pd.Index, list]] = []  # lists over the same genes share one computation
+        for k, v in rankings.items():
+            for idx, keys in groups:
+                if len(idx) == len(v) and idx.equals(v.index):
+                    keys.append(k)
+                    break
+            else:
+                groups.append((v.index, [k]))
+        tables = {}
+        for idx, keys in groups:
+            frame = pd.DataFrame({i: rankings[k].to_numpy() for i, k in enumerate(keys)}, index=idx)
+            t = prerank_lists(frame, gene_sets, **kw)
+            for i, part in t.groupby("list", sort=False):
+                tables[keys[i]] = part.drop(columns="list").reset_index(drop=True)
+        out = [tables[k].assign(list=str(k)) for k in rankings if k in tables]
+        lo, hi = kw.get("min_size", 5), kw.get("max_size", 500)
+        cv = {k: RunningSums(rankings[k], gene_sets, tables[k], min_size=lo, max_size=hi)
+              for k in rankings if k in tables} if curves else {}
+        return (pd.concat(out, ignore_index=True) if out else pd.DataFrame()), cv
     jobs = [(k, v, dict(gene_sets), kwargs, curves) for k, v in rankings.items()]
     if workers <= 1 or len(jobs) <= 1:
         done = [_prerank_job(j) for j in jobs]

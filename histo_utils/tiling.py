@@ -52,6 +52,7 @@ __all__ = [
     "tile_slide",
     "tile_slides",
     "read_tile",
+    "read_plan",
     "mask_agreement",
     "deepest_point",
     "TILE_COLUMNS",
@@ -500,8 +501,36 @@ def load_mask(cache_dir: str | os.PathLike, params: TilingParams, image_id: str)
 # --------------------------------------------------------------------------
 # reading tiles back
 # --------------------------------------------------------------------------
+def read_plan(slide, tile: pd.Series | dict, out_px: int, *, tolerance: float = 0.02) -> tuple[int, int]:
+    """Pyramid level and read size for a tile shown at ``out_px``: the coarsest level still fine enough.
+
+    The tile covers ``size0`` level-0 pixels shown at ``out_px``; any level whose downsample is at most
+    ``size0 / out_px * (1 + tolerance)`` holds that detail (the output is never upsampled by more than
+    ``tolerance``), and a coarser level means fewer pixels to decode and to shrink: a 512 px tile shown
+    at 224 px is read from a 4x level as ~253 px instead of ~1014 px at level 0. Never finer than the table's
+    level. The region read is ``round(size0 / downsample)`` pixels (its extent within half a pixel of that
+    level of ``size0``).
+
+    Returns
+    -------
+    level, read_px
+    """
+    level = int(tile["level"])
+    read_px = int(tile["read_px"])
+    ds = slide.level_downsamples
+    size0 = float(tile["size0"]) if "size0" in tile else read_px * ds[level]
+    limit = size0 / out_px * (1 + tolerance)
+    best = level
+    for lv in range(level + 1, len(ds)):
+        if ds[lv] <= limit:
+            best = lv
+    if best == level:
+        return level, read_px
+    return best, max(1, int(round(size0 / ds[best])))
+
+
 def read_tile(slide, tile: pd.Series | dict, *, path: str | os.PathLike = "", out_px: int | None = None,
-              resample=Image.BILINEAR) -> np.ndarray:
+              resample=Image.BILINEAR, level: str = "auto") -> np.ndarray:
     """Read one tile of the table from an open slide, rescaled to its output size.
 
     Parameters
@@ -509,20 +538,29 @@ def read_tile(slide, tile: pd.Series | dict, *, path: str | os.PathLike = "", ou
     slide
         An open ``openslide.OpenSlide`` of the tile's slide.
     tile
-        A row of a tile table (``x, y, level, read_px, out_px``).
+        A row of a tile table (``x, y, level, read_px, size0, out_px``).
     path
         The slide's file, for error messages.
     out_px
         Output side (default: the row's ``out_px``).
+    level
+        ``"auto"``: the coarsest pyramid level that still holds the output's detail (:func:`read_plan`; the
+        same tile extent and output resolution, fewer pixels read and shrunk); ``"table"``: the row's
+        ``level`` and ``read_px`` (the pixels of the tiling's resolution, then shrunk).
 
     Returns
     -------
     ndarray, shape (out_px, out_px, 3), uint8
     """
-    size = int(tile["read_px"])
-    img = read_region_rgba(slide, path, (int(tile["x"]), int(tile["y"])), int(tile["level"]), (size, size))
     out = int(out_px or tile["out_px"])
-    if out != size:  # shrink the premultiplied RGBA first: flattening 224 px is cheaper than 1014 px
+    if level == "auto":
+        lv, size = read_plan(slide, tile, out)
+    elif level == "table":
+        lv, size = int(tile["level"]), int(tile["read_px"])
+    else:
+        raise ValueError(f"level={level!r} not available. Choose 'auto' or 'table'.")
+    img = read_region_rgba(slide, path, (int(tile["x"]), int(tile["y"])), lv, (size, size))
+    if out != size:  # shrink the premultiplied RGBA first (box reduce by an integer, then a short bilinear step)
         img = img.resize((out, out), resample, reducing_gap=1.0)
     return rgba_to_rgb(np.asarray(img))
 

@@ -120,7 +120,10 @@ class TileDataset(Dataset):
         iid = r["image_id"]
         if iid not in self._slides:
             self._slides[iid] = open_slide(self.paths[iid])
-        return read_tile(self._slides[iid], r, path=self.paths[iid], out_px=self.input_px)
+        # the tiling's own level and read size: the pixels the figures were made from. read_tile's default
+        # ("auto", a coarser level when it holds the detail) is faster but changes the features slightly, and
+        # the feature cache and checkpoints are not keyed on it; switching needs that key first.
+        return read_tile(self._slides[iid], r, path=self.paths[iid], out_px=self.input_px, level="table")
 
     def preload(self, *, num_workers: int = 0, progress: bool = True) -> "TileDataset":
         """Read every tile once into memory (uint8), in ``num_workers`` processes; for cohorts that fit in RAM."""

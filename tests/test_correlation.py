@@ -212,3 +212,71 @@ def test_recovers_planted_truth_of_the_cohort_generator():
     g_hit = groups.loc[G.columns[hits.gene]]
     own = F.columns[hits.feature] == ("p_program_" + g_hit.target).to_numpy()
     assert own[(g_hit.group == "program").to_numpy()].mean() > 0.95
+
+
+def _old_scan(f, g, **kw):
+    """The screen by thresholding every block at p = fdr_keep (the implementation before the binned screen)."""
+    return hc._scan_thresholded(f, g, be=hc._Backend("numpy"), progress=False, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("min_rejections", [1000, 1])
+def test_binned_screen_equals_thresholding_and_brute_force(monkeypatch, dtype, min_rejections):
+    """Same pairs, r, q and histogram as thresholding every block, and BH over the full matrix.
+
+    Structure only in the last blocks: the cut projected from the first ones is too high, so with
+    ``min_rejections=1`` the blocks holding pairs between it and the final BH cut must be recomputed.
+    """
+    monkeypatch.setattr(hc, "_MIN_REJECTIONS", min_rejections)
+    rng = np.random.default_rng(7)
+    n, nf, ng = 40, 25, 400
+    f = rng.normal(size=(n, nf))
+    g = rng.normal(size=(n, ng)) + 3
+    late = np.arange(300, 400)
+    g[:, late] += 0.6 * f[:, rng.integers(0, nf, len(late))] * rng.uniform(1, 4, len(late))
+    recounts = []
+    real = hc.log.info
+    monkeypatch.setattr(hc.log, "info", lambda msg, *a: (recounts.append(msg) if "recomputing" in msg else None,
+                                                         real(msg, *a)))
+    res = hc.scan_pairs(f, g, r_min=0.6, fdr_keep=0.05, block_size=32, histogram_bins=200, dtype=dtype)
+    k = 0
+    screen = min(0.6, hc.critical_r(0.05, n))
+    fi, gi, rr, hist, r_keep = _old_scan(f, g, groups=None, block_size=32, dtype=dtype, r_min=0.6, screen=screen,
+                                         fdr_keep=0.05, histogram_bins=200, n=n, k_cond=k)
+    assert res.r_keep == r_keep
+    np.testing.assert_array_equal(res.histogram, hist)
+    old = pd.DataFrame({"feature": fi, "gene": gi, "r": rr.astype(np.float64)})
+    pd.testing.assert_frame_equal(res.pairs[["feature", "gene", "r"]], old, check_dtype=False)
+    # brute force: BH over every pair of the full matrix
+    full = np.corrcoef(f.T, g.T)[:nf, nf:]
+    q_all = fdrcorrection(hc.pearson_pvalues(full, n).ravel())[1].reshape(full.shape)
+    expected = (np.abs(full) >= 0.6) | (q_all <= 0.05)
+    assert 50 < (q_all <= 0.05).sum() < 0.5 * expected.size
+    got = np.zeros_like(expected)
+    got[res.pairs.feature, res.pairs.gene] = True
+    assert (got == expected).all()
+    exact = res.pairs.q.to_numpy() <= 0.05
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(res.pairs.q.to_numpy()[exact], q_all[res.pairs.feature, res.pairs.gene][exact],
+                               rtol=tol)
+    assert res.histogram.sum() == full.size
+    if dtype == np.float64:
+        np.testing.assert_array_equal(res.histogram, np.histogram(full, bins=res.bins)[0])
+    assert bool(recounts) == (min_rejections == 1)  # the fallback runs, and only when the projection is short
+
+
+def test_binned_screen_partial_with_constant_columns_and_other_bins():
+    """NaN partial correlations (within-group constant gene) are not counted; 50 bins as np.histogram."""
+    f, g = _data(n=30, nf=12, ng=60, seed=4)
+    tissue = np.repeat(["a", "b", "c"], 10)
+    g[:, 7] = np.repeat([1.0, 2.0, 3.0], 10)
+    res = hc.scan_pairs(f, g, groups=tissue, r_min=0.5, fdr_keep=0.2, block_size=16, histogram_bins=50)
+    full = np.concatenate([r for _, r in hc.correlation_blocks(f, g, groups=tissue, block_size=16)], axis=1)
+    assert np.isnan(full[:, 7]).all() and res.histogram.sum() == full.size - 12
+    np.testing.assert_array_equal(res.histogram, np.histogram(full[np.isfinite(full)], bins=res.bins)[0])
+    fi, gi, rr, hist, r_keep = _old_scan(f, g, groups=tissue, block_size=16, dtype=np.float64, r_min=0.5,
+                                         screen=min(0.5, hc.critical_r(0.2, 30, n_conditioning=2)), fdr_keep=0.2,
+                                         histogram_bins=50, n=30, k_cond=2)
+    np.testing.assert_array_equal(res.histogram, hist)
+    assert res.r_keep == r_keep and len(res.pairs) == len(rr) > 0
+    np.testing.assert_array_equal(res.pairs.r.to_numpy(), rr)

@@ -193,3 +193,26 @@ def test_two_class_otsu_loses_pale_tissue_next_to_dense_tissue():
     three, _ = tiling.tissue_mask(img, threshold="multiotsu", **kw)
     assert not two[50, 50] and two[100, 100]   # Otsu keeps only the septum
     assert three[50, 50] and three[100, 100] and not three[5, 5]
+
+
+def test_read_tile_reads_the_coarsest_level_that_holds_the_output(tiny_cohort):
+    """A 512 px tile shown at 128 px is read from the 4x level: same extent, same picture, fewer pixels."""
+    out, _ = tiny_cohort
+    path = sorted((out / "slides").glob("*.svs"))[0]
+    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_sizes_px=(512,), out_px=128, min_tissue=0.3))
+    assert len(res.tiles)
+    slide = open_slide(path)
+    ds = slide.level_downsamples
+    row = res.tiles.iloc[0]
+    assert row.level == 0 and len(ds) > 1 and ds[1] <= row.size0 / 128
+    lv, size = tiling.read_plan(slide, row, 128)
+    assert lv >= 1 and abs(size * ds[lv] / row.size0 - 1) <= 0.02  # same extent within 2 %
+    assert tiling.read_plan(slide, row, int(row.read_px)) == (0, int(row.read_px))  # full size: the table's level
+    auto = tiling.read_tile(slide, row, path=path)
+    table = tiling.read_tile(slide, row, path=path, level="table")
+    assert auto.shape == table.shape == (128, 128, 3)
+    a, b = auto.astype(float), table.astype(float)
+    assert abs(a.mean() - b.mean()) < 3.0 and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+    with pytest.raises(ValueError, match="Choose 'auto' or 'table'"):
+        tiling.read_tile(slide, row, path=path, level=2)
+    slide.close()
