@@ -404,8 +404,8 @@ def _tile_one(path: str, image_id: str, params: TilingParams, cache_dir: str) ->
     except Exception as e:  # an unexpected failure of one slide must not stop the others
         return {"image_id": image_id, "path": str(path), "status": "error", "stage": "unexpected",
                 "error": f"{type(e).__name__}: {e}"}
-    with atomic_path(cache / f"{image_id}.mask.npz") as tmp:
-        np.savez_compressed(tmp, mask=res.mask, thumb=res.thumb)
+    with atomic_path(cache / f"{image_id}.mask.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, mask=res.mask, thumb=res.thumb)  # a file object: numpy would add .npz to a name
     write_table(res.tiles, cache / f"{image_id}.tiles.parquet")
     info = {**res.info, "status": "ok", "stage": "", "error": ""}
     write_table(pd.DataFrame([info]), cache / f"{image_id}.info.tsv")  # written last: marks completion
@@ -480,6 +480,10 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
     infos.extend(run.results.values())
     infos.extend({"image_id": iid, "path": todo[iid][0], "status": "error", "stage": "worker", "error": err}
                  for iid, err in run.errors.items())
+    unusable = slides.attrs.get("unusable")  # files list_slides found but could not take (reported, not tiled)
+    if unusable is not None and len(unusable):  # (one row per image: a file beside a real slide is only logged)
+        infos.extend(unusable[~unusable.image_id.isin(slides.image_id)].drop_duplicates("image_id")
+                     .to_dict("records"))
     report = pd.DataFrame(infos).sort_values("image_id").reset_index(drop=True)
     bad = report[report["status"] != "ok"]
     for r in bad.itertuples():
@@ -555,16 +559,45 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".s
 
 
 def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLIDE_SUFFIXES) -> pd.DataFrame:
-    """Slide files of a folder as ``image_id, path`` (image ID = file name before the first dot)."""
+    """Slide files of a folder as ``image_id, path`` (image ID = file name before the first dot).
+
+    Hidden files (among them the temporary files of an interrupted write,
+    ``.<name>.<random>.tmp``) and folders (an MRXS slide's data folder) are
+    ignored. Files that cannot be slides are not dropped silently: a dangling
+    symbolic link or a file of an unsupported format (``.dcm``, ``.jpg``) is
+    logged and listed in ``df.attrs["unusable"]`` (columns ``image_id, path,
+    status, stage, error``), which :func:`tile_slides` adds to its slide report.
+    """
     slides_dir = Path(slides_dir)
-    paths = sorted(p for p in slides_dir.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    paths, unusable = [], []
+    for p in sorted(slides_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        iid = p.name.split(".")[0]
+        if p.is_symlink() and not p.exists():
+            unusable.append((iid, p, f"'{p.name}' is a symbolic link to '{os.readlink(p)}', which does not "
+                                     "exist. Fix or remove the link."))
+        elif p.is_dir():
+            continue
+        elif p.suffix.lower() not in suffixes:
+            unusable.append((iid, p, f"'{p.name}' is not a slide format OpenSlide reads (suffix "
+                                     f"'{p.suffix or '(none)'}'; supported: {', '.join(suffixes)}). Convert it "
+                                     "or move it out of the slides folder."))
+        else:
+            paths.append(p)
+    for _, _, msg in unusable:
+        log.warning("Slides folder '%s': %s", slides_dir, msg)
     if not paths:
-        raise FileNotFoundError(f"No slide files ({', '.join(suffixes)}) in '{slides_dir}'.")
+        raise FileNotFoundError(f"No slide files ({', '.join(suffixes)}) in '{slides_dir}'"
+                                + (f"; unusable: {[str(u[1].name) for u in unusable][:5]}." if unusable else "."))
     df = pd.DataFrame({"image_id": [p.name.split(".")[0] for p in paths], "path": [str(p) for p in paths]})
     dup = df[df.image_id.duplicated(keep=False)]
     if len(dup):
         raise ValueError(f"Several slide files share an image ID in '{slides_dir}': {sorted(dup.path)[:4]}. "
                          "Keep one file per image.")
+    df.attrs["unusable"] = pd.DataFrame(
+        [{"image_id": i, "path": str(p), "status": "error", "stage": "listing", "error": m} for i, p, m in unusable],
+        columns=["image_id", "path", "status", "stage", "error"])
     return df
 
 
