@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .distributed import process_pool
 from .io import read_gmt
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, w
     if workers <= 1 or len(jobs) <= 1:
         done = [_prerank_job(j) for j in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             done = list(pool.map(_prerank_job, jobs))
     tables = [t.assign(list=str(k)) for k, t, _ in done]
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), {k: c for k, _, c in done

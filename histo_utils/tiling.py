@@ -126,6 +126,10 @@ class TilingParams:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.threshold not in MASK_THRESHOLDS:
             raise ValueError(f"threshold must be one of {MASK_THRESHOLDS}, got '{self.threshold}'.")
+        if self.assume_mpp is not None and (isinstance(self.assume_mpp, bool) or not isinstance(
+                self.assume_mpp, (int, float)) or not self.assume_mpp > 0):
+            raise ValueError(f"assume_mpp must be None or a positive number of µm/px (e.g. 0.5), got "
+                             f"{type(self.assume_mpp).__name__} {self.assume_mpp!r}.")
         if self.out_px < 8:
             raise ValueError(f"out_px must be at least 8, got {self.out_px}.")
 

@@ -178,3 +178,205 @@ def test_gct_check_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     with pytest.raises(io.GCTError):
         io.check_gct(p)  # (the stub opener returns an empty file, which is not GCT)
     assert calls
+
+
+# --------------------------------------------------------------------------
+# case 6: profiles
+# --------------------------------------------------------------------------
+def _nb(path: Path, params_src: str, body_src: str) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    cell = new_code_cell(params_src)
+    cell.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[cell, new_code_cell(body_src)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def toy_notebooks(tmp_path, monkeypatch):
+    from histo_utils import run
+
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _nb(nbdir / "00_make.ipynb",
+        'out_dir: str = "x"  # output\nepochs: int = 2  # a count\ntile_sizes_px: list = [512]  # sizes\n'
+        'lr: float = 0.1  # a rate\nname: str = "a"  # a name\nassume_mpp: "Optional[float]" = None  # opt\n'
+        'loose = None  # no annotation\n',
+        "from pathlib import Path\nd = Path(out_dir) / '00_make'\nd.mkdir(parents=True, exist_ok=True)\n"
+        "(d / 'v.txt').write_text(str(epochs))\n")
+    monkeypatch.setattr(run, "NOTEBOOKS_DIR", nbdir)
+    return nbdir
+
+
+def _load(tmp_path, nbdir, text: str):
+    from histo_utils import run
+
+    p = tmp_path / "prof.yaml"
+    p.write_text(textwrap.dedent(text))
+    return run.load_profile(p, notebooks_dir=nbdir)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('epochs: "eight"', r"parameter 'epochs' of notebook '00_make' must be int .*got str 'eight'"),
+    ('tile_sizes_px: "256"', r"parameter 'tile_sizes_px' of notebook '00_make' must be list .*got str '256'.* "
+                             r"YAML list"),
+    ('assume_mpp: "0.5"', r"parameter 'assume_mpp' of notebook '00_make' must be Optional\[float\] .*got str '0.5'"),
+    ('epochs: true', r"'epochs' .* must be int .*got bool True"),
+    ('lr: [1]', r"'lr' .* must be float"),
+])
+def test_profile_types_checked_against_the_parameters_cell(tmp_path, toy_notebooks, line, message):
+    from histo_utils import run
+
+    with pytest.raises(run.ProfileError, match=message):
+        _load(tmp_path, toy_notebooks, f"notebooks:\n  00_make:\n    {line}\n")
+
+
+def test_profile_good_types_accepted(tmp_path, toy_notebooks):
+    prof = _load(tmp_path, toy_notebooks, """\
+        notebooks:
+          00_make: {epochs: 3, tile_sizes_px: [256], lr: 1, name: b, assume_mpp: 0.5, loose: "anything"}
+        """)
+    assert prof.notebooks["00_make"]["lr"] == 1
+    _load(tmp_path, toy_notebooks, "notebooks:\n  00_make: {assume_mpp: null}\n")
+
+
+def test_profile_typo_gets_the_closest_name(tmp_path, toy_notebooks):
+    from histo_utils import run
+
+    with pytest.raises(run.ProfileError, match=r"parameter 'epoch' is not declared .*Did you mean 'epochs'\?"):
+        _load(tmp_path, toy_notebooks, "notebooks:\n  00_make: {epoch: 3}\n")
+    with pytest.raises(run.ProfileError, match=r"unknown section\(s\) \['notebook'\].*Did you mean 'notebooks'\?"):
+        _load(tmp_path, toy_notebooks, "notebook:\n  00_make: {}\n")
+
+
+def test_profile_yaml_error_names_file_and_line(tmp_path, toy_notebooks):
+    from histo_utils import run
+
+    with pytest.raises(run.ProfileError, match=r"prof\.yaml' is not valid YAML at line 4, column 7: "
+                                               r"expected ',' or '\]', but got ':' \(while parsing a flow sequence "
+                                               r"that starts on line 3\)"):
+        _load(tmp_path, toy_notebooks, "notebooks:\n  00_make:\n    epochs: [3\n    lr: 0.1\n")
+
+
+def test_profile_duplicate_key_refused(tmp_path, toy_notebooks):
+    from histo_utils import run
+
+    with pytest.raises(run.ProfileError, match=r"line 4.*found the key 'epochs' twice \(first on line 3\)"):
+        _load(tmp_path, toy_notebooks, "notebooks:\n  00_make:\n    epochs: 3\n    epochs: 4\n")
+
+
+def test_profile_that_is_not_a_mapping(tmp_path, toy_notebooks):
+    from histo_utils import run
+
+    with pytest.raises(run.ProfileError, match=r"must be a mapping with the sections 'common' and 'notebooks'.*"
+                                               r"holds a str: 'hello'"):
+        _load(tmp_path, toy_notebooks, "hello\n")
+
+
+# --------------------------------------------------------------------------
+# case 3: two runners, executed notebooks, skipping
+# --------------------------------------------------------------------------
+def test_second_runner_on_the_same_out_stops_naming_the_holder(tmp_path):
+    from histo_utils import run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with run.output_lock(out):
+        holder = os.getpid()
+        # a second runner is another process: flock conflicts between open file descriptions
+        import subprocess
+        import sys
+        code = (f"from histo_utils import run; from pathlib import Path\n"
+                f"try:\n    run.output_lock(Path({str(out)!r})).__enter__()\n"
+                f"except run.OutputLocked as e:\n    print(e)\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(run.__file__).parents[1])})
+        assert f"is in use by another runner (PID {holder}" in r.stdout, r.stdout + r.stderr
+        assert f"kill {holder}" in r.stdout
+
+
+def test_stale_lock_of_a_dead_runner_is_taken_over(tmp_path, caplog):
+    import json
+    import subprocess
+
+    from histo_utils import run
+
+    out = tmp_path / "out"
+    (out / ".runner").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / ".runner" / "lock").write_text(json.dumps({"pid": dead.pid, "started": "earlier"}))
+    with caplog.at_level("WARNING"), run.output_lock(out):
+        assert json.loads((out / ".runner" / "lock").read_text())["pid"] == os.getpid()
+    assert f"from runner PID {dead.pid} (no longer running" in caplog.text
+
+
+def test_skip_needs_a_complete_executed_notebook(tmp_path, toy_notebooks):
+    from histo_utils import run
+
+    prof = _load(tmp_path, toy_notebooks, "notebooks:\n  00_make: {epochs: 5}\n")
+    out = tmp_path / "out"
+    assert [r["status"] for r in run.run_profile(prof, out)] == ["ran"]
+    executed = out / "notebooks" / "00_make.ipynb"
+    assert not list((out / "notebooks").glob(".*"))  # written under a temporary name, then renamed
+    assert [r["status"] for r in run.run_profile(prof, out)] == ["skipped"]
+    # two writers left invalid JSON: not 'unchanged', run again
+    executed.write_text(executed.read_text()[:-40])
+    assert [r["status"] for r in run.run_profile(prof, out)] == ["ran"]
+    assert [r["status"] for r in run.run_profile(prof, out)] == ["skipped"]
+    # a temporary copy left by a killed runner is removed by the next run
+    (out / "notebooks" / ".00_make.ipynb.12345.tmp").write_text("{")
+    (out / "00_make" / ".v.txt.abc.tmp").write_text("half")
+    run.run_profile(prof, out)
+    assert not [p for p in out.rglob(".*.tmp")]
+
+
+# --------------------------------------------------------------------------
+# case 4: SIGTERM stops the kernel's process pool
+# --------------------------------------------------------------------------
+def test_sigterm_stops_the_pool_workers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _nb(nbdir / "00_pool.ipynb", 'out_dir: str = "x"  # output\n',
+        "import time\nfrom pathlib import Path\nfrom histo_utils.distributed import map_slides\n"
+        "Path(out_dir, '00_pool').mkdir(parents=True, exist_ok=True)\nPath(out_dir, 'started').write_text('')\n"
+        "map_slides(time.sleep, {'a': 300, 'b': 300}, workers=2, progress=False)\n")
+    (tmp_path / "p.yaml").write_text("notebooks:\n  00_pool: {}\n")
+    out = tmp_path / "out"
+    code = ("import sys; from pathlib import Path; from histo_utils import run\n"
+            f"run.NOTEBOOKS_DIR = Path({str(nbdir)!r})\n"
+            f"sys.exit(run.main(['--params', {str(tmp_path / 'p.yaml')!r}, '--out', {str(out)!r}, '--no-report']))")
+    from histo_utils import run
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(run.__file__).parents[1])})
+    try:
+        t0 = time.time()
+        while not (out / "started").exists() and time.time() - t0 < 120:
+            time.sleep(0.2)
+        kids: list = []
+        while time.time() - t0 < 120:  # the kernel and its two pool workers
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            if len(kids) >= 3:
+                break
+            time.sleep(0.2)
+        assert len(kids) >= 3
+        proc.send_signal(signal.SIGTERM)
+        text, _ = proc.communicate(timeout=60)
+        _, alive = psutil.wait_procs(kids, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "SIGTERM received: stopping 00_pool, its kernel and its worker processes" in text
+        assert "rerun the same command to resume" in text
+    finally:
+        for p in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+            p.kill()
+        proc.kill()
