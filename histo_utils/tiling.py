@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TilingParams",
     "tissue_mask",
+    "background_grey",
+    "check_brightfield",
     "grid_origins",
     "tissue_fractions",
     "tile_slide",
@@ -190,6 +192,52 @@ def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
     if hole_px > 1:
         mask = morphology.remove_small_holes(mask, max_size=hole_px - 1)
     return mask, thr
+
+
+#: a thumbnail whose border is darker than this (grey 0-1) is not brightfield glass
+DARK_BACKGROUND_GREY = 0.5
+
+
+def background_grey(thumb: np.ndarray, *, border: float = 0.05) -> float:
+    """Median grey level (0-1) of a thumbnail's border ring: the glass of a brightfield slide.
+
+    Parameters
+    ----------
+    thumb : ndarray, shape (h, w, 3), uint8
+    border
+        Width of the ring as a fraction of the thumbnail's shorter side (at least one pixel).
+
+    Returns
+    -------
+    float
+        About 0.9-1.0 on brightfield glass; near 0 on the black background of
+        a dark-field or fluorescence scan.
+    """
+    grey = thumb[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32) / 255.0
+    b = max(1, int(border * min(grey.shape)))
+    ring = np.concatenate([grey[:b].ravel(), grey[-b:].ravel(), grey[b:-b, :b].ravel(), grey[b:-b, -b:].ravel()])
+    return float(np.median(ring))
+
+
+def check_brightfield(thumb: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse a slide whose background is dark (dark-field, fluorescence): the tissue mask would be inverted.
+
+    The tissue mask keeps what is darker than the glass; on a black background
+    it keeps the background and drops the signal. Brightfield H&E is the input
+    these methods assume.
+
+    Raises
+    ------
+    SlideError
+        stage ``"brightfield"``, with the measured background grey level.
+    """
+    bg = background_grey(thumb)
+    if bg < DARK_BACKGROUND_GREY:
+        raise SlideError(
+            path, f"its background is dark (median grey {bg:.2f} of 1 on the thumbnail's border; brightfield "
+                  f"glass is above 0.8): a dark-field or fluorescence scan, not brightfield H&E. The tissue mask "
+                  f"(tissue darker than the glass) would keep the background and drop the tissue.",
+            "Leave it out of the slides folder, or scan the H&E section in brightfield.", stage="brightfield")
 
 
 def grid_origins(width: int, height: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -345,6 +393,7 @@ def tile_slide(path: str | os.PathLike, *, params: TilingParams = TilingParams()
         ds_mask = max(params.mask_mpp / info.mpp, 1.0)
         tw, th = max(1, int(info.width / ds_mask)), max(1, int(info.height / ds_mask))
         thumb = _thumbnail(slide, path, info, (tw, th))
+        check_brightfield(thumb, path)
         scale_x, scale_y = info.width / thumb.shape[1], info.height / thumb.shape[0]
         mask_mpp = info.mpp * (scale_x + scale_y) / 2
         mask, thr = tissue_mask(thumb, mpp=mask_mpp, blur_sigma_um=params.blur_sigma_um,

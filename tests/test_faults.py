@@ -380,3 +380,51 @@ def test_sigterm_stops_the_pool_workers(tmp_path):
         for p in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
             p.kill()
         proc.kill()
+
+
+# --------------------------------------------------------------------------
+# case 2: dark-field / fluorescence slides
+# --------------------------------------------------------------------------
+def _fluorescence(h: int = 800, w: int = 800, seed: int = 0) -> np.ndarray:
+    """A dark-field scan: black background, a section of dim autofluorescence with bright nuclei (DAPI-blue)."""
+    rng = np.random.default_rng(seed)
+    rgb = np.zeros((h, w, 3), np.uint8) + rng.integers(0, 8, (h, w, 1), dtype=np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    section = (yy - h / 2) ** 2 / (0.35 * h) ** 2 + (xx - w / 2) ** 2 / (0.3 * w) ** 2 < 1
+    rgb[section] = (20, 60, 25)
+    for cy, cx in rng.integers(0, min(h, w), (300, 2)):
+        if section[cy, cx]:
+            rgb[max(0, cy - 3):cy + 3, max(0, cx - 3):cx + 3] = (60, 90, 250)
+    return rgb
+
+
+def test_dark_field_slide_refused_by_name(tmp_path):
+    params = tiling.TilingParams(tile_sizes_px=(64,), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
+                                 fill_holes_um2=0)
+    _tiny_svs(tmp_path / "slides" / "GTEX-A-0001.svs")  # brightfield
+    _tiny_svs(tmp_path / "slides" / "GTEX-A-0002.svs", _fluorescence())
+    assert tiling.background_grey(_fluorescence()) < 0.1
+    tiles, report = tiling.tile_slides(tiling.list_slides(tmp_path / "slides"), params=params,
+                                       cache_dir=tmp_path / "cache", workers=1, progress=False)
+    rep = report.set_index("image_id")
+    assert rep.loc["GTEX-A-0001", "status"] == "ok" and rep.loc["GTEX-A-0001", "n_tiles"] > 0
+    assert rep.loc["GTEX-A-0002", "status"] == "error" and rep.loc["GTEX-A-0002", "stage"] == "brightfield"
+    assert "Slide 'GTEX-A-0002.svs'" in rep.loc["GTEX-A-0002", "error"]
+    assert "dark-field or fluorescence scan" in rep.loc["GTEX-A-0002", "error"]
+    assert set(tiles.image_id) == {"GTEX-A-0001"}
+
+
+@pytest.mark.parametrize("name", ["CMU-1-Small-Region.svs", "boxes.tiff", "small.svs"])
+def test_real_brightfield_fixtures_still_accepted(name):
+    from conftest import fixture_file
+
+    from histo_utils.slides import open_slide
+
+    path = fixture_file(f"slides/{name}")
+    slide = open_slide(path)
+    try:
+        thumb = np.asarray(slide.get_thumbnail((256, 256)).convert("RGB"))
+    finally:
+        slide.close()
+    tiling.check_brightfield(thumb, path)  # does not raise
+    assert tiling.background_grey(thumb) > 0.8
