@@ -478,12 +478,22 @@ def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
 
     ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``),
     ``DTHHRDY`` the Hardy scale 0-4 with blanks (read as a nullable integer).
+    Another ``SEX`` code would become a level of its own in the confounder
+    regression, so it is refused (a blank is allowed: a missing value, whose
+    sample the regression leaves out and reports).
     """
     path = Path(path)
     df = pd.read_csv(path, sep="\t", dtype={"SUBJID": str, "AGE": str})
     missing = {"SUBJID", "SEX", "AGE"} - set(df.columns)
     if missing:
         raise ValueError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
+    sex = pd.to_numeric(df["SEX"], errors="coerce")
+    bad = df["SEX"].notna() & ~sex.isin([1, 2])
+    if bad.any():
+        codes = sorted(map(str, df.loc[bad, "SEX"].unique()))
+        raise ValueError(f"Subject phenotypes '{path}': SEX must be 1 (male) or 2 (female) as GTEx codes it; found "
+                         f"{codes} for {int(bad.sum())} subjects (e.g. {list(df.loc[bad, 'SUBJID'][:3])}). Recode "
+                         "them, or leave the cell blank to keep those subjects out of the confounder regression.")
     if "DTHHRDY" in df.columns:
         df["DTHHRDY"] = df["DTHHRDY"].astype("Int64")
     return df

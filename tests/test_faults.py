@@ -428,3 +428,65 @@ def test_real_brightfield_fixtures_still_accepted(name):
         slide.close()
     tiling.check_brightfield(thumb, path)  # does not raise
     assert tiling.background_grey(thumb) > 0.8
+
+
+# --------------------------------------------------------------------------
+# case 8: no correlated gene in any annotation set
+# --------------------------------------------------------------------------
+def test_over_representation_without_hits_is_an_empty_table(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from histo_utils import enrichment
+    from histo_utils.plotting import save_figure
+
+    universe = [f"G{i}" for i in range(200)]
+    sets = {"TISSUE_A": [f"G{i}" for i in range(100, 120)], "TISSUE_B": [f"G{i}" for i in range(150, 170)]}
+    ora = enrichment.over_representation(["G1", "G2", "G3"], universe, sets)
+    assert ora.empty
+    assert list(ora.columns) == ["term", "overlap", "set_in_universe", "odds_ratio", "p", "q", "genes"]
+    assert ora[ora.term.str.startswith("PLANTED")].empty  # what 06 does next still works
+    # with a hit, the same columns
+    hit = enrichment.over_representation(["G1", "G101", "G102"], universe, sets)
+    assert list(hit.columns) == list(ora.columns) and hit.term.iloc[0] == "TISSUE_A"
+    # a figure of an empty result says so, with its (empty) table
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="empty"):
+        save_figure(fig, ora, tmp_path, "06_gsea", "ora")
+    png = save_figure(fig, ora, tmp_path, "06_gsea", "ora", empty="no correlated gene is in any annotation set")
+    assert png.exists() and fig.axes[0].texts[0].get_text().startswith("Nothing to plot: no correlated gene")
+    assert list(pd.read_csv(png.with_suffix(".csv")).columns) == list(ora.columns)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------
+# case 9: SEX codes, the SMTSISCH hint, a join with no matching sample
+# --------------------------------------------------------------------------
+def test_unknown_sex_code_refused_blank_allowed(tmp_path):
+    p = tmp_path / "GTEx_SubjectPhenotypesDS.txt"
+    p.write_text("SUBJID\tSEX\tAGE\tDTHHRDY\nGTEX-A\t1\t60-69\t4\nGTEX-B\t3\t50-59\t0\nGTEX-C\t2\t20-29\t\n")
+    with pytest.raises(ValueError, match=r"SubjectPhenotypesDS.txt': SEX must be 1 \(male\) or 2 \(female\).*"
+                                         r"found \['3'\] for 1 subjects \(e.g. \['GTEX-B'\]\)"):
+        io.read_subject_phenotypes(p)
+    p.write_text("SUBJID\tSEX\tAGE\tDTHHRDY\nGTEX-A\t1\t60-69\t4\nGTEX-B\t\t50-59\t0\nGTEX-C\t2\t20-29\t\n")
+    df = io.read_subject_phenotypes(p)
+    assert df.SEX.isna().sum() == 1
+
+
+def test_missing_ischemic_time_points_to_the_sample_attributes():
+    from histo_utils import confounders as cf
+
+    s = pd.DataFrame({"SMRIN": [7.0, 8.0], "SMCENTER": ["B1", "C1"], "AGE": ["20-29", "30-39"], "SEX": [1, 2]})
+    with pytest.raises(ValueError, match=r"lacks confounder columns \['SMTSISCH'\] \(SMTSISCH from the sample "
+                                         r"attributes \(\*SampleAttributesDS.txt"):
+        cf.build_design(s)
+
+
+def test_join_without_any_matching_sample_says_so():
+    from histo_utils import gtex
+
+    attrs = pd.DataFrame({"SAMPID": ["GTEX-A-0001-SM-1", "GTEX-B-0002-SM-2"], "SMTS": ["Liver", "Lung"]})
+    with pytest.raises(ValueError, match=r"No slide pairs with an RNA sample: 2 slides \(e.g. \['GTEX-X-0001', "
+                                         r"'GTEX-Y-0002'\]\), 2 expression samples"):
+        gtex.join_images_to_samples(["GTEX-X-0001", "GTEX-Y-0002"], attrs, list(attrs.SAMPID))
