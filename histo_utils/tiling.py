@@ -54,6 +54,9 @@ __all__ = [
     "tile_slide",
     "tile_slides",
     "read_tile",
+    "select_grid",
+    "tiles_per_size",
+    "EmptyGridError",
     "mask_agreement",
     "deepest_point",
     "TILE_COLUMNS",
@@ -545,7 +548,70 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
     frames = [read_table(cache / f"{iid}.tiles.parquet") for iid in ok_ids]
     tiles = (pd.concat(frames, ignore_index=True) if frames
              else pd.DataFrame({c: pd.Series(dtype=float) for c in TILE_COLUMNS}))
+    per_size = tiles_per_size(tiles, report, params)
+    write_table(per_size, Path(cache_dir) / TILES_PER_SIZE)
+    report.attrs["tiles_per_size"] = per_size
     return tiles, report
+
+
+#: file (in ``cache_dir`` of :func:`tile_slides`) with the slides and tiles of each tile size
+TILES_PER_SIZE = "tiles_per_size.tsv"
+
+
+def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingParams) -> pd.DataFrame:
+    """How many slides got tiles of each size, logged; a size that no slide could hold is a loud warning.
+
+    Returns
+    -------
+    DataFrame, one row per tile size: ``tile_px, side_um, slides_tiled, slides_ok, tiles``
+    """
+    n_ok = int((report["status"] == "ok").sum()) if "status" in report else 0
+    rows = []
+    for px in params.tile_sizes_px:
+        t = tiles[tiles["tile_px"] == px]
+        rows.append({"tile_px": int(px), "side_um": round(px * params.target_mpp, 1),
+                     "slides_tiled": int(t["image_id"].nunique()), "slides_ok": n_ok, "tiles": int(len(t))})
+    out = pd.DataFrame(rows, columns=["tile_px", "side_um", "slides_tiled", "slides_ok", "tiles"])
+    for r in out.itertuples():
+        log.info("tile size %d px (%.0f µm): %d of %d slides have tiles, %d tiles", r.tile_px, r.side_um,
+                 r.slides_tiled, r.slides_ok, r.tiles)
+        if r.slides_ok and not r.tiles:
+            log.warning("TILE SIZE %d px (%.0f µm at %g µm/px) GOT NO TILE: no slide holds such a square with at least "
+                        "%.0f %% tissue. Notebooks that use this grid will stop; choose a smaller size in "
+                        "tile_sizes_px, a lower min_tissue, or a finer target_mpp (fewer µm per tile).", r.tile_px,
+                        r.side_um,
+                        params.target_mpp, 100 * params.min_tissue)
+    return out
+
+
+class EmptyGridError(ValueError):
+    """A notebook needs a tile grid that notebook 01 left empty."""
+
+
+def select_grid(tiles: pd.DataFrame, tile_px: int, *, what: str = "this notebook") -> pd.DataFrame:
+    """The tiles of one grid size; an empty grid stops with the size and the parameters to change.
+
+    Parameters
+    ----------
+    tiles : DataFrame (:data:`TILE_COLUMNS`), the tile table of notebook 01
+    tile_px : the grid size needed
+    what : who needs it (for the message), e.g. ``"02_training's feature_tile_px"``
+
+    Raises
+    ------
+    EmptyGridError
+        No tile of that size (no slide holds such a square with enough tissue, or 01 did not tile it).
+    """
+    sel = tiles[tiles["tile_px"] == int(tile_px)]
+    if sel.empty:
+        have = sorted(int(v) for v in tiles["tile_px"].unique())
+        raise EmptyGridError(
+            f"Tile size {int(tile_px)} px has no tiles, but {what} needs it (sizes with tiles: {have}). Either no "
+            f"slide holds a {int(tile_px)}-px square with at least min_tissue of tissue, or notebook 01 did not "
+            f"cut that size. Change 01_tiling's tile_sizes_px (smaller), min_tissue (lower) or target_mpp (finer), "
+            f"or use one of {have} "
+            "in this notebook's tile-size parameters (train_tile_px, feature_tile_px, tile_px).")
+    return sel
 
 
 def load_mask(cache_dir: str | os.PathLike, params: TilingParams, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -683,8 +749,17 @@ def compare_masks_with_truth(image_ids: Iterable[str], *, cache_dir: str | os.Pa
     return pd.DataFrame(rows, columns=["image_id", "threshold", "dice", "iou", "accuracy"])
 
 
-def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling", *,
+                tile_sizes: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tile table and the slide-sample table (with splits) that notebook 01 wrote.
+
+    Parameters
+    ----------
+    tile_sizes
+        The grid sizes the caller needs: each must hold tiles, else
+        :class:`EmptyGridError` names the size and the parameters to change.
+        Without it, a size notebook 01 was asked for and left empty is logged
+        as a warning.
 
     Returns
     -------
@@ -692,7 +767,15 @@ def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tupl
     samples : DataFrame, one row per usable image (``image_id, SAMPID, subject_id, SMTS, ..., split, path``)
     """
     d = Path(out_dir) / notebook
-    return read_table(d / "tiles.parquet"), read_table(d / "samples.tsv")
+    tiles, samples = read_table(d / "tiles.parquet"), read_table(d / "samples.tsv")
+    per_size = d / "per_slide" / TILES_PER_SIZE
+    if per_size.exists():
+        for r in read_table(per_size).itertuples():
+            if r.tiles == 0:
+                log.warning("Notebook 01 cut no tile of %d px: a notebook that uses that grid will stop", r.tile_px)
+    for px in tile_sizes or []:
+        select_grid(tiles, px, what=f"the caller of load_tiling (tile_sizes={list(tile_sizes)})")
+    return tiles, samples
 
 
 def tiles_per_group(tiles: pd.DataFrame, samples: pd.DataFrame, by: Sequence[str] = ("SMTS", "split")) -> pd.DataFrame:

@@ -490,3 +490,28 @@ def test_join_without_any_matching_sample_says_so():
     with pytest.raises(ValueError, match=r"No slide pairs with an RNA sample: 2 slides \(e.g. \['GTEX-X-0001', "
                                          r"'GTEX-Y-0002'\]\), 2 expression samples"):
         gtex.join_images_to_samples(["GTEX-X-0001", "GTEX-Y-0002"], attrs, list(attrs.SAMPID))
+
+
+# --------------------------------------------------------------------------
+# case 7: a tile size that no slide can hold
+# --------------------------------------------------------------------------
+def test_tile_size_no_slide_holds_is_reported_and_stops_its_users(tmp_path, caplog):
+    params = tiling.TilingParams(tile_sizes_px=(64, 512), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
+                                 fill_holes_um2=0)
+    _tiny_svs(tmp_path / "slides" / "GTEX-A-0001.svs")  # 1.2 mm across, 0.6 mm of tissue: no 1 mm square
+    with caplog.at_level("INFO"):
+        tiles, report = tiling.tile_slides(tiling.list_slides(tmp_path / "slides"), params=params,
+                                           cache_dir=tmp_path / "01_tiling" / "per_slide", workers=1, progress=False)
+    per = io.read_table(tmp_path / "01_tiling" / "per_slide" / "tiles_per_size.tsv").set_index("tile_px")
+    assert per.loc[64, "slides_tiled"] == 1 and per.loc[64, "tiles"] == len(tiles[tiles.tile_px == 64]) > 0
+    assert per.loc[512, "slides_tiled"] == 0 and per.loc[512, "tiles"] == 0
+    assert "TILE SIZE 512 px (1024 µm at 2 µm/px) GOT NO TILE" in caplog.text
+    assert report.attrs["tiles_per_size"].equals(per.reset_index())
+    # the notebook that needs the 512-px grid stops, naming the size and the parameters
+    io.write_table(tiles, tmp_path / "01_tiling" / "tiles.parquet")
+    io.write_table(pd.DataFrame({"image_id": ["GTEX-A-0001"]}), tmp_path / "01_tiling" / "samples.tsv")
+    with pytest.raises(tiling.EmptyGridError, match=r"Tile size 512 px has no tiles.*sizes with tiles: \[64\].*"
+                                                    r"tile_sizes_px.*min_tissue.*feature_tile_px"):
+        tiling.load_tiling(tmp_path, tile_sizes=[64, 512])
+    assert len(tiling.load_tiling(tmp_path, tile_sizes=[64])[0]) == len(tiles)
+    assert len(tiling.select_grid(tiles, 64)) == len(tiles)
