@@ -7,6 +7,7 @@ survives it. The kill-and-rerun tests at the end are marked ``slow``.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import textwrap
@@ -515,3 +516,172 @@ def test_tile_size_no_slide_holds_is_reported_and_stops_its_users(tmp_path, capl
         tiling.load_tiling(tmp_path, tile_sizes=[64, 512])
     assert len(tiling.load_tiling(tmp_path, tile_sizes=[64])[0]) == len(tiles)
     assert len(tiling.select_grid(tiles, 64)) == len(tiles)
+
+
+# --------------------------------------------------------------------------
+# SIGKILL of the runner (and of its workers) at seeded random moments, then a rerun
+# --------------------------------------------------------------------------
+TABLE_SUFFIXES = (".tsv", ".csv", ".parquet")
+
+
+def _runner_cmd(profile: Path, out: Path, only: list[str]) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "histo_utils.run", "--params", str(profile), "--out", str(out), "--only", *only,
+            "--no-report"]
+
+
+def _env() -> dict:
+    from histo_utils import run
+
+    return {**os.environ, "PYTHONPATH": str(Path(run.__file__).parents[1])}
+
+
+def _kill_during(cmd: list[str], out: Path, stem: str, delay: float, *, whole_tree: bool) -> str:
+    """Start the runner, SIGKILL it ``delay`` s after notebook ``stem`` started (its running copy exists).
+
+    ``whole_tree``: kill the runner, its kernel and the kernel's workers at once (a machine's OOM killer);
+    else the runner alone, and its kernel and workers must then end by themselves.
+    Returns what the runner printed.
+    """
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        t0 = time.time()
+        while proc.poll() is None and not list((out / "notebooks").glob(f".{stem}.ipynb.*.tmp")):
+            time.sleep(0.1)
+            assert time.time() - t0 < 300, f"{stem} did not start"
+        time.sleep(delay)
+        tree = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        os.kill(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+        if whole_tree:
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+        text, _ = proc.communicate(timeout=60)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, f"processes left after killing the runner in {stem}: {[p.cmdline()[:3] for p in alive]}"
+        return text
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _snapshot(out: Path, patterns: list[str]) -> dict[str, int]:
+    """Finished per-item results (slides, per-slide tiles, feature caches): path -> mtime."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for pat in patterns for p in out.glob(pat)
+            if p.is_file() and not io.is_temporary(p)}
+
+
+def _tables(out: Path, dirs: list[str]) -> dict[str, pd.DataFrame]:
+    tabs = {}
+    for d in dirs:
+        for p in sorted((out / d).rglob("*")):
+            if p.suffix in TABLE_SUFFIXES and not io.is_temporary(p) and "per_slide" not in p.parts:
+                df = io.read_table(p)
+                for c in df.columns[df.dtypes == object]:  # absolute paths differ between the two runs
+                    df[c] = df[c].map(lambda v: v.replace(str(out), "<out>") if isinstance(v, str) else v)
+                tabs[str(p.relative_to(out))] = df
+    return tabs
+
+
+def _assert_same_tables(out: Path, ref: Path, dirs: list[str]) -> None:
+    a, b = _tables(out, dirs), _tables(ref, dirs)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        pd.testing.assert_frame_equal(a[k], b[k], check_exact=True, obj=k)
+
+
+def _kill_sequence(profile: Path, out: Path, only: list[str], kills: list[tuple[str, float, bool]],
+                   resumable: list[str]) -> list[str]:
+    """Kill the runner once in each notebook of ``kills``, then rerun to the end; checks resumption."""
+    import subprocess
+
+    cmd = _runner_cmd(profile, out, only)
+    logs = []
+    for stem, delay, whole in kills:
+        before = _snapshot(out, resumable)
+        logs.append(_kill_during(cmd, out, stem, delay, whole_tree=whole))
+        lock = out / ".runner" / "lock"
+        assert lock.exists()  # left by the dead runner: the next one takes it over
+        after = _snapshot(out, resumable)
+        # finished per-item results of the earlier attempts were not redone
+        assert {k: v for k, v in after.items() if k in before} == before, stem
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    logs.append(r.stdout + r.stderr)
+    assert r.returncode == 0, logs[-1][-3000:]
+    assert not [p for p in out.rglob(".*.tmp")], "temporary files left behind"
+    return logs
+
+
+@pytest.fixture(scope="module")
+def reference_08(tmp_path_factory):
+    """An uninterrupted run of notebook 08 on a small tumour cohort (the tiny profile's parameters, smaller)."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("ref08")
+    profile = d / "p08.yaml"
+    profile.write_text(PROFILE_08)
+    out = d / "out"
+    r = subprocess.run(_runner_cmd(profile, out, ["08"]), env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return profile, out
+
+
+PROFILE_08 = """\
+common: {seed: 0, workers: 2}
+notebooks:
+  08_hti_survival:
+    tumour_dir: "{out}/tumour"
+    n_patients: 24
+    slide_um: [768.0, 512.0]
+    test_fraction: 0.25
+    val_fraction: 0.25
+    ood_low: 0.3
+    ood_high: 0.7
+    tile_px: 64
+    target_mpp: 2.0
+    input_px: 32
+    arch: compact
+    n_splits: 2
+    epochs: 1
+    tiles_per_slide: 6
+    n_boot: 5
+    n_example_slides: 2
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_00_01_02_then_rerun_equals_an_uninterrupted_run(tiny_profile_run, tmp_path):
+    ref = tiny_profile_run[0]
+    rng = np.random.default_rng(17)
+    out = tmp_path / "out"
+    profile = Path(__file__).parents[1] / "params" / "tiny.yaml"
+    kills = [("00_synthetic_cohort", float(rng.uniform(2, 8)), False),  # the runner alone: its kernel and pool end too
+             ("01_tiling", float(rng.uniform(0.5, 3)), True),
+             ("02_training", float(rng.uniform(3, 20)), True)]
+    logs = _kill_sequence(profile, out, ["00", "01", "02"], kills,
+                          resumable=["data/slides/*", "data/truth/masks/*", "01_tiling/per_slide/*/*",
+                                     "02_training/feature_cache/*"])
+    # each rerun skipped the notebooks that had finished
+    assert "00_synthetic_cohort: unchanged since" in logs[2] and "01_tiling: unchanged since" in logs[3]
+    _assert_same_tables(out, ref, ["00_synthetic_cohort", "01_tiling", "02_training", "data",
+                                   "figures/00_synthetic_cohort", "figures/01_tiling", "figures/02_training"])
+
+
+@pytest.mark.slow
+def test_sigkill_during_08_then_rerun_equals_an_uninterrupted_run(reference_08, tmp_path):
+    profile, ref = reference_08
+    rng = np.random.default_rng(8)
+    out = tmp_path / "out"
+    kills = [("08_hti_survival", float(rng.uniform(3, 12)), True),
+             ("08_hti_survival", float(rng.uniform(10, 25)), False)]
+    _kill_sequence(profile, out, ["08"], kills,
+                   resumable=["tumour/slides/*", "08_hti_survival/tiles/*/*", "08_hti_survival/models/**/*.npy"])
+    _assert_same_tables(out, ref, ["08_hti_survival", "tumour", "figures/08_hti_survival"])
