@@ -250,7 +250,7 @@ def _read_header(fh, path: Path) -> tuple[list[str], list[str]]:
     counts = pd.Series(samples).value_counts()
     dup = sorted(counts.index[counts > 1])
     if dup:
-        raise GCTError(f"Expression file '{path}' has {len(dup)} sample IDs on several columns: {dup[:5]}"
+        raise GCTError(f"Expression file '{path}' has {len(dup)} sample ID(s) on several columns: {dup[:5]}"
                        f"{' ...' if len(dup) > 5 else ''}. Keep one column per sample.")
     return dims, samples
 
@@ -408,13 +408,13 @@ def _check_values(df: pd.DataFrame, path: Path) -> None:
         if bad.any():
             gene = bad.index[bad.to_numpy()][0]
             raise GCTError(f"Expression file '{path}': value {df.at[gene, col]!r} of gene '{gene}', sample "
-                           f"'{col}' is not a number ({int(bad.sum())} such values in that sample).")
+                           f"'{col}' is not a number ({int(bad.sum())} such value(s) in that sample).")
     holed = [c for c in df.columns if df[c].hasnans]  # column by column: no genes x samples mask in memory
     if holed:
         col = df[holed[0]]
         gene = col.index[col.isna().to_numpy()][0]
         raise GCTError(f"Expression file '{path}': missing values (empty cell, NA or a short row) in "
-                       f"{len(holed)} samples, e.g. gene '{gene}', sample '{holed[0]}'. GCT values must all "
+                       f"{len(holed)} sample(s), e.g. gene '{gene}', sample '{holed[0]}'. GCT values must all "
                        "be numbers; fill or drop those genes or samples.")
 
 

@@ -178,6 +178,8 @@ def read_profile_yaml(path: Path) -> dict:
         what = str(e.problem or e.context)
         if e.context and e.problem and e.context_mark is not None:
             what += f" ({e.context} that starts on line {e.context_mark.line + 1})"
+        if isinstance(e, yaml.constructor.ConstructorError) and "twice" in str(e.problem):
+            raise ProfileError(f"Profile '{path}' at {where}: {what}.") from None
         raise ProfileError(f"Profile '{path}' is not valid YAML at {where}: {what}.") from None
     except yaml.YAMLError as e:
         raise ProfileError(f"Profile '{path}' is not valid YAML: {e}") from None

@@ -115,7 +115,7 @@ def test_gct_good_file_reads(tmp_path):
 
 def test_gct_duplicate_sample_columns_refused(tmp_path):
     p = _gct(tmp_path / "e.gct", ["S1", "S2", "S1"], GOOD)
-    with pytest.raises(ValueError, match=r"e\.gct' has 1 sample IDs on several columns: \['S1'\]"):
+    with pytest.raises(ValueError, match=r"e\.gct' has 1 sample ID\(s\) on several columns: \['S1'\]"):
         io.read_gct(p)
     with pytest.raises(ValueError, match="several columns"):
         io.read_gct(p, samples=["S1"])
