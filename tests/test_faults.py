@@ -337,7 +337,8 @@ def test_skip_needs_a_complete_executed_notebook(tmp_path, toy_notebooks):
 # --------------------------------------------------------------------------
 # case 4: SIGTERM stops the kernel's process pool
 # --------------------------------------------------------------------------
-def test_sigterm_stops_the_pool_workers(tmp_path):
+@pytest.mark.parametrize("scheduler", ["", pytest.param("local", marks=pytest.mark.slow)])
+def test_sigterm_stops_the_pool_workers(tmp_path, scheduler):
     import signal
     import subprocess
     import sys
@@ -350,7 +351,7 @@ def test_sigterm_stops_the_pool_workers(tmp_path):
     _nb(nbdir / "00_pool.ipynb", 'out_dir: str = "x"  # output\n',
         "import time\nfrom pathlib import Path\nfrom histo_utils.distributed import map_slides\n"
         "Path(out_dir, '00_pool').mkdir(parents=True, exist_ok=True)\nPath(out_dir, 'started').write_text('')\n"
-        "map_slides(time.sleep, {'a': 300, 'b': 300}, workers=2, progress=False)\n")
+        f"map_slides(time.sleep, {{'a': 300, 'b': 300}}, workers=2, progress=False, scheduler={scheduler!r})\n")
     (tmp_path / "p.yaml").write_text("notebooks:\n  00_pool: {}\n")
     out = tmp_path / "out"
     code = ("import sys; from pathlib import Path; from histo_utils import run\n"
@@ -375,7 +376,8 @@ def test_sigterm_stops_the_pool_workers(tmp_path):
         _, alive = psutil.wait_procs(kids, timeout=10)
         assert not alive, [p.cmdline() for p in alive]
         assert proc.returncode == 128 + signal.SIGTERM
-        assert "SIGTERM received: stopping 00_pool, its kernel and its worker processes" in text
+        assert "SIGTERM received: stopping 00_pool, its kernel and its worker processes (process pool, Dask " \
+               "cluster)" in text
         assert "rerun the same command to resume" in text
     finally:
         for p in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
@@ -559,7 +561,8 @@ def _kill_during(cmd: list[str], out: Path, stem: str, delay: float, *, whole_tr
             assert time.time() - t0 < 300, f"{stem} did not start"
         time.sleep(delay)
         tree = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
-        os.kill(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         if whole_tree:
             for p in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
