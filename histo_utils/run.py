@@ -489,7 +489,7 @@ def stop_on_signals(current: dict):
         log.warning("stopped %d processes; finished notebooks and finished slides are kept, a rerun resumes", n)
         raise RunInterrupted(signum)
 
-    if threading_main():
+    if _in_main_thread():
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     else:  # signals can only be caught in the main thread (e.g. a runner called from a thread)
         old = {}
@@ -500,7 +500,7 @@ def stop_on_signals(current: dict):
             signal.signal(sig, h)
 
 
-def threading_main() -> bool:
+def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
@@ -605,6 +605,7 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
             continue
         executed.parent.mkdir(parents=True, exist_ok=True)
         _stamp_path(out, stem).unlink(missing_ok=True)
+        executed.unlink(missing_ok=True)  # a copy of an earlier run must not pass for this one's if it dies
         log.info("%s: running with %s", stem, json.dumps(params, default=str))
         current["notebook"] = stem
         running = _running_copy(executed)
