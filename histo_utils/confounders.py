@@ -40,6 +40,16 @@ DEFAULT_CONFOUNDERS = {
 }
 
 
+#: the GTEx file each confounder column comes from (for messages)
+SOURCE_FILES = {
+    "SMTSISCH": "sample attributes (*SampleAttributesDS.txt, one row per sample)",
+    "SMRIN": "sample attributes (*SampleAttributesDS.txt, one row per sample)",
+    "SMCENTER": "sample attributes (*SampleAttributesDS.txt, one row per sample)",
+    "AGE": "subject phenotypes (*SubjectPhenotypesDS.txt, one row per donor)",
+    "SEX": "subject phenotypes (*SubjectPhenotypesDS.txt, one row per donor)",
+}
+
+
 def log_ischemic_time(minutes) -> np.ndarray:
     """``log(1 + max(t, 0))`` of ischemic time in minutes.
 
@@ -95,8 +105,10 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
     confounders = DEFAULT_CONFOUNDERS if confounders is None else confounders
     missing_cols = [src for src, _ in confounders.values() if src not in samples]
     if missing_cols:
-        raise ValueError(f"Sample table lacks confounder columns {missing_cols}; join the subject phenotypes "
-                         f"(AGE, SEX) and sample attributes first, or pass confounders= without them.")
+        where = "; ".join(f"{c} from the {SOURCE_FILES.get(c, 'sample table')}" for c in missing_cols)
+        terms = [t for t, (src, _) in confounders.items() if src in missing_cols]
+        raise ValueError(f"Sample table lacks confounder columns {missing_cols} ({where}). Join that file's "
+                         f"columns first, or leave the terms {terms} out of confounders=.")
     dropped: dict = {"constant_terms": [], "samples_missing": [], "merged_levels": {}}
     src = samples[[s for s, _ in confounders.values()]]
     bad = src.isna().any(axis=1)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SchedulerSpec", "SlideResults", "client_for", "map_slides", "is_local"]
+__all__ = ["SchedulerSpec", "SlideResults", "client_for", "map_slides", "is_local", "process_pool"]
 
 #: what a ``scheduler`` argument may be (see the module docstring)
 SchedulerSpec = Union[str, None, "Client"]
@@ -54,6 +55,40 @@ _LOCAL_NAMES = ("", "none", "null")
 def is_local(scheduler: SchedulerSpec) -> bool:
     """True when ``scheduler`` asks for local worker processes (no Dask): ``""``, ``None`` or ``"none"``."""
     return scheduler is None or (isinstance(scheduler, str) and scheduler.strip().lower() in _LOCAL_NAMES)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: end this worker when the process that made it ends (Linux).
+
+    A worker of :class:`concurrent.futures.ProcessPoolExecutor` waits on a
+    queue whose pipe it holds both ends of, so it never sees its parent die:
+    when a run was killed, its workers went on painting slides, then idled
+    holding their memory. ``PR_SET_PDEATHSIG`` makes the kernel send SIGTERM
+    to the worker when its parent exits, however it exits (SIGKILL included).
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the runner still stops the pool on SIGTERM
+        return
+    if os.getppid() != parent:  # the parent died before the call above: nobody is waiting for us
+        os._exit(1)
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A :class:`~concurrent.futures.ProcessPoolExecutor` whose workers end with the process that made it.
+
+    Use it for every local pool (tiling, painting, GSEA): a killed run leaves
+    no worker processes behind (see :func:`_die_with_parent`).
+    """
+    return ProcessPoolExecutor(max_workers=max(1, int(workers)), initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
 
 
 @contextlib.contextmanager
@@ -245,7 +280,7 @@ def _run_local(func, pairs, shared, workers, done, errors, bar) -> None:
             bar.update()
         return
     task = functools.partial(func, **shared) if shared else func
-    with ProcessPoolExecutor(max_workers=min(int(workers), len(pairs))) as pool:
+    with process_pool(min(int(workers), len(pairs))) as pool:
         futures = {pool.submit(task, item): sid for sid, item in pairs}
         for fut in as_completed(futures):
             sid = futures[fut]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .distributed import process_pool
 from .io import read_gmt
 
 log = logging.getLogger(__name__)
@@ -609,7 +609,7 @@ def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, w
     if workers <= 1 or len(jobs) <= 1:
         done = [_prerank_job(j) for j in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             done = list(pool.map(_prerank_job, jobs))
     tables = [t.assign(list=str(k)) for k, t, _ in done]
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), {k: c for k, _, c in done
@@ -641,6 +641,8 @@ def over_representation(genes: Sequence[str], universe: Sequence[str], gene_sets
     """Hypergeometric over-representation of a gene list against a background (gseapy's offline ``enrich``).
 
     Returns one row per set with ``term, overlap, set_in_universe, odds_ratio, p, q`` (BH), sorted by p.
+    No gene of the list in any set is a result, not an error: an empty table with these columns (gseapy
+    then returns a list and logs "No hits returned").
     """
     import gseapy
 
@@ -648,13 +650,24 @@ def over_representation(genes: Sequence[str], universe: Sequence[str], gene_sets
     genes = [g for g in dict.fromkeys(genes) if g in u]
     sets = {k: [g for g in v if g in u] for k, v in gene_sets.items()}
     sets = {k: v for k, v in sets.items() if v}
-    if not genes or not sets:
-        return pd.DataFrame(columns=["term", "overlap", "set_in_universe", "odds_ratio", "p", "q", "genes"])
+    hit = set(genes) & {g for v in sets.values() for g in v}
+    if not hit:
+        log.warning("Over-representation: none of the %d listed genes is in any of the %d gene sets; "
+                    "the result is an empty table", len(genes), len(sets))
+        return _empty_ora()
     e = gseapy.enrich(gene_list=genes, gene_sets=sets, background=sorted(u), outdir=None, no_plot=True,
                       cutoff=1.0)
+    if not isinstance(e.results, pd.DataFrame) or e.results.empty:  # gseapy: [] when nothing overlaps
+        return _empty_ora()
     r = e.results.rename(columns={"Term": "term", "P-value": "p", "Adjusted P-value": "q", "Odds Ratio": "odds_ratio",
                                   "Overlap": "overlap", "Genes": "genes"})
     r["set_in_universe"] = r.term.map(lambda k: len(sets.get(k, [])))
     r = r[r.overlap.map(lambda o: int(str(o).split("/")[0]) >= min_overlap)]
     return r[["term", "overlap", "set_in_universe", "odds_ratio", "p", "q", "genes"]].sort_values("p").reset_index(
         drop=True)
+
+
+def _empty_ora() -> pd.DataFrame:
+    return pd.DataFrame({"term": pd.Series(dtype=object), "overlap": pd.Series(dtype=object),
+                         "set_in_universe": pd.Series(dtype="int64"), "odds_ratio": pd.Series(dtype=float),
+                         "p": pd.Series(dtype=float), "q": pd.Series(dtype=float), "genes": pd.Series(dtype=object)})

@@ -323,8 +323,8 @@ def _slide_features_task(item: tuple[str, TileDataset | np.ndarray, str], *, net
     values, names = slide_feature_vector(model, layers, slide_ds, how=how, p=p, batch_size=batch_size, device=device,
                                          num_workers=num_workers)
     if cache_dir:
-        with atomic_path(Path(cache_dir) / f"{image_id}.{tiles_key}.npz") as tmp:
-            np.savez(tmp, values=values, names=np.asarray(names, dtype=str))
+        with atomic_path(Path(cache_dir) / f"{image_id}.{tiles_key}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, values=values, names=np.asarray(names, dtype=str))  # numpy adds .npz to a name
     return values, names
 
 

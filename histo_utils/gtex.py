@@ -143,6 +143,14 @@ def join_images_to_samples(
     report.duplicate_samples = attrs.loc[attrs["image_id"].isin(dup_images),
                                          ["image_id", "SAMPID", "_rin", "kept"]].rename(columns={"_rin": "SMRIN"})
     joined = attrs.loc[attrs["kept"]].drop(columns=["_rin", "kept"])
+    if joined.empty:
+        n_attr = int(attributes["SAMPID"].isin(expr).sum())
+        raise ValueError(
+            f"No slide pairs with an RNA sample: {len(images)} slides (e.g. {list(images[:3])}), {len(expr)} "
+            f"expression samples (e.g. {sorted(expr)[:3]}), {n_attr} of them in the sample attributes. A slide "
+            "pairs with the samples whose first three dash parts are its image ID (GTEX-XXXXX-NNNN.svs with "
+            "GTEX-XXXXX-NNNN-SM-...). Check that slides, expression and attributes come from the same cohort "
+            "and that the slide files are named by image ID.")
     front = ["image_id", "SAMPID", "subject_id"]
     joined = joined[front + [c for c in joined.columns if c not in front]].reset_index(drop=True)
     for what, ids in (("slides without expression", report.images_without_expression),
@@ -207,6 +215,13 @@ def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
     missing = {"SUBJID", "SEX", "AGE"} - set(df.columns)
     if missing:
         raise ValueError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
+    sex = pd.to_numeric(df["SEX"], errors="coerce")
+    bad = df["SEX"].notna() & ~sex.isin([1, 2])
+    if bad.any():
+        codes = sorted(map(str, df.loc[bad, "SEX"].unique()))
+        raise ValueError(f"Subject phenotypes '{path}': SEX must be 1 (male) or 2 (female) as GTEx codes it; found "
+                         f"{codes} for {int(bad.sum())} subjects (e.g. {list(df.loc[bad, 'SUBJID'][:3])}). Recode "
+                         "them, or leave the cell blank to keep those subjects out of the confounder regression.")
     if "DTHHRDY" in df.columns:
         df["DTHHRDY"] = df["DTHHRDY"].astype("Int64")
     return df

@@ -37,6 +37,10 @@ os.umask(_UMASK)
 
 __all__ = [
     "atomic_path",
+    "is_temporary",
+    "remove_temporary_files",
+    "check_gct",
+    "GCTError",
     "atomic_open",
     "write_table",
     "read_table",
@@ -53,17 +57,28 @@ __all__ = [
 # --------------------------------------------------------------------------
 # atomic writes
 # --------------------------------------------------------------------------
+#: the temporary files of :func:`atomic_path`: hidden and ending in ``.tmp`` (never a data suffix)
+TEMP_SUFFIX = ".tmp"
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """True for a temporary file of :func:`atomic_path` (``.<name>.<random>.tmp``): never data."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
-    The temporary file keeps the suffix of ``path`` (so writers that choose a
-    format by suffix still work) and is removed if the block raises.
+    The temporary file is hidden and ends in ``.tmp`` (``.<name>.<random>.tmp``),
+    so a file left by a hard kill can never be mistaken for data (a slide, a
+    table) by a reader that globs by suffix; it is removed if the block raises.
+    Writers that choose a format by suffix must be told the format explicitly.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual permissions
     tmp_path = Path(tmp)
@@ -73,6 +88,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_temporary_files(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` under ``root`` (left by a killed run).
+
+    Only safe while no other process writes under ``root`` (the runner holds
+    its output directory's lock when it calls this). Returns the removed paths.
+    """
+    removed = []
+    for p in Path(root).rglob(f".*{TEMP_SUFFIX}"):
+        if p.is_file() and is_temporary(p):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager
@@ -119,10 +148,11 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = Fals
     with atomic_path(path) as tmp:
         if kind == ".parquet":
             df.to_parquet(tmp, index=index)
-        elif kind in (".tsv", ".txt"):
-            df.to_csv(tmp, sep="\t", index=index)
-        elif kind == ".csv":
-            df.to_csv(tmp, index=index)
+        elif kind in (".tsv", ".txt", ".csv"):
+            # the temporary name ends in .tmp: say the compression (pandas would infer none); repr floats
+            # (pandas' default) read back exactly with read_table's round-trip parser
+            compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
+            df.to_csv(tmp, sep="," if kind == ".csv" else "\t", index=index, compression=compression)
         else:
             raise ValueError(
                 f"Cannot write table '{path}': unknown suffix '{kind}'. "
@@ -133,6 +163,11 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = Fals
 
 def read_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     """Read a table written by :func:`write_table`.
+
+    Floats of text tables are parsed with pandas' round-trip parser, so a
+    table read back (e.g. by a resumed run) holds the same numbers to the last
+    bit as the one written (the default fast parser can be one unit off in the
+    17th digit).
 
     Parameters
     ----------
@@ -151,6 +186,7 @@ def read_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     if kind == ".parquet":
         return pd.read_parquet(path, **kwargs)
     sep = "," if kind == ".csv" else "\t"
+    kwargs.setdefault("float_precision", "round_trip")
     return pd.read_csv(path, sep=sep, **kwargs)
 
 
@@ -187,6 +223,133 @@ def _json_default(o):
 # --------------------------------------------------------------------------
 # GCT
 # --------------------------------------------------------------------------
+class GCTError(ValueError):
+    """An expression file that cannot be read as GCT v1.2; the message names the file and the fix."""
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_text(path: Path):
+    """Open a GCT file as text, gzip or not by its *content*; a name that disagrees is refused."""
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    named_gz = path.suffix == ".gz"
+    if named_gz and magic != _GZIP_MAGIC:
+        raise GCTError(f"Expression file '{path}' is named .gz but is not gzip-compressed. "
+                       f"Rename it to '{path.with_suffix('').name}' (or compress it with gzip).")
+    if not named_gz and magic == _GZIP_MAGIC:
+        raise GCTError(f"Expression file '{path}' is gzip-compressed but its name does not end in .gz. "
+                       f"Rename it to '{path.name}.gz'.")
+    return gzip.open(path, "rt", encoding="utf-8") if named_gz else open(path, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _named_errors(path: Path):
+    """Turn decompression and decoding errors into a :class:`GCTError` that names the file."""
+    import zlib
+
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise GCTError(f"Expression file '{path}' is a truncated or damaged gzip file ({type(e).__name__}: "
+                       f"{e}); an interrupted download? Download it again.") from e
+    except UnicodeDecodeError as e:
+        raise GCTError(f"Expression file '{path}' is not UTF-8 text ({e}); is it a GCT file?") from e
+
+
+def _read_header(fh, path: Path) -> tuple[list[str], list[str]]:
+    """Lines 1-3 of a GCT file: the dimension fields and the sample IDs (duplicates refused)."""
+    version = fh.readline().strip()
+    if version != "#1.2":
+        raise GCTError(
+            f"Expression file '{path}' is not GCT v1.2: first line is {version[:40]!r}, expected '#1.2'.")
+    dims = fh.readline().strip().split("\t")
+    header = fh.readline().rstrip("\r\n").split("\t")
+    if header[:2] != ["Name", "Description"]:
+        raise GCTError(f"Expression file '{path}': third line must start with 'Name\\tDescription', "
+                       f"got {header[:2]}.")
+    samples = header[2:]
+    counts = pd.Series(samples).value_counts()
+    dup = sorted(counts.index[counts > 1])
+    if dup:
+        raise GCTError(f"Expression file '{path}' has {len(dup)} sample ID(s) on several columns: {dup[:5]}"
+                       f"{' ...' if len(dup) > 5 else ''}. Keep one column per sample.")
+    return dims, samples
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("HISTO_UTILS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) \
+        / "histo_utils"
+    return Path(root) / "gct_checks.json"
+
+
+def check_gct(path: str | os.PathLike, *, cache: bool = True) -> int:
+    """Read a whole GCT file once, streaming: gzip integrity, header and every row's field count.
+
+    A truncated ``.gct.gz`` (an interrupted download) is found here, in the
+    notebook that joins the images to the samples, rather than by the first
+    notebook that reads the values. The result is cached by path, size and
+    modification time (``$HISTO_UTILS_CACHE`` or ``~/.cache/histo_utils``), so
+    GTEx's 3 GB table is decompressed once, not on every run.
+
+    Returns
+    -------
+    int
+        The number of gene rows.
+
+    Raises
+    ------
+    GCTError
+        Named file and fix: not gzip as named, truncated or damaged gzip, not
+        GCT v1.2, duplicated sample columns, a row with too few or too many
+        fields, or an empty cell (with the gene and sample).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Expression file '{path}' does not exist.")
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    store = _cache_file()
+    known: dict = {}
+    if cache:
+        try:
+            known = json.loads(store.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if key in known:
+            return int(known[key])
+    n = 0
+    with _named_errors(path), _open_text(path) as fh:
+        _, samples = _read_header(fh, path)
+        expected = len(samples) + 2
+        for n, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            fields = line.count("\t") + 1
+            if fields != expected or "\t\t" in line or line.endswith("\t"):
+                _raise_bad_row(path, n, line.split("\t"), samples)
+    if cache:
+        known[key] = n
+        with contextlib.suppress(OSError):  # a read-only home only costs the next check
+            write_json(known, store)
+    return n
+
+
+def _raise_bad_row(path: Path, row: int, fields: list[str], samples: list[str]):
+    gene = fields[0] if fields else "?"
+    values = fields[2:]
+    if len(values) < len(samples):
+        raise GCTError(f"Expression file '{path}': the row of gene '{gene}' (line {row + 3}) has "
+                       f"{len(values)} values for {len(samples)} samples (first missing: sample "
+                       f"'{samples[len(values)]}'); a short row, the file is damaged.")
+    if len(values) > len(samples):
+        raise GCTError(f"Expression file '{path}': the row of gene '{gene}' (line {row + 3}) has "
+                       f"{len(values)} values for {len(samples)} samples; the file is damaged.")
+    j = next(i for i, v in enumerate(values) if v == "")
+    raise GCTError(f"Expression file '{path}': empty value for gene '{gene}', sample '{samples[j]}' "
+                   f"(line {row + 3}). GCT values must all be numbers; fill or drop that gene or sample.")
+
+
 def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
              dtype: str = "float64") -> pd.DataFrame:
     """Read a GCT v1.2 expression file (GTEx's TPM tables), optionally gzipped.
@@ -194,7 +357,7 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
     Parameters
     ----------
     path
-        The ``.gct`` or ``.gct.gz`` file.
+        The ``.gct`` or ``.gct.gz`` file (gzip-compressed exactly when named ``.gz``).
     samples
         Keep only these sample columns (read the whole file otherwise). Reading
         a subset of GTEx's 17,382 columns saves most of the memory.
@@ -207,6 +370,15 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
         Indexed by ``Name`` (versioned Ensembl ID); the gene symbols are in
         ``df.attrs["description"]`` (a Series aligned with the index).
 
+    Raises
+    ------
+    GCTError
+        Every value must be a number: a missing value (empty cell, ``NA``, a
+        short row) or a non-numeric one is refused with the file, gene and
+        sample named, never passed on as NaN. Also: duplicated sample columns,
+        ``samples`` repeated or not in the file, gzip named otherwise,
+        truncated gzip.
+
     Notes
     -----
     Real subsets of GTEx files keep the original dimension line, so a count
@@ -215,21 +387,27 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Expression file '{path}' does not exist.")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:
-        version = fh.readline().strip()
-        dims = fh.readline().strip().split("\t")
-    if version != "#1.2":
-        raise ValueError(
-            f"Expression file '{path}' is not GCT v1.2: first line is {version[:40]!r}, expected '#1.2'."
-        )
+    with _named_errors(path), _open_text(path) as fh:
+        dims, columns = _read_header(fh, path)
     usecols = None
     if samples is not None:
+        samples = list(samples)
+        rep = sorted({s for s in samples if samples.count(s) > 1})
+        if rep:
+            raise ValueError(f"read_gct('{path}'): samples lists {rep[:5]} more than once.")
+        absent = [s for s in samples if s not in set(columns)]
+        if absent:
+            raise GCTError(f"Expression file '{path}' has no column for {len(absent)} requested samples: "
+                           f"{absent[:5]}{' ...' if len(absent) > 5 else ''}.")
         usecols = ["Name", "Description", *samples]
-    df = pd.read_csv(path, sep="\t", skiprows=2, usecols=usecols, index_col=0)
-    if df.columns[0] != "Description":
-        raise ValueError(f"Expression file '{path}': third line must start with 'Name\\tDescription'.")
+    with _named_errors(path):
+        try:
+            df = pd.read_csv(path, sep="\t", skiprows=2, usecols=usecols, index_col=0,
+                             compression="gzip" if path.suffix == ".gz" else None)
+        except pd.errors.ParserError as e:
+            raise GCTError(f"Expression file '{path}' cannot be parsed as GCT: {e}") from e
     desc = df.pop("Description")
+    _check_values(df, path)
     df = df.astype(dtype)
     try:
         n_rows, n_cols = int(dims[0]), int(dims[1])
@@ -245,26 +423,39 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
     return df
 
 
-def read_gct_samples(path: str | os.PathLike) -> list[str]:
-    """The sample IDs of a GCT file (its header line only: cheap on GTEx's 3 GB table).
+def _check_values(df: pd.DataFrame, path: Path) -> None:
+    """Refuse missing and non-numeric values, naming file, gene and sample."""
+    for col in df.columns[df.dtypes == object]:
+        as_num = pd.to_numeric(df[col], errors="coerce")
+        bad = as_num.isna() & df[col].notna()
+        if bad.any():
+            gene = bad.index[bad.to_numpy()][0]
+            raise GCTError(f"Expression file '{path}': value {df.at[gene, col]!r} of gene '{gene}', sample "
+                           f"'{col}' is not a number ({int(bad.sum())} such value(s) in that sample).")
+    holed = [c for c in df.columns if df[c].hasnans]  # column by column: no genes x samples mask in memory
+    if holed:
+        col = df[holed[0]]
+        gene = col.index[col.isna().to_numpy()][0]
+        raise GCTError(f"Expression file '{path}': missing values (empty cell, NA or a short row) in "
+                       f"{len(holed)} sample(s), e.g. gene '{gene}', sample '{holed[0]}'. GCT values must all "
+                       "be numbers; fill or drop those genes or samples.")
 
-    Parameters
-    ----------
-    path : GCT file (``.gct`` or ``.gct.gz``)
 
-    Returns
-    -------
-    list of str, the sample columns in file order
+def read_gct_samples(path: str | os.PathLike, *, check: bool = True) -> list[str]:
+    """The sample IDs of a GCT file (its header), after checking the whole file with :func:`check_gct`.
+
+    ``check=False`` reads the header only. The check streams the file once
+    (cached by size and modification time), so a truncated download is found
+    by the notebook that joins images to samples.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:
-        first = fh.readline().strip()
-        fh.readline()
-        header = fh.readline().rstrip("\n").split("\t")
-    if first != "#1.2" or header[:2] != ["Name", "Description"]:
-        raise ValueError(f"Expression file '{path}' is not GCT v1.2 (header {header[:2]}).")
-    return header[2:]
+    if not path.exists():
+        raise FileNotFoundError(f"Expression file '{path}' does not exist.")
+    if check:
+        check_gct(path)
+    with _named_errors(path), _open_text(path) as fh:
+        _, samples = _read_header(fh, path)
+    return samples
 
 
 def write_gct(df: pd.DataFrame, path: str | os.PathLike, *, description: pd.Series | None = None,

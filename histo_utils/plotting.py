@@ -22,7 +22,7 @@ from .io import atomic_path, write_table
 
 log = logging.getLogger(__name__)
 
-__all__ = ["notebook_dir", "figure_dir", "save_figure", "show_tiles_on_thumbnail", "seeded_jitter"]
+__all__ = ["notebook_dir", "figure_dir", "save_figure", "show_empty", "show_tiles_on_thumbnail", "seeded_jitter"]
 
 
 def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
@@ -50,19 +50,24 @@ def figure_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
 
 
 def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike, notebook: str, name: str, *,
-                dpi: int = 110, index: bool = False) -> Path:
+                dpi: int = 110, index: bool = False, empty: str | None = None) -> Path:
     """Save ``fig`` as ``<name>.png`` and the numbers behind it as ``<name>.csv``, atomically.
 
     A figure without its table cannot be checked or re-plotted, so ``table``
-    is required and must not be empty.
+    is required. An empty table is refused unless ``empty`` says why it may
+    be empty (e.g. ``"no correlated gene is in any annotation set"``): the
+    figure then shows that sentence instead of axes, and the table is saved
+    with its columns only. An empty result is a result; a silently blank
+    figure is not.
 
     Parameters
     ----------
     fig : the figure (closed after saving)
-    table : DataFrame, the numbers drawn
+    table : DataFrame, the numbers drawn (empty only with ``empty``)
     out_dir, notebook : the run's output directory and the notebook; files go to
         ``<out_dir>/figures/<notebook>/``
     name : file stem
+    empty : why an empty table is a valid result (shown in the figure), or None
     dpi, index : resolution of the PNG; whether the CSV keeps the index
 
     Returns
@@ -70,7 +75,10 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike
     Path of the PNG
     """
     if table is None or len(table) == 0:
-        raise ValueError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots.")
+        if table is None or empty is None:
+            raise ValueError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots "
+                             "(or pass empty='why it is empty' when no rows is a valid result).")
+        show_empty(fig, empty)
     d = figure_dir(out_dir, notebook)
     png = d / f"{name}.png"
     with atomic_path(png) as tmp:
@@ -78,6 +86,16 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike
     write_table(table, d / f"{name}.csv", index=index)
     log.info("saved %s (+ .csv, %d rows)", png, len(table))
     return png
+
+
+def show_empty(fig: plt.Figure, message: str) -> plt.Figure:
+    """Replace a figure's axes by one sentence saying why there is nothing to plot."""
+    for ax in list(fig.axes):
+        ax.remove()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, f"Nothing to plot: {message}", ha="center", va="center", wrap=True, fontsize=10)
+    return fig
 
 
 def show_tiles_on_thumbnail(ax, thumb: np.ndarray, tiles: pd.DataFrame, *, scale: float,

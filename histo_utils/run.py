@@ -31,13 +31,17 @@ the output directory) the names, sizes and times of the files in it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -62,6 +66,22 @@ class NotebookFailed(RuntimeError):
     """A notebook raised; the message names it and the failing cell."""
 
 
+class OutputLocked(RuntimeError):
+    """Another runner is writing to the same output directory."""
+
+
+class RunInterrupted(BaseException):
+    """The runner received SIGTERM or SIGINT; its notebook's kernel and workers were stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# the executed notebook is written under a temporary name (see _running_copy) that papermill warns about
+warnings.filterwarnings("ignore", message=r"The specified file .* does not end in one of", module="papermill")
+
+
 @dataclass
 class Profile:
     """A parsed, validated parameter profile."""
@@ -72,6 +92,7 @@ class Profile:
     notebooks: dict[str, dict[str, Any]]
     notebook_paths: dict[str, Path] = field(default_factory=dict)
     declared: dict[str, dict[str, Any]] = field(default_factory=dict)
+    types: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -94,6 +115,18 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
     return {name: p.get("default") for name, p in params.items()}
 
 
+def declared_types(notebook: Path) -> dict[str, str]:
+    """Type of each parameter of a notebook's ``parameters`` cell as papermill infers it.
+
+    The annotation (``epochs: int = 90`` gives ``"int"``), or ``"None"`` for a
+    parameter without one (then any value is accepted).
+    """
+    import papermill
+
+    return {name: str(p.get("inferred_type_name") or "None")
+            for name, p in papermill.inspect_notebook(str(notebook)).items()}
+
+
 def notebook_needs(notebook: Path) -> list[str] | None:
     """The notebooks whose results a notebook reads, from its metadata ``histo_utils.needs``.
 
@@ -112,18 +145,116 @@ def _upstream(needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
     return [s for s in earlier if s in needs or s.split("_")[0] in needs]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML safe loader that refuses a key given twice in one mapping (YAML itself keeps the last)."""
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found the key {key!r} twice (first on line {seen[key] + 1}); a later value would silently "
+                "replace the earlier one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_profile_yaml(path: Path) -> dict:
+    """Parse a profile file: YAML errors name the file and line, duplicated keys are refused.
+
+    Returns the top-level mapping (empty for an empty file).
+    """
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown line"
+        what = str(e.problem or e.context)
+        if e.context and e.problem and e.context_mark is not None:
+            what += f" ({e.context} that starts on line {e.context_mark.line + 1})"
+        if isinstance(e, yaml.constructor.ConstructorError) and "twice" in str(e.problem):
+            raise ProfileError(f"Profile '{path}' at {where}: {what}.") from None
+        raise ProfileError(f"Profile '{path}' is not valid YAML at {where}: {what}.") from None
+    except yaml.YAMLError as e:
+        raise ProfileError(f"Profile '{path}' is not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProfileError(f"Profile '{path}' must be a mapping with the sections 'common' and 'notebooks' "
+                           f"(see params/tiny.yaml), but it holds a {type(raw).__name__}: {str(raw)[:60]!r}.")
+    return raw
+
+
+def _closest(name: str, choices) -> str:
+    """``" Did you mean 'x'?"`` for the closest of ``choices`` (difflib), or ``""``."""
+    hit = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean '{hit[0]}'?" if hit else ""
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
+          "tuple": (list, tuple), "dict": (dict,), "None": (type(None),)}
+
+
+def type_matches(value: Any, type_name: str) -> bool:
+    """Whether a profile value fits a parameter's declared type (``int``, ``float | None``, ``Optional[str]``...).
+
+    ``bool`` is not an ``int`` here, an ``int`` is a ``float``; an unknown type
+    name (a class papermill cannot check) accepts anything.
+    """
+    t = type_name.replace(" ", "")
+    if t.startswith("Optional[") and t.endswith("]"):
+        t = t[len("Optional["):-1] + "|None"
+    for alt in t.split("|"):
+        base = alt.split("[")[0]
+        base = {"none": "None", "nonetype": "None", "List": "list", "Dict": "dict", "Tuple": "tuple"}.get(
+            base.lower() if base.lower() in ("none", "nonetype") else base, base)
+        if base not in _TYPES:  # Any, a class: not checkable here
+            return True
+        kinds = _TYPES[base]
+        if isinstance(value, bool) and base != "bool":
+            continue
+        if isinstance(value, kinds):
+            return True
+    return False
+
+
+def _check_types(path: Path, where: str, params: dict[str, Any], types: dict[str, str]) -> None:
+    for k, v in params.items():
+        t = types.get(k, "None")
+        if t == "None":  # no annotation in the parameters cell: papermill cannot say, neither can we
+            continue
+        if not type_matches(v, t):
+            hint = ""
+            if isinstance(v, str) and t.split("|")[0].strip() in ("int", "float", "list"):
+                hint = " Write it without quotes" + (" as a YAML list, e.g. [256]" if "list" in t else "") + "."
+            raise ProfileError(f"Profile '{path.name}': parameter '{k}' of {where} must be {t} (as declared in "
+                               f"its parameters cell), got {type(v).__name__} {v!r}.{hint}")
+
+
 def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
-    """Read and validate a profile: known notebooks, declared keys only."""
+    """Read and validate a profile: YAML, known sections and notebooks, declared keys, declared types."""
     if not path.exists():
         names = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
-        raise ProfileError(f"Profile '{path}' does not exist. Available profiles: {names}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    unknown_sections = set(raw) - {"common", "notebooks", "description"}
+        raise ProfileError(f"Profile '{path}' does not exist. Available profiles: {names}"
+                           + _closest(path.stem, names))
+    raw = read_profile_yaml(path)
+    sections = ("common", "notebooks", "description")
+    unknown_sections = [str(k) for k in raw if k not in sections]
     if unknown_sections:
         raise ProfileError(f"Profile '{path.name}': unknown section(s) {sorted(unknown_sections)}; "
-                           "use 'common', 'notebooks' and 'description'.")
+                           "use 'common', 'notebooks' and 'description'." + _closest(unknown_sections[0], sections))
     common = raw.get("common") or {}
     nbs = raw.get("notebooks") or {}
+    for name, sec in (("common", common), ("notebooks", nbs)):
+        if not isinstance(sec, dict):
+            raise ProfileError(f"Profile '{path.name}': section '{name}' must be a mapping of names to values, "
+                               f"got {type(sec).__name__} {sec!r}.")
     if not nbs:
         raise ProfileError(f"Profile '{path.name}' lists no notebooks under 'notebooks:'.")
     available = available_notebooks(notebooks_dir)
@@ -137,6 +268,7 @@ def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
         prof.notebooks[stem] = params
         prof.notebook_paths[stem] = available[stem]
         prof.declared[stem] = declared_parameters(available[stem])
+        prof.types[stem] = declared_types(available[stem])
     prof.notebooks = dict(sorted(prof.notebooks.items()))
     for stem, params in prof.notebooks.items():
         declared = prof.declared[stem]
@@ -149,11 +281,16 @@ def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
             if k not in declared:
                 raise ProfileError(
                     f"Profile '{path.name}': parameter '{k}' is not declared by notebook '{stem}' "
-                    f"(typo?). Its parameters are: {sorted(declared)}")
+                    f"(typo?).{_closest(k, declared)} Its parameters are: {sorted(declared)}")
+        _check_types(path, f"notebook '{stem}'", params, prof.types[stem])
     for k in common:
-        if not any(k in d for d in prof.declared.values()):
+        users = [s for s, d in prof.declared.items() if k in d]
+        if not users:
+            every = {n for d in prof.declared.values() for n in d}
             raise ProfileError(f"Profile '{path.name}': common parameter '{k}' is declared by none of the "
-                               f"notebooks {list(prof.notebooks)} (typo?).")
+                               f"notebooks {list(prof.notebooks)} (typo?).{_closest(k, every)}")
+        for stem in users:
+            _check_types(path, f"notebook '{stem}' (from 'common')", {k: common[k]}, prof.types[stem])
     return prof
 
 
@@ -163,8 +300,8 @@ def _match_notebook(key: str, available: dict[str, Path], path: Path) -> str:
     hits = [s for s in available if s.split("_")[0] == key]
     if len(hits) == 1:
         return hits[0]
-    raise ProfileError(f"Profile '{path.name}' names notebook '{key}', which is not in notebooks/. "
-                       f"Available: {list(available)}")
+    raise ProfileError(f"Profile '{path.name}' names notebook '{key}', which is not in notebooks/."
+                       f"{_closest(key, available)} Available: {list(available)}")
 
 
 def resolve_parameters(prof: Profile, stem: str, out: Path) -> dict[str, Any]:
@@ -242,16 +379,195 @@ def _read_stamp(out: Path, stem: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+# --------------------------------------------------------------------------
+# one runner per output directory; a clean stop on SIGTERM / SIGINT
+# --------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold ``<out>/.runner/lock`` for the run: a second runner on the same output directory stops.
+
+    The lock is an ``flock`` on the file (released by the system when its
+    holder dies, however it dies), and the file names the holder's PID. A lock
+    file left by a dead runner is taken over with a message.
+
+    Raises
+    ------
+    OutputLocked
+        Another live runner holds the directory; the message names its PID.
+    """
+    import fcntl
+
+    lock = out / ".runner" / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(lock)
+            raise OutputLocked(
+                f"Output directory '{out}' is in use by another runner (PID {holder.get('pid', '?')}, started "
+                f"{holder.get('started', '?')}: {holder.get('command', '?')}). Wait for it to finish, stop it "
+                f"(kill {holder.get('pid', '<pid>')}), or choose another --out.") from None
+        prev = _lock_holder(lock)
+        if prev.get("pid") and prev["pid"] != os.getpid():
+            state = "no longer running" if not _pid_alive(int(prev["pid"])) else "not holding the lock"
+            log.warning("Taking over the lock of '%s' from runner PID %s (%s; it was stopped without cleaning up)",
+                        out, prev["pid"], state)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "command": " ".join(sys.argv)[:200]}).encode(), 0)
+        try:
+            yield lock
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(lock: Path) -> dict:
+    try:
+        return json.loads(lock.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _descendants(pid: int) -> list:
+    """Every process started by ``pid``, directly or not (kernels, pool workers, Dask nannies and workers)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_descendants(*, grace: float = 5.0) -> int:
+    """SIGTERM every process this one started (its kernels and their workers), SIGKILL those left after ``grace``.
+
+    Returns the number of processes that were running.
+    """
+    import psutil
+
+    procs = _descendants(os.getpid())  # listed before any dies: orphans could no longer be found
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return len(procs)
+
+
+@contextlib.contextmanager
+def stop_on_signals(current: dict):
+    """On SIGTERM/SIGINT: stop the running notebook's kernel, its process pool and Dask cluster, then raise.
+
+    ``current["notebook"]`` names the notebook running (for the message). Raises
+    :class:`RunInterrupted`; :func:`main` turns it into exit status 128 + signal.
+    """
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        what = current.get("notebook") or "the run"
+        log.warning("%s received: stopping %s, its kernel and its worker processes (process pool, Dask cluster)",
+                    signal.Signals(signum).name, what)
+        n = stop_descendants()
+        log.warning("stopped %d processes; finished notebooks and finished slides are kept, a rerun resumes", n)
+        raise RunInterrupted(signum)
+
+    if _in_main_thread():
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    else:  # signals can only be caught in the main thread (e.g. a runner called from a thread)
+        old = {}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def clean_interrupted(out: Path) -> int:
+    """Remove the temporary files an interrupted run left under ``out`` (call only under :func:`output_lock`)."""
+    from .io import remove_temporary_files
+
+    removed = remove_temporary_files(out)
+    if removed:
+        log.info("Removed %d temporary files left by an interrupted run (e.g. %s)", len(removed),
+                 removed[0].relative_to(out))
+    return len(removed)
+
+
+def _running_copy(executed: Path) -> Path:
+    """Where papermill writes a notebook while it runs; renamed to ``executed`` when it ends."""
+    return executed.parent / f".{executed.name}.{os.getpid()}.tmp"
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def executed_complete(executed: Path, stamp: dict | None) -> bool:
+    """Whether an executed notebook is the finished one its stamp records: readable, no failed cell, same bytes."""
+    if not stamp or not executed.is_file():
+        return False
+    if stamp.get("executed_sha256") and stamp["executed_sha256"] != _file_hash(executed):
+        return False
+    try:
+        import nbformat
+
+        nb = nbformat.read(str(executed), as_version=4)
+    except Exception:  # truncated, two writers, not JSON: not a finished notebook
+        return False
+    pm = nb.metadata.get("papermill", {})
+    if pm.get("exception"):
+        return False
+    return all(c.metadata.get("papermill", {}).get("status", "completed") == "completed"
+               for c in nb.cells if c.cell_type == "code")
+
+
 def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, force: bool = False,
                 kernel: str | None = None) -> list[dict]:
-    """Run a profile's notebooks in order; returns one record per notebook (ran / skipped, seconds)."""
+    """Run a profile's notebooks in order; returns one record per notebook (ran / skipped, seconds).
+
+    The output directory is locked for the run (:func:`output_lock`); the
+    temporary files of an interrupted run are removed first; SIGTERM/SIGINT
+    stop the notebook's kernel and workers (:func:`stop_on_signals`).
+    """
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    current: dict = {}
+    with output_lock(out), stop_on_signals(current):
+        clean_interrupted(out)
+        return _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current)
+
+
+def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, force: bool, kernel: str | None,
+                   current: dict) -> list[dict]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from .io import write_json
 
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     selected = list(prof.notebooks)
     if only:
         wanted = [_match_notebook(o, {s: prof.notebook_paths[s] for s in prof.notebooks}, prof.path)
@@ -282,29 +598,34 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
         prints[stem] = fp
         stamp = _read_stamp(out, stem)
         executed = out / "notebooks" / f"{stem}.ipynb"
-        if not force and stamp and stamp.get("fingerprint") == fp and executed.exists() \
+        if not force and stamp and stamp.get("fingerprint") == fp and executed_complete(executed, stamp) \
                 and (out / stem).exists():
             log.info("%s: unchanged since %s, skipped", stem, stamp.get("finished"))
             records.append({"notebook": stem, "status": "skipped", "seconds": 0.0})
             continue
         executed.parent.mkdir(parents=True, exist_ok=True)
         _stamp_path(out, stem).unlink(missing_ok=True)
+        executed.unlink(missing_ok=True)  # a copy of an earlier run must not pass for this one's if it dies
         log.info("%s: running with %s", stem, json.dumps(params, default=str))
+        current["notebook"] = stem
+        running = _running_copy(executed)
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(prof.notebook_paths[stem]), str(executed), parameters=params,
+                str(prof.notebook_paths[stem]), str(running), parameters=params,
                 kernel_name=kernel, progress_bar=False, log_output=False, cwd=str(prof.notebook_paths[stem].parent),
             )
         except PapermillExecutionError as e:
+            os.replace(running, executed)  # complete, with the error: kept for reading (no stamp: not skipped)
             src = _cell_source(executed, e.exec_count)
             raise NotebookFailed(
                 f"Notebook '{stem}' failed in cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
                 f"Cell source begins:\n{src}\nThe executed notebook is kept for reading: {executed}"
             ) from None
         secs = time.perf_counter() - t0
-        write_json({"fingerprint": fp, "parameters": params, "seconds": secs,
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, _stamp_path(out, stem))
+        os.replace(running, executed)
+        write_json({"fingerprint": fp, "executed_sha256": _file_hash(executed), "parameters": params,
+                    "seconds": secs, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, _stamp_path(out, stem))
         log.info("%s: done in %.1f s", stem, secs)
         records.append({"notebook": stem, "status": "ran", "seconds": secs})
     return records
@@ -368,9 +689,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         out = args.out or ROOT / "runs" / prof.name
         records = run_profile(prof, out, only=args.only, force=args.force, kernel=args.kernel)
-    except (ProfileError, NotebookFailed) as e:
+    except (ProfileError, NotebookFailed, OutputLocked) as e:
         log.error("%s", e)
         return 2
+    except RunInterrupted as e:
+        log.error("Run stopped by %s; rerun the same command to resume.", e)
+        return 128 + e.signum
     for r in records:
         log.info("%-28s %-8s %7.1f s", r["notebook"], r["status"], r["seconds"])
     if args.publish:

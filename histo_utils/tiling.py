@@ -47,12 +47,17 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TilingParams",
     "tissue_mask",
+    "background_grey",
+    "check_brightfield",
     "grid_origins",
     "tissue_fractions",
     "tile_slide",
     "tile_slides",
     "read_tile",
     "read_plan",
+    "select_grid",
+    "tiles_per_size",
+    "EmptyGridError",
     "mask_agreement",
     "deepest_point",
     "TILE_COLUMNS",
@@ -127,6 +132,10 @@ class TilingParams:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.threshold not in MASK_THRESHOLDS:
             raise ValueError(f"threshold must be one of {MASK_THRESHOLDS}, got '{self.threshold}'.")
+        if self.assume_mpp is not None and (isinstance(self.assume_mpp, bool) or not isinstance(
+                self.assume_mpp, (int, float)) or not self.assume_mpp > 0):
+            raise ValueError(f"assume_mpp must be None or a positive number of µm/px (e.g. 0.5), got "
+                             f"{type(self.assume_mpp).__name__} {self.assume_mpp!r}.")
         if self.out_px < 8:
             raise ValueError(f"out_px must be at least 8, got {self.out_px}.")
 
@@ -187,6 +196,52 @@ def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
     if hole_px > 1:
         mask = morphology.remove_small_holes(mask, max_size=hole_px - 1)
     return mask, thr
+
+
+#: a thumbnail whose border is darker than this (grey 0-1) is not brightfield glass
+DARK_BACKGROUND_GREY = 0.5
+
+
+def background_grey(thumb: np.ndarray, *, border: float = 0.05) -> float:
+    """Median grey level (0-1) of a thumbnail's border ring: the glass of a brightfield slide.
+
+    Parameters
+    ----------
+    thumb : ndarray, shape (h, w, 3), uint8
+    border
+        Width of the ring as a fraction of the thumbnail's shorter side (at least one pixel).
+
+    Returns
+    -------
+    float
+        About 0.9-1.0 on brightfield glass; near 0 on the black background of
+        a dark-field or fluorescence scan.
+    """
+    grey = thumb[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32) / 255.0
+    b = max(1, int(border * min(grey.shape)))
+    ring = np.concatenate([grey[:b].ravel(), grey[-b:].ravel(), grey[b:-b, :b].ravel(), grey[b:-b, -b:].ravel()])
+    return float(np.median(ring))
+
+
+def check_brightfield(thumb: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse a slide whose background is dark (dark-field, fluorescence): the tissue mask would be inverted.
+
+    The tissue mask keeps what is darker than the glass; on a black background
+    it keeps the background and drops the signal. Brightfield H&E is the input
+    these methods assume.
+
+    Raises
+    ------
+    SlideError
+        stage ``"brightfield"``, with the measured background grey level.
+    """
+    bg = background_grey(thumb)
+    if bg < DARK_BACKGROUND_GREY:
+        raise SlideError(
+            path, f"its background is dark (median grey {bg:.2f} of 1 on the thumbnail's border; brightfield "
+                  f"glass is above 0.8): a dark-field or fluorescence scan, not brightfield H&E. The tissue mask "
+                  f"(tissue darker than the glass) would keep the background and drop the tissue.",
+            "Leave it out of the slides folder, or scan the H&E section in brightfield.", stage="brightfield")
 
 
 def grid_origins(width: int, height: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -342,6 +397,7 @@ def tile_slide(path: str | os.PathLike, *, params: TilingParams = TilingParams()
         ds_mask = max(params.mask_mpp / info.mpp, 1.0)
         tw, th = max(1, int(info.width / ds_mask)), max(1, int(info.height / ds_mask))
         thumb = _thumbnail(slide, path, info, (tw, th))
+        check_brightfield(thumb, path)
         scale_x, scale_y = info.width / thumb.shape[1], info.height / thumb.shape[0]
         mask_mpp = info.mpp * (scale_x + scale_y) / 2
         mask, thr = tissue_mask(thumb, mpp=mask_mpp, blur_sigma_um=params.blur_sigma_um,
@@ -405,8 +461,8 @@ def _tile_one(path: str, image_id: str, params: TilingParams, cache_dir: str) ->
     except Exception as e:  # an unexpected failure of one slide must not stop the others
         return {"image_id": image_id, "path": str(path), "status": "error", "stage": "unexpected",
                 "error": f"{type(e).__name__}: {e}"}
-    with atomic_path(cache / f"{image_id}.mask.npz") as tmp:
-        np.savez_compressed(tmp, mask=res.mask, thumb=res.thumb)
+    with atomic_path(cache / f"{image_id}.mask.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, mask=res.mask, thumb=res.thumb)  # a file object: numpy would add .npz to a name
     write_table(res.tiles, cache / f"{image_id}.tiles.parquet")
     info = {**res.info, "status": "ok", "stage": "", "error": ""}
     write_table(pd.DataFrame([info]), cache / f"{image_id}.info.tsv")  # written last: marks completion
@@ -481,6 +537,10 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
     infos.extend(run.results.values())
     infos.extend({"image_id": iid, "path": todo[iid][0], "status": "error", "stage": "worker", "error": err}
                  for iid, err in run.errors.items())
+    unusable = slides.attrs.get("unusable")  # files list_slides found but could not take (reported, not tiled)
+    if unusable is not None and len(unusable):  # (one row per image: a file beside a real slide is only logged)
+        infos.extend(unusable[~unusable.image_id.isin(slides.image_id)].drop_duplicates("image_id")
+                     .to_dict("records"))
     report = pd.DataFrame(infos).sort_values("image_id").reset_index(drop=True)
     bad = report[report["status"] != "ok"]
     for r in bad.itertuples():
@@ -489,7 +549,70 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
     frames = [read_table(cache / f"{iid}.tiles.parquet") for iid in ok_ids]
     tiles = (pd.concat(frames, ignore_index=True) if frames
              else pd.DataFrame({c: pd.Series(dtype=float) for c in TILE_COLUMNS}))
+    per_size = tiles_per_size(tiles, report, params)
+    write_table(per_size, Path(cache_dir) / TILES_PER_SIZE)
+    report.attrs["tiles_per_size"] = per_size
     return tiles, report
+
+
+#: file (in ``cache_dir`` of :func:`tile_slides`) with the slides and tiles of each tile size
+TILES_PER_SIZE = "tiles_per_size.tsv"
+
+
+def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingParams) -> pd.DataFrame:
+    """How many slides got tiles of each size, logged; a size that no slide could hold is a loud warning.
+
+    Returns
+    -------
+    DataFrame, one row per tile size: ``tile_px, side_um, slides_tiled, slides_ok, tiles``
+    """
+    n_ok = int((report["status"] == "ok").sum()) if "status" in report else 0
+    rows = []
+    for px in params.tile_sizes_px:
+        t = tiles[tiles["tile_px"] == px]
+        rows.append({"tile_px": int(px), "side_um": round(px * params.target_mpp, 1),
+                     "slides_tiled": int(t["image_id"].nunique()), "slides_ok": n_ok, "tiles": int(len(t))})
+    out = pd.DataFrame(rows, columns=["tile_px", "side_um", "slides_tiled", "slides_ok", "tiles"])
+    for r in out.itertuples():
+        log.info("tile size %d px (%.0f µm): %d of %d slides have tiles, %d tiles", r.tile_px, r.side_um,
+                 r.slides_tiled, r.slides_ok, r.tiles)
+        if r.slides_ok and not r.tiles:
+            log.warning("TILE SIZE %d px (%.0f µm at %g µm/px) GOT NO TILE: no slide holds such a square with at least "
+                        "%.0f %% tissue. Notebooks that use this grid will stop; choose a smaller size in "
+                        "tile_sizes_px, a lower min_tissue, or a finer target_mpp (fewer µm per tile).", r.tile_px,
+                        r.side_um,
+                        params.target_mpp, 100 * params.min_tissue)
+    return out
+
+
+class EmptyGridError(ValueError):
+    """A notebook needs a tile grid that notebook 01 left empty."""
+
+
+def select_grid(tiles: pd.DataFrame, tile_px: int, *, what: str = "this notebook") -> pd.DataFrame:
+    """The tiles of one grid size; an empty grid stops with the size and the parameters to change.
+
+    Parameters
+    ----------
+    tiles : DataFrame (:data:`TILE_COLUMNS`), the tile table of notebook 01
+    tile_px : the grid size needed
+    what : who needs it (for the message), e.g. ``"02_training's feature_tile_px"``
+
+    Raises
+    ------
+    EmptyGridError
+        No tile of that size (no slide holds such a square with enough tissue, or 01 did not tile it).
+    """
+    sel = tiles[tiles["tile_px"] == int(tile_px)]
+    if sel.empty:
+        have = sorted(int(v) for v in tiles["tile_px"].unique())
+        raise EmptyGridError(
+            f"Tile size {int(tile_px)} px has no tiles, but {what} needs it (sizes with tiles: {have}). Either no "
+            f"slide holds a {int(tile_px)}-px square with at least min_tissue of tissue, or notebook 01 did not "
+            f"cut that size. Change 01_tiling's tile_sizes_px (smaller), min_tissue (lower) or target_mpp (finer), "
+            f"or use one of {have} "
+            "in this notebook's tile-size parameters (train_tile_px, feature_tile_px, tile_px).")
+    return sel
 
 
 def load_mask(cache_dir: str | os.PathLike, params: TilingParams, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -604,16 +727,45 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".s
 
 
 def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLIDE_SUFFIXES) -> pd.DataFrame:
-    """Slide files of a folder as ``image_id, path`` (image ID = file name before the first dot)."""
+    """Slide files of a folder as ``image_id, path`` (image ID = file name before the first dot).
+
+    Hidden files (among them the temporary files of an interrupted write,
+    ``.<name>.<random>.tmp``) and folders (an MRXS slide's data folder) are
+    ignored. Files that cannot be slides are not dropped silently: a dangling
+    symbolic link or a file of an unsupported format (``.dcm``, ``.jpg``) is
+    logged and listed in ``df.attrs["unusable"]`` (columns ``image_id, path,
+    status, stage, error``), which :func:`tile_slides` adds to its slide report.
+    """
     slides_dir = Path(slides_dir)
-    paths = sorted(p for p in slides_dir.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    paths, unusable = [], []
+    for p in sorted(slides_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        iid = p.name.split(".")[0]
+        if p.is_symlink() and not p.exists():
+            unusable.append((iid, p, f"'{p.name}' is a symbolic link to '{os.readlink(p)}', which does not "
+                                     "exist. Fix or remove the link."))
+        elif p.is_dir():
+            continue
+        elif p.suffix.lower() not in suffixes:
+            unusable.append((iid, p, f"'{p.name}' is not a slide format OpenSlide reads (suffix "
+                                     f"'{p.suffix or '(none)'}'; supported: {', '.join(suffixes)}). Convert it "
+                                     "or move it out of the slides folder."))
+        else:
+            paths.append(p)
+    for _, _, msg in unusable:
+        log.warning("Slides folder '%s': %s", slides_dir, msg)
     if not paths:
-        raise FileNotFoundError(f"No slide files ({', '.join(suffixes)}) in '{slides_dir}'.")
+        raise FileNotFoundError(f"No slide files ({', '.join(suffixes)}) in '{slides_dir}'"
+                                + (f"; unusable: {[str(u[1].name) for u in unusable][:5]}." if unusable else "."))
     df = pd.DataFrame({"image_id": [p.name.split(".")[0] for p in paths], "path": [str(p) for p in paths]})
     dup = df[df.image_id.duplicated(keep=False)]
     if len(dup):
         raise ValueError(f"Several slide files share an image ID in '{slides_dir}': {sorted(dup.path)[:4]}. "
                          "Keep one file per image.")
+    df.attrs["unusable"] = pd.DataFrame(
+        [{"image_id": i, "path": str(p), "status": "error", "stage": "listing", "error": m} for i, p, m in unusable],
+        columns=["image_id", "path", "status", "stage", "error"])
     return df
 
 
@@ -646,13 +798,17 @@ def compare_masks_with_truth(image_ids: Iterable[str], *, cache_dir: str | os.Pa
     return pd.DataFrame(rows, columns=["image_id", "threshold", "dice", "iou", "accuracy"])
 
 
-def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling", *,
+                tile_sizes: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tile table and the slide-sample table (with splits) that notebook 01 wrote.
 
     Parameters
     ----------
     out_dir : output directory of the run
     notebook : name of the tiling notebook
+    tile_sizes : the grid sizes the caller needs: each must hold tiles, else :class:`EmptyGridError` names
+        the size and the parameters to change. Without it, a size notebook 01 was asked for and left empty is
+        logged as a warning.
 
     Returns
     -------
@@ -660,7 +816,15 @@ def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling") -> tupl
     samples : DataFrame, one row per usable image (``image_id, SAMPID, subject_id, SMTS, ..., split, path``)
     """
     d = Path(out_dir) / notebook
-    return read_table(d / "tiles.parquet"), read_table(d / "samples.tsv")
+    tiles, samples = read_table(d / "tiles.parquet"), read_table(d / "samples.tsv")
+    per_size = d / "per_slide" / TILES_PER_SIZE
+    if per_size.exists():
+        for r in read_table(per_size).itertuples():
+            if r.tiles == 0:
+                log.warning("Notebook 01 cut no tile of %d px: a notebook that uses that grid will stop", r.tile_px)
+    for px in tile_sizes or []:
+        select_grid(tiles, px, what=f"the caller of load_tiling (tile_sizes={list(tile_sizes)})")
+    return tiles, samples
 
 
 def tiles_per_group(tiles: pd.DataFrame, samples: pd.DataFrame, by: Sequence[str] = ("SMTS", "split")) -> pd.DataFrame:

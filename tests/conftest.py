@@ -29,3 +29,15 @@ def tiny_cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort")
     make_cohort(out, params, workers=2, progress=False)
     return out, params
+
+
+@pytest.fixture(scope="session")
+def tiny_profile_run(tmp_path_factory):
+    """Every notebook on the tiny profile, uninterrupted, once per session (the notebook tests read it; the
+    kill-and-rerun tests of test_faults compare their tables with it)."""
+    from histo_utils import run
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
+    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"])
+    return out, prof, records

@@ -9,11 +9,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_run")
-    prof = run.load_profile(run.PARAMS_DIR / "tiny.yaml")
-    records = run.run_profile(prof, out, only=["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"])
-    return out, prof, records
+def tiny_run(tiny_profile_run):
+    return tiny_profile_run  # made once per session in conftest.py (test_faults compares with it too)
 
 
 def test_figures_each_with_their_numbers(tiny_run):

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import string
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..distributed import process_pool
 from ..io import atomic_path, params_key, write_gct, write_gmt, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide
@@ -458,7 +459,7 @@ def make_cohort(out_dir: str | os.PathLike, params: CohortParams = CohortParams(
             _write_slide(params, r, str(slides_dir), str(truth), mask_um)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             futs = [pool.submit(_write_slide, params, r, str(slides_dir), str(truth), mask_um) for r in rows]
             for f in as_completed(futs):
                 f.result()

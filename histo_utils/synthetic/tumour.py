@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
+from ..distributed import process_pool
 from ..hti import combination_codes, hti_from_proportions
 from ..io import atomic_path, params_key, read_table, write_json, write_table
 from ..slides import write_aperio_svs
@@ -272,7 +273,7 @@ def make_tumour_cohort(out_dir: str | os.PathLike, params: TumourParams = Tumour
             infos[info["image_id"]] = info
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             for fut in as_completed([pool.submit(_paint_one, *a) for a in args]):
                 info = fut.result()
                 infos[info["image_id"]] = info
