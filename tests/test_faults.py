@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histo_utils import io, tiling
+from histo_utils import gtex, io, tiling
 from histo_utils.slides import write_aperio_svs
 
 
@@ -471,9 +471,9 @@ def test_unknown_sex_code_refused_blank_allowed(tmp_path):
     p.write_text("SUBJID\tSEX\tAGE\tDTHHRDY\nGTEX-A\t1\t60-69\t4\nGTEX-B\t3\t50-59\t0\nGTEX-C\t2\t20-29\t\n")
     with pytest.raises(ValueError, match=r"SubjectPhenotypesDS.txt': SEX must be 1 \(male\) or 2 \(female\).*"
                                          r"found \['3'\] for 1 subjects \(e.g. \['GTEX-B'\]\)"):
-        io.read_subject_phenotypes(p)
+        gtex.read_subject_phenotypes(p)
     p.write_text("SUBJID\tSEX\tAGE\tDTHHRDY\nGTEX-A\t1\t60-69\t4\nGTEX-B\t\t50-59\t0\nGTEX-C\t2\t20-29\t\n")
-    df = io.read_subject_phenotypes(p)
+    df = gtex.read_subject_phenotypes(p)
     assert df.SEX.isna().sum() == 1
 
 
