@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from .progress import KERNEL_ARGUMENTS, NotebookProgress, QuietPapermill
 from .report import write_report
 
 log = logging.getLogger("histo_utils.run")
@@ -245,7 +246,6 @@ def _read_stamp(out: Path, stem: str) -> dict | None:
 def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, force: bool = False,
                 kernel: str | None = None) -> list[dict]:
     """Run a profile's notebooks in order; returns one record per notebook (ran / skipped, seconds)."""
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from .io import write_json
@@ -291,11 +291,9 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
         _stamp_path(out, stem).unlink(missing_ok=True)
         log.info("%s: running with %s", stem, json.dumps(params, default=str))
         t0 = time.perf_counter()
+        progress = _progress_of(stem, prof.notebook_paths[stem], stamp)
         try:
-            papermill.execute_notebook(
-                str(prof.notebook_paths[stem]), str(executed), parameters=params,
-                kernel_name=kernel, progress_bar=False, log_output=False, cwd=str(prof.notebook_paths[stem].parent),
-            )
+            _execute(prof.notebook_paths[stem], executed, params, kernel=kernel, progress=progress)
         except PapermillExecutionError as e:
             src = _cell_source(executed, e.exec_count)
             raise NotebookFailed(
@@ -303,11 +301,37 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
                 f"Cell source begins:\n{src}\nThe executed notebook is kept for reading: {executed}"
             ) from None
         secs = time.perf_counter() - t0
-        write_json({"fingerprint": fp, "parameters": params, "seconds": secs,
+        write_json({"fingerprint": fp, "parameters": params, "seconds": secs, "cell_seconds": progress.cell_seconds,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, _stamp_path(out, stem))
         log.info("%s: done in %.1f s", stem, secs)
         records.append({"notebook": stem, "status": "ran", "seconds": secs})
     return records
+
+
+def _progress_of(stem: str, notebook: Path, stamp: dict | None) -> NotebookProgress:
+    """The live display of one notebook, its estimate from the previous run's stamp."""
+    import nbformat
+
+    n_cells = len(nbformat.read(str(notebook), as_version=4).cells) + 1  # + papermill's injected cell
+    stamp = stamp or {}
+    return NotebookProgress(stem, n_cells, previous_seconds=stamp.get("seconds"),
+                            previous_cells=stamp.get("cell_seconds"))
+
+
+def _execute(notebook: Path, executed: Path, params: dict[str, Any], *, kernel: str | None,
+             progress: NotebookProgress) -> None:
+    """Run one notebook with papermill, its cells and inner tqdm bars shown by ``progress``."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=params, kernel_name=kernel,
+            progress_bar=False, log_output=False, cwd=str(notebook.parent),
+            stderr_file=progress, on_cell_start=progress.on_cell_start,
+            on_cell_executed=progress.on_cell_executed, extra_arguments=KERNEL_ARGUMENTS,
+        )
+    finally:
+        progress.close()
 
 
 def _cell_source(executed: Path, exec_count) -> str:
@@ -340,6 +364,13 @@ def publish_figures(out: Path, dest: Path, notebooks: Sequence[str]) -> int:
     return n
 
 
+def _quiet_papermill() -> None:
+    """Drop papermill's per-notebook INFO lines from the console (kept with --verbose)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, QuietPapermill) for f in handler.filters):
+            handler.addFilter(QuietPapermill())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m histo_utils.run", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group()
@@ -357,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        _quiet_papermill()
     path = args.params or PARAMS_DIR / f"{args.profile or 'default'}.yaml"
     try:
         prof = load_profile(path)
