@@ -8,13 +8,21 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 
-.PHONY: install browser figures test test-fast bench lab clean
+.PHONY: install strip-outputs browser figures test test-fast bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory strip-outputs
 	touch $(STAMP)
+
+## nbstripout as this clone's git filter (.gitattributes): notebooks saved with outputs are committed without them
+strip-outputs:
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
+	  echo "nbstripout: notebooks are stripped of outputs when staged (git config filter.nbstripout)"; \
+	else echo "note: not a git clone, nbstripout filter not installed"; fi
 
 install: $(STAMP)
 
