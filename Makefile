@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 	$(MAKE) --no-print-directory strip-outputs
 	touch $(STAMP)
 
-## nbstripout as this clone's git filter (.gitattributes): notebooks saved with outputs are committed without them
+## nbstripout as this clone's git filter (.gitattributes): notebooks saved with outputs are committed without
+## them; --keep-id keeps the cell ids (nb02-03, ...) that the notebooks' cells are known by
 strip-outputs:
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 	  $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
+	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
+	  git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id -t' && \
 	  echo "nbstripout: notebooks are stripped of outputs when staged (git config filter.nbstripout)"; \
 	else echo "note: not a git clone, nbstripout filter not installed"; fi
 
