@@ -10,9 +10,16 @@ export CHROMIUM
 
 .PHONY: install strip-outputs browser figures test test-fast bench lab clean
 
+# a torch build from another index before the rest, e.g. CPU only (without the 4.1 GB of CUDA libraries that
+# PyPI's Linux torch pulls in):
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu     (or .../whl/cu126 for CUDA 12.6)
+TORCH_INDEX ?=
+TORCH_PINS  := $(shell sed -n 's/^ *"\(torch[a-z]*==[^"]*\)",*$$/\1/p' pyproject.toml)
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $(TORCH_PINS))
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(MAKE) --no-print-directory strip-outputs
 	touch $(STAMP)
