@@ -17,6 +17,7 @@ seconds and, when recorded, the seconds of each cell.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import sys
@@ -34,6 +35,7 @@ KERNEL_ARGUMENTS = [
 _NOISE = ("Input Notebook:", "Output Notebook:", "Working directory:", "Executing notebook with kernel")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 # a tqdm bar: "desc:  40%|████      | 2/5 [00:00<00:01, 3.3it/s]" or "3it [00:01, 2.9it/s]"
+_LOG = re.compile(r"^(?:INFO|WARNING)\s+(\S+:\s.+)$")
 _BAR = re.compile(r"(\d+%\|)|(\d+(/\d+)?\s*(it|[a-zA-Z]+)?\s*\[\d+:\d+)")
 
 
@@ -72,6 +74,18 @@ def last_bar(text: str) -> str | None:
         part = part.strip()
         if part and _BAR.search(part):
             return part
+    return None
+
+
+def last_log_line(text: str) -> str | None:
+    """The last ``INFO``/``WARNING`` logging line in a chunk of stderr, without its level, or None.
+
+    The notebooks log as ``INFO histo_utils.training: epoch 3: ...`` (``logging.basicConfig`` format).
+    """
+    for line in reversed((text or "").splitlines()):
+        m = _LOG.match(line.strip())
+        if m:
+            return m.group(1)
     return None
 
 
@@ -196,8 +210,10 @@ class NotebookProgress:
 
     # stderr sink ------------------------------------------------------------------------------
     def write(self, text: str) -> int:
-        """Sink of the kernel's stderr: keep the last tqdm bar; other text goes to the debug log."""
+        """Sink of the kernel's stderr: keep the last tqdm bar or logging line; other text goes to the debug log."""
         bar = last_bar(text)
+        if bar is None:
+            bar = last_log_line(text)
         if bar is not None:
             self.bar = bar
             self.show()
@@ -241,3 +257,32 @@ class NotebookProgress:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
         return self.cell_seconds
+
+
+def section_seconds(executed: str | os.PathLike) -> list[tuple[str, float]]:
+    """Seconds spent in each section of an executed notebook, from papermill's per-cell durations.
+
+    Parameters
+    ----------
+    executed
+        A notebook executed by papermill (its cells carry ``metadata.papermill.duration``).
+
+    Returns
+    -------
+    list of (section, seconds), in notebook order; cells before the first heading count under ``(start)``.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    out: list[tuple[str, float]] = []
+    section = "(start)"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            section = heading_of(cell.source) or section
+            continue
+        secs = float(cell.metadata.get("papermill", {}).get("duration") or 0.0)
+        if out and out[-1][0] == section:
+            out[-1] = (section, out[-1][1] + secs)
+        else:
+            out.append((section, secs))
+    return out

@@ -40,6 +40,16 @@ def test_last_bar_keeps_the_latest_redraw_only():
     assert pg.last_bar("") is None
 
 
+def test_last_log_line_takes_the_notebooks_logging_lines():
+    text = ("INFO histo_utils.training: epoch 2: train loss 0.845 acc 0.590\n"
+            "INFO histo_utils.training: epoch 3: train loss 0.684 acc 0.693 (best)\n")
+    assert pg.last_log_line(text) == "histo_utils.training: epoch 3: train loss 0.684 acc 0.693 (best)"
+    assert pg.last_log_line("/x.py:3: UserWarning: odd\n") is None
+    p = pg.NotebookProgress("02_training", 3, live=False, clock=Clock())
+    p.write(text)
+    assert p.bar.endswith("(best)")
+
+
 def test_format_seconds():
     assert pg.format_seconds(0) == "0:00"
     assert pg.format_seconds(59.6) == "1:00"
