@@ -137,7 +137,12 @@ def format_status(stem: str, *, cell: int, n_cells: int, section: str | None, el
     Example: ``02_training  cell 9/21  § Training  3:12 elapsed, ~9:33 left  | epochs:  50%|█████ | 4/8``.
     Cut to ``width`` characters when given.
     """
-    left = f"~{format_seconds(remaining)} left" if remaining is not None else "no estimate (first run)"
+    if remaining is None:
+        left = "no estimate (first run)"
+    elif remaining < 0.5:
+        left = "longer than the previous run"
+    else:
+        left = f"~{format_seconds(remaining)} left"
     text = f"{stem}  cell {cell + 1}/{max(n_cells, cell + 1)}"
     if section:
         text += f"  § {section}"

@@ -76,6 +76,8 @@ def test_format_status_names_cell_section_times_and_bar_and_fits_the_width():
     assert s == "02_training  cell 9/21  § Training  3:12 elapsed, ~9:33 left  | epochs:  50%|█████     | 4/8"
     first = pg.format_status("00_synthetic_cohort", cell=2, n_cells=10, section=None, elapsed=5, remaining=None)
     assert "first run" in first and "§" not in first
+    late = pg.format_status("02_training", cell=8, n_cells=21, section=None, elapsed=90, remaining=0.0)
+    assert late.endswith("1:30 elapsed, longer than the previous run")
     cut = pg.format_status("02_training", cell=8, n_cells=21, section="x" * 200, elapsed=1, remaining=1, width=60)
     assert len(cut) == 60 and cut.endswith("…")
 
@@ -189,4 +191,5 @@ def test_runner_shows_sections_and_bars_records_cell_times_and_drops_the_noise(t
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert run.main(["--params", str(prof), "--out", str(tmp_path / "out"), "--no-report", "--force"]) == 0
-    assert "left" in caplog.text and "first run" not in caplog.text
+    assert "first run" not in caplog.text
+    assert "left" in caplog.text or "longer than the previous run" in caplog.text
