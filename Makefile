@@ -8,13 +8,31 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 
-.PHONY: install browser figures test test-fast bench lab clean
+.PHONY: install strip-outputs browser figures test test-fast bench lab clean
+
+# a torch build from another index before the rest, e.g. CPU only (without the 4.1 GB of CUDA libraries that
+# PyPI's Linux torch pulls in):
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu     (or .../whl/cu126 for CUDA 12.6)
+TORCH_INDEX ?=
+TORCH_PINS  := $(shell sed -n 's/^ *"\(torch[a-z]*==[^"]*\)",*$$/\1/p' pyproject.toml)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $(TORCH_PINS))
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory strip-outputs
 	touch $(STAMP)
+
+## nbstripout as this clone's git filter (.gitattributes): notebooks saved with outputs are committed without
+## them; --keep-id keeps the cell ids (nb02-03, ...) that the notebooks' cells are known by
+strip-outputs:
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  $(VENV)/bin/nbstripout --install --attributes .gitattributes && \
+	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
+	  git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id -t' && \
+	  echo "nbstripout: notebooks are stripped of outputs when staged (git config filter.nbstripout)"; \
+	else echo "note: not a git clone, nbstripout filter not installed"; fi
 
 install: $(STAMP)
 

@@ -48,6 +48,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from .progress import KERNEL_ARGUMENTS, NotebookProgress, QuietPapermill
 from .report import write_report
 
 log = logging.getLogger("histo_utils.run")
@@ -610,11 +611,9 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
         current["notebook"] = stem
         running = _running_copy(executed)
         t0 = time.perf_counter()
+        progress = _progress_of(stem, prof.notebook_paths[stem], stamp)
         try:
-            papermill.execute_notebook(
-                str(prof.notebook_paths[stem]), str(running), parameters=params,
-                kernel_name=kernel, progress_bar=False, log_output=False, cwd=str(prof.notebook_paths[stem].parent),
-            )
+            _execute(prof.notebook_paths[stem], running, params, kernel=kernel, progress=progress)
         except PapermillExecutionError as e:
             os.replace(running, executed)  # complete, with the error: kept for reading (no stamp: not skipped)
             src = _cell_source(executed, e.exec_count)
@@ -625,10 +624,37 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
         secs = time.perf_counter() - t0
         os.replace(running, executed)
         write_json({"fingerprint": fp, "executed_sha256": _file_hash(executed), "parameters": params,
-                    "seconds": secs, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, _stamp_path(out, stem))
+                    "seconds": secs, "cell_seconds": progress.cell_seconds,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, _stamp_path(out, stem))
         log.info("%s: done in %.1f s", stem, secs)
         records.append({"notebook": stem, "status": "ran", "seconds": secs})
     return records
+
+
+def _progress_of(stem: str, notebook: Path, stamp: dict | None) -> NotebookProgress:
+    """The live display of one notebook, its estimate from the previous run's stamp."""
+    import nbformat
+
+    n_cells = len(nbformat.read(str(notebook), as_version=4).cells) + 1  # + papermill's injected cell
+    stamp = stamp or {}
+    return NotebookProgress(stem, n_cells, previous_seconds=stamp.get("seconds"),
+                            previous_cells=stamp.get("cell_seconds"))
+
+
+def _execute(notebook: Path, executed: Path, params: dict[str, Any], *, kernel: str | None,
+             progress: NotebookProgress) -> None:
+    """Run one notebook with papermill, its cells and inner tqdm bars shown by ``progress``."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(executed), parameters=params, kernel_name=kernel,
+            progress_bar=False, log_output=False, cwd=str(notebook.parent),
+            stderr_file=progress, on_cell_start=progress.on_cell_start,
+            on_cell_executed=progress.on_cell_executed, extra_arguments=KERNEL_ARGUMENTS,
+        )
+    finally:
+        progress.close()
 
 
 def _cell_source(executed: Path, exec_count) -> str:
@@ -661,6 +687,13 @@ def publish_figures(out: Path, dest: Path, notebooks: Sequence[str]) -> int:
     return n
 
 
+def _quiet_papermill() -> None:
+    """Drop papermill's per-notebook INFO lines from the console (kept with --verbose)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, QuietPapermill) for f in handler.filters):
+            handler.addFilter(QuietPapermill())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m histo_utils.run", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group()
@@ -678,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:
+        _quiet_papermill()
     path = args.params or PARAMS_DIR / f"{args.profile or 'default'}.yaml"
     try:
         prof = load_profile(path)

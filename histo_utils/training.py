@@ -437,26 +437,37 @@ def accuracy_table(truth: Sequence[str], pred: Sequence[str], *, level: str, spl
     return out
 
 
-def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int = 0) -> np.ndarray:
+def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int = 0,
+                     tile_px: int | None = None) -> np.ndarray:
     """Positions of the tiles of one split, at most ``k`` drawn at random per slide (``k = 0``: all).
 
     Sorted, so that the result does not depend on the order slides are visited in.
 
     Parameters
     ----------
-    tiles : DataFrame with ``image_id`` and ``split``
-    split : the split whose tiles are drawn
-    k : tiles per slide at most (0: all)
-    seed : seed of the draw
+    tiles : DataFrame
+        Tile table of one grid with a ``split`` column (and ``image_id``).
+    split, k, seed
+        The split, tiles per slide (0: all) and the seed of the draw.
+    tile_px : int, optional
+        The grid the table was taken from, named in the error when the table is empty.
 
     Returns
     -------
-    array of int, positions in ``tiles``, sorted
+    ndarray of int, shape (n_drawn,), sorted positions in ``tiles``.
     """
     rng = np.random.default_rng(seed)
     idx = np.where(tiles["split"].to_numpy() == split)[0]
+    if len(tiles) == 0:
+        grid = f"{tile_px}-px " if tile_px is not None else ""
+        raise ValueError(
+            f"No tiles in split '{split}': there are no {grid}tiles at all, so the {grid}grid was not made by "
+            f"notebook 01. Add {tile_px if tile_px is not None else 'it'} to 01's tile_sizes_px and rerun 01, or "
+            "set 02's train_tile_px (and feature_tile_px) to a grid 01 made.")
     if len(idx) == 0:
-        raise ValueError(f"No tiles in split '{split}'.")
+        present = sorted(map(str, pd.unique(tiles["split"])))
+        raise ValueError(f"No tiles in split '{split}' ({len(tiles)} tiles in splits {present}). Check 01's "
+                         "split_fractions: every split needs at least one subject per tissue.")
     if k <= 0:
         return idx
     groups = tiles.iloc[idx].groupby("image_id", sort=True).indices

@@ -105,8 +105,11 @@ def test_sample_per_slide_is_seeded_and_bounded():
     assert len(i1) == 6 and set(t.image_id.iloc[i1]) == {"a", "b"}
     assert np.array_equal(i1, training.sample_per_slide(t, split="train", k=3, seed=1))
     assert len(training.sample_per_slide(t, split="test")) == 10
-    with pytest.raises(ValueError, match="No tiles in split 'validation'"):
+    with pytest.raises(ValueError, match=r"No tiles in split 'validation' \(\d+ tiles in splits \['test', 'train'\]\)"):
         training.sample_per_slide(t, split="validation")
+    # an empty table: the grid is missing (01 did not make it), named with the parameters to change
+    with pytest.raises(ValueError, match=r"no 256-px tiles at all.*Add 256 to 01's tile_sizes_px.*train_tile_px"):
+        training.sample_per_slide(t.iloc[:0], split="train", tile_px=256)
 
 
 def test_device_resolution():
