@@ -564,7 +564,6 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
 
 def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, force: bool, kernel: str | None,
                    current: dict) -> list[dict]:
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from .io import write_json
