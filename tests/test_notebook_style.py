@@ -49,7 +49,7 @@ def test_parameters_are_typed_literals_with_help(path):
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     for line in cell.source.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            assert re.match(r"^\w+(: \w+)? = .+  # \S", line), f"{path.name}: parameter line without a # help: {line}"
+            assert re.match(r"^\w+(: (\w+|\"[\w\[\], ]+\"))? = .+  # \S", line), f"{path.name}: parameter line without a # help: {line}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
