@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["spatial_aggregate", "LayerRecorder", "extract_tile_features", "reduce_tiles", "aggregate_slides",
+__all__ = ["spatial_aggregate", "write_feature_h5ad", "LayerRecorder", "extract_tile_features", "reduce_tiles", "aggregate_slides",
            "slide_feature_vector", "extract_slide_features", "network_key", "feature_names", "residualize",
            "layer_program_correlation", "write_feature_tables", "layer_program_tracking"]
 
@@ -518,6 +518,72 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
                                       "layers": list(layers), "n_features": table.shape[1],
                                       "n_slides": table.shape[0], "failed_slides": failed}
     return tables, listing
+
+
+#: sample-table columns that go to ``obs`` of the AnnData feature tables when present (GTEx names)
+OBS_COLUMNS = ("SAMPID", "subject_id", "SMTS", "SMTSD", "split", "SMCENTER", "SMRIN", "SMTSISCH", "SMATSSCR",
+               "SMNABTCH", "SMGEBTCH", "SMUBRID", "SMAFRZE")
+
+
+def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os.PathLike, *,
+                       provenance: Mapping | None = None) -> list[Path]:
+    """Write every slide x feature table as an AnnData ``.h5ad`` a scanpy user opens directly, atomically.
+
+    ``<out_dir>/<FeatureKey file stem>.h5ad`` beside the parquet table: ``X`` float32 (n_slides, n_features)
+    with the table's values; ``obs`` indexed by image ID with the sample's RNA sample ID, subject, tissue
+    (``SMTS``), split and the GTEx confounders present in ``samples`` (:data:`OBS_COLUMNS`); ``var`` indexed
+    by feature name with ``network, layer, channel, tile_px, aggregation``; ``uns`` with the table's key
+    fields and ``provenance`` (stored as JSON text in ``uns["provenance_json"]``, so any nesting survives).
+
+    Parameters
+    ----------
+    tables : dict, :class:`histo_utils.data.FeatureKey` -> DataFrame (n_slides, n_features), index image ID,
+        columns ``<layer>_<channel>`` (:func:`write_feature_tables`)
+    samples : DataFrame with ``image_id`` (notebook 01's ``samples.tsv``); every slide of a table must be in it
+    out_dir : folder (notebook 02's output folder)
+    provenance : parameters and provenance of the tables (e.g. ``features_provenance.json``), or None
+
+    Returns
+    -------
+    list of Path, the files written
+    """
+    import json
+
+    import anndata as ad
+
+    from .io import atomic_path
+
+    if "image_id" not in samples.columns:
+        raise ValueError(f"samples must have an image_id column (notebook 01's samples.tsv), got {list(samples.columns)}.")
+    obs_all = samples.drop_duplicates("image_id").set_index("image_id")
+    obs_cols = [c for c in OBS_COLUMNS if c in obs_all.columns]
+    written = []
+    for key, table in tables.items():
+        missing = table.index.difference(obs_all.index)
+        if len(missing):
+            raise ValueError(f"Feature table {key}: {len(missing)} slides are not in samples (e.g. "
+                             f"{list(missing[:3])}); pass the samples table of the same run.")
+        obs = obs_all.loc[table.index, obs_cols].copy()
+        obs.index = obs.index.astype(str).rename("image_id")
+        for c in obs.columns:
+            if obs[c].dtype == object:
+                obs[c] = obs[c].astype(str)
+        layer_channel = [str(n).rsplit("_", 1) for n in table.columns]
+        if any(len(lc) != 2 or not lc[1].isdigit() for lc in layer_channel):
+            raise ValueError(f"Feature table {key}: column names must be '<layer>_<channel>', got e.g. "
+                             f"{list(table.columns[:3])}.")
+        var = pd.DataFrame({"network": key.network, "layer": [lc[0] for lc in layer_channel],
+                            "channel": [int(lc[1]) for lc in layer_channel], "tile_px": key.tile_px,
+                            "aggregation": key.aggregation}, index=pd.Index(table.columns.astype(str), name="feature"))
+        uns = {"feature_key": str(key), **key.fields(),
+               "provenance_json": json.dumps(provenance or {}, default=str, sort_keys=True)}
+        adata = ad.AnnData(X=table.to_numpy(np.float32), obs=obs, var=var, uns=uns)
+        dest = Path(out_dir) / (Path(key.file_name).stem + ".h5ad")
+        with atomic_path(dest) as tmp:
+            adata.write_h5ad(tmp)
+        written.append(dest)
+    log.info("Wrote %d AnnData feature tables to %s", len(written), out_dir)
+    return written
 
 
 def layer_program_tracking(tables: Mapping, truth_samples: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:

@@ -61,6 +61,10 @@ __all__ = [
     "mask_agreement",
     "deepest_point",
     "TILE_COLUMNS",
+    "write_coords_h5",
+    "coords_path",
+    "resolution_survey",
+    "RESOLUTION_COLUMNS",
 ]
 
 #: columns of a tile table, in order
@@ -843,3 +847,169 @@ def tiles_per_group(tiles: pd.DataFrame, samples: pd.DataFrame, by: Sequence[str
     merged = tiles.merge(samples[["image_id", *by]], on="image_id", how="inner")
     out = merged.groupby([*by, "tile_px"]).agg(slides=("image_id", "nunique"), tiles=("x", "size"))
     return out.reset_index()
+
+
+# --------------------------------------------------------------------------
+# outputs other tools read: CLAM/HEST/TRIDENT-style coordinate files
+# --------------------------------------------------------------------------
+#: folder (beside ``tiles.parquet``) of the per-slide coordinate files, one sub-folder per tile size
+COORDS_DIR = "coords"
+
+
+def coords_path(out_dir: str | os.PathLike, image_id: str, tile_px: int) -> Path:
+    """Where :func:`write_coords_h5` puts the coordinates of one slide and tile size.
+
+    ``<out_dir>/coords/<tile_px>px/<image_id>.h5``: each ``<tile_px>px`` folder is laid out as CLAM's
+    ``patches/`` folder (one ``<slide_id>.h5`` per slide), so it can be passed to CLAM's or TRIDENT's
+    feature extraction as is.
+    """
+    return Path(out_dir) / COORDS_DIR / f"{int(tile_px)}px" / f"{image_id}.h5"
+
+
+def write_coords_h5(tiles: pd.DataFrame, report: pd.DataFrame, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the tile coordinates of every slide and tile size as a CLAM/HEST-style HDF5 file, atomically.
+
+    Each file holds one dataset ``coords``, int64 of shape (n_tiles, 2): the level-0 (x, y) of each tile's
+    top-left corner, in the order of the tile table. Its attributes are those CLAM's ``Whole_Slide_Bag_FP``
+    reads (``patch_level``, ``patch_size``: the read size in pixels *at that level*) and those of CLAM's
+    ``create_patches_fp`` and TRIDENT (``downsample``, ``level_dim``, ``name``, ``patch_size_level0``),
+    plus the resolution the tiles stand for: ``mpp`` (level 0, µm/px), ``mpp_source``, ``objective_power``
+    (-1 when the slide records none), ``target_mpp``, ``effective_mpp`` (µm per pixel of a ``tile_px`` tile),
+    ``tile_px``, ``target_patch_size`` (the side the networks see, ``out_px``), ``image_id`` and
+    ``slide_path``. A reader thus gets pixels with ``slide.read_region(coords[i], patch_level,
+    (patch_size, patch_size))`` and resizes them to ``target_patch_size``, as :func:`read_tile` does.
+
+    Parameters
+    ----------
+    tiles : DataFrame (:data:`TILE_COLUMNS`), the tile table of :func:`tile_slides`
+    report : DataFrame, the per-slide report of :func:`tile_slides` (``image_id, path, width, height, mpp,
+        mpp_source, objective_power``)
+    out_dir : the tiling notebook's output folder; files go to :func:`coords_path`
+
+    Returns
+    -------
+    list of Path, the files written (a slide without tiles of a size gets no file for that size)
+    """
+    import h5py
+
+    need = {"image_id", "tile_px", "x", "y", "level", "read_px", "size0", "target_mpp", "effective_mpp", "out_px"}
+    if not need <= set(tiles.columns):
+        raise ValueError(f"tiles lacks columns {sorted(need - set(tiles.columns))}; pass the tile table of "
+                         "tiling.tile_slides.")
+    meta_cols = ["image_id", "path", "width", "height", "mpp", "mpp_source", "objective_power"]
+    if not set(meta_cols) <= set(report.columns):
+        raise ValueError(f"report lacks columns {sorted(set(meta_cols) - set(report.columns))}; pass the slide "
+                         "report of tiling.tile_slides.")
+    meta = report.loc[report.get("status", pd.Series("ok", index=report.index)) == "ok", meta_cols]
+    meta = meta.drop_duplicates("image_id").set_index("image_id")
+    missing = set(tiles["image_id"]) - set(meta.index)
+    if missing:
+        raise ValueError(f"{len(missing)} slides of the tile table are not 'ok' in the report "
+                         f"(e.g. {sorted(missing)[:3]}); pass the report that came with these tiles.")
+    written = []
+    for (iid, px), t in tiles.groupby(["image_id", "tile_px"], sort=True):
+        m = meta.loc[iid]
+        first = t.iloc[0]
+        for col in ("level", "read_px", "size0"):
+            if t[col].nunique() != 1:
+                raise ValueError(f"Slide {iid}, {px} px tiles: '{col}' varies within one grid; a coordinate "
+                                 "file holds one patch level and size.")
+        level, read_px, size0 = int(first["level"]), int(first["read_px"]), int(first["size0"])
+        downsample = size0 / read_px
+        power = m["objective_power"]
+        attrs = {
+            "patch_level": level, "patch_size": read_px, "patch_size_level0": size0,
+            "downsample": np.array([downsample, downsample]),
+            "level_dim": np.array([int(m["width"]), int(m["height"])]),  # level 0 (the grid's frame)
+            "downsampled_level_dim": np.array([int(round(m["width"] / downsample)),
+                                               int(round(m["height"] / downsample))]),
+            "name": str(iid), "image_id": str(iid), "slide_path": str(m["path"]),
+            "tile_px": int(px), "target_patch_size": int(first["out_px"]),
+            "mpp": float(m["mpp"]), "mpp_source": str(m["mpp_source"]),
+            "objective_power": float(power) if pd.notna(power) else -1.0,
+            "level0_magnification": float(power) if pd.notna(power) else -1.0,
+            "target_mpp": float(first["target_mpp"]), "effective_mpp": float(first["effective_mpp"]),
+        }
+        coords = t[["x", "y"]].to_numpy(np.int64)
+        dest = coords_path(out_dir, iid, px)
+        with atomic_path(dest) as tmp:
+            with h5py.File(tmp, "w") as fh:
+                ds = fh.create_dataset("coords", data=coords)
+                ds.attrs.update(attrs)
+        written.append(dest)
+    log.info("Wrote %d coordinate files under %s", len(written), Path(out_dir) / COORDS_DIR)
+    return written
+
+
+# --------------------------------------------------------------------------
+# dataset-wide resolution check (B7)
+# --------------------------------------------------------------------------
+#: columns of :func:`resolution_survey`
+RESOLUTION_COLUMNS = ["image_id", "vendor", "mpp", "mpp_source", "objective_power", "read_level", "effective_mpp",
+                      "mpp_ratio", "mpp_outlier", "power_differs", "flagged", "reason"]
+
+
+def resolution_survey(report: pd.DataFrame, tiles: pd.DataFrame | None = None, *,
+                      tolerance: float = 0.10) -> pd.DataFrame:
+    """Scanner resolution of every tiled slide against the cohort, with the slides that disagree flagged.
+
+    A cohort scanned at mixed objectives (20x at ~0.5 µm/px and 40x at ~0.25) is tiled at one target
+    resolution all the same, but from different pyramid levels and after different resampling; a slide
+    whose recorded mpp is wrong is tiled at the wrong physical size. Both are made visible here.
+
+    Parameters
+    ----------
+    report : DataFrame, the per-slide report of :func:`tile_slides` (``image_id, mpp, mpp_source,
+        objective_power``; slides whose ``status`` is not ``ok`` are left out)
+    tiles : DataFrame (:data:`TILE_COLUMNS`) or None; gives each slide's read level and the effective mpp
+        of its tiles (the median over its tiles, all sizes)
+    tolerance : a slide's level-0 mpp is an outlier when ``|mpp / median - 1| > tolerance`` (median over
+        the slides)
+
+    Returns
+    -------
+    DataFrame, one row per slide (:data:`RESOLUTION_COLUMNS`): ``mpp_ratio`` = mpp / cohort median,
+    ``mpp_outlier``, ``power_differs`` (objective power recorded and not the cohort's most common one),
+    ``flagged`` (either) and ``reason`` in words. ``attrs["median_mpp"]`` and ``attrs["usual_power"]``
+    hold the cohort references.
+    """
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be a fraction between 0 and 1 (e.g. 0.1 for ±10 %), got {tolerance}.")
+    need = {"image_id", "mpp", "mpp_source", "objective_power"}
+    if not need <= set(report.columns):
+        raise ValueError(f"report lacks columns {sorted(need - set(report.columns))}; pass the slide report "
+                         "of tiling.tile_slides.")
+    ok = report[report["status"] == "ok"] if "status" in report else report
+    res = ok[["image_id", *(["vendor"] if "vendor" in ok else []), "mpp", "mpp_source", "objective_power"]].copy()
+    if "vendor" not in res:
+        res["vendor"] = ""
+    res["mpp"] = res["mpp"].astype(float)
+    res["objective_power"] = pd.to_numeric(res["objective_power"], errors="coerce")
+    if tiles is not None and len(tiles):
+        per = tiles.groupby("image_id").agg(read_level=("level", "min"), effective_mpp=("effective_mpp", "median"))
+        res = res.merge(per, left_on="image_id", right_index=True, how="left")
+    else:
+        res["read_level"], res["effective_mpp"] = np.nan, np.nan
+    median = float(res["mpp"].median()) if len(res) else float("nan")
+    powers = res["objective_power"].dropna()
+    usual = float(powers.mode().min()) if len(powers) else float("nan")
+    res["mpp_ratio"] = res["mpp"] / median
+    res["mpp_outlier"] = (res["mpp_ratio"] - 1).abs() > tolerance
+    res["power_differs"] = res["objective_power"].notna() & (res["objective_power"] != usual)
+    res["flagged"] = res["mpp_outlier"] | res["power_differs"]
+    reasons = []
+    for r in res.itertuples():
+        why = []
+        if r.mpp_outlier:
+            why.append(f"mpp {r.mpp:.4g} is {r.mpp_ratio:.2f}x the cohort median {median:.4g}")
+        if r.power_differs:
+            why.append(f"objective {r.objective_power:g}x, cohort mostly {usual:g}x")
+        reasons.append("; ".join(why))
+    res["reason"] = reasons
+    res = res[RESOLUTION_COLUMNS].sort_values("image_id").reset_index(drop=True)
+    res.attrs.update(median_mpp=median, usual_power=usual, tolerance=tolerance)
+    for r in res[res["flagged"]].itertuples():
+        log.warning("Slide %s: resolution differs from the cohort: %s", r.image_id, r.reason)
+    log.info("Resolution: %d slides, median mpp %.4g, %d flagged (±%.0f %% or another objective)", len(res),
+             median, int(res["flagged"].sum()), 100 * tolerance)
+    return res
