@@ -47,17 +47,21 @@ print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": resource.getrus
 
 
 def write_gct(path: Path, genes: int, samples: int, *, seed: int = 0, block: int = 500) -> None:
-    """A GCT v1.2 of TPM-like values (4 significant digits, as GTEx's), gzip level 1, written in gene blocks."""
+    """A GCT v1.2 of TPM-like values (gamma, 30 % zeros, 4 significant digits as GTEx's), gzip level 1.
+
+    Values are drawn from 65,536 pre-formatted gamma quantiles (formatting 225 million floats one by one
+    would take longer than the reads measured).
+    """
     rng = np.random.default_rng(seed)
+    vocab = np.char.mod("%.4g", np.sort(rng.gamma(0.3, 30.0, 65536))).astype(object)
+    vocab[: 65536 * 3 // 10] = "0"  # many zeros, as in real TPM tables
     ids = [f"GTEX-{i // 20:05d}-{i % 20:04d}-SM-{i:06d}" for i in range(samples)]
     with gzip.open(path, "wt", compresslevel=1) as fh:
         fh.write(f"#1.2\n{genes}\t{samples}\nName\tDescription\t" + "\t".join(ids) + "\n")
         for g0 in range(0, genes, block):
             n = min(block, genes - g0)
-            v = rng.gamma(0.3, 30.0, (n, samples))
-            v[rng.random(v.shape) < 0.3] = 0.0  # many zeros, as in real TPM tables
-            fmt = np.char.mod("%.4g", v)
-            fh.write("".join(f"ENSG{g0 + i:011d}.5\tGENE{g0 + i}\t" + "\t".join(fmt[i]) + "\n" for i in range(n)))
+            cells = vocab[rng.integers(0, len(vocab), (n, samples))]
+            fh.write("".join(f"ENSG{g0 + i:011d}.5\tGENE{g0 + i}\t" + "\t".join(cells[i]) + "\n" for i in range(n)))
 
 
 def run(code: str, *args) -> dict:
