@@ -261,7 +261,10 @@ def load_log_expression(path: str | os.PathLike, *, samples=None, cache_dir: str
     if (values < 0).any():
         raise ValueError(f"Expression file '{path}' has negative values: expected TPM (>= 0), "
                          f"not log-transformed data.")
-    values = np.log2(1 + values)  # stays in dtype
+    if not values.flags.writeable:
+        values = values.copy()
+    np.add(values, 1, out=values)  # in place (tpm is dropped): no temporary of the table's size
+    np.log2(values, out=values)
     out = pd.DataFrame(values, index=pd.Index(tpm.columns), columns=tpm.index)
     del tpm
     if cached is not None:
