@@ -1,7 +1,10 @@
 """Known technical and donor confounders: design, batched regression, variance partition (Jones Q2, Q3A).
 
-The confounders ``C`` of a sample are log ischemic time, RIN, collection
-centre, age bracket and sex. Each column ``y`` of a table (a gene or an image
+The confounders ``C`` of a sample are by default log ischemic time, RIN,
+collection centre, age bracket and sex; any numeric or categorical column of
+the sample attributes or subject phenotypes can be one (:func:`confounder_spec`:
+Jones' autolysis score ``SMATSSCR``, Hardy scale ``DTHHRDY``, batches
+``SMNABTCH``/``SMGEBTCH``, ...). Each column ``y`` of a table (a gene or an image
 feature) is fitted by ordinary least squares ``y ~ C`` and replaced by its
 residual. All columns share the design, so one orthonormal basis ``Q`` of the
 design serves all of them: ``residual = Y - Q (Q^T Y)`` — one matrix product
@@ -28,7 +31,8 @@ __all__ = ["log_ischemic_time", "Design", "build_design", "residualize", "fit_rs
            "select_terms", "residualize_selected", "DEFAULT_CONFOUNDERS", "SOURCE_COLUMNS", "confounder_spec",
            "sample_covariates", "build_designs", "expressed_genes", "residual_table", "residualize_by_tissue",
            "residualize_expression_by_tissue", "VarianceByConfounder", "variance_by_confounder", "Diagnostics",
-           "strongest_columns", "compare_model_choices", "largest_term_share"]
+           "strongest_columns", "compare_model_choices", "largest_term_share", "KINDS", "GTEX_COLUMNS", "transform",
+           "age_bracket_midpoint", "source_columns", "numeric_terms", "confounder_levels", "ols_formula"]
 
 #: confounder name -> (source column, kind)
 DEFAULT_CONFOUNDERS = {
@@ -90,7 +94,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
     Parameters
     ----------
     samples : DataFrame, one row per sample, with the source columns (``SMTSISCH, SMRIN, SMCENTER, AGE, SEX``)
-    confounders : term -> (source column, "numeric" | "category" | "log_ischemic"); default
+    confounders : term -> (source column, kind), kind one of :data:`KINDS` (:func:`confounder_spec`); default
         :data:`DEFAULT_CONFOUNDERS` (ischemic time through :func:`log_ischemic_time`)
     min_level_size : category levels with fewer samples are merged into the most frequent level (a
         level of one sample would be fitted exactly and leave it a zero residual)
@@ -111,7 +115,8 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
                          f"columns first, or leave the terms {terms} out of confounders=.")
     dropped: dict = {"constant_terms": [], "samples_missing": [], "merged_levels": {}}
     src = samples[[s for s, _ in confounders.values()]]
-    bad = src.isna().any(axis=1)
+    bad = pd.DataFrame({t: transform(samples[c], k) if k in NUMERIC_KINDS else samples[c]
+                        for t, (c, k) in confounders.items()}, index=samples.index).isna().any(axis=1)
     if bad.any():
         msg = (f"{int(bad.sum())} samples have missing confounders (e.g. {list(samples.index[bad][:3])} in "
                f"{list(src.columns[src.isna().any()])})")
@@ -124,8 +129,8 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
     terms: dict[str, list[str]] = {}
     for term, (col, kind) in confounders.items():
         v = s[col]
-        if kind in ("numeric", "log_ischemic"):
-            x = log_ischemic_time(v) if kind == "log_ischemic" else v.to_numpy(dtype=np.float64)
+        if kind in NUMERIC_KINDS:
+            x = transform(v, kind)
             if np.ptp(x) == 0:
                 dropped["constant_terms"].append(term)
                 continue
@@ -149,7 +154,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
                 names.append(name)
             terms[term] = names
         else:
-            raise ValueError(f"Confounder kind {kind!r} of {term!r} not available: numeric, category, log_ischemic.")
+            raise ValueError(f"Confounder kind {kind!r} of {term!r} not available: {', '.join(KINDS)}.")
     if dropped["constant_terms"]:
         log.info("Confounders without variation here, left out: %s", dropped["constant_terms"])
     return Design(pd.DataFrame(cols, index=s.index), terms, dropped)
@@ -331,25 +336,222 @@ SOURCE_COLUMNS = {"log_ischemic_time": "log_isch", "RIN": "SMRIN", "centre": "SM
 NUMERIC_TERMS = ("log_ischemic_time", "RIN")
 
 
-def confounder_spec(names: Sequence[str]) -> dict:
-    """The :data:`DEFAULT_CONFOUNDERS` entries of ``names``, in that order (for :func:`build_design`).
+#: kinds of confounder: numbers, numbers through log(1 + max(x, 0)), GTEx's age brackets at their midpoints,
+#: categories (treatment-coded)
+KINDS = ("numeric", "log", "log_ischemic", "age_bracket", "category")
+NUMERIC_KINDS = ("numeric", "log", "log_ischemic", "age_bracket")
+
+#: GTEx v8 columns usable as confounders by their own name, with their kind (Jones' technical factors and
+#: donor phenotypes); any other column of the sample table can be named as ``"COLUMN:kind"``
+GTEX_COLUMNS = {
+    "SMTSISCH": "log_ischemic",  # ischemic time, minutes (log)
+    "SMRIN": "numeric",          # RNA integrity number
+    "SMATSSCR": "numeric",       # autolysis score 0-3
+    "SMTSPAX": "numeric",        # time in PAXgene fixative, minutes
+    "SMCENTER": "category",      # collection centre
+    "SMNABTCH": "category",      # nucleic-acid isolation batch
+    "SMNABTYP": "category",      # nucleic-acid isolation type
+    "SMGEBTCH": "category",      # expression (genotype or expression) batch
+    "SMGEBTYP": "category",      # expression batch type
+    "SMAFRZE": "category",       # analysis freeze
+    "AGE": "age_bracket",        # donor age bracket, e.g. 60-69 -> 64.5 years
+    "SEX": "category",           # donor sex (1 male, 2 female)
+    "DTHHRDY": "category",       # Hardy scale 0-4 (cause and speed of death)
+}
+SOURCE_FILES.update({c: ("subject phenotypes (*SubjectPhenotypesDS.txt, one row per donor)" if c in
+                         ("AGE", "SEX", "DTHHRDY") else "sample attributes (*SampleAttributesDS.txt, one row per sample)")
+                     for c in GTEX_COLUMNS})
+
+
+def age_bracket_midpoint(values) -> np.ndarray:
+    """GTEx age brackets (``"60-69"``) as their midpoints in years (64.5); numbers pass through, blanks are NaN."""
+    v = pd.Series(values)
+    text = v.astype("string").str.strip()
+    m = text.str.extract(r"^(\d+)\s*-\s*(\d+)$").astype(float)
+    mid = (m[0] + m[1]) / 2
+    num = pd.to_numeric(v, errors="coerce")
+    bad = mid.isna() & num.isna() & v.notna()
+    if bad.any():
+        raise ValueError(f"Age values {sorted(set(v[bad].astype(str)))[:5]} are neither brackets like '60-69' nor "
+                         "numbers; fix the subject phenotypes file.")
+    return mid.fillna(num).to_numpy(dtype=np.float64)
+
+
+def transform(values, kind: str) -> np.ndarray:
+    """The numbers a numeric confounder of ``kind`` enters the design as (see :data:`KINDS`).
 
     Parameters
     ----------
-    names : sequence of str, e.g. ``["log_ischemic_time", "RIN", "centre"]``
+    values : array-like, shape (n_samples,)
+    kind : ``"numeric"``, ``"log"`` or ``"log_ischemic"`` (log(1 + max(x, 0))), ``"age_bracket"``
+
+    Returns
+    -------
+    array, shape (n_samples,), float64; NaN where a value is missing
+
+    Raises
+    ------
+    ValueError
+        A value that is not a number (named, with the column's fix).
+    """
+    if kind == "age_bracket":
+        return age_bracket_midpoint(values)
+    v = pd.Series(values)
+    num = pd.to_numeric(v, errors="coerce")
+    bad = num.isna() & v.notna() & (v.astype(str).str.strip() != "")
+    if bad.any():
+        raise ValueError(f"Confounder column {getattr(values, 'name', '')!r} has non-numeric values "
+                         f"{sorted(set(v[bad].astype(str)))[:5]}; name it as 'COLUMN:category' or fix the values.")
+    x = num.to_numpy(dtype=np.float64)
+    return log_ischemic_time(x) if kind in ("log", "log_ischemic") else x
+
+
+def confounder_spec(names: Sequence[str], *, columns: Sequence[str] | None = None) -> dict:
+    """The confounder terms of ``names``, in that order (for :func:`build_design`).
+
+    A name is one of :data:`DEFAULT_CONFOUNDERS` (``log_ischemic_time, RIN, centre, age, sex``), a GTEx
+    column of :data:`GTEX_COLUMNS` (``SMATSSCR``, ``DTHHRDY``, ``SMNABTCH``, ``AGE`` as bracket midpoints,
+    ...), or ``"COLUMN:kind"`` for any other column of the sample table (kind one of :data:`KINDS`).
+
+    Parameters
+    ----------
+    names : sequence of str, e.g. ``["log_ischemic_time", "RIN", "SMATSSCR", "DTHHRDY", "SMNABTCH"]``
+    columns : the columns of the sample table (:func:`sample_covariates`); when given, a name whose column
+        is absent is refused here, with the closest available name
 
     Returns
     -------
     dict, term -> (source column, kind)
+
+    Raises
+    ------
+    ValueError
+        An unknown name or kind, a name listed twice, a column absent from ``columns``.
     """
-    unknown = sorted(set(names) - set(DEFAULT_CONFOUNDERS))
-    if unknown:
-        raise ValueError(f"Confounders {unknown} not available. Available: {list(DEFAULT_CONFOUNDERS)}.")
-    return {k: DEFAULT_CONFOUNDERS[k] for k in names}
+    import difflib
+
+    available = list(DEFAULT_CONFOUNDERS) + list(GTEX_COLUMNS)
+    spec = {}
+    for name in names:
+        if name in spec:
+            raise ValueError(f"Confounder {name!r} is listed twice; list each once.")
+        if name in DEFAULT_CONFOUNDERS:
+            spec[name] = DEFAULT_CONFOUNDERS[name]
+        elif name in GTEX_COLUMNS:
+            spec[name] = (name, GTEX_COLUMNS[name])
+        elif ":" in name:
+            col, kind = name.rsplit(":", 1)
+            if kind not in KINDS:
+                raise ValueError(f"Confounder {name!r}: kind {kind!r} not available. Available: {list(KINDS)}.")
+            spec[name] = (col, kind)
+        else:
+            pool = available + [f"{c}:category" for c in (columns or []) if c not in available]
+            close = difflib.get_close_matches(name, pool, n=1, cutoff=0.5) or \
+                difflib.get_close_matches(name.upper(), pool, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Confounder {name!r} not available.{hint} Available: {available}, or "
+                             f"'COLUMN:kind' (kind one of {list(KINDS)}) for another column of the sample table.")
+    if columns is not None:
+        absent = {t: c for t, (c, _) in spec.items() if c not in set(columns)}
+        if absent:
+            t, c = next(iter(absent.items()))
+            close = difflib.get_close_matches(c, list(columns), n=1, cutoff=0.5)
+            raise ValueError(f"Confounder {t!r} needs column {c!r}, absent from the sample table"
+                             f"{f' (closest: {close[0]!r})' if close else ''}; it comes from the "
+                             f"{SOURCE_FILES.get(c, 'sample attributes or subject phenotypes')}.")
+    return spec
+
+
+def source_columns(spec: dict) -> dict:
+    """Term -> the column of :func:`sample_covariates` shown against it in plots (``log_isch`` for ischemic time)."""
+    return {t: SOURCE_COLUMNS.get(t, "log_isch" if (c, k) == ("SMTSISCH", "log_ischemic") else c)
+            for t, (c, k) in spec.items()}
+
+
+def numeric_terms(spec: dict) -> tuple[str, ...]:
+    """The terms of ``spec`` that enter the design as numbers (plotted as scatters)."""
+    return tuple(t for t, (_, k) in spec.items() if k in NUMERIC_KINDS)
+
+
+def ols_formula(samples: pd.DataFrame, spec: dict, terms: Sequence[str]) -> tuple[str, pd.DataFrame]:
+    """The right-hand side of a statsmodels formula for ``terms`` and the frame it reads (for checking the
+    batched regression against ``statsmodels.formula.api.ols``).
+
+    Parameters
+    ----------
+    samples : DataFrame, one row per sample (:func:`sample_covariates`)
+    spec : :func:`confounder_spec`
+    terms : the terms of a design (``Design.terms``)
+
+    Returns
+    -------
+    rhs : str, e.g. ``"log_isch + SMRIN + C(SMCENTER) + C(AGE) + C(SEX)"`` for the default terms
+    frame : ``samples`` with a column per transformed numeric term (``<COLUMN>__<kind>``)
+    """
+    frame, parts = samples.copy(), []
+    for t in terms:
+        col, kind = spec[t]
+        if (col, kind) == ("SMTSISCH", "log_ischemic") and "log_isch" in frame:
+            parts.append("log_isch")
+        elif kind == "numeric":
+            parts.append(f"Q('{col}')" if not col.isidentifier() else col)
+        elif kind in NUMERIC_KINDS:
+            name = f"{col}__{kind}"
+            frame[name] = transform(frame[col], kind)
+            parts.append(name if name.isidentifier() else f"Q('{name}')")
+        else:
+            parts.append(f"C({col})" if col.isidentifier() else f"C(Q('{col}'))")
+    return " + ".join(parts), frame
+
+
+def confounder_levels(samples: pd.DataFrame, spec: dict, *, min_level_size: int = 2,
+                      group: str | None = "SMTS") -> pd.DataFrame:
+    """What each confounder holds in the samples: levels of categories, range of numbers, missing values.
+
+    Parameters
+    ----------
+    samples : DataFrame, one row per sample with the source columns (:func:`sample_covariates`)
+    spec : :func:`confounder_spec`
+    min_level_size : a category level with fewer samples (within a ``group``) is flagged ``too_few``; the
+        design merges it into the most frequent level (:func:`build_design`)
+    group : column the designs are built within (tissue); None: all samples together
+
+    Returns
+    -------
+    DataFrame, one row per term × level (categories) or per term (numbers): ``term, column, kind, level,
+    samples, missing, min, max, groups_too_few`` (``groups_too_few``: groups where the level has fewer than
+    ``min_level_size`` samples but more than none)
+    """
+    rows = []
+    for term, (col, kind) in spec.items():
+        v = samples[col]
+        if kind in NUMERIC_KINDS:
+            x = transform(v, kind)
+            rows.append({"term": term, "column": col, "kind": kind, "level": "", "samples": int(np.isfinite(x).sum()),
+                         "missing": int(np.isnan(x).sum()), "min": float(np.nanmin(x)) if np.isfinite(x).any()
+                         else np.nan, "max": float(np.nanmax(x)) if np.isfinite(x).any() else np.nan,
+                         "groups_too_few": 0})
+            continue
+        text = v.dropna().astype(str)
+        grp = samples.loc[text.index, group] if group else pd.Series("all", index=text.index)
+        per = pd.crosstab(text, grp)
+        for lev, n in text.value_counts().sort_index().items():
+            few = int(((per.loc[lev] > 0) & (per.loc[lev] < min_level_size)).sum())
+            rows.append({"term": term, "column": col, "kind": kind, "level": lev, "samples": int(n),
+                         "missing": int(v.isna().sum()), "min": np.nan, "max": np.nan, "groups_too_few": few})
+    out = pd.DataFrame(rows)
+    few = out[out.groups_too_few > 0]
+    if len(few):
+        log.info("%d confounder levels have fewer than %d samples in some tissue (merged there): %s", len(few),
+                 min_level_size, ", ".join(f"{t}={lv}" for t, lv in zip(few.term[:5], few.level[:5])))
+    return out
 
 
 def sample_covariates(samples: pd.DataFrame, subjects: pd.DataFrame, expressed: Sequence[str]) -> pd.DataFrame:
-    """One row per RNA sample with a slide and expression, with its donor's AGE and SEX and ``log_isch``.
+    """One row per RNA sample with a slide and expression, with its donor's phenotypes and ``log_isch``.
+
+    Every column of ``subjects`` the sample table does not already have is joined (AGE, SEX, DTHHRDY, ...),
+    so any of them can be a confounder (:func:`confounder_spec`).
 
     Parameters
     ----------
@@ -362,7 +564,7 @@ def sample_covariates(samples: pd.DataFrame, subjects: pd.DataFrame, expressed: 
     DataFrame, shape (n_samples, ...), index SAMPID.
     """
     s = samples.drop_duplicates("SAMPID").set_index("SAMPID")
-    s = s[s.index.isin(expressed)].join(subjects[["AGE", "SEX"]], on="subject_id")
+    s = s[s.index.isin(expressed)].join(subjects[[c for c in subjects.columns if c not in s]], on="subject_id")
     return s.assign(log_isch=log_ischemic_time(s.SMTSISCH))
 
 
@@ -394,7 +596,8 @@ def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: 
                       "terms": ", ".join(d.terms), "left_out_terms": ", ".join(d.dropped["constant_terms"]),
                       "samples_missing": len(d.dropped["samples_missing"]),
                       "merged_levels": json.dumps(d.dropped["merged_levels"]),
-                      "ischemic_time_le_0": int((samples.loc[d.matrix.index, "SMTSISCH"] <= 0).sum())})
+                      "ischemic_time_le_0": int((samples.loc[d.matrix.index, "SMTSISCH"] <= 0).sum())
+                      if "SMTSISCH" in samples else 0})
     return designs, pd.DataFrame(notes)
 
 
@@ -553,7 +756,8 @@ class Diagnostics:
 
 
 def strongest_columns(partition: VarianceByConfounder, features: pd.DataFrame, log_expression: pd.DataFrame,
-                      samples: pd.DataFrame, designs: dict[str, Design], terms: Sequence[str]) -> Diagnostics:
+                      samples: pd.DataFrame, designs: dict[str, Design], terms: Sequence[str], *,
+                      spec: dict | None = None) -> Diagnostics:
     """For each confounder term, the gene and the feature it explains most (largest unique R²), with their
     values against the confounder and the full model's fitted values and residuals.
 
@@ -564,11 +768,14 @@ def strongest_columns(partition: VarianceByConfounder, features: pd.DataFrame, l
     samples : DataFrame indexed by SAMPID with the :data:`SOURCE_COLUMNS` (:func:`sample_covariates`)
     designs : dict, tissue -> Design
     terms : confounder terms to show (those present in a design)
+    spec : :func:`confounder_spec` of the terms (default: :data:`DEFAULT_CONFOUNDERS`)
 
     Returns
     -------
     Diagnostics
     """
+    spec = DEFAULT_CONFOUNDERS if spec is None else spec
+    shown, numeric = source_columns(spec), numeric_terms(spec)
     chosen, diag_rows, fitted_rows = [], [], []
     for term in terms:
         for vp, kind, source in ((partition.genes, "gene", log_expression), (partition.features, "feature", features)):
@@ -578,9 +785,11 @@ def strongest_columns(partition: VarianceByConfounder, features: pd.DataFrame, l
                            "unique_r2": float(top.unique_r2)})
             idx = designs[t].matrix.index
             y = source.loc[idx, name]
-            x = samples.loc[idx, SOURCE_COLUMNS[term]]
+            x = samples.loc[idx, shown[term]]
+            if term in numeric and shown[term] == spec[term][0]:
+                x = pd.Series(transform(x, spec[term][1]), index=idx)
             diag_rows.append(pd.DataFrame({"confounder": term, "kind": kind, "column": name, "tissue": t,
-                                           "x": x if term in NUMERIC_TERMS else x.astype(str), "y": y}))
+                                           "x": x if term in numeric else x.astype(str), "y": y}))
             yy = y.to_numpy()[:, None]
             resid = residualize(yy, designs[t].matrix.to_numpy())[:, 0]
             fitted_rows.append(pd.DataFrame({"confounder": term, "kind": kind, "column": name, "tissue": t,

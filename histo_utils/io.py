@@ -359,8 +359,10 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
     path
         The ``.gct`` or ``.gct.gz`` file (gzip-compressed exactly when named ``.gz``).
     samples
-        Keep only these sample columns (read the whole file otherwise). Reading
-        a subset of GTEx's 17,382 columns saves most of the memory.
+        Keep only these sample columns, in this order (read the whole file
+        otherwise). Only their values are parsed, straight into ``dtype``:
+        memory follows the samples read (1,000 of GTEx's 17,382: see
+        ``benchmarks/bench_expression_read.py``).
     dtype
         Value type (``"float32"`` halves the memory of a full GTEx table).
 
@@ -400,15 +402,32 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
             raise GCTError(f"Expression file '{path}' has no column for {len(absent)} requested samples: "
                            f"{absent[:5]}{' ...' if len(absent) > 5 else ''}.")
         usecols = ["Name", "Description", *samples]
+    wanted = columns if samples is None else samples
+    read = dict(sep="\t", skiprows=2, usecols=usecols, index_col=0, engine="c",
+                compression="gzip" if path.suffix == ".gz" else None)
     with _named_errors(path):
         try:
-            df = pd.read_csv(path, sep="\t", skiprows=2, usecols=usecols, index_col=0,
-                             compression="gzip" if path.suffix == ".gz" else None)
-        except pd.errors.ParserError as e:
+            # values parsed straight into ``dtype`` (no float64 copy of the table); only the columns
+            # of ``samples`` are kept by the parser, so memory follows the samples read, not the file
+            df = pd.read_csv(path, dtype={"Name": str, "Description": str, **dict.fromkeys(wanted, dtype)},
+                             **read)
+        except ValueError as e:
+            if isinstance(e, pd.errors.ParserError) and "could not convert" not in str(e).lower():
+                raise GCTError(f"Expression file '{path}' cannot be parsed as GCT: {e}") from e
+            # a non-numeric value: read as text to name the gene and sample (rare, bad input only)
+            try:
+                df = pd.read_csv(path, dtype=str, **read)
+            except pd.errors.ParserError as e2:
+                raise GCTError(f"Expression file '{path}' cannot be parsed as GCT: {e2}") from e2
+            desc = df.pop("Description")
+            _check_values(df, path)
             raise GCTError(f"Expression file '{path}' cannot be parsed as GCT: {e}") from e
     desc = df.pop("Description")
     _check_values(df, path)
-    df = df.astype(dtype)
+    if (df.dtypes != np.dtype(dtype)).any():
+        df = df.astype(dtype)
+    if samples is not None and list(df.columns) != samples:
+        df = df[samples]  # the parser keeps the file's order; return the requested one
     try:
         n_rows, n_cols = int(dims[0]), int(dims[1])
         if samples is None and (n_rows, n_cols) != df.shape:

@@ -1,0 +1,108 @@
+"""Benchmark: reading the samples a notebook needs from a GTEx-shaped TPM file (issue 16, item 2).
+
+GTEx v8's ``GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_tpm.gct.gz`` has 56,200 genes x 17,382 samples.
+This writes a gzipped GCT of ``--genes`` x ``--samples`` (default 5,620 x 2,000, a tenth of the genes;
+``--full`` writes 56,200 x 4,000), then, each measurement in a fresh process (peak RSS from
+``resource.getrusage``):
+
+* first read of ``--read`` samples (default 1,000) through :func:`histo_utils.data.load_log_expression`
+  (only those columns parsed, float32, cache written);
+* cached read of the same samples (the run's ``cache/expression.<key>.npz``);
+* for reference, the whole file through ``pandas.read_csv`` as float64 (what notebooks did before).
+
+Goals (issue 16): reading 1,000 of 17,382 samples under 1.5 GB; a cached read under 5 s.
+Measured (2 shared cores, --full --no-whole, 476 MB gzipped): first read of 1,000 of 4,000 samples 27.7 s,
+peak 729 MB; cached read 0.1 s, peak 370 MB (of which ~170 MB is the imported libraries). The whole file
+through pandas as float64: 75 s, peak 4.2 GB.
+Run: ``python benchmarks/bench_expression_read.py [--full] [--genes N --samples M --read K] [--no-whole]``
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+MEASURE = """
+import json, resource, sys, time
+from histo_utils import data
+path, cache, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from histo_utils import io
+pick = io.read_gct_samples(path, check=False)[:k]
+t = time.perf_counter()
+e, _ = data.load_log_expression(path, samples=pick, cache_dir=cache)
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "shape": list(e.shape), "dtype": str(e.dtypes.iloc[0])}))
+"""
+WHOLE = """
+import json, resource, sys, time
+import pandas as pd
+t = time.perf_counter()
+df = pd.read_csv(sys.argv[1], sep="\\t", skiprows=2, index_col=0)
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "shape": list(df.shape), "dtype": "float64"}))
+"""
+
+
+def write_gct(path: Path, genes: int, samples: int, *, seed: int = 0, block: int = 500) -> None:
+    """A GCT v1.2 of TPM-like values (gamma, 30 % zeros, 4 significant digits as GTEx's), gzip level 1.
+
+    Values are drawn from 65,536 pre-formatted gamma quantiles (formatting 225 million floats one by one
+    would take longer than the reads measured).
+    """
+    rng = np.random.default_rng(seed)
+    vocab = np.char.mod("%.4g", np.sort(rng.gamma(0.3, 30.0, 65536))).astype(object)
+    vocab[: 65536 * 3 // 10] = "0"  # many zeros, as in real TPM tables
+    ids = [f"GTEX-{i // 20:05d}-{i % 20:04d}-SM-{i:06d}" for i in range(samples)]
+    with gzip.open(path, "wt", compresslevel=1) as fh:
+        fh.write(f"#1.2\n{genes}\t{samples}\nName\tDescription\t" + "\t".join(ids) + "\n")
+        for g0 in range(0, genes, block):
+            n = min(block, genes - g0)
+            cells = vocab[rng.integers(0, len(vocab), (n, samples))]
+            fh.write("".join(f"ENSG{g0 + i:011d}.5\tGENE{g0 + i}\t" + "\t".join(cells[i]) + "\n" for i in range(n)))
+
+
+def run(code: str, *args) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--genes", type=int, default=5620)
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--read", type=int, default=1000)
+    ap.add_argument("--full", action="store_true", help="56,200 genes x 4,000 samples (about 1 GB gzipped)")
+    ap.add_argument("--no-whole", action="store_true", help="skip the whole-file pandas float64 reference")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    a = ap.parse_args()
+    if a.full:
+        a.genes, a.samples = 56200, max(a.samples, 4000)
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
+        gct = Path(tmp) / "gene_tpm.gct.gz"
+        write_gct(gct, a.genes, a.samples)
+        size_mb = gct.stat().st_size / 2**20
+        print(f"GCT {a.genes} genes x {a.samples} samples: {size_mb:.0f} MB gzipped; reading {a.read} samples")
+        first = run(MEASURE, gct, Path(tmp) / "cache", a.read)
+        cached = run(MEASURE, gct, Path(tmp) / "cache", a.read)
+        rows = [("first read (subset, float32)", first, "peak < 1.5 GB for 1,000 of 17,382 samples"),
+                ("cached read", cached, "< 5 s")]
+        if not a.no_whole:
+            rows.append(("whole file, pandas float64 (before)", run(WHOLE, gct), "-"))
+        scale = 56200 / a.genes
+        print(f"{'measurement':38s} {'seconds':>8s} {'MB/s gz':>8s} {'peak MB':>8s}  {'shape':14s} goal")
+        for name, r, goal in rows:
+            print(f"{name:38s} {r['seconds']:8.1f} {size_mb / r['seconds']:8.1f} {r['peak_mb']:8.0f}  "
+                  f"{'x'.join(map(str, r['shape'])):14s} {goal}")
+        if scale > 1:
+            print(f"(genes are 1/{scale:.0f} of GTEx's: the float32 block of {a.read} samples x 56,200 genes is "
+                  f"{a.read * 56200 * 4 / 2**20:.0f} MB; run --full for the real shape)")
+
+
+if __name__ == "__main__":
+    main()
