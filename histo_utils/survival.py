@@ -16,7 +16,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 __all__ = ["LogRank", "logrank_groups", "cox_hti", "survival_set", "survival_table", "hti_comparisons",
-           "plot_logrank", "plot_logrank_panels", "plot_bulk_survival", "cox_table", "plot_cox", "STAGE_NUMBERS"]
+           "plot_logrank", "plot_logrank_panels", "plot_bulk_survival", "cox_table", "plot_cox", "plot_hti_by_subtype",
+           "STAGE_NUMBERS"]
 
 
 @dataclass(frozen=True)
@@ -318,3 +319,40 @@ def plot_cox(cox: pd.DataFrame):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_hti_by_subtype(surv: pd.DataFrame, *, value: str = "hti0"):
+    """HTI per molecular subtype, with a Kruskal-Wallis test when there are at least two subtypes.
+
+    Parameters
+    ----------
+    surv : DataFrame, one row per patient, with ``subtype`` (missing for patients without one) and ``value``
+    value : the HTI column drawn
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    table : DataFrame, one row per subtype: ``subtype, count, mean, std, min, 25%, 50%, 75%, max`` (empty when
+        no patient has a subtype, e.g. a TCGA folder without a subtype table)
+    empty : None, or the sentence saying why there is nothing to draw (for :func:`plotting.save_figure`)
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from scipy import stats
+
+    have = surv[surv["subtype"].notna()] if "subtype" in surv else surv.iloc[:0]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    table = have.groupby("subtype")[value].describe().reset_index()
+    if len(have) == 0:
+        return fig, table, "no patient has a molecular subtype (no subtype table given): panel skipped"
+    order = sorted(have["subtype"].unique())
+    sns.boxplot(data=have, x="subtype", y=value, color="#cccccc", ax=ax, order=order)
+    groups = [g[value].to_numpy() for _, g in have.groupby("subtype")]
+    title = "HTI by molecular subtype"
+    if len(groups) >= 2:
+        title += f" (Kruskal-Wallis p = {stats.kruskal(*groups).pvalue:.2g})"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("subtype")
+    ax.set_ylabel("HTI")
+    fig.tight_layout()
+    return fig, table, None

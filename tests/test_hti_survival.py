@@ -244,3 +244,22 @@ def test_hti_comparisons_and_cox_table():
 def test_combination_names():
     assert hti.combination_names(["A", "B"]) == ["none", "A", "B", "A+B"]
     assert hti.combination_names(["A", "B", "C"])[5] == "A+C"
+
+
+def test_hti_by_subtype_panel_with_and_without_subtypes(tmp_path):
+    """A TCGA folder without a subtype table gives an empty, explained panel; with subtypes, a Kruskal-Wallis test."""
+    import matplotlib.pyplot as plt
+
+    from histo_utils.plotting import save_figure
+
+    rng = np.random.default_rng(0)
+    surv = pd.DataFrame({"hti0": np.r_[rng.uniform(0, 0.3, 20), rng.uniform(0.6, 1, 20)],
+                         "subtype": ["LumA"] * 20 + ["Basal"] * 20})
+    fig, table, why = survival.plot_hti_by_subtype(surv)
+    assert why is None and list(table.subtype) == ["Basal", "LumA"] and table["count"].tolist() == [20, 20]
+    assert "Kruskal-Wallis p = " in fig.axes[0].get_title() and float(fig.axes[0].get_title().split("= ")[1][:-1]) < 1e-4
+    plt.close(fig)
+    fig, table, why = survival.plot_hti_by_subtype(surv.assign(subtype=pd.NA))
+    assert len(table) == 0 and "no patient has a molecular subtype" in why
+    png = save_figure(fig, table, tmp_path, "08_hti_survival", "hti_by_subtype", empty=why)
+    assert png.exists()
