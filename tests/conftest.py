@@ -18,6 +18,18 @@ def fixture_file(rel: str) -> Path:
     return p
 
 
+def write_toy_notebook(path: Path, params_src: str, body_src: str) -> None:
+    """A two-cell notebook: a ``parameters``-tagged cell and a body (toy notebooks for the runner's tests)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    cell = new_code_cell(params_src)
+    cell.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[cell, new_code_cell(body_src)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """A small synthetic cohort (4 tissues x 2 samples, 1 mm slides), made once per session."""

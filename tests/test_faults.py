@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_toy_notebook
 from histo_utils import gtex, io, tiling
 from histo_utils.slides import write_aperio_svs
 
@@ -184,24 +185,13 @@ def test_gct_check_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 # case 6: profiles
 # --------------------------------------------------------------------------
-def _nb(path: Path, params_src: str, body_src: str) -> None:
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    cell = new_code_cell(params_src)
-    cell.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[cell, new_code_cell(body_src)],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, str(path))
-
-
 @pytest.fixture
 def toy_notebooks(tmp_path, monkeypatch):
     from histo_utils import run
 
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _nb(nbdir / "00_make.ipynb",
+    write_toy_notebook(nbdir / "00_make.ipynb",
         'out_dir: str = "x"  # output\nepochs: int = 2  # a count\ntile_sizes_px: list = [512]  # sizes\n'
         'lr: float = 0.1  # a rate\nname: str = "a"  # a name\nassume_mpp: "Optional[float]" = None  # opt\n'
         'loose = None  # no annotation\n',
@@ -348,7 +338,7 @@ def test_sigterm_stops_the_pool_workers(tmp_path, scheduler):
 
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _nb(nbdir / "00_pool.ipynb", 'out_dir: str = "x"  # output\n',
+    write_toy_notebook(nbdir / "00_pool.ipynb", 'out_dir: str = "x"  # output\n',
         "import time\nfrom pathlib import Path\nfrom histo_utils.distributed import map_slides\n"
         "Path(out_dir, '00_pool').mkdir(parents=True, exist_ok=True)\nPath(out_dir, 'started').write_text('')\n"
         f"map_slides(time.sleep, {{'a': 300, 'b': 300}}, workers=2, progress=False, scheduler={scheduler!r})\n")

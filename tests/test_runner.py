@@ -4,17 +4,10 @@ import ast
 import nbformat
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_notebook
-
+from conftest import write_toy_notebook
 from histo_utils import run
 
 
-def _nb(path, params_src, body_src):
-    cell = new_code_cell(params_src)
-    cell.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[cell, new_code_cell(body_src)],
-                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, str(path))
 
 
 @pytest.fixture
@@ -22,10 +15,10 @@ def toy(tmp_path, monkeypatch):
     """Two tiny notebooks: 00 writes a file from its parameter, 01 reads it."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    _nb(nbdir / "00_make.ipynb", 'out_dir: str = "x"  # output\nvalue: int = 1  # a number\n',
+    write_toy_notebook(nbdir / "00_make.ipynb", 'out_dir: str = "x"  # output\nvalue: int = 1  # a number\n',
         "from pathlib import Path\nd = Path(out_dir) / '00_make'\nd.mkdir(parents=True, exist_ok=True)\n"
         "(d / 'v.txt').write_text(str(value))\n(Path(out_dir) / 'count00').open('a').write('x')\n")
-    _nb(nbdir / "01_use.ipynb", 'out_dir: str = "x"  # output\nfail: bool = False  # raise on purpose\n',
+    write_toy_notebook(nbdir / "01_use.ipynb", 'out_dir: str = "x"  # output\nfail: bool = False  # raise on purpose\n',
         "from pathlib import Path\nd = Path(out_dir) / '01_use'\nd.mkdir(parents=True, exist_ok=True)\n"
         "v = int((Path(out_dir) / '00_make' / 'v.txt').read_text())\n"
         "if fail:\n    raise ValueError(f'planted failure {v}')\n"
