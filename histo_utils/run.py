@@ -44,7 +44,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -295,14 +295,23 @@ def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
     return prof
 
 
-def _match_notebook(key: str, available: dict[str, Path], path: Path) -> str:
+def _match_notebook(key: str, available: dict[str, Path], path: Path, *, named_by: str | None = None) -> str:
+    """The notebook stem that ``key`` (a stem or its number, ``"03"``) names; ``named_by`` says who named it."""
     if key in available:
         return key
     hits = [s for s in available if s.split("_")[0] == key]
     if len(hits) == 1:
         return hits[0]
-    raise ProfileError(f"Profile '{path.name}' names notebook '{key}', which is not in notebooks/."
+    who = named_by or f"Profile '{path.name}'"
+    raise ProfileError(f"{who} names notebook '{key}', which is not in notebooks/."
                        f"{_closest(key, available)} Available: {list(available)}")
+
+
+def split_only(only: Sequence[str] | None) -> list[str] | None:
+    """``--only`` values as notebook keys: ``["03,04", "05"]`` -> ``["03", "04", "05"]`` (commas or spaces)."""
+    if not only:
+        return None
+    return [k.strip() for o in only for k in str(o).split(",") if k.strip()]
 
 
 def resolve_parameters(prof: Profile, stem: str, out: Path) -> dict[str, Any]:
@@ -547,19 +556,24 @@ def executed_complete(executed: Path, stamp: dict | None) -> bool:
 
 
 def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, force: bool = False,
-                kernel: str | None = None) -> list[dict]:
+                kernel: str | None = None, finish: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run a profile's notebooks in order; returns one record per notebook (ran / skipped, seconds).
 
     The output directory is locked for the run (:func:`output_lock`); the
     temporary files of an interrupted run are removed first; SIGTERM/SIGINT
     stop the notebook's kernel and workers (:func:`stop_on_signals`).
+    ``finish(records)`` (publishing figures, writing the report) runs while
+    the lock is still held, so no other run can change the outputs it reads.
     """
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     current: dict = {}
     with output_lock(out), stop_on_signals(current):
         clean_interrupted(out)
-        return _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current)
+        records = _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current)
+        if finish is not None:
+            finish(records)
+        return records
 
 
 def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, force: bool, kernel: str | None,
@@ -570,8 +584,9 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
 
     selected = list(prof.notebooks)
     if only:
-        wanted = [_match_notebook(o, {s: prof.notebook_paths[s] for s in prof.notebooks}, prof.path)
-                  for o in only]
+        wanted = [_match_notebook(o, {s: prof.notebook_paths[s] for s in prof.notebooks}, prof.path,
+                                  named_by=f"--only (with profile '{prof.path.name}')")
+                  for o in split_only(only)]
         selected = [s for s in selected if s in wanted]
     records = []
     prints: dict[str, str] = {}
@@ -722,25 +737,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"    {k} = {v}")
             return 0
         out = args.out or ROOT / "runs" / prof.name
-        records = run_profile(prof, out, only=args.only, force=args.force, kernel=args.kernel)
+        report_failed: list[bool] = []
+
+        def finish(records: list[dict]) -> None:  # under the output lock: nothing changes what it reads
+            for r in records:
+                log.info("%-28s %-8s %7.1f s", r["notebook"], r["status"], r["seconds"])
+            if args.publish:
+                n = publish_figures(out.resolve(), args.publish.resolve(), [r["notebook"] for r in records])
+                log.info("published %d figure files to %s", n, args.publish)
+            if not args.no_report:
+                try:
+                    write_report(out)
+                except Exception:  # the notebooks' results stand; say why the report is missing
+                    log.exception("writing the report of %s failed", out)
+                    report_failed.append(True)
+
+        run_profile(prof, out, only=args.only, force=args.force, kernel=args.kernel, finish=finish)
     except (ProfileError, NotebookFailed, OutputLocked) as e:
         log.error("%s", e)
         return 2
     except RunInterrupted as e:
         log.error("Run stopped by %s; rerun the same command to resume.", e)
         return 128 + e.signum
-    for r in records:
-        log.info("%-28s %-8s %7.1f s", r["notebook"], r["status"], r["seconds"])
-    if args.publish:
-        n = publish_figures(out.resolve(), args.publish.resolve(), [r["notebook"] for r in records])
-        log.info("published %d figure files to %s", n, args.publish)
-    if not args.no_report:
-        try:
-            write_report(out)
-        except Exception:  # the notebooks' results stand; say why the report is missing
-            log.exception("writing the report of %s failed", out)
-            return 1
-    return 0
+    return 1 if report_failed else 0
 
 
 if __name__ == "__main__":

@@ -75,6 +75,32 @@ def test_only_needs_upstream_results(toy):
         run.run_profile(prof, tmp / "fresh", only=["01"])
 
 
+def test_only_takes_commas_and_names_itself_when_wrong(toy):
+    tmp, profile = toy
+    prof = profile({"notebooks": {"00": {}, "01": {}}})
+    assert run.split_only(["00,01"]) == run.split_only(["00", "01"]) == ["00", "01"]
+    assert [r["notebook"] for r in run.run_profile(prof, tmp / "out", only=["00,01"])] == ["00_make", "01_use"]
+    # a wrong --only value blames --only, not the profile file
+    with pytest.raises(run.ProfileError, match=r"^--only \(with profile 'p.yaml'\) names notebook '0x'"):
+        run.run_profile(prof, tmp / "out", only=["00,0x"])
+
+
+def test_finish_runs_while_the_output_is_still_locked(toy):
+    """Publishing and the report read the outputs: no other runner may start before they are done."""
+    tmp, profile = toy
+    prof = profile({"notebooks": {"00": {}, "01": {}}})
+    seen = []
+
+    def finish(records):
+        with pytest.raises(run.OutputLocked):
+            with run.output_lock(tmp / "out"):
+                pass
+        seen.append([r["status"] for r in records])
+
+    run.run_profile(prof, tmp / "out", finish=finish)
+    assert seen == [["ran", "ran"]]
+
+
 def test_failing_notebook_named_with_cell_and_copy_kept(toy):
     tmp, profile = toy
     out = tmp / "out"
