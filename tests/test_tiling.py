@@ -114,6 +114,29 @@ def test_read_tile_matches_raw_read(tiny_cohort):
     assert abs(float(tile.mean()) - float(raw.mean())) < 2.0
 
 
+def test_read_tile_shrinks_opaque_tiles_as_rgb_and_edge_tiles_onto_white(tiny_cohort):
+    """The RGB shortcut for opaque regions gives the premultiplied-RGBA path's numbers exactly; a tile
+    reaching past the scan keeps the white background there instead of black premultiplied pixels."""
+    from PIL import Image
+
+    from histo_utils.slides import rgba_to_rgb
+    out, _ = tiny_cohort
+    path = sorted((out / "slides").glob("*.svs"))[0]
+    slide = open_slide(path)
+    w, h = slide.dimensions
+    inside = {"x": w // 3, "y": h // 3, "level": 0, "read_px": 300, "size0": 300, "out_px": 128}
+    region = slide.read_region((inside["x"], inside["y"]), 0, (300, 300))
+    assert region.getchannel("A").getextrema() == (255, 255)
+    reference = rgba_to_rgb(np.asarray(region.resize((128, 128), Image.BILINEAR, reducing_gap=1.0)))
+    np.testing.assert_array_equal(tiling.read_tile(slide, inside, path=path, level="table"), reference)
+    edge = dict(inside, x=w - 150)  # half of the region lies right of the scan
+    tile = tiling.read_tile(slide, edge, path=path, level="table")
+    assert tile.shape == (128, 128, 3)
+    assert (tile[:, -50:] == 255).all()  # outside the scan: white, not black
+    assert tile[:, :50].mean() < 250     # inside: the slide's pixels
+    slide.close()
+
+
 def test_tile_slides_reports_bad_slides_and_resumes(tiny_cohort, tmp_path, monkeypatch):
     out, _ = tiny_cohort
     good = sorted((out / "slides").glob("*.svs"))[:2]
