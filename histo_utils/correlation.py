@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 __all__ = ["drop_constant", "standardize", "correlation_blocks", "scan_pairs", "ScanResult",
            "pair_correlations", "pearson_pvalues", "critical_r", "bh_adjust", "permutation_pvalues",
            "fisher_z", "compare_scans", "group_r2", "conditional_independence", "expression_floor",
-           "threshold_grid", "null_r_density", "named_pairs", "significant_counts_by_table", "genes_per_layer",
+           "threshold_grid", "null_r_density", "named_pairs", "significant_counts_by_table", "network_comparison",
+           "batch_norm_effect", "describe_batch_norm_effect", "genes_per_layer",
            "Reproducibility", "reproducibility", "indirect_dependencies"]
 
 BACKENDS = ("numpy", "torch")
@@ -1007,10 +1008,10 @@ def named_pairs(pairs: pd.DataFrame, features: pd.DataFrame, expression: pd.Data
 
 
 def significant_counts_by_table(tables: dict, expression: pd.DataFrame, floor: pd.DataFrame, *,
-                                r_threshold: float = 0.8, e_threshold: float = 10.0, n_permutations: int = 1000,
-                                perm_alpha: float = 0.001, seed: int = 0, block_size: int = 2048,
-                                backend: str = "numpy", device: str = "auto") -> pd.DataFrame:
-    """Badea's Table 4: the same scan and permutation test on each feature table, at one (R_T, E_T).
+                                r_threshold: float | Sequence[float] = 0.8, e_threshold: float = 10.0,
+                                n_permutations: int = 1000, perm_alpha: float = 0.001, seed: int = 0,
+                                block_size: int = 2048, backend: str = "numpy", device: str = "auto") -> pd.DataFrame:
+    """Badea's Table 4: the same scan and permutation test on each feature table, at fixed (R_T, E_T).
 
     Parameters
     ----------
@@ -1018,28 +1019,129 @@ def significant_counts_by_table(tables: dict, expression: pd.DataFrame, floor: p
         the same samples in the same order as ``expression``
     expression : DataFrame, shape (n_samples, n_genes), without constant genes
     floor : DataFrame of :func:`expression_floor`
-    r_threshold, e_threshold, n_permutations, perm_alpha, seed : as :func:`threshold_grid` and
-        :func:`permutation_pvalues`
+    r_threshold : one R_T or several (Badea: 0.8, also 0.75 and 0.7); every pair at the lowest is tested by
+        permutation once and counted at each
+    e_threshold, n_permutations, perm_alpha, seed : as :func:`threshold_grid` and :func:`permutation_pvalues`
     block_size, backend, device : of the engine
 
     Returns
     -------
-    DataFrame, one row per table: the :func:`threshold_grid` counts with ``network, tile_px,
+    DataFrame, one row per table and R_T: the :func:`threshold_grid` counts with ``network, tile_px,
     features_tested``
     """
+    r_list = sorted({float(r) for r in np.atleast_1d(r_threshold)})
     rows = []
     for key, table in tables.items():
         f, _ = drop_constant(table, what="feature")
-        scan = scan_pairs(f, expression, r_min=r_threshold, fdr_keep=0, block_size=block_size, backend=backend,
+        scan = scan_pairs(f, expression, r_min=r_list[0], fdr_keep=0, block_size=block_size, backend=backend,
                           device=device, histogram_bins=0)
         pairs = named_pairs(scan.pairs, f, expression)
         pairs = pairs[pairs.gene.map(floor.max_median) >= e_threshold]
         pp, _ = permutation_pvalues(f, expression, scan.pairs.feature[pairs.index], scan.pairs.gene[pairs.index],
                                     n_permutations=n_permutations, seed=seed, backend=backend, device=device)
-        t = threshold_grid(pairs, floor.max_median, floor.max_tissue, r_thresholds=[r_threshold],
+        t = threshold_grid(pairs, floor.max_median, floor.max_tissue, r_thresholds=r_list,
                            e_thresholds=[e_threshold], extra=pp < perm_alpha)
         rows.append(t.assign(network=key.network, tile_px=key.tile_px, features_tested=f.shape[1]))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def network_comparison(by_table: pd.DataFrame, provenance: Mapping, accuracy: pd.DataFrame | None = None
+                       ) -> pd.DataFrame:
+    """Badea's Tables 2-4 side by side: one row per architecture, weights and tile size.
+
+    Parameters
+    ----------
+    by_table : DataFrame of :func:`significant_counts_by_table` (``network, tile_px, R_T, E_T, pairs, genes,
+        features, tissues``)
+    provenance : notebook 02's ``features_provenance.json`` (its ``tables`` give each table's ``arch``;
+        tables of older runs without it are the provenance's ``arch``)
+    accuracy : notebook 02's ``accuracy.tsv`` (``arch, level, split, class, accuracy``), optional: the test
+        tile and slide accuracies of each trained architecture (Tables 2-3)
+
+    Returns
+    -------
+    DataFrame indexed by ``arch, weights, tile_px`` (``weights``: trained or untrained), columns
+    ``tile_acc_test, slide_acc_test`` (when ``accuracy`` is given) and ``<count> @ R_T <r>`` for pairs, genes,
+    features and tissues at every R_T (E_T in ``attrs["E_T"]``)
+    """
+    meta = {m["network"]: m.get("arch", provenance.get("arch", "")) for m in provenance["tables"].values()}
+    d = by_table.assign(arch=by_table.network.map(meta),
+                        weights=np.where(by_table.network.str.endswith("untrained"), "untrained", "trained"))
+    if d.arch.isna().any():
+        raise ValueError(f"Networks {sorted(d.network[d.arch.isna()].unique())} are not in the provenance's "
+                         "tables: pass the features_provenance.json of the same run.")
+    wide = d.pivot_table(index=["arch", "weights", "tile_px"], columns="R_T",
+                         values=["pairs", "genes", "features", "tissues"], sort=False)
+    wide = wide[[(v, r) for r in sorted(d.R_T.unique(), reverse=True) for v in ("pairs", "genes", "features",
+                                                                              "tissues")]]
+    wide.columns = [f"{v} @ R_T {r:g}" for v, r in wide.columns]
+    wide = wide.astype(int)
+    if accuracy is not None:
+        acc = accuracy[(accuracy["class"] == "(all)") & (accuracy.split == "test")]
+        if "arch" not in acc.columns:
+            acc = acc.assign(arch=provenance.get("arch", ""))
+        acc = acc.pivot_table(index="arch", columns="level", values="accuracy")
+        trained = wide.index.get_level_values("weights") == "trained"
+        archs = wide.index.get_level_values("arch")
+        for level in ("tile", "slide"):
+            col = acc[level].reindex(archs).to_numpy() if level in acc.columns else np.full(len(wide), np.nan)
+            wide.insert(0 if level == "tile" else 1, f"{level}_acc_test", np.where(trained, col, np.nan))
+    wide.attrs["E_T"] = float(d.E_T.iloc[0]) if len(d) else float("nan")
+    return wide
+
+
+def batch_norm_effect(comparison: pd.DataFrame, *, r_threshold: float) -> pd.DataFrame:
+    """Each trained architecture with batch norm (``<base>_bn``) next to its base without, per tile size.
+
+    Parameters
+    ----------
+    comparison : DataFrame of :func:`network_comparison`
+    r_threshold : the R_T whose counts are compared
+
+    Returns
+    -------
+    DataFrame, one row per pair and tile size: ``base, bn, tile_px, genes, genes_bn, pairs, pairs_bn,
+    weakens`` (``weakens``: fewer correlated genes with batch norm); empty when no pair is present
+    """
+    trained = comparison.xs("trained", level="weights")
+    archs = set(trained.index.get_level_values("arch"))
+    g, p = f"genes @ R_T {r_threshold:g}", f"pairs @ R_T {r_threshold:g}"
+    if g not in trained.columns:
+        raise ValueError(f"R_T {r_threshold} is not among the comparison's thresholds: "
+                         f"{[c for c in trained.columns if c.startswith('genes')]}.")
+    rows = []
+    for bn in sorted(a for a in archs if a.endswith("_bn") and a[:-3] in archs):
+        base = bn[:-3]
+        for px in trained.loc[bn].index:
+            if px in trained.loc[base].index:
+                a, b = trained.loc[(base, px)], trained.loc[(bn, px)]
+                rows.append({"base": base, "bn": bn, "tile_px": int(px), "genes": int(a[g]), "genes_bn": int(b[g]),
+                             "pairs": int(a[p]), "pairs_bn": int(b[p]), "weakens": bool(b[g] < a[g])})
+    return pd.DataFrame(rows, columns=["base", "bn", "tile_px", "genes", "genes_bn", "pairs", "pairs_bn", "weakens"])
+
+
+def describe_batch_norm_effect(effect: pd.DataFrame, *, r_threshold: float, e_threshold: float) -> str:
+    """One sentence per architecture pair from :func:`batch_norm_effect`, numbers formatted from the table.
+
+    Returns
+    -------
+    str (Markdown), saying whether batch norm weakens the features' gene correlations here
+    """
+    if effect.empty:
+        return "No architecture was run both with and without batch norm, so its effect is not measured here."
+    out = []
+    for (base, bn), d in effect.groupby(["base", "bn"], sort=False):
+        per_px = "; ".join(f"{r.tile_px}-px tiles: {r.genes_bn:,} genes in {r.pairs_bn:,} pairs with batch norm "
+                           f"against {r.genes:,} genes in {r.pairs:,} pairs without" for r in d.itertuples())
+        if d.weakens.all():
+            verdict = "batch norm **weakens** the correlations here, as Badea found for VGG vs VGG_bn"
+        elif not d.weakens.any():
+            verdict = "batch norm does **not** weaken the correlations here (Badea found it did for VGG)"
+        else:
+            verdict = "the effect of batch norm depends on the tile size here"
+        out.append(f"**{bn} vs {base}** (R_T = {r_threshold:g}, E_T = {e_threshold:g}, test split): {per_px}: "
+                   f"{verdict}.")
+    return "\n\n".join(out)
 
 
 def genes_per_layer(pairs: pd.DataFrame, layers: Sequence[str], *, by: str) -> pd.DataFrame:

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .io import atomic_path
@@ -136,7 +135,7 @@ def extract_tile_features(model: nn.Module, layers: Mapping[str, nn.Module], ds:
     model.to(dev).eval()
     feats, logits = [], []
     with LayerRecorder(layers, p=p) as rec:
-        for x, _, _ in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=num_workers),
+        for x, _, _ in tqdm(ds.batches(batch_size, num_workers=num_workers),
                             desc="features", unit="batch", disable=not progress, leave=False):
             logits.append(model(x.to(dev)).float().cpu())
             feats.append(rec.collect().float().cpu())
@@ -367,8 +366,8 @@ def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds
     cache_dir
         When given, each slide's vector is written to
         ``cache_dir/<network_key>/<image_id>.<tiles key>.npz`` (the key
-        covers the weights, layers, ``how``, ``p``, ``batch_size`` and input
-        size; the tiles key the slide's tile rows and file), and slides already
+        covers the weights, layers, ``how``, ``p``, ``batch_size``, input
+        size and read mode; the tiles key the slide's tile rows and file), and slides already
         there are read back instead of computed: a rerun computes only what
         is missing.
 
@@ -388,8 +387,9 @@ def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds
     cache: Path | None = None
     cached: dict[str, tuple[np.ndarray, list[str]]] = {}
     if cache_dir is not None:
+        read = {} if ds.level == "table" else {"read_level": ds.level}  # "table" keeps the keys of earlier runs
         cache = Path(cache_dir) / network_key(model, layers, how=how, p=p, batch_size=batch_size,
-                                              input_px=ds.input_px)
+                                              input_px=ds.input_px, **read)
         cache.mkdir(parents=True, exist_ok=True)
         for iid, k in keys.items():
             f = cache / f"{iid}.{k}.npz"
@@ -409,8 +409,8 @@ def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds
         if todo and any(t.device.type != "cpu" for t in model.state_dict().values()):
             model, layers = copy.deepcopy((model, dict(layers)))  # workers may have no GPU: ship a CPU copy
             model.cpu()
-        items = {iid: (iid, TileDataset(tiles.iloc[groups[iid]], {iid: ds.paths[iid]}, input_px=ds.input_px),
-                       keys[iid]) for iid in todo}
+        items = {iid: (iid, TileDataset(tiles.iloc[groups[iid]], {iid: ds.paths[iid]}, input_px=ds.input_px,
+                                        level=ds.level), keys[iid]) for iid in todo}
         shared.update(net=_Network(model, layers), num_workers=0)  # Dask workers cannot fork loaders
         run = map_slides(_slide_features_task, items, scheduler=scheduler, workers=workers, shared=shared,
                          desc="slide features", progress=progress)
@@ -476,7 +476,8 @@ def layer_program_correlation(features: pd.DataFrame, programs: pd.DataFrame, gr
 
 
 def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[int, TileDataset],
-                         out_dir: str | os.PathLike, *, arch: str, tile_mpp: Mapping[int, float], how: str = "sum",
+                         out_dir: str | os.PathLike, *, arch: str | Mapping[str, str], tile_mpp: Mapping[int, float],
+                         how: str = "sum",
                          p: float = 1.0, batch_size: int = 64, device: str = "auto",
                          scheduler: "SchedulerSpec" = "", cache_dir: str | os.PathLike | None = None
                          ) -> tuple[dict, dict]:
@@ -487,17 +488,18 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
 
     Parameters
     ----------
-    networks : dict, network name (``trained``, ``untrained``) -> model of architecture ``arch``
+    networks : dict, network name (``trained``, ``untrained``, ``<arch>-trained``) -> model
     datasets : dict, tile size -> TileDataset of that grid
     out_dir : folder of the tables (notebook 02's output folder)
-    arch : architecture name (its feature layers: :func:`histo_utils.models.feature_layers`)
+    arch : architecture name of every network, or dict network name -> architecture name (their feature
+        layers: :func:`histo_utils.models.feature_layers`; recorded as ``arch`` in the listing)
     tile_mpp : dict, tile size -> microns per pixel of its tiles (recorded)
     how, p, batch_size, device, scheduler, cache_dir : of :func:`extract_slide_features`
 
     Returns
     -------
     tables : dict, FeatureKey -> DataFrame, shape (n_slides, n_features), index image ID
-    listing : dict, file name -> ``network, tile_px, tile_mpp, layers, n_features, n_slides,
+    listing : dict, file name -> ``network, arch, tile_px, tile_mpp, layers, n_features, n_slides,
         failed_slides``: the ``tables`` entry of ``features_provenance.json``
     """
     from .data import FeatureKey
@@ -507,14 +509,15 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
     tables, listing = {}, {}
     for px, ds in datasets.items():
         for name, net in networks.items():
-            layers = feature_layers(net, arch)
+            net_arch = arch if isinstance(arch, str) else arch[name]
+            layers = feature_layers(net, net_arch)
             table = extract_slide_features(net, layers, ds, how=how, p=p, batch_size=batch_size, device=device,
                                            scheduler=scheduler, cache_dir=cache_dir)
             failed = sorted(table.attrs.pop("failed_slides"))  # slides whose features could not be computed
             key = FeatureKey(name, px, how)
             write_table(table, Path(out_dir) / key.file_name, index=True)
             tables[key] = table
-            listing[key.file_name] = {"network": name, "tile_px": px, "tile_mpp": tile_mpp[px],
+            listing[key.file_name] = {"network": name, "arch": net_arch, "tile_px": px, "tile_mpp": tile_mpp[px],
                                       "layers": list(layers), "n_features": table.shape[1],
                                       "n_slides": table.shape[0], "failed_slides": failed}
     return tables, listing

@@ -19,7 +19,8 @@ __all__ = ["shared_vs_null_dots", "excess_by_layer", "excess_strips", "pc_cross_
            "count_heatmaps", "stacked_layer_bars", "reproducibility_scatter", "training_curves",
            "confusion_heatmaps", "variance_bars", "confounder_diagnostics", "residual_grid", "bars_by_tissue",
            "technical_scatter", "planted_scatter_and_roles", "tiles_and_slides_per_tissue", "resolution_overview", "confounder_overview",
-           "fading_scatter", "expression_floor_histogram", "within_tissue_power"]
+           "fading_scatter", "expression_floor_histogram", "within_tissue_power", "layer_tracking_lines",
+           "network_comparison_bars"]
 
 
 # --------------------------------------------------------------------------------------------- 02
@@ -29,24 +30,63 @@ def training_curves(history: pd.DataFrame) -> plt.Figure:
     Parameters
     ----------
     history : DataFrame of :func:`histo_utils.training.train_classifier` (``epoch, train_loss, val_loss,
-        train_acc, val_acc, best``)
+        train_acc, val_acc, best``), optionally with an ``arch`` column (one colour per architecture, train
+        dashed, validation solid)
 
     Returns
     -------
     matplotlib Figure
     """
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    axes[0].plot(history.epoch, history.train_loss, label="train")
-    axes[0].plot(history.epoch, history.val_loss, label="validation")
+    groups = list(history.groupby("arch", sort=False)) if "arch" in history.columns else [("", history)]
+    for k, (arch, h) in enumerate(groups):
+        colour = f"C{k}"
+        name = f"{arch} " if arch else ""
+        axes[0].plot(h.epoch, h.train_loss, ls="--", color=colour, label=f"{name}train")
+        axes[0].plot(h.epoch, h.val_loss, color=colour, label=f"{name}validation")
+        axes[1].plot(h.epoch, h.train_acc, ls="--", color=colour, label=f"{name}train")
+        axes[1].plot(h.epoch, h.val_acc, color=colour, label=f"{name}validation")
+        best = h.best.astype(bool)
+        axes[1].scatter(h.epoch[best], h.val_acc[best], color=colour, edgecolor="k", zorder=3, s=14,
+                        label="best so far" if k == len(groups) - 1 else None)
     axes[0].set_ylabel("cross-entropy")
-    axes[1].plot(history.epoch, history.train_acc, label="train")
-    axes[1].plot(history.epoch, history.val_acc, label="validation")
-    axes[1].scatter(history.epoch[history.best], history.val_acc[history.best], color="k", zorder=3, s=12,
-                    label="best so far")
     axes[1].set_ylabel("tile accuracy")
     for a in axes:
         a.set_xlabel("epoch")
         a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def layer_tracking_lines(lp: pd.DataFrame, *, title: str = "") -> plt.Figure:
+    """Best within-tissue |r| per layer and planted program, one line per network, chance levels in grey.
+
+    Parameters
+    ----------
+    lp : DataFrame of :func:`histo_utils.features.layer_program_tracking` for one tile size (``layer_index,
+        abs_r, network, program``; networks ``<name> (shuffled)`` are the chance levels)
+    title : figure title
+
+    Returns
+    -------
+    matplotlib Figure, one panel per program
+    """
+    programs = list(dict.fromkeys(lp.program))
+    nets = [n for n in dict.fromkeys(lp.network) if not n.endswith("(shuffled)")]
+    fig, axes = plt.subplots(1, len(programs), figsize=(3.6 * len(programs), 3), squeeze=False, sharey=True)
+    for ax, prog in zip(axes[0], programs):
+        d = lp[lp.program == prog]
+        for k, net in enumerate(nets):
+            for name, style in ((net, dict(color=f"C{k}", lw=1.6)),
+                                (f"{net} (shuffled)", dict(color=f"C{k}", lw=0.8, ls=":", alpha=0.7))):
+                e = d[d.network == name].sort_values("layer_index")
+                if len(e):
+                    ax.plot(e.layer_index, e.abs_r, label=name, **style)
+        ax.set(title=prog, xlabel="layer (network order)")
+    axes[0, 0].set_ylabel("best |r| within tissue")
+    axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title, y=1.02)
     fig.tight_layout()
     return fig
 
@@ -56,16 +96,18 @@ def confusion_heatmaps(confusion: dict[str, pd.DataFrame], *, split: str = "test
 
     Parameters
     ----------
-    confusion : dict, level -> DataFrame, shape (n_classes, n_classes)
-        (:func:`histo_utils.training.confusion_table`)
+    confusion : dict, panel name (level, or ``"<arch> <level>"``) -> DataFrame, shape (n_classes, n_classes)
+        (:func:`histo_utils.training.confusion_tables`); two panels per row
     split : name in the titles
 
     Returns
     -------
     matplotlib Figure
     """
-    fig, axes = plt.subplots(1, len(confusion), figsize=(5 * len(confusion), 4), squeeze=False)
-    for ax, (level, cm) in zip(axes[0], confusion.items()):
+    ncols = min(len(confusion), 2)
+    nrows = -(-len(confusion) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 4 * nrows), squeeze=False)
+    for ax, (level, cm) in zip(axes.ravel(), confusion.items()):
         sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", ax=ax, cbar=False)
         ax.set(xlabel="predicted", ylabel="true")
         ax.set_title(f"{split} {level}s: accuracy {np.trace(cm.to_numpy()) / max(cm.to_numpy().sum(), 1):.3f}")
@@ -153,6 +195,41 @@ def stacked_layer_bars(counts: pd.DataFrame, *, ylabel: str, legend_title: str =
     ax.set_title(title, fontsize=9)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def network_comparison_bars(comparison: pd.DataFrame, *, counts: Sequence[str] = ("genes", "pairs"),
+                            title: str = "") -> plt.Figure:
+    """Correlated-gene counts per network at every R_T (Badea's Table 4 as bars), one panel per count.
+
+    Parameters
+    ----------
+    comparison : DataFrame of :func:`histo_utils.correlation.network_comparison` (index ``arch, weights,
+        tile_px``; columns ``<count> @ R_T <r>``)
+    counts : which counts to draw (``genes``, ``pairs``, ``features``, ``tissues``)
+    title : figure title
+
+    Returns
+    -------
+    matplotlib Figure; bars grouped by R_T, one colour per network and tile size (untrained hatched)
+    """
+    fig, axes = plt.subplots(1, len(counts), figsize=(5.2 * len(counts), 3.4), squeeze=False)
+    rows = list(comparison.index)
+    width = 0.8 / max(len(rows), 1)
+    for ax, count in zip(axes[0], counts):
+        cols = [c for c in comparison.columns if c.startswith(f"{count} @ R_T ")]
+        r_values = [c.rsplit(" ", 1)[1] for c in cols]
+        x = np.arange(len(cols))
+        for k, (arch, weights, px) in enumerate(rows):
+            ax.bar(x + (k - (len(rows) - 1) / 2) * width, comparison.loc[(arch, weights, px), cols].to_numpy(float),
+                   width, color=f"C{k}", hatch="//" if weights == "untrained" else None, edgecolor="white",
+                   label=f"{arch} {weights}, {px} px")
+        ax.set_xticks(x, [f"R_T {r}" for r in r_values])
+        ax.set_ylabel(f"significant {count}")
+    axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def reproducibility_scatter(sample: pd.DataFrame, reported: pd.DataFrame, summary: dict, *, split: str,

@@ -16,6 +16,9 @@ random weights unless a local weights file is given (nothing is downloaded):
     A small VGG-style network without batch normalisation (conv-ReLU blocks
     of 16-32-64-128 channels, max pooling, global average, dropout, one fully
     connected layer) for the CPU default run.
+``compact_bn``
+    The same with batch normalisation after every convolution (conv-BN-ReLU,
+    as torchvision's ``vgg*_bn``): the CPU stand-in of Badea's VGG vs VGG_bn.
 
 Feature layers (:func:`feature_layers`): for VGG, AlexNet and ``compact`` every
 module of ``features`` (VGG16: indices 0-30, 9,920 channels); for ResNet34 the
@@ -45,19 +48,26 @@ _TV = {
     "resnet34": "resnet34",
     "inception_v3": "inception_v3",
 }
-ARCHITECTURES = (*_TV, "vgg16_1fc", "vgg16_avg1fc", "compact")
+ARCHITECTURES = (*_TV, "vgg16_1fc", "vgg16_avg1fc", "compact", "compact_bn")
 
 
 class CompactVGG(nn.Module):
-    """A small VGG-style classifier: ``features`` (conv-ReLU blocks, max pooling), average, dropout, linear."""
+    """A small VGG-style classifier: ``features`` (conv-ReLU blocks, max pooling), average, dropout, linear.
 
-    def __init__(self, n_classes: int, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.3):
+    ``batch_norm=True`` puts a BatchNorm2d between every convolution and its ReLU (torchvision's ``vgg*_bn``
+    layout).
+    """
+
+    def __init__(self, n_classes: int, widths: tuple[int, ...] = (16, 32, 64, 128), dropout: float = 0.3,
+                 batch_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
         for w in widths:
-            layers += [nn.Conv2d(c_in, w, 3, padding=1), nn.ReLU(inplace=True),
-                       nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            for c in (c_in, w):
+                layers += [nn.Conv2d(c, w, 3, padding=1), *([nn.BatchNorm2d(w)] if batch_norm else []),
+                           nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d(2))
             c_in = w
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -107,8 +117,8 @@ def build_model(arch: str, n_classes: int, *, weights_path: str | os.PathLike | 
         raise ValueError(f"Architecture '{arch}' not available. Available: {list(ARCHITECTURES)}")
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
-    if arch == "compact":
-        model: nn.Module = CompactVGG(n_classes)
+    if arch in ("compact", "compact_bn"):
+        model: nn.Module = CompactVGG(n_classes, batch_norm=arch == "compact_bn")
     elif arch in ("vgg16_1fc", "vgg16_avg1fc"):
         model = torchvision.models.vgg16(weights=None)
         if arch == "vgg16_1fc":

@@ -34,7 +34,9 @@ from .tiling import read_tile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "TileDataset", "TrainConfig", "train_classifier",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "TileDataset", "augment_batch", "TrainConfig",
+           "train_classifier", "train_networks", "NetworkRun", "run_tables", "confusion_tables", "table_network_name",
+           "feature_networks",
            "predict_tiles", "slide_predictions", "accuracy_table", "merge_classes", "load_checkpoint",
            "sample_per_slide", "tissue_tile_dataset", "prediction_tables", "accuracy_by_split", "confusion_table"]
 
@@ -78,13 +80,21 @@ class TileDataset(Dataset):
         contrast, saturation, hue), drawn from torch's random state: stain
         differences between centres are the main thing a tissue classifier
         must not learn.
+    level
+        How tiles are read (:func:`histo_utils.tiling.read_tile`): ``"table"``, the tiling's own level and read
+        size; ``"auto"``, the coarsest pyramid level that still holds the input's detail (the same tile extent,
+        fewer pixels read and shrunk: about 2.5x faster at 256 px read into 128 px; the pixels differ by a few
+        grey levels). Anything cached from the tiles (features, checkpoints) must be keyed on it
+        (:attr:`read_key`).
 
     Items are ``(image, label, index)`` with ``image`` of shape
     (3, input_px, input_px), float32, ImageNet-normalised.
     """
 
     def __init__(self, tiles: pd.DataFrame, slide_paths: Mapping[str, str], *, input_px: int,
-                 labels: Sequence[int] | None = None, augment: bool = False):
+                 labels: Sequence[int] | None = None, augment: bool = False, level: str = "table"):
+        if level not in ("table", "auto"):
+            raise ValueError(f"level={level!r} not available. Choose 'table' (the tiling's level) or 'auto'.")
         missing = set(tiles["image_id"]) - set(slide_paths)
         if missing:
             raise ValueError(f"{len(missing)} tiles' slides have no path (e.g. {sorted(missing)[:3]}).")
@@ -100,6 +110,8 @@ class TileDataset(Dataset):
         self._cache: np.ndarray | None = None
         self.augment = augment
         self.colour_jitter = True
+        self.batched_augment = False
+        self.level = level
         self._jitter = None
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -120,10 +132,12 @@ class TileDataset(Dataset):
         iid = r["image_id"]
         if iid not in self._slides:
             self._slides[iid] = open_slide(self.paths[iid])
-        # the tiling's own level and read size: the pixels the figures were made from. read_tile's default
-        # ("auto", a coarser level when it holds the detail) is faster but changes the features slightly, and
-        # the feature cache and checkpoints are not keyed on it; switching needs that key first.
-        return read_tile(self._slides[iid], r, path=self.paths[iid], out_px=self.input_px, level="table")
+        return read_tile(self._slides[iid], r, path=self.paths[iid], out_px=self.input_px, level=self.level)
+
+    @property
+    def read_key(self) -> dict:
+        """What the pixels depend on besides the tile rows: ``{"input_px", "read_level"}`` (for cache keys)."""
+        return {"input_px": self.input_px, "read_level": self.level}
 
     def preload(self, *, num_workers: int = 0, progress: bool = True) -> "TileDataset":
         """Read every tile once into memory (uint8), in ``num_workers`` processes; for cohorts that fit in RAM."""
@@ -145,8 +159,10 @@ class TileDataset(Dataset):
         """
         index = np.asarray(index, dtype=np.int64)
         sub = TileDataset(self.tiles.iloc[index], self.paths, input_px=self.input_px,
-                          labels=self.labels[index] if labels is None else labels, augment=self.augment)
+                          labels=self.labels[index] if labels is None else labels, augment=self.augment,
+                          level=self.level)
         sub.colour_jitter = self.colour_jitter
+        sub.batched_augment = self.batched_augment
         if self._cache is not None:
             sub._cache = self._cache[index]
         return sub
@@ -174,14 +190,111 @@ class TileDataset(Dataset):
             x = x.flip(1)
         return self._jitter(x).clamp_(0, 1) if self.colour_jitter else x
 
-    def with_augmentation(self, augment: bool = True, *, colour: bool = True) -> "TileDataset":
+    def with_augmentation(self, augment: bool = True, *, colour: bool = True,
+                          batched: bool = False) -> "TileDataset":
         """This dataset (same tiles and cache) with augmentation switched on or off.
 
-        ``colour=False`` keeps the random flips only (Levy-Jurgenson et al.).
+        ``colour=False`` keeps the random flips only (Levy-Jurgenson et al.). ``batched=True`` draws the flips
+        and jitter of a whole batch at once (:func:`augment_batch`, per tile parameters; about 10x cheaper
+        than torchvision's ColorJitter called tile by tile, other random numbers than the per-tile path).
         """
         self.augment = augment
         self.colour_jitter = colour
+        self.batched_augment = batched
         return self
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                num_workers: int = 0):
+        """Iterate over ``(images, labels, positions)`` batches, as a DataLoader over this dataset would.
+
+        A preloaded dataset read in this process (``num_workers = 0``) is batched straight from its uint8
+        cache (one indexing, one conversion per batch instead of one per tile, the same numbers as the
+        DataLoader); otherwise a DataLoader with ``num_workers`` processes. Both draw the same random numbers (the DataLoader's base
+        seed, then its RandomSampler's ``torch.randperm`` of ``generator`` when shuffled), so a training run
+        gives the same numbers either way.
+
+        Parameters
+        ----------
+        batch_size : tiles per batch
+        shuffle, generator : random order and its generator
+        num_workers : tile-reading processes (not preloaded datasets)
+
+        Yields
+        ------
+        images : Tensor, shape (b, 3, input_px, input_px), float32, ImageNet-normalised
+        labels : Tensor, shape (b,), int64
+        positions : Tensor, shape (b,), int64, positions in this dataset
+        """
+        if self._cache is None or num_workers > 0:
+            if self.augment and self.batched_augment:
+                raise ValueError("Batched augmentation needs preloaded tiles read in this process: call "
+                                 ".preload() first, or with_augmentation(batched=False).")
+            yield from DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                  num_workers=num_workers, persistent_workers=False)
+            return
+        n = len(self)
+        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the DataLoader's base seed draw: same
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # random state after
+        cache = torch.from_numpy(self._cache)
+        labels = torch.from_numpy(self.labels)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x = cache[idx].permute(0, 3, 1, 2).float().div_(255.0)
+            if self.augment and self.batched_augment:
+                x = augment_batch(x, colour=self.colour_jitter)
+            elif self.augment:  # tile by tile, in order: the random numbers of the per-item DataLoader path
+                x = torch.stack([self._augment(xi) for xi in x])
+            yield (x - self._mean) / self._std, labels[idx], idx
+
+
+_GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def augment_batch(x: torch.Tensor, *, colour: bool = True, brightness: float = 0.2, contrast: float = 0.2,
+                  saturation: float = 0.25, hue: float = 0.05) -> torch.Tensor:
+    """Random flips and colour jitter of a batch, drawn per tile from torch's random state.
+
+    The ranges are torchvision ``ColorJitter``'s (factors uniform in ``[1 - a, 1 + a]``, hue shift uniform in
+    ``[-hue, hue]`` of a turn) and the operations its formulas (blend with black, with the tile's mean grey,
+    with its grey image), applied in this fixed order; the hue is rotated in YIQ space (a linear map per
+    tile), not through HSV. Each tile has its own factors, as when ColorJitter is called tile by tile.
+
+    Parameters
+    ----------
+    x : Tensor, shape (b, 3, h, w), values in [0, 1]
+    colour : also jitter the colours (False: flips only)
+    brightness, contrast, saturation, hue : jitter ranges
+
+    Returns
+    -------
+    Tensor, shape (b, 3, h, w), values in [0, 1]
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"x must be a batch of RGB images (b, 3, h, w), got shape {tuple(x.shape)}.")
+    b = len(x)
+    x = torch.where((torch.rand(b) < 0.5).view(b, 1, 1, 1), x.flip(3), x)
+    x = torch.where((torch.rand(b) < 0.5).view(b, 1, 1, 1), x.flip(2), x)
+    if not colour:
+        return x
+    u = torch.rand(b, 4)
+    f_b = (1 - brightness + 2 * brightness * u[:, 0]).view(b, 1, 1, 1)
+    f_c = (1 - contrast + 2 * contrast * u[:, 1]).view(b, 1, 1, 1)
+    f_s = (1 - saturation + 2 * saturation * u[:, 2]).view(b, 1, 1, 1)
+    theta = (2 * torch.pi * hue * (2 * u[:, 3] - 1))
+    w = torch.tensor(_GREY).view(1, 3, 1, 1)
+    x = (x * f_b).clamp_(0, 1)
+    grey_mean = (x * w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (f_c * x + (1 - f_c) * grey_mean).clamp_(0, 1)
+    grey = (x * w).sum(1, keepdim=True)
+    x = (f_s * x + (1 - f_s) * grey).clamp_(0, 1)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(b, 3, 3)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    m = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ  # (b, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", m, x).clamp_(0, 1)
 
 
 class _RawTiles(Dataset):
@@ -228,11 +341,10 @@ class TrainConfig:
         return params_key(self)
 
 
-def _loader(ds, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+def _loader(ds: TileDataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0):
     g = torch.Generator()
     g.manual_seed(cfg.seed * 1000 + epoch)
-    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, generator=g, num_workers=cfg.num_workers,
-                      persistent_workers=False)
+    return ds.batches(cfg.batch_size, shuffle=shuffle, generator=g, num_workers=cfg.num_workers)
 
 
 def _save(obj, path: Path) -> None:
@@ -328,7 +440,7 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         model.train()
         tot, correct, loss_sum = 0, 0, 0.0
         bar = tqdm(_loader(train, config, shuffle=True, epoch=epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   unit="batch", disable=not progress, leave=False)
+                   unit="batch", disable=not progress, leave=False, total=-(-len(train) // config.batch_size))
         for x, y, _ in bar:
             x, y = x.to(dev), y.to(dev)
             opt.zero_grad()
@@ -403,8 +515,8 @@ def predict_tiles(model: nn.Module, ds: TileDataset, *, batch_size: int = 64, de
     dev = resolve_device(device)
     model.to(dev).eval()
     out = []
-    for x, _, _ in tqdm(DataLoader(ds, batch_size=batch_size, num_workers=num_workers), desc="predicting",
-                        disable=not progress, leave=False):
+    for x, _, _ in tqdm(ds.batches(batch_size, num_workers=num_workers), desc="predicting",
+                        disable=not progress, leave=False, total=-(-len(ds) // batch_size)):
         out.append(torch.softmax(model(x.to(dev)), 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -478,7 +590,7 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
 # notebook 02: the tissue classifier's data and its evaluation tables
 # --------------------------------------------------------------------------
 def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: int, classes: Sequence[str],
-                        input_px: int = 224) -> TileDataset:
+                        input_px: int = 224, level: str = "table") -> TileDataset:
     """The tiles of one grid, labelled by the tissue of their slide (class index in ``classes``).
 
     Parameters
@@ -488,6 +600,7 @@ def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: 
     tile_px : the tile grid
     classes : tissue names; a tile's label is its tissue's position here
     input_px : side of the network input
+    level : how tiles are read, ``"table"`` or ``"auto"`` (:class:`TileDataset`)
 
     Returns
     -------
@@ -503,7 +616,7 @@ def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: 
     if unknown:
         raise ValueError(f"Tissues {unknown} are not among the classes {list(classes)}.")
     return TileDataset(t, dict(zip(samples.image_id, samples.path)), input_px=input_px,
-                       labels=t.SMTS.map(cls).to_numpy())
+                       labels=t.SMTS.map(cls).to_numpy(), level=level)
 
 
 def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]
@@ -571,3 +684,162 @@ def confusion_table(truth: Sequence[str], pred: Sequence[str], classes: Sequence
     DataFrame, shape (n_classes, n_classes)
     """
     return pd.crosstab(pd.Categorical(truth, classes), pd.Categorical(pred, classes), dropna=False)
+
+
+# --------------------------------------------------------------------------
+# notebook 02: several architectures in one run (Badea's Tables 2-4)
+# --------------------------------------------------------------------------
+@dataclass
+class NetworkRun:
+    """One architecture trained, selected and scored by :func:`train_networks`.
+
+    Attributes
+    ----------
+    arch : architecture name (:data:`histo_utils.models.ARCHITECTURES`)
+    model : the network with the best epoch's weights, eval mode
+    history : DataFrame of :func:`train_classifier`, with an ``arch`` column
+    tile_predictions, slide_predictions : DataFrames of :func:`prediction_tables`, with an ``arch`` column
+    accuracy : DataFrame of :func:`accuracy_by_split`, with an ``arch`` column
+    """
+
+    arch: str
+    model: nn.Module
+    history: pd.DataFrame
+    tile_predictions: pd.DataFrame
+    slide_predictions: pd.DataFrame
+    accuracy: pd.DataFrame
+
+
+def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarray, val_idx: np.ndarray,
+                   eval_idx: np.ndarray, classes: Sequence[str], config: TrainConfig,
+                   checkpoint_root: str | os.PathLike, weights_path: str | os.PathLike | None = None,
+                   augment: bool = True, batched_augment: bool = True, run_key: str = "", device: str = "auto",
+                   merge_groups: Mapping[str, Sequence[str]] | None = None, eval_batch_size: int = 64,
+                   progress: bool = True) -> dict[str, NetworkRun]:
+    """Train every architecture on the same tiles and score it on the same tiles (Badea's Tables 2-3).
+
+    Each architecture starts from the weights of ``torch.manual_seed(config.seed)`` (or ``weights_path``),
+    trains with :func:`train_classifier` (its own checkpoints in ``checkpoint_root/<arch>/``, resumable; the
+    key covers the architecture, the weights, ``run_key`` and the tiles' read mode), keeps its best epoch and
+    predicts every tile at ``eval_idx`` (slide votes, accuracy by split). The tiles are read once (a
+    preloaded ``ds``) and shared by all architectures.
+
+    Parameters
+    ----------
+    archs : architecture names, at least one, no repeats
+    ds : TileDataset of all tiles of the training grid, with labels (preloaded for speed)
+    train_idx, val_idx, eval_idx : positions in ``ds`` of the training tiles, of the validation tiles used for
+        model selection and of the tiles scored (validation and test slides)
+    classes : class names in label order
+    config : :class:`TrainConfig` (``num_workers`` 0 for a preloaded ``ds``)
+    checkpoint_root : folder of the per-architecture checkpoint folders
+    weights_path : optional local state_dict loaded into every architecture (matching tensors only)
+    augment, batched_augment : training-tile augmentation and whether it is drawn per batch
+        (:meth:`TileDataset.with_augmentation`)
+    run_key : anything else the checkpoints must match (e.g. the tile sampling parameters)
+    device, merge_groups, eval_batch_size, progress : of training, :func:`accuracy_by_split` and prediction
+
+    Returns
+    -------
+    dict, arch -> :class:`NetworkRun`, in the order of ``archs``
+    """
+    import json
+
+    from .models import build_model
+
+    archs = list(archs)
+    if not archs:
+        raise ValueError("archs is empty: give at least one architecture, e.g. ['compact'].")
+    if len(set(archs)) != len(archs):
+        raise ValueError(f"archs has repeats: {archs}. Give each architecture once.")
+    train_ds = ds.subset(train_idx).with_augmentation(augment, batched=batched_augment and ds._cache is not None)
+    val_ds, eval_ds = ds.subset(val_idx), ds.subset(eval_idx)
+    runs: dict[str, NetworkRun] = {}
+    for arch in archs:
+        torch.manual_seed(config.seed)
+        model = build_model(arch, len(classes), weights_path=weights_path)
+        key = json.dumps([arch, str(weights_path or ""), run_key, ds.read_key, augment, batched_augment,
+                          list(classes), len(train_idx), len(val_idx)])
+        log.info("Training %s (%d of %d architectures)", arch, len(runs) + 1, len(archs))
+        history = train_classifier(model, train_ds, val_ds, config=config, checkpoint_dir=Path(checkpoint_root) / arch,
+                                   device=device, run_key=key, progress=progress)
+        probs = predict_tiles(model, eval_ds, batch_size=eval_batch_size, device=device, progress=progress)
+        pred, slides = prediction_tables(eval_ds.tiles, probs, classes)
+        acc = accuracy_by_split(pred, slides, merge_groups=merge_groups)
+        runs[arch] = NetworkRun(arch, model, history.assign(arch=arch), pred.assign(arch=arch),
+                                slides.assign(arch=arch), acc.assign(arch=arch))
+    return runs
+
+
+def run_tables(runs: Mapping[str, NetworkRun]) -> dict[str, pd.DataFrame]:
+    """The tables of all architectures stacked (each with its ``arch`` column).
+
+    Returns
+    -------
+    dict with ``history``, ``tile_predictions``, ``slide_predictions`` and ``accuracy`` DataFrames
+    """
+    fields = ("history", "tile_predictions", "slide_predictions", "accuracy")
+    return {f: pd.concat([getattr(r, f) for r in runs.values()], ignore_index=True) for f in fields}
+
+
+def confusion_tables(runs: Mapping[str, NetworkRun], classes: Sequence[str], *, split: str = "test"
+                     ) -> dict[str, pd.DataFrame]:
+    """:func:`confusion_table` of tiles and slides of ``split`` for every architecture.
+
+    Returns
+    -------
+    dict, ``"<level>"`` (one architecture) or ``"<arch> <level>"`` -> DataFrame (n_classes, n_classes)
+    """
+    out = {}
+    for arch, r in runs.items():
+        for level, df in (("tile", r.tile_predictions), ("slide", r.slide_predictions)):
+            d = df[df.split == split]
+            out[level if len(runs) == 1 else f"{arch} {level}"] = confusion_table(d.SMTS, d.pred, classes)
+    return out
+
+
+def table_network_name(arch: str, *, first: bool, weights: str = "trained") -> str:
+    """The ``network`` part of a feature table's name (:class:`histo_utils.data.FeatureKey`).
+
+    The first architecture of notebook 02's ``archs`` keeps the plain names ``trained`` and ``untrained``
+    (what notebooks 03-07 read by default, e.g. ``features_trained_256px.parquet``); every other
+    architecture's trained network is ``<arch>-trained`` (``features_compact_bn-trained_256px.parquet``),
+    characters other than letters, digits, ``-`` and ``_`` in ``arch`` (``timm:vit_...``) becoming ``-``.
+
+    Examples
+    --------
+    >>> table_network_name("compact", first=True), table_network_name("compact_bn", first=False)
+    ('trained', 'compact_bn-trained')
+    """
+    import re
+
+    if first:
+        return weights
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '-', arch)}-{weights}"
+
+
+def feature_networks(runs: Mapping[str, NetworkRun], *, n_classes: int, seed: int = 0,
+                     weights_path: str | os.PathLike | None = None) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The networks whose layer/channel features notebook 02 writes, named as their tables.
+
+    The first architecture: its trained network (``trained``) and the same architecture with the seed's
+    random weights or ``weights_path`` (``untrained``, Jones' raw network); every further architecture: its
+    trained network (``<arch>-trained``, :func:`table_network_name`). An untrained copy of the further
+    architectures is not made (it costs a full extraction and Badea compares trained networks).
+
+    Returns
+    -------
+    networks : dict, table network name -> model
+    archs : dict, table network name -> architecture
+    """
+    from .models import build_model
+
+    archs = list(runs)
+    torch.manual_seed(seed)
+    untrained = build_model(archs[0], n_classes, weights_path=weights_path)
+    networks = {"trained": runs[archs[0]].model, "untrained": untrained}
+    arch_of = {"trained": archs[0], "untrained": archs[0]}
+    for arch in archs[1:]:
+        name = table_network_name(arch, first=False)
+        networks[name], arch_of[name] = runs[arch].model, arch
+    return networks, arch_of

@@ -5,6 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from histo_utils import confounders as cf  # noqa: E402
 from histo_utils import correlation, crossvariance, figures  # noqa: E402
@@ -84,3 +85,72 @@ def test_confounder_figures_one_panel_per_term_and_kind():
     fig = figures.variance_bars(ov)
     assert "all together: expression" in fig.axes[0].get_title()
     plt.close("all")
+
+
+def _by_network():
+    """Counts of significant pairs per table and R_T as significant_counts_by_table returns them."""
+    rows = []
+    counts = {("trained", 256): (900, 60), ("untrained", 256): (300, 20), ("compact_bn-trained", 256): (50, 9),
+              ("trained", 512): (500, 40), ("untrained", 512): (200, 15), ("compact_bn-trained", 512): (80, 50)}
+    for (net, px), (pairs, genes) in counts.items():
+        for rt, f in ((0.7, 2), (0.8, 1)):
+            rows.append({"R_T": rt, "E_T": 5.0, "pairs": pairs * f, "genes": genes * f, "features": 10 * f,
+                         "tissues": 3, "network": net, "tile_px": px, "features_tested": 100})
+    prov = {"arch": "compact", "tables": {f"features_{n}_{px}px.parquet": {"network": n, "tile_px": px,
+                                                                           "arch": "compact_bn" if "bn" in n else "compact"}
+                                          for n, px in counts}}
+    acc = pd.DataFrame([{"arch": a, "level": lv, "split": "test", "class": "(all)", "accuracy": v}
+                        for a, lv, v in (("compact", "tile", 0.9), ("compact", "slide", 0.95),
+                                         ("compact_bn", "tile", 0.93), ("compact_bn", "slide", 0.97))])
+    return pd.DataFrame(rows), prov, acc
+
+
+def test_network_comparison_table_figure_and_batch_norm_sentence():
+    by, prov, acc = _by_network()
+    comp = correlation.network_comparison(by, prov, acc)
+    assert comp.index.names == ["arch", "weights", "tile_px"] and len(comp) == 6
+    assert comp.loc[("compact_bn", "trained", 256), "genes @ R_T 0.8"] == 9
+    assert comp.loc[("compact", "untrained", 512), "pairs @ R_T 0.7"] == 400
+    assert comp.loc[("compact_bn", "trained", 512), "slide_acc_test"] == 0.97
+    assert np.isnan(comp.loc[("compact", "untrained", 256), "tile_acc_test"])  # no accuracy for random weights
+    assert list(comp.columns[:2]) == ["tile_acc_test", "slide_acc_test"] and comp.attrs["E_T"] == 5.0
+    effect = correlation.batch_norm_effect(comp, r_threshold=0.8)
+    assert effect[["tile_px", "genes", "genes_bn", "weakens"]].values.tolist() == [[256, 60, 9, True],
+                                                                                  [512, 40, 50, False]]
+    text = correlation.describe_batch_norm_effect(effect, r_threshold=0.8, e_threshold=5.0)
+    assert "9 genes in 50 pairs with batch norm against 60 genes in 900 pairs" in text
+    assert "depends on the tile size" in text
+    both = correlation.describe_batch_norm_effect(effect[effect.tile_px == 256], r_threshold=0.8, e_threshold=5.0)
+    assert "**weakens**" in both
+    assert "not measured" in correlation.describe_batch_norm_effect(effect.iloc[:0], r_threshold=0.8,
+                                                                     e_threshold=5.0)
+    with pytest.raises(ValueError, match="not among"):
+        correlation.batch_norm_effect(comp, r_threshold=0.9)
+    fig = figures.network_comparison_bars(comp, title="test")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 6 * 2  # one bar per network and tile size at each R_T
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == sorted(comp[["genes @ R_T 0.8", "genes @ R_T 0.7"]].to_numpy().ravel().tolist())
+    plt.close(fig)
+
+
+def test_network_comparison_names_tables_missing_from_the_provenance():
+    by, prov, acc = _by_network()
+    prov["tables"].pop("features_untrained_512px.parquet")
+    prov["tables"].pop("features_untrained_256px.parquet")
+    with pytest.raises(ValueError, match="untrained"):
+        correlation.network_comparison(by, prov, acc)
+
+
+def test_training_curves_and_layer_lines_draw_every_network():
+    h = pd.DataFrame([{"arch": a, "epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 0.5 + e / 10,
+                       "val_acc": 0.4 + e / 10, "best": True} for a in ("compact", "compact_bn") for e in (1, 2, 3)])
+    fig = figures.training_curves(h)
+    assert len(fig.axes[0].lines) == 4 and len(fig.axes[1].collections) == 2
+    plt.close(fig)
+    lp = pd.DataFrame([{"network": n, "program": p, "layer_index": i, "abs_r": 0.1 * i, "tile_px": 256}
+                       for n in ("trained", "trained (shuffled)", "compact_bn-trained", "compact_bn-trained (shuffled)")
+                       for p in ("program_a", "program_b") for i in range(4)])
+    fig = figures.layer_tracking_lines(lp, title="t")
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    plt.close(fig)

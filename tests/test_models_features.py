@@ -49,7 +49,7 @@ def test_inception_v3_non_negative_elementary_layers_off_aux():
             assert (rec.collect() >= 0).all()  # ReLU and pooling outputs only
 
 
-@pytest.mark.parametrize("arch", ["vgg16_1fc", "vgg16_avg1fc", "alexnet", "vgg11_bn", "compact"])
+@pytest.mark.parametrize("arch", ["vgg16_1fc", "vgg16_avg1fc", "alexnet", "vgg11_bn", "compact", "compact_bn"])
 def test_variants_build_and_classify(arch):
     m = models.build_model(arch, 7)
     m.eval()
@@ -124,3 +124,28 @@ def test_layer_program_correlation_finds_planted_channel_and_null_is_lower():
     assert best.feature == "1_1" and best.r > 0.9
     null = features.layer_program_correlation(feats, prog, tissue, permute_seed=1)
     assert null.abs_r.max() < 0.6
+
+
+def test_compact_bn_is_compact_with_batch_norm_after_every_conv():
+    plain, bn = models.build_model("compact", 5), models.build_model("compact_bn", 5)
+    convs = [m for m in plain.features if isinstance(m, nn.Conv2d)]
+    seq = list(bn.features)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.features)
+    # conv -> BN -> ReLU for each of the 8 convolutions, same widths as compact
+    for i, m in enumerate(seq):
+        if isinstance(m, nn.Conv2d):
+            assert isinstance(seq[i + 1], nn.BatchNorm2d) and seq[i + 1].num_features == m.out_channels
+            assert isinstance(seq[i + 2], nn.ReLU)
+    assert [m.out_channels for m in seq if isinstance(m, nn.Conv2d)] == [m.out_channels for m in convs]
+    _, names_plain, _ = _channels(plain, "compact")
+    _, names_bn, f = _channels(bn, "compact_bn")
+    assert len(names_plain) == 5 * (16 + 32 + 64 + 128) and len(names_bn) == 7 * (16 + 32 + 64 + 128)
+    assert f.shape == (1, len(names_bn))
+
+
+def test_feature_cache_is_keyed_on_the_read_mode():
+    m = models.build_model("compact", 3)
+    layers = models.feature_layers(m, "compact")
+    k_table = features.network_key(m, layers, how="sum", p=1.0, batch_size=8, input_px=64)
+    k_auto = features.network_key(m, layers, how="sum", p=1.0, batch_size=8, input_px=64, read_level="auto")
+    assert k_table != k_auto

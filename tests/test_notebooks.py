@@ -94,7 +94,7 @@ def test_training_outputs(tiny_run):
     trained = io.read_table(d / "features_trained_256px.parquet")
     untrained = io.read_table(d / "features_untrained_256px.parquet")
     assert not np.allclose(trained.to_numpy(), untrained.to_numpy())
-    assert (d / "checkpoints" / prof.notebooks["02_training"]["arch"] / "best.pt").exists()
+    assert (d / "checkpoints" / prof.notebooks["02_training"]["archs"][0] / "best.pt").exists()
 
 
 def test_feature_correlation_outputs(tiny_run):

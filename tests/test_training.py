@@ -145,3 +145,111 @@ def test_selection_by_a_custom_score_with_plateau_and_early_stop(tiny_tiles, tmp
     with pytest.raises(ValueError, match="schedule"):
         training.train_classifier(model, ds.subset(tr), ds.subset(va), config=training.TrainConfig(schedule="cosine"),
                                   checkpoint_dir=tmp_path / "x", progress=False)
+
+
+def _synthetic_preloaded(n=37, px=16, seed=0):
+    tiles = pd.DataFrame({"image_id": ["a"] * n, "x": range(n), "y": 0, "level": 0, "read_px": 2 * px})
+    ds = training.TileDataset(tiles, {"a": "/nowhere.tif"}, input_px=px, labels=np.arange(n) % 3)
+    ds._cache = np.random.default_rng(seed).integers(0, 256, (n, px, px, 3), dtype=np.uint8)
+    return ds
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_cached_batches_equal_the_dataloader(augment):
+    """The preloaded fast path draws the same random numbers and gives the same batches as a DataLoader."""
+    from torch.utils.data import DataLoader
+
+    ds = _synthetic_preloaded().with_augmentation(augment)
+    out = []
+    for fast in (True, False):
+        g = torch.Generator()
+        g.manual_seed(5)
+        torch.manual_seed(1)
+        it = ds.batches(8, shuffle=True, generator=g) if fast else DataLoader(ds, batch_size=8, shuffle=True,
+                                                                               generator=g)
+        out.append(([b[0].clone() for b in it], torch.rand(3)))  # also the global random state after
+    (xa, ra), (xb, rb) = out
+    assert len(xa) == len(xb) == 5 and all(torch.equal(a, b) for a, b in zip(xa, xb)) and torch.equal(ra, rb)
+
+
+def test_augment_batch_flips_and_jitters_each_tile_on_its_own():
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 8, 8)
+    flipped = training.augment_batch(x, colour=False)
+    # flips only: each tile is itself or one of its three flips, and both kinds occur across the batch
+    kinds = []
+    for a, b in zip(x, flipped):
+        k = [torch.equal(b, f) for f in (a, a.flip(2), a.flip(1), a.flip(1).flip(2))]
+        assert any(k)
+        kinds.append(k.index(True))
+    assert len(set(kinds)) == 4
+    y = training.augment_batch(x)
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    # per-tile factors: the mean brightness ratio differs between tiles of one batch
+    same = torch.full((16, 3, 8, 8), 0.5)
+    z = training.augment_batch(same)
+    means = z.mean((1, 2, 3))
+    assert float(means.std()) > 0.01
+    # the hue rotation keeps grey grey (Y unchanged, I = Q = 0): no colour where there was none
+    grey = torch.full((4, 3, 2, 2), 0.4)
+    torch.manual_seed(1)
+    g = training.augment_batch(grey)
+    assert torch.allclose(g[:, 0], g[:, 1], atol=1e-5) and torch.allclose(g[:, 1], g[:, 2], atol=1e-5)
+    with pytest.raises(ValueError, match="batch of RGB images"):
+        training.augment_batch(torch.rand(3, 8, 8))
+
+
+def test_batched_augmentation_needs_preloaded_tiles():
+    ds = _synthetic_preloaded()
+    ds._cache = None
+    with pytest.raises(ValueError, match="call .preload"):
+        next(ds.with_augmentation(True, batched=True).batches(4))
+
+
+def test_read_mode_is_validated_and_carried_by_subsets():
+    ds = _synthetic_preloaded()
+    with pytest.raises(ValueError, match="level='coarse' not available"):
+        training.TileDataset(ds.tiles, ds.paths, input_px=16, level="coarse")
+    auto = training.TileDataset(ds.tiles, ds.paths, input_px=16, level="auto")
+    assert auto.subset([0, 1]).level == "auto" and auto.read_key == {"input_px": 16, "read_level": "auto"}
+
+
+def test_table_names_of_several_networks():
+    from histo_utils.data import FeatureKey
+
+    assert training.table_network_name("compact", first=True) == "trained"
+    assert training.table_network_name("compact", first=True, weights="untrained") == "untrained"
+    name = training.table_network_name("timm:vit_small_patch16_224", first=False)
+    assert name == "timm-vit_small_patch16_224-trained"
+    key = FeatureKey(name, 256)
+    assert FeatureKey.parse(key.name) == key  # the names survive the table file names
+
+
+def test_two_architectures_train_on_the_same_tiles(tiny_tiles, tmp_path):
+    ds, classes = tiny_tiles
+    tr = np.where(ds.tiles.split == "train")[0][:48]
+    va = np.where(ds.tiles.split == "validation")[0]
+    cfg = training.TrainConfig(optimizer="adam", lr=1e-3, epochs=2, batch_size=16, seed=0)
+    runs = training.train_networks(["compact", "compact_bn"], ds, train_idx=tr, val_idx=va[:16], eval_idx=va,
+                                   classes=classes, config=cfg, checkpoint_root=tmp_path, progress=False)
+    assert list(runs) == ["compact", "compact_bn"]
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in runs["compact_bn"].model.modules())
+    for arch, r in runs.items():
+        assert (tmp_path / arch / "best.pt").exists() and len(r.history) == 2
+        assert len(r.tile_predictions) == len(va) and set(r.accuracy.arch) == {arch}
+    tables = training.run_tables(runs)
+    assert tables["accuracy"].groupby("arch").size().tolist() == [len(runs["compact"].accuracy)] * 2
+    nets, arch_of = training.feature_networks(runs, n_classes=len(classes), seed=0)
+    assert list(nets) == ["trained", "untrained", "compact_bn-trained"]
+    assert arch_of == {"trained": "compact", "untrained": "compact", "compact_bn-trained": "compact_bn"}
+    assert nets["trained"] is runs["compact"].model and nets["untrained"] is not nets["trained"]
+    # a rerun resumes from the checkpoints: same histories, no training
+    again = training.train_networks(["compact", "compact_bn"], ds, train_idx=tr, val_idx=va[:16], eval_idx=va,
+                                    classes=classes, config=cfg, checkpoint_root=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(again["compact_bn"].history, runs["compact_bn"].history)
+    with pytest.raises(ValueError, match="repeats"):
+        training.train_networks(["compact", "compact"], ds, train_idx=tr, val_idx=va, eval_idx=va,
+                                classes=classes, config=cfg, checkpoint_root=tmp_path)
+    confusion = training.confusion_tables(runs, classes, split="validation")
+    assert list(confusion) == ["compact tile", "compact slide", "compact_bn tile", "compact_bn slide"]
+    assert int(confusion["compact tile"].to_numpy().sum()) == len(va)
