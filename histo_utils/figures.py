@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plotting import seeded_jitter
+from .plotting import CATEGORICAL, DIVERGING, HIGHLIGHT, MUTED, seeded_jitter
 
 __all__ = ["shared_vs_null_dots", "excess_by_layer", "excess_strips", "pc_cross_heatmaps", "correlation_histogram",
            "count_heatmaps", "stacked_layer_bars", "reproducibility_scatter", "training_curves",
@@ -110,6 +110,9 @@ def confusion_heatmaps(confusion: dict[str, pd.DataFrame], *, split: str = "test
     for ax, (level, cm) in zip(axes.ravel(), confusion.items()):
         sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", ax=ax, cbar=False)
         ax.set(xlabel="predicted", ylabel="true")
+        # class names are long ("Adipose Tissue"): slanted x labels do not run into each other
+        ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()], rotation=30, ha="right")
+        ax.tick_params(axis="y", rotation=0)
         ax.set_title(f"{split} {level}s: accuracy {np.trace(cm.to_numpy()) / max(cm.to_numpy().sum(), 1):.3f}")
     fig.tight_layout()
     return fig
@@ -171,13 +174,14 @@ def count_heatmaps(grid: pd.DataFrame, *, title: str, values: Sequence[str] = ("
 
 
 def stacked_layer_bars(counts: pd.DataFrame, *, ylabel: str, legend_title: str = "", title: str = "",
-                       colormap: str = "tab10", ax=None) -> plt.Figure:
+                       colormap: str | None = None, ax=None) -> plt.Figure:
     """Stacked bars of genes per layer (rows of ``counts``), one colour per column.
 
     Parameters
     ----------
     counts : DataFrame, shape (n_layers, n_groups) (:func:`histo_utils.correlation.genes_per_layer`)
-    ylabel, legend_title, title, colormap : labels and colours
+    ylabel, legend_title, title : labels
+    colormap : colour map of the columns; None: the compendium's colour-blind-safe categories
     ax : Axes to draw on (default: a new figure)
 
     Returns
@@ -187,7 +191,11 @@ def stacked_layer_bars(counts: pd.DataFrame, *, ylabel: str, legend_title: str =
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.2))
     if counts.shape[1]:
-        counts.plot.bar(stacked=True, ax=ax, width=0.8, colormap=colormap)
+        if colormap is None:
+            colours = [CATEGORICAL[i % len(CATEGORICAL)] for i in range(counts.shape[1])]
+            counts.plot.bar(stacked=True, ax=ax, width=0.8, color=colours)
+        else:
+            counts.plot.bar(stacked=True, ax=ax, width=0.8, colormap=colormap)
     else:
         ax.text(0.5, 0.5, "no significant pair at these thresholds", ha="center", transform=ax.transAxes)
     ax.set(xlabel="layer", ylabel=ylabel)
@@ -275,7 +283,7 @@ def pc_cross_heatmaps(by_tissue: dict, *, title: str) -> plt.Figure:
     """
     fig, axes = plt.subplots(1, len(by_tissue), figsize=(3.2 * len(by_tissue), 3.4), squeeze=False)
     for ax, (t, res) in zip(axes[0], by_tissue.items()):
-        sns.heatmap(res.cross, cmap="RdBu_r", vmin=-1, vmax=1, ax=ax, cbar=False, xticklabels=False,
+        sns.heatmap(res.cross, cmap=DIVERGING, vmin=-1, vmax=1, ax=ax, cbar=False, xticklabels=False,
                     yticklabels=False)
         ax.set_title(f"{t}\nS_img {res.image:.2f}, S_expr {res.expression:.2f}", fontsize=8)
         ax.set_xlabel(f"{res.n_pc_expression} expression PCs")
@@ -299,7 +307,7 @@ def shared_vs_null_dots(grid: pd.DataFrame, var_fractions: Sequence[float]) -> p
     """
     table_names, tissue_names = sorted(grid.table.unique()), sorted(grid.tissue.unique())
     offsets = np.linspace(-0.3, 0.3, len(table_names)) if len(table_names) > 1 else np.zeros(1)
-    colours = dict(zip(table_names, sns.color_palette("tab10", len(table_names))))
+    colours = {t: CATEGORICAL[i % len(CATEGORICAL)] for i, t in enumerate(table_names)}
     fig, axes = plt.subplots(2, len(var_fractions), figsize=(4 * len(var_fractions), 6.5), squeeze=False,
                              sharey="row")
     for (r, side), (c, vf) in itertools.product(enumerate(["image", "expression"]), enumerate(var_fractions)):
@@ -571,12 +579,12 @@ def resolution_overview(survey: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), gridspec_kw={"width_ratios": [2.2, 1, 1]})
     median, tol = survey.attrs.get("median_mpp", survey["mpp"].median()), survey.attrs.get("tolerance", 0.1)
     order = survey.sort_values(["mpp", "image_id"]).reset_index(drop=True)
-    colours = np.where(order["flagged"], "tab:red", "tab:blue")
+    colours = np.where(order["flagged"], HIGHLIGHT, MUTED)
     axes[0].scatter(np.arange(len(order)), order["mpp"], c=colours, s=14)
     axes[0].axhspan(median * (1 - tol), median * (1 + tol), color="0.85", zorder=0)
     axes[0].axhline(median, color="0.4", lw=0.8)
     axes[0].set(xlabel="slide (sorted by mpp)", ylabel="level-0 µm/px",
-                title=f"median {median:.3g} µm/px, ±{100 * tol:.0f} % band; red: flagged "
+                title=f"median {median:.3g} µm/px, ±{100 * tol:.0f} % band; vermillion: flagged "
                       f"({int(survey['flagged'].sum())} of {len(survey)})")
     axes[0].title.set_fontsize(8)
     power = survey["objective_power"].map(lambda v: "unknown" if pd.isna(v) else f"{v:g}x").value_counts()

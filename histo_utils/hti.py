@@ -29,7 +29,7 @@ __all__ = ["combination_codes", "combination_names", "COMBINATION_COLOURS", "hti
            "plot_cartographies", "plot_hti_vs_truth"]
 
 #: colour of each combination code (0: no positive trait), for up to three traits
-COMBINATION_COLOURS = ("#f0f0f0", "#e7298a", "#1b9e77", "#7570b3", "#e6ab02", "#66a61e", "#a6761d", "#666666")
+COMBINATION_COLOURS = ("#f0f0f0", "#E69F00", "#56B4E9", "#CC79A7", "#0072B2", "#D55E00", "#009E73", "#000000")  # Okabe-Ito
 
 
 def combination_names(traits: Sequence[str]) -> list[str]:

@@ -697,7 +697,7 @@ def plot_saliency_heatmap(sal: pd.DataFrame, traits: pd.DataFrame, *, n_decoys: 
         keep = ([c for c in m.columns if c.startswith("PLANTED")]
                 + [c for c in m.columns if c.startswith("DECOY")][:n_decoys])
         m = m.loc[traits[t].loc[m.index].sort_values(ascending=False).index, keep]
-        sns.heatmap(m.T, cmap="RdBu_r", center=0, ax=ax, xticklabels=False, cbar_kws={"label": "NES"})
+        sns.heatmap(m.T, cmap="PuOr_r", center=0, ax=ax, xticklabels=False, cbar_kws={"label": "NES"})
         ax.axvline(int(traits[t].sum()), color="k", lw=1)
         ax.set_title(f"{t}: positive samples left of the line", fontsize=8)
         ax.set_xlabel("samples")

@@ -226,6 +226,7 @@ def write_aperio_svs(
     quality: int = 85,
     thumbnail_px: int = 768,
     extra: dict[str, str] | None = None,
+    image: Image.Image | None = None,
 ) -> Path:
     """Write an RGB image as a pyramidal Aperio-style SVS that OpenSlide opens.
 
@@ -247,6 +248,9 @@ def write_aperio_svs(
     extra
         More ``key = value`` pairs for the description (kept by OpenSlide as
         ``aperio.<key>`` properties).
+    image
+        The same pixels as ``rgb`` as a PIL RGB image, when the caller has one
+        (the pyramid levels are reduced from it; saves a full-size copy).
     """
     import tifffile
 
@@ -258,7 +262,9 @@ def write_aperio_svs(
     kv = {"AppMag": f"{objective_power:g}", "MPP": f"{mpp:.4f}", **(extra or {})}
     meta = "|".join(f"{k} = {v}" for k, v in kv.items())
     head = "Aperio Image Library v12.0.15"
-    base = Image.fromarray(rgb)
+    if image is not None and (image.mode != "RGB" or image.size != (w, h)):
+        raise ValueError(f"image must be the RGB {w}x{h} copy of rgb, got {image.mode} {image.size[0]}x{image.size[1]}.")
+    base = Image.fromarray(rgb) if image is None else image
     opts = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb",
                 metadata=None, subsampling=(2, 2))
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=False) as tw:

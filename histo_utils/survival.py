@@ -195,12 +195,13 @@ def plot_logrank(ax, months: pd.Series, event: pd.Series, groups: pd.Series, tit
         return {"comparison": title, "p": np.nan, "statistic": np.nan, "n_low": int((~groups).sum()),
                 "n_high": int(groups.sum())}
     res = logrank_groups(months[groups.index], event[groups.index], groups.to_numpy())
-    for flag, col in ((False, "#d95f02"), (True, "#1f78b4")):
+    for flag, col in ((False, "#E69F00"), (True, "#0072B2")):  # Okabe-Ito orange and blue
         km = res.km[flag]
         km._label = f"{'high' if flag else 'low'} (n = {res.n[int(flag)]})"
         km.plot_survival_function(ax=ax, ci_show=True, color=col)
     ax.set_title(f"{title}\nlog-rank p = {res.p:.3g}", fontsize=8)
     ax.set_xlabel("months")
+    ax.set_ylabel("survival probability")
     ax.legend(fontsize=7)
     return {"comparison": title, "p": res.p, "statistic": res.statistic, "n_low": res.n[0], "n_high": res.n[1]}
 

@@ -363,7 +363,8 @@ def _write_slide(p: CohortParams, row: dict, slides_dir: str, truth_dir: str, ma
     r = render_slide(slide_spec(p, row))
     h, w = r.rgb.shape[:2]
     up = p.paint_um / p.mpp
-    level0 = np.asarray(Image.fromarray(r.rgb).resize((int(round(w * up)), int(round(h * up))), Image.BILINEAR))
+    level0_img = Image.fromarray(r.rgb).resize((int(round(w * up)), int(round(h * up))), Image.BILINEAR)
+    level0 = np.asarray(level0_img)
     ds = max(1, int(round(mask_um / p.paint_um)))
     mask = Image.fromarray(r.tissue.astype(np.uint8) * 255).reduce(ds)
     with atomic_path(mask_path) as tmp:
@@ -371,11 +372,11 @@ def _write_slide(p: CohortParams, row: dict, slides_dir: str, truth_dir: str, ma
     if row.get("corrupt"):
         # a planted damaged file: a valid SVS cut short, as an interrupted download leaves it
         with atomic_path(dest) as tmp:
-            write_aperio_svs(tmp, level0, mpp=p.mpp, objective_power=20)
+            write_aperio_svs(tmp, level0, mpp=p.mpp, objective_power=20, image=level0_img)
             data = tmp.read_bytes()
             tmp.write_bytes(data[: len(data) // 3])
     else:
-        write_aperio_svs(dest, level0, mpp=p.mpp, objective_power=20,
+        write_aperio_svs(dest, level0, mpp=p.mpp, objective_power=20, image=level0_img,
                          extra={"Filename": row["image_id"], "Synthetic": "histo_utils"})
     return row["image_id"]
 

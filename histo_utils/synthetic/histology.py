@@ -71,7 +71,9 @@ def smooth_noise(shape: tuple[int, int], scale_px: float, rng: np.random.Generat
     low = ndi.gaussian_filter(low, 0.6, mode="wrap")
     up = np.asarray(Image.fromarray(low, mode="F").resize((w, h), Image.BICUBIC))
     sub = up[::4, ::4]  # the field is smooth: its moments from a 1/16 subsample
-    return (up - np.float32(sub.mean())) * np.float32(1.0 / (sub.std() + 1e-6))
+    out = up - np.float32(sub.mean())  # in place from here: one full-size array, not two
+    out *= np.float32(1.0 / (sub.std() + 1e-6))
+    return out
 
 
 def jittered_seeds(shape: tuple[int, int], spacing: float, jitter: float,
@@ -127,10 +129,16 @@ def nuclei(points: np.ndarray, sigma_um: tuple[float, float], px_um: float,
            rng: np.random.Generator) -> np.ndarray:
     """Haematoxylin of nuclei centred on ``points``: blobs with a sharp rim and chromatin texture."""
     sy, sx = sigma_um[0] / px_um, sigma_um[1] / px_um
-    img = ndi.gaussian_filter(points.astype(np.float32), (sy, sx)) * (2 * np.pi * sy * sx)
-    body = np.clip((img - 0.22) / 0.18, 0.0, 1.0)
-    chromatin = 0.85 + 0.3 * rng.random(points.shape, dtype=np.float32)
-    return body * chromatin
+    body = ndi.gaussian_filter(points.astype(np.float32), (sy, sx))
+    body *= 2 * np.pi * sy * sx  # in place (float32 throughout): clip((img - 0.22) / 0.18, 0, 1) x chromatin
+    body -= 0.22
+    body /= 0.18
+    np.clip(body, 0.0, 1.0, out=body)
+    chromatin = rng.random(points.shape, dtype=np.float32)
+    chromatin *= 0.3
+    chromatin += 0.85
+    body *= chromatin
+    return body
 
 
 def fibrous(shape, px_um, rng, angle: float | None = None) -> np.ndarray:
@@ -145,8 +153,13 @@ def fibrous(shape, px_um, rng, angle: float | None = None) -> np.ndarray:
 
 
 def smoothstep(x, lo, hi):
+    """Hermite step from 0 at ``lo`` to 1 at ``hi``: ``t^2 (3 - 2t)``, ``t = clip((x - lo) / (hi - lo))``."""
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
+    s = 2 * t  # in place: the same arithmetic as t * t * (3 - 2 * t), fewer full-size arrays
+    np.subtract(3, s, out=s)
+    t *= t
+    t *= s
+    return t
 
 
 @dataclass
@@ -175,14 +188,20 @@ def paint_follicles(shape, f, px_um, rng) -> Layers:
     gap = 0.5 * spacing * (0.06 + 0.22 / (1 + np.exp(-1.3 * f["stroma_fraction"])))
     r_out = (0.5 * spacing - gap) * size_jit * np.exp(0.15 * (f["lumen_size"] - mean_l))
     epi_w = 7.0 / px_um
-    lumen = d < r_out - epi_w
-    epi = (d >= r_out - epi_w) & (d < r_out)
-    stroma = ~(lumen | epi)
+    inner = r_out - epi_w
+    lumen = d < inner
+    stroma = d >= r_out
+    epi = ~(lumen | stroma)
     colloid = 0.55 + 0.08 * smooth_noise(shape, 40 / px_um, rng)
-    retraction = np.clip((r_out - epi_w - d) * (px_um / 2.5), 0.0, 1.0)
-    eosin = np.where(lumen, colloid * retraction, 0.0)
-    eosin = np.where(epi, 0.35, eosin)
-    eosin = np.where(stroma, 0.42 * (0.6 + 0.8 * fibrous(shape, px_um, rng)), eosin).astype(np.float32)
+    retraction = np.subtract(inner, d, out=inner)  # (r_out - epi_w - d), in place
+    retraction *= px_um / 2.5
+    np.clip(retraction, 0.0, 1.0, out=retraction)
+    retraction *= colloid
+    eosin = retraction.astype(np.float32)
+    eosin[~lumen] = 0.0
+    eosin[epi] = 0.35
+    fib = 0.42 * (0.6 + 0.8 * fibrous(shape, px_um, rng))
+    eosin[stroma] = fib[stroma]
     p = np.where(epi, _density(f, 0.016, px_um), 0) + np.where(stroma, _density(f, 0.0015, px_um), 0)
     hema = nuclei(scatter(p, rng), (2.2, 2.2), px_um, rng)
     return Layers(hema, eosin, {"lumen": lumen, "stroma": stroma, "nuclei": hema > 0.3})
@@ -195,7 +214,8 @@ def paint_fibres(shape, f, px_um, rng) -> Layers:
         shape = shape[::-1]
         f = {k: v.T for k, v in f.items()}
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy = np.arange(h, dtype=np.float32)[:, None]  # broadcast (h, 1) and (1, w): the x terms once per column
+    xx = np.arange(w, dtype=np.float32)[None, :]
     lam = rng.uniform(400, 900) / px_um
     v = yy + (25.0 / px_um) * np.sin(2 * np.pi * xx / lam + rng.uniform(0, 6.3)) + rng.uniform(-0.15, 0.15) * xx
     mean_l = float(f["lumen_size"].mean())
@@ -230,7 +250,8 @@ def paint_cords(shape, f, px_um, rng) -> Layers:
     lab, d = voronoi(shape, ys, xs)
     membrane = ndi.binary_dilation(label_borders(lab))
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy = np.arange(h, dtype=np.float32)[:, None]  # broadcast (h, 1) and (1, w)
+    xx = np.arange(w, dtype=np.float32)[None, :]
     a = rng.uniform(0, np.pi)
     warp = 60.0 / px_um * smooth_noise(shape, 250 / px_um, rng)
     u = xx * np.cos(a) + yy * np.sin(a) + warp
@@ -277,8 +298,7 @@ def paint_acini(shape, f, px_um, rng) -> Layers:
     ys, xs = jittered_seeds(shape, acinus, 0.35, rng)
     lab, d = voronoi(shape, ys, xs)
     cell = 11.0 / px_um
-    cys, cxs = jittered_seeds(shape, cell, 0.3, rng)
-    clab, cd = voronoi(shape, cys, cxs)
+    cys, cxs = jittered_seeds(shape, cell, 0.3, rng)  # cell centres (nuclei); no cell tessellation is drawn
     band = np.abs(smooth_noise(shape, 220 / px_um, rng))
     stroma = band < 0.05 * np.exp(0.8 * f["stroma_fraction"])
     edge = ndi.binary_dilation(label_borders(lab), iterations=max(1, int(round(1.5 / px_um))))
@@ -373,8 +393,13 @@ class RenderedSlide:
 
 def program_fields(spec: SlideSpec, shape: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Each program's map: its sample value plus smooth within-slide variation (~500 um)."""
-    return {p: (spec.programs[p] + spec.within_sd * smooth_noise(shape, 500 / spec.px_um, rng)).astype(np.float32)
-            for p in PROGRAMS}
+    out = {}
+    for p in PROGRAMS:  # value + sd * noise, in place on the float32 noise
+        f = smooth_noise(shape, 500 / spec.px_um, rng)
+        f *= np.float32(spec.within_sd)
+        f += np.float32(spec.programs[p])
+        out[p] = f
+    return out
 
 
 def _outline(shape, spec, rng, *, coarse: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -464,14 +489,18 @@ def render_slide(spec: SlideSpec, *, fields: dict[str, np.ndarray] | None = None
     hv, ev, sh, se = _stain_vectors(spec.center, rng)
     rgb = np.empty((*shape, 3), np.uint8)
     od = np.empty(shape, np.float32)
+    tmp = np.empty(shape, np.float32)
     for c in range(3):  # Beer-Lambert per channel, in place
         np.multiply(hema, np.float32(1.1 * sh * hv[c]), out=od)
-        od += eosin * np.float32(1.1 * se * ev[c])
+        np.multiply(eosin, np.float32(1.1 * se * ev[c]), out=tmp)
+        od += tmp
         od += np.float32(0.04)
         np.negative(od, out=od)
         np.exp(od, out=od)
         od *= np.float32(250.0)
-        od += rng.standard_normal(shape, dtype=np.float32) * np.float32(2.5)
+        rng.standard_normal(dtype=np.float32, out=tmp)
+        tmp *= np.float32(2.5)
+        od += tmp
         np.clip(od, 0, 255, out=od)
         rgb[..., c] = od
     structures = {k: m & tissue for k, m in lay.structures.items()}
