@@ -95,6 +95,10 @@ def slide_scores(tile_pred: Sequence[int], slide_ids: Sequence[str]) -> pd.Serie
     return 100.0 * s.groupby(level=0).mean()
 
 
+#: training loss (cross-entropy, nats) below which a binary tile model has left the constant solution (log 2)
+STUCK_LOSS = 0.98 * float(np.log(2))
+
+
 def _per_slide(tile_slides: np.ndarray, index: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """At most ``k`` random positions of ``index`` per slide (all when ``k <= 0``), sorted."""
     if k <= 0 or len(index) == 0:
@@ -105,8 +109,8 @@ def _per_slide(tile_slides: np.ndarray, index: np.ndarray, k: int, rng: np.rando
 
 def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits: Sequence[tuple], arch: str,
                      config, work_dir, tiles_per_slide: int = 0, val_tiles_per_slide: int = 0,
-                     colour_jitter: bool = False, device: str = "auto", seed: int = 0, progress: bool = True
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     colour_jitter: bool = False, device: str = "auto", seed: int = 0, progress: bool = True,
+                     restarts: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train one binary tile model per trait and split; predict every tile with each.
 
     Tiles inherit their slide's label; OOD slides of the trait take no part. Each model keeps the epoch
@@ -124,11 +128,15 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     arch, config : network (:func:`histo_utils.models.build_model`) and
         :class:`~histo_utils.training.TrainConfig`
     tiles_per_slide, val_tiles_per_slide : tiles drawn per slide for training / selection (0: all)
+    restarts : a model whose training loss never fell below ``STUCK_LOSS`` (it stayed at the constant
+        solution, loss log 2, until early stopping ended it) is trained again from new random weights, at
+        most this many times; the last attempt is kept
 
     Returns
     -------
     prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns ``(trait, split)``: P(high) of each tile
-    history : one row per (trait, split, epoch) with the validation slide AUC
+    history : one row per (trait, split, epoch) of the kept attempt, with the validation slide AUC and
+        ``attempt`` (0: first)
     """
     import torch
 
@@ -168,13 +176,20 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
                 return (auc(s.to_numpy(), _lab.loc[s.index].to_numpy())
                         + 1e-4 * float(((p[:, 1] > 0.5) == _y).mean()))
 
-            torch.manual_seed(config.seed + 101 * i)
-            model = models.build_model(arch, 2)
             train_ds = ds.subset(tr, labels=label[tr]).with_augmentation(True, colour=colour_jitter)
-            h = training.train_classifier(model, train_ds, ds.subset(va, labels=label[va]), config=config,
-                                          checkpoint_dir=d / "checkpoints", device=device, progress=progress,
-                                          run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.input_px}",
-                                          val_score=val_auc)
+            for attempt in range(restarts + 1):
+                torch.manual_seed(config.seed + 101 * i + 7919 * attempt)
+                model = models.build_model(arch, 2)
+                h = training.train_classifier(
+                    model, train_ds, ds.subset(va, labels=label[va]), config=config,
+                    checkpoint_dir=d / ("checkpoints" if attempt == 0 else f"checkpoints_restart{attempt}"),
+                    device=device, progress=progress, val_score=val_auc,
+                    run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.input_px}|{attempt}")
+                if h.train_loss.min() < STUCK_LOSS:
+                    break
+                log.warning("trait %s split %d: training loss stayed at %.3f (log 2 = constant calls)%s", t, i,
+                            h.train_loss.min(), "; restarting from new weights" if attempt < restarts else "")
+            h = h.assign(attempt=attempt)
             p = training.predict_tiles(model, ds, batch_size=256, device=device, progress=progress)[:, 1]
             h = h.assign(trait=t, split=i, n_train_tiles=len(tr), n_val_tiles=len(va),
                          n_train_slides=len(set(tile_slides[tr])), n_val_slides=len(slide_label))

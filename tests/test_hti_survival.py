@@ -329,3 +329,46 @@ def test_hti_vs_truth_table_marks_sets_and_coverage():
     assert "n = 4" in fig.axes[0].get_title() and "n = 3" in fig.axes[2].get_title()
     with pytest.raises(ValueError, match="Unknown slide sets"):
         hti.plot_hti_vs_truth(table, sets.replace("train", "training"))
+
+
+def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkeypatch, tmp_path):
+    import torch
+
+    from histo_utils import models, training
+
+    class FakeDS:
+        input_px = 8
+
+        def __init__(self, tiles):
+            self.tiles = tiles
+
+        def subset(self, idx, labels=None):
+            return self
+
+        def with_augmentation(self, *a, **k):
+            return self
+
+    ids = [f"s{i}" for i in range(6)]
+    tiles = pd.DataFrame({"image_id": np.repeat(ids, 4)})
+    slides = pd.DataFrame({"patient": [f"p{i}" for i in range(6)], "A:label": [0, 1, 0, 1, 0, 1],
+                           "A:ood": False}, index=pd.Index(ids, name="image_id"))
+    inits = []
+    monkeypatch.setattr(models, "build_model", lambda arch, n: inits.append(torch.initial_seed()) or arch)
+
+    def fake_train(model, train, val, *, config, checkpoint_dir, run_key, **kw):
+        stuck = len(inits) < 3  # the first two attempts never leave log 2
+        loss = [0.6931, 0.6925] if stuck else [0.69, 0.4]
+        return pd.DataFrame({"epoch": [1, 2], "train_loss": loss, "val_score": [0.5, 0.5 if stuck else 1.0]})
+
+    monkeypatch.setattr(training, "train_classifier", fake_train)
+    monkeypatch.setattr(training, "predict_tiles", lambda m, ds, **k: np.full((len(ds.tiles), 2), 0.5))
+    cfg = training.TrainConfig(seed=0)
+    split = [(["p0", "p1", "p2", "p3"], ["p4", "p5"])]
+    prob, hist = trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x",
+                                               config=cfg, work_dir=tmp_path / "a", restarts=3, progress=False)
+    assert len(inits) == 3 and len(set(inits)) == 3  # two restarts, each from other random weights
+    assert (hist.attempt == 2).all() and hist.val_score.max() == 1.0 and prob.shape == (24, 1)
+    inits.clear()
+    _, hist = trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x",
+                                            config=cfg, work_dir=tmp_path / "b", restarts=1, progress=False)
+    assert len(inits) == 2 and (hist.attempt == 1).all()  # out of restarts: the stuck model is kept
