@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["combination_codes", "combination_names", "COMBINATION_COLOURS", "hti", "hti_from_proportions",
            "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "combination_cmap", "plot_planted_clones",
-           "plot_cartographies", "plot_hti_vs_truth"]
+           "plot_cartographies", "plot_hti_vs_truth", "TRAIT_MAP_COLOURS", "SET_COLOURS", "reading"]
 
 #: colour of each combination code (0: no positive trait), for up to three traits
 COMBINATION_COLOURS = ("#f0f0f0", "#E69F00", "#56B4E9", "#CC79A7", "#0072B2", "#D55E00", "#009E73", "#000000")  # Okabe-Ito
@@ -196,37 +196,77 @@ def smooth_calls(tiles: pd.DataFrame, calls: np.ndarray, *, size: int = 3) -> np
     return out.astype(int)
 
 
+def _vote_resample(model_calls: np.ndarray, top: int, rng: np.random.Generator) -> np.ndarray:
+    """Per trait, ``top`` models drawn with replacement vote on every tile: array (n_tiles, k), binary."""
+    n_models = model_calls.shape[2]
+    pick = rng.integers(0, n_models, (model_calls.shape[1], top))
+    votes = np.stack([model_calls[:, j, pick[j]].sum(1) for j in range(model_calls.shape[1])], 1)
+    return (2 * votes > top).astype(int)
+
+
 def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 0, seed: int = 0,
-              empty: str = "exclude") -> pd.DataFrame:
+              empty: str = "exclude", model_calls: np.ndarray | None = None, top: int = 3,
+              level: float = 0.95) -> pd.DataFrame:
     """HTI of every slide from its tiles' ensemble calls (a tensor cartography), optionally with a CI.
+
+    Without ``model_calls`` the interval is a percentile bootstrap over the slide's tiles (sampling of tiles
+    only). With ``model_calls`` (the calls of every split's model) each resample also redraws the ensemble:
+    per trait, ``top`` of the models drawn with replacement vote on every tile, then the slide's tiles are
+    resampled; the interval then reflects how much the maps change with the model, not only with the tiles.
 
     Parameters
     ----------
     calls : array or DataFrame, shape (n_tiles, k), binary
     tile_slides : sequence, shape (n_tiles,): the slide of each tile
-    n_boot : bootstrap resamples of the tiles for the interval (0: none)
-    seed : seed of the bootstrap (slide j uses ``seed + j``)
+    n_boot : bootstrap resamples for the interval (0: none)
+    seed : seed of the bootstrap (slide j uses ``seed + j``; with ``model_calls`` one stream for all slides)
     empty : as for :func:`hti`
+    model_calls : array, shape (n_tiles, k, n_models), binary: each split model's calls, or None
+    top : models voting in each resampled ensemble (odd; the ensemble's size)
+    level : coverage of the interval
 
     Returns
     -------
     DataFrame indexed by ``image_id``, one row per slide: ``hti`` (NaN when no tile is positive for any trait),
-    ``hti_low``, ``hti_high`` (bootstrap over tiles; NaN without ``n_boot``), ``n_tiles``, and the fraction of
-    tiles in each combination (``comb_<code>``).
+    ``hti_low``, ``hti_high`` (NaN without ``n_boot``), ``n_tiles``, and the fraction of tiles in each
+    combination (``comb_<code>``).
     """
     t = np.asarray(calls)
     k = t.shape[1]
     ids = np.asarray(tile_slides)
+    groups = sorted(pd.Series(np.arange(len(ids))).groupby(ids).indices.items())
+    a = (1 - level) / 2
+    bounds = {}
+    if n_boot and model_calls is not None:
+        mc = np.asarray(model_calls)
+        if mc.shape[:2] != t.shape or mc.ndim != 3:
+            raise ValueError(f"model_calls must be (n_tiles, k, n_models) with (n_tiles, k) = {t.shape}, "
+                             f"got {mc.shape}.")
+        if top < 1 or top % 2 == 0:
+            raise ValueError(f"top must be a positive odd number of models, got {top}.")
+        rng = np.random.default_rng(seed)
+        boots = np.full((n_boot, len(groups)), np.nan)
+        for b in range(n_boot):
+            codes = combination_codes(_vote_resample(mc, top, rng))
+            for j, (_, idx) in enumerate(groups):
+                w = np.bincount(codes[idx[rng.integers(0, len(idx), len(idx))]], minlength=2 ** k)
+                boots[b, j] = hti_from_proportions(w, k=k, empty=empty)
+        for j, (iid, _) in enumerate(groups):
+            v = boots[:, j][~np.isnan(boots[:, j])]
+            bounds[iid] = tuple(np.quantile(v, [a, 1 - a])) if len(v) else (np.nan, np.nan)
     rows = []
-    for j, (iid, idx) in enumerate(sorted(pd.Series(np.arange(len(ids))).groupby(ids).indices.items())):
+    for j, (iid, idx) in enumerate(groups):
         tt = t[idx]
         counts = np.bincount(combination_codes(tt), minlength=2 ** k)
-        if n_boot:
-            h, lo, hi = hti_bootstrap(tt, n_boot=n_boot, seed=seed + j, empty=empty)
+        h = hti_from_proportions(counts, k=k, empty=empty)
+        if n_boot and model_calls is not None:
+            lo, hi = bounds[iid]
+        elif n_boot:
+            h, lo, hi = hti_bootstrap(tt, n_boot=n_boot, level=level, seed=seed + j, empty=empty)
         else:
-            h, lo, hi = hti_from_proportions(counts, k=k, empty=empty), np.nan, np.nan
+            lo, hi = np.nan, np.nan
         frac = counts / len(tt)
-        rows.append({"image_id": iid, "hti": h, "hti_low": lo, "hti_high": hi, "n_tiles": len(idx),
+        rows.append({"image_id": iid, "hti": h, "hti_low": float(lo), "hti_high": float(hi), "n_tiles": len(idx),
                      **{f"comb_{c}": float(f) for c, f in enumerate(frac)}})
     return pd.DataFrame(rows).set_index("image_id")
 
@@ -238,12 +278,21 @@ def combination_cmap(k: int):
     return ListedColormap(list(COMBINATION_COLOURS[: 2 ** k]))
 
 
-def _combination_legend(fig, traits: Sequence[str], y: float) -> None:
+#: colours of a single-trait cartography: tile called low, tile called high (no tile: background)
+TRAIT_MAP_COLOURS = ("#d9d9d9", "#252525")
+
+
+def _combination_legend(fig, traits: Sequence[str], y: float, *, trait_maps: bool = False) -> None:
     import matplotlib.pyplot as plt
 
     k = len(traits)
     handles = [plt.Rectangle((0, 0), 1, 1, color=COMBINATION_COLOURS[c]) for c in range(2 ** k)]
-    fig.legend(handles, combination_names(traits), loc="upper center", ncol=2 ** k, fontsize=8,
+    labels = [f"heterogeneity map: {n}" if c == 0 else n for c, n in enumerate(combination_names(traits))]
+    if trait_maps:
+        handles += [plt.Rectangle((0, 0), 1, 1, color=c, ec="k", lw=0.3) for c in TRAIT_MAP_COLOURS]
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="white", ec="k", lw=0.3))
+        labels += ["trait map: tile called low", "tile called high", "no tile (background)"]
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(handles), 4), fontsize=8,
                bbox_to_anchor=(0.5, y))
 
 
@@ -310,7 +359,7 @@ def plot_planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.D
 
 
 def plot_cartographies(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd.DataFrame, paths: dict, *,
-                       n_slides: int = 6, true_calls: np.ndarray | None = None):
+                       n_slides: int = 6, true_calls: np.ndarray | None = None, sets: pd.Series | None = None):
     """Example slides: thumbnail, one cartography per trait, the heterogeneity map (and the true one).
 
     Parameters
@@ -322,20 +371,26 @@ def plot_cartographies(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd
     paths : image_id -> slide file
     n_slides : slides shown, evenly spaced in the order of ``hti0``
     true_calls : array, shape (n_tiles, k), the true state of each tile (synthetic cohort), or None
+    sets : Series indexed by ``image_id``, each slide's set (:func:`histo_utils.trait_models.slide_sets`), or
+        None; when given, the examples are drawn from the ``test`` and ``OOD`` slides and titled with their set
 
     Returns
     -------
     fig : the figure
-    table : DataFrame, one row per tile shown: ``image_id, x, y, combination`` and the calls per trait
+    table : DataFrame, one row per tile shown: ``image_id, set, x, y, combination`` and the calls per trait
     """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
 
     from .slides import read_thumbnail
 
     traits = list(calls.columns)
     k = len(traits)
     cmap = combination_cmap(k)
+    tcmap = ListedColormap(list(TRAIT_MAP_COLOURS))
     order = slide_table.sort_values("hti0")
+    if sets is not None and sets.reindex(order.index).isin(["test", "OOD"]).sum() >= n_slides:
+        order = order[sets.reindex(order.index).isin(["test", "OOD"]).to_numpy()]
     ex = order.iloc[np.linspace(0, len(order) - 1, n_slides).astype(int)].index
     ncol = k + 2 + (true_calls is not None)
     fig, axes = plt.subplots(len(ex), ncol, figsize=(2.3 * ncol, 2.0 * len(ex)))
@@ -344,71 +399,172 @@ def plot_cartographies(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd
     for r, iid in enumerate(ex):
         sel = (tiles.image_id == iid).to_numpy()
         st = tiles[sel]
+        which = "" if sets is None else f" ({sets.get(iid, '?')})"
         thumb, _ = read_thumbnail(paths[iid], max_px=300)
         axes[r, 0].imshow(thumb)
-        axes[r, 0].set_title(iid[:12], fontsize=7)
+        axes[r, 0].set_title(iid[:12] + which, fontsize=9)
         cart = cartography(st, calls[sel].to_numpy(), fill=np.nan)
         for j, t in enumerate(traits):
-            axes[r, 1 + j].imshow(cart[..., j], cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-            axes[r, 1 + j].set_title(t, fontsize=7)
+            axes[r, 1 + j].imshow(np.ma.masked_invalid(cart[..., j]), cmap=tcmap, vmin=0, vmax=1,
+                                  interpolation="nearest")
+            axes[r, 1 + j].set_title(f"{t} calls", fontsize=9)
         codes = combination_codes(calls[sel].to_numpy())
         hmap = cartography(st, codes, fill=np.nan)
         axes[r, 1 + k].imshow(np.ma.masked_invalid(hmap), cmap=cmap, vmin=-0.5, vmax=2 ** k - 0.5,
                               interpolation="nearest")
         h = slide_table.loc[iid]
-        axes[r, 1 + k].set_title(f"HTI {h.hti0:.2f} [{h.hti_low:.2f}, {h.hti_high:.2f}]", fontsize=7)
+        axes[r, 1 + k].set_title(f"HTI {h.hti0:.2f} [{h.hti_low:.2f}, {h.hti_high:.2f}]", fontsize=9)
         if true_calls is not None:
             tcodes = combination_codes(np.asarray(true_calls)[sel])
             axes[r, 2 + k].imshow(np.ma.masked_invalid(cartography(st, tcodes)), cmap=cmap, vmin=-0.5,
                                   vmax=2 ** k - 0.5, interpolation="nearest")
-            axes[r, 2 + k].set_title(f"truth: HTI {np.nan_to_num(h.true_hti):.2f}", fontsize=7)
-        rows += [{"image_id": iid, "x": int(a.x), "y": int(a.y), "combination": int(c),
-                  **{t: int(v) for t, v in zip(traits, calls[sel].to_numpy()[i])}}
+            true_h = "undefined (no high clone)" if np.isnan(h.true_hti) else f"{h.true_hti:.2f}"
+            axes[r, 2 + k].set_title(f"true clones: HTI {true_h}", fontsize=9)
+        rows += [{"image_id": iid, "set": None if sets is None else sets.get(iid), "x": int(a.x), "y": int(a.y),
+                  "combination": int(c), **{t: int(v) for t, v in zip(traits, calls[sel].to_numpy()[i])}}
                  for i, (a, c) in enumerate(zip(st.itertuples(), codes))]
     for a in axes.ravel():
         a.set_axis_off()
-    _combination_legend(fig, traits, 1.02)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    _combination_legend(fig, traits, 1.0, trait_maps=True)
     return fig, pd.DataFrame(rows)
 
 
-def plot_hti_vs_truth(slide_table: pd.DataFrame, held: pd.Series, *, smooth_window: int = 3):
+#: marker colour of each slide set in :func:`plot_hti_vs_truth`
+SET_COLOURS = {"test": "#0072b2", "OOD": "#e69f00", "unused": "#009e73", "train": "#999999",
+               "validation": "#cc79a7"}
+
+
+def plot_hti_vs_truth(slide_table: pd.DataFrame, sets: pd.Series, *, smooth_window: int = 3):
     """Estimated against true HTI: held-out slides (raw and smoothed) and training/validation slides.
 
     Parameters
     ----------
-    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti0, hti_low, hti_high, hti_smooth``
-    held : Series of bool indexed by ``image_id`` (:func:`histo_utils.trait_models.held_out_slides`)
+    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti, hti0, hti_low, hti_high,
+        hti_smooth, tile_truth_hti``
+    sets : Series of str indexed by ``image_id``: ``test``, ``OOD``, ``unused`` (held out), ``train`` or
+        ``validation`` (:func:`histo_utils.trait_models.slide_sets`)
     smooth_window : the majority filter's side (for the title)
 
     Returns
     -------
-    fig : three scatter panels with Pearson r in the titles
-    table : DataFrame, one row per slide with a true HTI
+    fig : three scatter panels (marker colour = set) with Pearson r in the titles
+    table : DataFrame, one row per slide with a true HTI, with its ``set`` and whether the interval
+        ``covers`` the true HTI
     """
     import matplotlib.pyplot as plt
     from scipy import stats
 
+    bad = set(sets.dropna().unique()) - set(SET_COLOURS)
+    if bad:
+        raise ValueError(f"Unknown slide sets {sorted(bad)}; expected {list(SET_COLOURS)}.")
     d = slide_table.dropna(subset=["true_hti"])
-    d = d.assign(true0=d.true_hti.fillna(0))
-    m_held = held.reindex(d.index)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    d = d.assign(set=sets.reindex(d.index).to_numpy())
+    m_held = d.set.isin(["test", "OOD", "unused"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), sharey=True)
     panels = (("test + OOD slides", m_held, "hti0"),
               (f"test + OOD, smoothed {smooth_window}x{smooth_window}", m_held, "hti_smooth"),
               ("training/validation slides", ~m_held, "hti0"))
     for ax, (name, m, col) in zip(axes, panels):
         dd = d[m.to_numpy()]
-        if col == "hti0":
-            ax.errorbar(dd.true0, dd.hti0, yerr=[(dd.hti0 - dd.hti_low).clip(lower=0),
-                                                 (dd.hti_high - dd.hti0).clip(lower=0)],
-                        fmt="o", ms=3, alpha=0.6, elinewidth=0.5)
-        else:
-            ax.plot(dd.true0, dd[col], "o", ms=3, alpha=0.6)
+        for s, g in dd.groupby("set"):
+            yerr = (np.vstack([(g.hti0 - g.hti_low).clip(lower=0), (g.hti_high - g.hti0).clip(lower=0)])
+                    if col == "hti0" else None)
+            ax.errorbar(g.true_hti.to_numpy(), g[col].to_numpy(), yerr=yerr, fmt="o", ms=3, alpha=0.7, elinewidth=0.5,
+                        color=SET_COLOURS[s], label=f"{s} ({len(g)})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-        r = stats.pearsonr(dd.true0, dd[col]).statistic if len(dd) > 2 else np.nan
-        ax.set_title(f"{name}: r = {r:.2f} (n = {len(dd)})", fontsize=8)
+        r = stats.pearsonr(dd.true_hti, dd[col]).statistic if len(dd) > 2 else np.nan
+        ax.set_title(f"{name}: r = {r:.2f} (n = {len(dd)})", fontsize=9)
         ax.set_xlabel("true HTI (clone areas)")
+        ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("estimated HTI (ensemble tiles)")
     fig.tight_layout()
-    return fig, d.reset_index()[["image_id", "true_hti", "hti", "hti_low", "hti_high", "hti_smooth",
-                                 "tile_truth_hti"]]
+    covers = (d.true_hti >= d.hti_low - 1e-9) & (d.true_hti <= d.hti_high + 1e-9)
+    table = d.assign(covers=covers).reset_index()
+    return fig, table[["image_id", "set", "true_hti", "hti", "hti0", "hti_low", "hti_high", "covers", "hti_smooth",
+                       "tile_truth_hti"]]
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame, bulk_logrank: pd.DataFrame,
+            cox: pd.DataFrame, surv: pd.DataFrame, *, tile_acc: pd.DataFrame | None = None,
+            agree: pd.DataFrame | None = None, run: dict | None = None) -> str:
+    """The written reading of notebook 08, every number formatted from the run's tables.
+
+    Parameters
+    ----------
+    tab1, evaluation : :func:`histo_utils.trait_models.table1` and :func:`~histo_utils.trait_models.evaluate_slides`
+    logrank, bulk_logrank : the log-rank tables of the HTI splits and of the bulk splits
+    cox : :func:`histo_utils.survival.cox_table` (with ``planted_coef`` on the synthetic cohort)
+    surv : :func:`histo_utils.survival.survival_table`
+    tile_acc, agree : :func:`histo_utils.truth.tile_accuracy` and :func:`~histo_utils.truth.hti_agreement`
+        (synthetic cohort), or None
+    run : optional facts of the run: ``n_slides, n_patients, n_tiles, n_models, train_seconds``
+
+    Returns
+    -------
+    str, Markdown bullet points.
+    """
+    from scipy import stats
+
+    out = []
+    if run:
+        out.append(f"This run: {run['n_slides']} slides of {run['n_patients']} patients, {run['n_tiles']:,} tiles, "
+                   f"{run['n_models']} tile models trained in {run['train_seconds']:.0f} s.")
+    ev = evaluation[(evaluation.set == "test") & (evaluation.model == "ensemble")].set_index("trait")
+    parts = [f"{r.trait}: 5-run mean {r.test_runs_mean:.2f} (range {r.test_runs_min:.2f}–{r.test_runs_max:.2f}), "
+             f"ensemble {r.test_ensemble:.2f} on {int(ev.loc[r.trait, 'n_slides'])} test slides "
+             f"({int(ev.loc[r.trait, 'n_high'])} high), OOD-near {r['OOD-near_ensemble']:.2f}, "
+             f"OOD-all {r['OOD-all_ensemble']:.2f}" for _, r in tab1.iterrows()]
+    out.append("**Table 1 / Fig 2 (slide AUC).** " + "; ".join(parts) + ". Lowest 5-run mean: "
+               f"{tab1.test_runs_mean.min():.2f} (goal ≥ 0.9).")
+    if tile_acc is not None:
+        ta = tile_acc[tile_acc.set == "test + OOD slides"].set_index("trait")
+        out.append("**Cartographies (tile calls against the clone under each tile, test + OOD slides).** "
+                   + "; ".join(f"{t}: tile AUC {r.tile_auc:.2f}, ensemble calls {100 * r.tile_accuracy:.0f} % "
+                               f"correct ({100 * r.tile_accuracy_smoothed:.0f} % after the majority filter)"
+                               for t, r in ta.iterrows())
+                   + f" (goal: tile AUC ≥ 0.85; {int(ta.n_tiles.iloc[0]):,} tiles).")
+    if agree is not None and len(agree):
+        ag = agree.set_index(["set", "hti"])
+        held = ag.loc[("test + OOD slides", "hti0")] if ("test + OOD slides", "hti0") in ag.index else None
+        txt = "**HTI against the true HTI.** "
+        if held is not None:
+            txt += (f"Pearson r = {held.pearson:.2f} on {int(held.n)} test + OOD slides with a true HTI (goal "
+                    f"≥ 0.8 on ≥ 40 slides), mean absolute error {held.mean_abs_error:.2f}; ")
+            if ("test + OOD slides", "hti_smooth") in ag.index:
+                txt += f"smoothed HTI r = {ag.loc[('test + OOD slides', 'hti_smooth'), 'pearson']:.2f}; "
+            txt += (f"the interval over the split models and the tiles covers the true HTI on "
+                    f"{100 * held.ci_coverage:.0f} % of these slides (goal ≥ 80 %). ")
+        if ("training/validation slides", "hti0") in ag.index:
+            tv = ag.loc[("training/validation slides", "hti0")]
+            txt += (f"On {int(tv.n)} training/validation slides r = {tv.pearson:.2f} (coverage "
+                    f"{100 * tv.ci_coverage:.0f} %). ")
+        if held is not None:
+            txt += (f"The HTI of the true tile states follows the area truth at r = {held.pearson_tile_truth:.2f}, "
+                    "so what separates the estimate from the truth is the tile calls, not the index.")
+        out.append(txt)
+    lr = logrank.set_index("comparison")
+    bits = [f"{c}: p = {_fmt_p(r.p)} ({int(r.n_high)} high, {int(r.n_low)} low)" for c, r in lr.iterrows()]
+    out.append(f"**Survival (Fig 4; {len(surv)} test + OOD patients, {int(surv.OS.sum())} deaths).** Log-rank: "
+               + "; ".join(bits) + ".")
+    cx = cox[cox.covariate == "HTI"].set_index("fit")
+    if len(cx):
+        txt = "**Cox model (HTI per unit, adjusted for age and stage).** "
+        for fit, r in cx.iterrows():
+            txt += f"{fit}: {r.coef:.2f} (95 % CI {r['coef lower 95%']:.2f} to {r['coef upper 95%']:.2f})"
+            if "planted_coef" in r and np.isfinite(r.planted_coef):
+                inside = r["coef lower 95%"] <= r.planted_coef <= r["coef upper 95%"]
+                txt += f", {'covers' if inside else 'misses'} the planted {r.planted_coef:.1f}"
+            txt += "; "
+        out.append(txt.rstrip("; ") + ".")
+    bl = "; ".join(f"{r.trait}: p = {_fmt_p(r.p)}" for _, r in bulk_logrank.iterrows())
+    sub = surv[surv["subtype"].notna()] if "subtype" in surv else surv.iloc[:0]
+    groups = [g["hti0"].to_numpy() for _, g in sub.groupby("subtype")]
+    kw = (f"; HTI by subtype: Kruskal–Wallis p = {_fmt_p(stats.kruskal(*groups).pvalue)}"
+          if len(groups) >= 2 else "")
+    out.append(f"**Bulk and subtype (Figs 5, 6).** Bulk split at the median: {bl}{kw}.")
+    return "\n".join(f"* {o}" for o in out)

@@ -21,7 +21,7 @@ from .metrics import auc
 log = logging.getLogger(__name__)
 
 __all__ = ["trait_labels", "label_slides", "ensemble_vote", "slide_scores", "fit_trait_models",
-           "ensemble_predictions", "evaluate_slides", "table1", "held_out_slides", "label_counts",
+           "ensemble_predictions", "evaluate_slides", "table1", "held_out_slides", "slide_sets", "split_calls", "label_counts",
            "plot_training_curves", "plot_table1", "plot_score_distributions"]
 
 
@@ -95,6 +95,10 @@ def slide_scores(tile_pred: Sequence[int], slide_ids: Sequence[str]) -> pd.Serie
     return 100.0 * s.groupby(level=0).mean()
 
 
+#: training loss (cross-entropy, nats) below which a binary tile model has left the constant solution (log 2)
+STUCK_LOSS = 0.98 * float(np.log(2))
+
+
 def _per_slide(tile_slides: np.ndarray, index: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """At most ``k`` random positions of ``index`` per slide (all when ``k <= 0``), sorted."""
     if k <= 0 or len(index) == 0:
@@ -105,8 +109,8 @@ def _per_slide(tile_slides: np.ndarray, index: np.ndarray, k: int, rng: np.rando
 
 def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits: Sequence[tuple], arch: str,
                      config, work_dir, tiles_per_slide: int = 0, val_tiles_per_slide: int = 0,
-                     colour_jitter: bool = False, device: str = "auto", seed: int = 0, progress: bool = True
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     colour_jitter: bool = False, device: str = "auto", seed: int = 0, progress: bool = True,
+                     restarts: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train one binary tile model per trait and split; predict every tile with each.
 
     Tiles inherit their slide's label; OOD slides of the trait take no part. Each model keeps the epoch
@@ -124,11 +128,15 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     arch, config : network (:func:`histo_utils.models.build_model`) and
         :class:`~histo_utils.training.TrainConfig`
     tiles_per_slide, val_tiles_per_slide : tiles drawn per slide for training / selection (0: all)
+    restarts : a model whose training loss never fell below ``STUCK_LOSS`` (it stayed at the constant
+        solution, loss log 2, until early stopping ended it) is trained again from new random weights, at
+        most this many times; the last attempt is kept
 
     Returns
     -------
     prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns ``(trait, split)``: P(high) of each tile
-    history : one row per (trait, split, epoch) with the validation slide AUC
+    history : one row per (trait, split, epoch) of the kept attempt, with the validation slide AUC and
+        ``attempt`` (0: first)
     """
     import torch
 
@@ -168,13 +176,20 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
                 return (auc(s.to_numpy(), _lab.loc[s.index].to_numpy())
                         + 1e-4 * float(((p[:, 1] > 0.5) == _y).mean()))
 
-            torch.manual_seed(config.seed + 101 * i)
-            model = models.build_model(arch, 2)
             train_ds = ds.subset(tr, labels=label[tr]).with_augmentation(True, colour=colour_jitter)
-            h = training.train_classifier(model, train_ds, ds.subset(va, labels=label[va]), config=config,
-                                          checkpoint_dir=d / "checkpoints", device=device, progress=progress,
-                                          run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.input_px}",
-                                          val_score=val_auc)
+            for attempt in range(restarts + 1):
+                torch.manual_seed(config.seed + 101 * i + 7919 * attempt)
+                model = models.build_model(arch, 2)
+                h = training.train_classifier(
+                    model, train_ds, ds.subset(va, labels=label[va]), config=config,
+                    checkpoint_dir=d / ("checkpoints" if attempt == 0 else f"checkpoints_restart{attempt}"),
+                    device=device, progress=progress, val_score=val_auc,
+                    run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.input_px}|{attempt}")
+                if h.train_loss.min() < STUCK_LOSS:
+                    break
+                log.warning("trait %s split %d: training loss stayed at %.3f (log 2 = constant calls)%s", t, i,
+                            h.train_loss.min(), "; restarting from new weights" if attempt < restarts else "")
+            h = h.assign(attempt=attempt)
             p = training.predict_tiles(model, ds, batch_size=256, device=device, progress=progress)[:, 1]
             h = h.assign(trait=t, split=i, n_train_tiles=len(tr), n_val_tiles=len(va),
                          n_train_slides=len(set(tile_slides[tr])), n_val_slides=len(slide_label))
@@ -291,20 +306,55 @@ def table1(evaluation: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def held_out_slides(slides: pd.DataFrame, splits: Sequence[tuple]) -> pd.Series:
-    """Whether each slide's patient took part in no training or validation set of any split.
+def held_out_slides(slides: pd.DataFrame, splits: Sequence[tuple], *, traits: Sequence[str] | None = None
+                    ) -> pd.Series:
+    """Whether each slide took part in no model's training or validation.
+
+    A slide is held out when, for every trait, its patient is in no training or validation set of any split
+    or the slide is out of distribution (OOD) for that trait (:func:`fit_trait_models` never trains or
+    selects on OOD slides). Test slides and the slides OOD for every trait are held out.
 
     Parameters
     ----------
-    slides : DataFrame indexed by ``image_id`` with ``patient``
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and, with ``traits``, the ``<trait>:ood``
+        columns of :func:`label_slides`
     splits : ``[(train_patients, validation_patients), ...]``
+    traits : the modelled traits; None counts only the patients (no slide of a split's patient is held out)
 
     Returns
     -------
-    Series of bool indexed like ``slides``: True for test and OOD-only patients.
+    Series of bool indexed like ``slides``: True for test slides and the slides OOD for every trait.
     """
-    used = set().union(*[set(a) | set(b) for a, b in splits])
-    return ~slides["patient"].isin(used)
+    used = slides["patient"].isin(set().union(*[set(a) | set(b) for a, b in splits]))
+    if traits is None:
+        return ~used
+    seen = np.logical_or.reduce([used.to_numpy() & ~slides[f"{t}:ood"].to_numpy(bool) for t in traits])
+    return pd.Series(~seen, index=slides.index)
+
+
+def slide_sets(slides: pd.DataFrame, traits: Sequence[str], test_patients: Sequence[str],
+               splits: Sequence[tuple]) -> pd.Series:
+    """The part each slide played: ``test``, ``OOD`` (OOD for every trait), ``validation`` or ``train``.
+
+    Parameters
+    ----------
+    slides : DataFrame indexed by ``image_id`` with ``patient`` and the ``<trait>:ood`` columns
+    traits : the modelled traits
+    test_patients, splits : from :func:`histo_utils.splits.split_patients`
+
+    Returns
+    -------
+    Series of str indexed like ``slides``. ``validation``: in distribution for at least one trait and in the
+    validation set of at least one split (such a patient also trains the other splits' models); ``train``:
+    used for training only; ``unused``: a patient in no split nor the test set, in distribution for a trait
+    (not made by :func:`histo_utils.splits.split_patients`, which places every patient).
+    """
+    held = held_out_slides(slides, splits, traits=traits).to_numpy()
+    test = slides["patient"].isin(set(test_patients)).to_numpy()
+    ood_all = np.logical_and.reduce([slides[f"{t}:ood"].to_numpy(bool) for t in traits])
+    val = slides["patient"].isin(set().union(*[set(b) for _, b in splits])).to_numpy()
+    out = np.select([test, held & ood_all, held, val], ["test", "OOD", "unused", "validation"], "train")
+    return pd.Series(out, index=slides.index, name="set")
 
 
 def label_counts(slides: pd.DataFrame, traits: Sequence[str], test_patients: Sequence[str],
@@ -414,3 +464,23 @@ def plot_score_distributions(scores: pd.DataFrame):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def split_calls(prob: pd.DataFrame, traits: Sequence[str], *, threshold: float = 0.5) -> np.ndarray:
+    """Every split model's 0/1 calls, stacked for :func:`histo_utils.hti.slide_hti` (``model_calls``).
+
+    Parameters
+    ----------
+    prob : DataFrame, shape (n_tiles, n_traits * n_splits), columns (trait, split): P(high)
+    traits : the traits, in the order of the ensemble calls' columns
+    threshold : P above which a model calls a tile high
+
+    Returns
+    -------
+    array of int, shape (n_tiles, n_traits, n_splits)
+    """
+    missing = [t for t in traits if t not in prob.columns.get_level_values(0)]
+    if missing:
+        raise ValueError(f"prob has no models for traits {missing}; available: "
+                         f"{sorted(set(prob.columns.get_level_values(0)))}.")
+    return np.stack([(prob[t].to_numpy() > threshold).astype(int) for t in traits], 1)

@@ -263,3 +263,112 @@ def test_hti_by_subtype_panel_with_and_without_subtypes(tmp_path):
     assert len(table) == 0 and "no patient has a molecular subtype" in why
     png = save_figure(fig, table, tmp_path, "08_hti_survival", "hti_by_subtype", empty=why)
     assert png.exists()
+
+
+def test_held_out_slides_count_slides_ood_for_every_trait():
+    vals, slides = _slides_table()
+    lab = trait_models.label_slides(vals, slides).set_index("image_id")  # patients 2-7 OOD for A and B
+    drawn = [(["TCGA-SY-0001", "TCGA-SY-0002"], ["TCGA-SY-0003"]), (["TCGA-SY-0003"], ["TCGA-SY-0009"])]
+    held = trait_models.held_out_slides(lab, drawn, traits=["A", "B"])
+    # patients 2 and 3 are in splits but OOD for every trait: no model trained or selected on them
+    assert held["TCGA-SY-0002-01Z-00-DX1"] and held["TCGA-SY-0003-01Z-00-DX1"]
+    assert not held["TCGA-SY-0001-01Z-00-DX1"] and not held["TCGA-SY-0009-01Z-00-DX2"] and held.sum() == 8
+    # OOD for one trait only: the other trait's models trained on it
+    vals2 = vals.assign(B=[0, 9, 1, 8, 2, 7, 3, 6, 4, 5.0])  # patient 2 at B's 11th percentile
+    lab2 = trait_models.label_slides(vals2, slides).set_index("image_id")
+    assert not trait_models.held_out_slides(lab2, drawn, traits=["A", "B"])["TCGA-SY-0002-01Z-00-DX1"]
+    sets = trait_models.slide_sets(lab, ["A", "B"], ["TCGA-SY-0000"], drawn)
+    assert sets["TCGA-SY-0000-01Z-00-DX1"] == "test" and sets["TCGA-SY-0003-01Z-00-DX1"] == "OOD"
+    assert sets["TCGA-SY-0001-01Z-00-DX1"] == "train" and sets["TCGA-SY-0009-01Z-00-DX2"] == "validation"
+    assert sets["TCGA-SY-0008-01Z-00-DX1"] == "unused"  # in no split, in distribution
+    assert set(sets[held].unique()) == {"test", "OOD", "unused"}
+
+
+def test_model_bootstrap_interval_covers_disagreeing_models():
+    # one slide, 40 tiles; trait A certain; the 5 models disagree on B for half the tiles
+    n = 40
+    a = np.ones((n, 1, 5), int)
+    b = np.zeros((n, 1, 5), int)
+    b[: n // 2, 0, 3:] = 1  # splits 3 and 4 call the first half high
+    model_calls = np.concatenate([a, b], 1)
+    calls = trait_models.ensemble_vote(model_calls[:, 1, :3].T)  # the ensemble of splits 0-2: all low
+    ens = np.c_[np.ones(n, int), calls]
+    tiles_only = hti.slide_hti(ens, ["s"] * n, n_boot=200, seed=0)
+    both = hti.slide_hti(ens, ["s"] * n, n_boot=200, seed=0, model_calls=model_calls, top=3)
+    assert tiles_only.loc["s", "hti"] == both.loc["s", "hti"] == 0.0
+    assert tiles_only.loc["s", "hti_high"] == 0.0  # tile resampling cannot see the models' disagreement
+    # resampled ensembles with two "high" models on B split the slide into A and A+B: HTI up to log_3 2
+    assert both.loc["s", "hti_high"] == pytest.approx(np.log(2) / np.log(3), abs=0.02)
+    assert both.loc["s", "hti_low"] == 0.0
+    assert (trait_models.split_calls(pd.DataFrame(
+        {("A", 0): [0.9, 0.1], ("A", 1): [0.2, 0.6]}).set_axis(pd.MultiIndex.from_tuples([("A", 0), ("A", 1)]),
+                                                                axis=1), ["A"])[:, 0] == [[1, 0], [0, 1]]).all()
+    with pytest.raises(ValueError, match="model_calls"):
+        hti.slide_hti(ens, ["s"] * n, n_boot=10, model_calls=model_calls[:, :1])
+    with pytest.raises(ValueError, match="no models for traits"):
+        trait_models.split_calls(pd.DataFrame({("A", 0): [0.1]}).set_axis(
+            pd.MultiIndex.from_tuples([("A", 0)]), axis=1), ["B"])
+
+
+def test_hti_vs_truth_table_marks_sets_and_coverage():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ids = [f"s{i}" for i in range(8)]
+    true = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.5, np.nan])
+    table = pd.DataFrame({"true_hti": true, "hti": true + 0.05, "hti0": true + 0.05, "hti_low": true,
+                          "hti_high": true + 0.1, "hti_smooth": true, "tile_truth_hti": true},
+                         index=pd.Index(ids, name="image_id"))
+    table.loc["s2", ["hti_low", "hti_high"]] = [0.5, 0.6]  # misses its true 0.4
+    sets = pd.Series(["test", "OOD", "OOD", "train", "validation", "train", "test", "test"], index=ids)
+    fig, out = hti.plot_hti_vs_truth(table, sets)
+    out = out.set_index("image_id")
+    assert list(out.index) == ids[:7]  # the slide without a true HTI is left out
+    assert out.set.to_dict() == sets.iloc[:7].to_dict()
+    assert not out.loc["s2", "covers"] and out.drop("s2").covers.all()
+    assert "n = 4" in fig.axes[0].get_title() and "n = 3" in fig.axes[2].get_title()
+    with pytest.raises(ValueError, match="Unknown slide sets"):
+        hti.plot_hti_vs_truth(table, sets.replace("train", "training"))
+
+
+def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkeypatch, tmp_path):
+    import torch
+
+    from histo_utils import models, training
+
+    class FakeDS:
+        input_px = 8
+
+        def __init__(self, tiles):
+            self.tiles = tiles
+
+        def subset(self, idx, labels=None):
+            return self
+
+        def with_augmentation(self, *a, **k):
+            return self
+
+    ids = [f"s{i}" for i in range(6)]
+    tiles = pd.DataFrame({"image_id": np.repeat(ids, 4)})
+    slides = pd.DataFrame({"patient": [f"p{i}" for i in range(6)], "A:label": [0, 1, 0, 1, 0, 1],
+                           "A:ood": False}, index=pd.Index(ids, name="image_id"))
+    inits = []
+    monkeypatch.setattr(models, "build_model", lambda arch, n: inits.append(torch.initial_seed()) or arch)
+
+    def fake_train(model, train, val, *, config, checkpoint_dir, run_key, **kw):
+        stuck = len(inits) < 3  # the first two attempts never leave log 2
+        loss = [0.6931, 0.6925] if stuck else [0.69, 0.4]
+        return pd.DataFrame({"epoch": [1, 2], "train_loss": loss, "val_score": [0.5, 0.5 if stuck else 1.0]})
+
+    monkeypatch.setattr(training, "train_classifier", fake_train)
+    monkeypatch.setattr(training, "predict_tiles", lambda m, ds, **k: np.full((len(ds.tiles), 2), 0.5))
+    cfg = training.TrainConfig(seed=0)
+    split = [(["p0", "p1", "p2", "p3"], ["p4", "p5"])]
+    prob, hist = trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x",
+                                               config=cfg, work_dir=tmp_path / "a", restarts=3, progress=False)
+    assert len(inits) == 3 and len(set(inits)) == 3  # two restarts, each from other random weights
+    assert (hist.attempt == 2).all() and hist.val_score.max() == 1.0 and prob.shape == (24, 1)
+    inits.clear()
+    _, hist = trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x",
+                                            config=cfg, work_dir=tmp_path / "b", restarts=1, progress=False)
+    assert len(inits) == 2 and (hist.attempt == 1).all()  # out of restarts: the stuck model is kept

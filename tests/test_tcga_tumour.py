@@ -114,3 +114,39 @@ def test_load_tumour_cohort_joins_slides_patients_and_truth(tumours):
     from histo_utils.synthetic.tumour import load_tumour_params
 
     assert load_tumour_params(out) == p  # the planted coefficients notebook 08 compares with
+
+
+def test_trait_effect_per_trait_and_validation():
+    assert TumourParams(trait_effect=1.5).trait_effect == (1.5, 1.5)
+    assert TumourParams().trait_effect == (2.0, 6.0)
+    with pytest.raises(ValueError, match="one positive shift per trait"):
+        TumourParams(trait_effect=(2.0, 4.0, 1.0))
+
+
+def _stroma_tile_auc(effect: float) -> float:
+    """True stroma fraction of 128-um tiles of a high against a low stroma clone (left/right halves)."""
+    from histo_utils.metrics import auc
+    from histo_utils.synthetic.histology import SlideSpec, render_slide
+    from histo_utils.synthetic.tumour import _fields
+
+    p = TumourParams(trait_effect=(2.0, effect))
+    shape = (384, 768)  # 768 x 1536 um at 2 um
+    labels = np.zeros(shape, int)
+    labels[:, 384:] = 1  # clone 1 is high for the stroma trait, clone 0 low; both low for MKI67
+    f = _fields(p, labels, np.array([[0, 0], [0, 1]]), np.zeros(3, np.float32), np.random.default_rng(0))
+    r = render_slide(SlideSpec(image_id="x", tissue=p.tissue, seed=1, programs={}, width_um=1536.0,
+                               height_um=768.0, px_um=2.0), fields=f)
+    frac, high = [], []
+    for y in range(0, shape[0] - 63, 64):
+        for x in range(0, shape[1] - 63, 64):
+            if r.tissue[y:y + 64, x:x + 64].mean() > 0.5 and not 320 <= x < 384:  # skip the border column
+                frac.append(r.structures["stroma"][y:y + 64, x:x + 64].mean())
+                high.append(int(x >= 384))
+    return auc(np.array(frac), np.array(high))
+
+
+def test_default_stroma_clones_are_visible_at_the_tile_scale():
+    # at the default shift a high clone is a stroma-rich region: its tiles separate from a low clone's by their
+    # true stroma fraction; at +/-1 SD (the old default) the thin bands miss most tiles
+    assert _stroma_tile_auc(TumourParams().trait_effect[1]) > 0.9
+    assert _stroma_tile_auc(2.0) < _stroma_tile_auc(TumourParams().trait_effect[1]) - 0.05
