@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 __all__ = ["load_gene_sets", "to_symbols", "set_coverage", "associations", "associations_by_scope",
            "associations_per_feature", "choose_features", "feature_rankings", "confounder_rankings", "prerank",
            "prerank_many", "RunningSums", "rank_by_nes", "jaccard", "over_representation", "annotation_filter", "summarize_lists",
-           "plot_association_counts", "plot_enrichment_curves", "plot_heatmap"]
+           "plot_association_counts", "plot_enrichment_curves", "plot_heatmap", "plot_planted_vs_decoys"]
 
 
 def load_gene_sets(path: str | os.PathLike | None, *, universe: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -671,3 +671,44 @@ def _empty_ora() -> pd.DataFrame:
     return pd.DataFrame({"term": pd.Series(dtype=object), "overlap": pd.Series(dtype=object),
                          "set_in_universe": pd.Series(dtype="int64"), "odds_ratio": pd.Series(dtype=float),
                          "p": pd.Series(dtype=float), "q": pd.Series(dtype=float), "genes": pd.Series(dtype=object)})
+
+
+def plot_planted_vs_decoys(table: pd.DataFrame):
+    """Each ranking's planted set against its decoys: NES of every tested set, the planted one marked with its rank.
+
+    Parameters
+    ----------
+    table : :func:`histo_utils.truth.gsea_planted_vs_decoys` output (``ranking, expected, kind, term, rank, nes,
+        n_sets, decoys_above``)
+
+    Returns
+    -------
+    matplotlib Figure: one row per ranking (feature rankings, then confounder rankings); decoys as grey
+    circles, other sets as open circles, the planted set as a filled diamond labelled ``rank r/n``.
+    """
+    import matplotlib.pyplot as plt
+
+    if table.empty:
+        raise ValueError("No ranking with a planted set to show (is the GMT the synthetic cohort's, with "
+                         "PLANTED_* and DECOY* sets?).")
+    order = list(dict.fromkeys(table.ranking))
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(order) + 1.6))
+    y = {r: len(order) - 1 - i for i, r in enumerate(order)}
+    style = {"decoy": dict(marker="o", color="#999999", s=14, label="decoy sets (random genes)"),
+             "other": dict(marker="o", facecolors="none", edgecolors="#0072B2", s=14, label="other sets"),
+             "planted": dict(marker="D", color="#D55E00", s=40, zorder=3, label="expected planted set")}
+    for kind, st in style.items():
+        d = table[table.kind == kind]
+        ax.scatter(d.nes, d.ranking.map(y), **st)
+    for r in table[table.kind == "planted"].itertuples():
+        ax.annotate(f"rank {r.rank:.0f}/{r.n_sets}", (r.nes, y[r.ranking]), xytext=(0, 6),
+                    textcoords="offset points", ha="center", fontsize=7)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(list(y.values()), [f"{r}\n→ {table[table.ranking == r].expected.iloc[0]}" for r in y],
+                  fontsize=7)
+    ax.set_ylim(-0.7, len(order) - 0.3)
+    ax.set_xlabel("normalised enrichment score (NES)")
+    ax.set_title("Planted gene set vs decoys in each ranking that should find it", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 0.6 / len(order)), ncol=3, frameon=False)
+    fig.tight_layout()
+    return fig

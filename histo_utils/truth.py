@@ -21,7 +21,8 @@ __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "
            "true_combination_map", "tile_accuracy", "hti_agreement",
            "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries",
            "PROGRAM_STRUCTURE", "PlantedStructures", "random_features", "gbp_localisation", "localisation_summary",
-           "tracker_strength_rank", "program_traits", "planted_sets", "masking_truth", "saliency_truth"]
+           "tracker_strength_rank", "structure_localisation", "tracker_localisation_rank", "program_panel_tiles",
+           "localisation_reading", "localisation_tables", "channel_scores", "gsea_planted_vs_decoys", "gsea_truth_reading", "program_traits", "planted_sets", "masking_truth", "saliency_truth"]
 
 #: gene groups with a planted path to the image
 IMAGE_LINKED = ("program", "tissue", "ischemia")
@@ -835,6 +836,293 @@ def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.Dat
                           "rank_among_random": 1 + int((strength.loc[(prog, "random")] >
                                                         strength.loc[(prog, "tracks", trackers[prog])]).sum()),
                           "n_random": n_random} for prog in PROGRAM_STRUCTURE])
+
+
+def structure_localisation(model, layers: dict, images, masks: Sequence[dict], tiles: pd.DataFrame,
+                           ftruth: pd.DataFrame, trackers: dict[str, str], random: Sequence[str], *,
+                           device: str = "cpu") -> pd.DataFrame:
+    """Where each channel fires and where its gBP points, against the true mask of each program's structure.
+
+    Feature map: the channel's output upsampled to the tile (:func:`histo_utils.visualization.feature_maps`);
+    its AUROC against the mask is oriented by the sign of the channel's within-tissue correlation with the
+    program (a channel whose mean falls as the program, and so the structure's area, rises should be *low* on
+    the structure): oriented AUROC = AUROC of ``sign(r) * map``. gBP: the AUROC of |gBP| (sum over colours),
+    unsigned, as in :func:`gbp_localisation`. Tiles whose mask is empty or full get NaN.
+
+    Parameters
+    ----------
+    model, layers : the network and its feature layers
+    images : tensor, shape (n_tiles, 3, H, W), normalised tiles
+    masks : per tile, {structure: bool array (H, W)} (:class:`PlantedStructures`)
+    tiles : the tiles' rows (index reported as ``tile``; ``SMTS`` reported as ``tissue`` when present)
+    ftruth : :func:`feature_truth` output of the features (``r_program_<name>``)
+    trackers : program -> its tracking feature (:func:`program_trackers`)
+    random : random features compared with the trackers (:func:`random_features`)
+
+    Returns
+    -------
+    DataFrame, one row per (program, feature, tile): ``program, structure, kind`` (``tracks`` or ``random``),
+    ``feature, r_program, tile, tissue, mask_fraction, map_auroc, map_auroc_oriented, auroc`` (|gBP|),
+    ``auroc_oriented`` (|gBP| AUROC oriented as before, for :func:`localisation_summary`).
+    """
+    from .visualization import feature_channel, feature_maps, guided_backprop
+
+    if len(masks) != len(tiles) or len(images) != len(tiles):
+        raise ValueError(f"{len(images)} images, {len(masks)} masks and {len(tiles)} tile rows: give one of each "
+                         "per tile.")
+    feats = list(dict.fromkeys([*trackers.values(), *random]))
+    maps = feature_maps(model, layers, feats, images, device=device)  # (n_feats, n_tiles, H, W)
+    gbp = np.stack([np.abs(guided_backprop(model, *feature_channel(f, layers), images, device=device)).sum(1)
+                    for f in feats])
+    tissue = tiles["SMTS"].to_numpy() if "SMTS" in tiles else np.full(len(tiles), "")
+    rows = []
+    for j, i in enumerate(tiles.index):
+        for prog, structure in PROGRAM_STRUCTURE.items():
+            m = np.asarray(masks[j][structure], bool).ravel()
+            a_map = _auroc_rows(maps[:, j].reshape(len(feats), -1), m)
+            a_gbp = _auroc_rows(gbp[:, j].reshape(len(feats), -1), m)
+            for k, f in enumerate(feats):
+                kind = "tracks" if trackers.get(prog) == f else ("random" if f in random else None)
+                if kind is None:
+                    continue
+                r = float(ftruth.loc[f, f"r_program_{prog}"])
+                rows.append({"program": prog, "structure": structure, "kind": kind, "feature": f, "r_program": r,
+                             "tile": int(i), "tissue": tissue[j], "mask_fraction": float(m.mean()),
+                             "map_auroc": a_map[k], "map_auroc_oriented": a_map[k] if r >= 0 else 1 - a_map[k],
+                             "auroc": a_gbp[k], "auroc_oriented": a_gbp[k] if r >= 0 else 1 - a_gbp[k]})
+    return pd.DataFrame(rows).sort_values(["program", "kind", "feature", "tile"], kind="stable",
+                                          ignore_index=True)
+
+
+def _auroc_rows(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """AUROC of each row of ``scores`` (k, n) against one boolean ``mask`` (n,) (Mann-Whitney, ties half).
+
+    NaN for every row when the mask is all true or all false.
+    """
+    from scipy.stats import rankdata
+
+    n1 = int(mask.sum())
+    n0 = mask.size - n1
+    if n1 == 0 or n0 == 0:
+        return np.full(len(scores), np.nan)
+    ranks = rankdata(scores, axis=1)
+    return (ranks[:, mask].sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def channel_scores(loc: pd.DataFrame, *, column: str = "map_auroc_oriented", per_tissue: bool = False) -> pd.DataFrame:
+    """Each channel's localisation score per program: mean AUROC over a tissue's tiles, then mean over tissues.
+
+    Parameters
+    ----------
+    loc : :func:`structure_localisation` table (tiles with NaN in ``column`` are left out)
+    column : the AUROC column
+    per_tissue : keep one score per tissue (no mean over tissues)
+
+    Returns
+    -------
+    DataFrame ``program, [tissue,] kind, feature, <column>``
+    """
+    d = loc.dropna(subset=[column])
+    score = d.groupby(["program", "tissue", "kind", "feature"], sort=False)[column].mean()
+    if not per_tissue:
+        score = score.groupby(["program", "kind", "feature"], sort=False).mean()
+    return score.reset_index()
+
+
+def tracker_localisation_rank(loc: pd.DataFrame, trackers: dict[str, str], *, by: Sequence[str] = ("program",),
+                              column: str = "map_auroc_oriented") -> pd.DataFrame:
+    """Rank of each program tracker's oriented feature-map AUROC among the random channels.
+
+    A channel's score is its mean AUROC over the tiles of each tissue (tiles whose mask is empty or full left
+    out), then the mean over tissues (each tissue counts once, however many tiles the draw gave it).
+
+    Parameters
+    ----------
+    loc : :func:`structure_localisation` table
+    trackers : program -> its tracking feature
+    by : grouping of the rows (``("program",)`` or ``("program", "tissue")``); tiles with NaN AUROC (mask empty
+        or full) are left out
+    column : the AUROC column ranked
+
+    Returns
+    -------
+    DataFrame, one row per group: ``by..., tracker, tracker_auroc, random_median, random_max,
+    rank_among_random`` (1 = above every random channel; ties count against the tracker), ``n_random, n_tiles,
+    mean_mask_fraction`` (of the structure over the group's tiles).
+    """
+    by = list(by)
+    if by not in (["program"], ["program", "tissue"]):
+        raise ValueError(f"by={by}: group by ('program',) or ('program', 'tissue').")
+    d = loc.dropna(subset=[column])
+    score = channel_scores(loc, column=column, per_tissue="tissue" in by)
+    rows = []
+    for key, g in score.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        prog = key[0]
+        sel = d[np.logical_and.reduce([d[c] == k for c, k in zip(by, key)])]
+        tr = g[(g.kind == "tracks") & (g.feature == trackers[prog])][column]
+        tr = float(tr.iloc[0]) if len(tr) else np.nan
+        rnd = g[g.kind == "random"][column]
+        rows.append({**dict(zip(by, key)), "tracker": trackers[prog], "tracker_auroc": tr,
+                     "random_median": rnd.median(), "random_max": rnd.max(),
+                     "rank_among_random": 1 + int((rnd >= tr).sum()) if np.isfinite(tr) else np.nan,
+                     "n_random": len(rnd), "n_tiles": sel.tile.nunique(),
+                     "mean_mask_fraction": sel.drop_duplicates("tile").mask_fraction.mean()})
+    return pd.DataFrame(rows)
+
+
+def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.DataFrame, trackers: dict[str, str],
+                        structures, *, min_fraction: float = 0.02, max_fraction: float = 0.6,
+                        max_tries: int = 30) -> tuple[pd.DataFrame, dict]:
+    """A representative tile per program: where its tracker says the program is strongest, with the structure in view.
+
+    Tiles are taken by decreasing oriented tracker value (``sign(r) * value``: for a tracker that falls as the
+    program rises, its lowest values); the first whose structure mask covers between ``min_fraction`` and
+    ``max_fraction`` of the tile is kept (a mask that is empty or fills the tile shows nothing).
+
+    Parameters
+    ----------
+    tiles : candidate tiles (e.g. :func:`histo_utils.visualization.interior_tiles`), index = dataset index,
+        ``image_id, SMTS, x, y`` and what ``structures`` needs
+    values : DataFrame indexed like the full tile dataset, one column per tracker (feature values)
+    ftruth : :func:`feature_truth` output (``r_program_<name>``)
+    trackers : program -> tracking feature
+    structures : callable, tile row -> {structure: bool (H, W)} (:class:`PlantedStructures`)
+    min_fraction, max_fraction : accepted mask coverage
+    max_tries : tiles tried per program before taking the best-covered one tried
+
+    Returns
+    -------
+    panels : DataFrame, one row per program: ``program, structure, feature, r_program, tile, image_id, SMTS, x, y,
+        value, mask_fraction``
+    masks : program -> bool array, the structure mask under its tile
+    """
+    if len(tiles) == 0:
+        raise ValueError("No candidate tiles: every tile is at an edge (relax interior_tiles' min_tissue).")
+    rows, masks = [], {}
+    for prog, f in trackers.items():
+        structure = PROGRAM_STRUCTURE[prog]
+        r = float(ftruth.loc[f, f"r_program_{prog}"])
+        v = values.loc[tiles.index, f] * (1.0 if r >= 0 else -1.0)
+        best = None
+        for i in v.sort_values(ascending=False, kind="stable").index[:max_tries]:
+            m = np.asarray(structures(tiles.loc[i])[structure], bool)
+            if best is None or abs(m.mean() - 0.2) < abs(best[1].mean() - 0.2):
+                best = (i, m)
+            if min_fraction <= m.mean() <= max_fraction:
+                best = (i, m)
+                break
+        i, m = best
+        t = tiles.loc[i]
+        rows.append({"program": prog, "structure": structure, "feature": f, "r_program": r, "tile": int(i),
+                     "image_id": t.image_id, "SMTS": t.get("SMTS", ""), "x": t.x, "y": t.y,
+                     "value": float(values.loc[i, f]), "mask_fraction": float(m.mean())})
+        masks[prog] = m
+    return pd.DataFrame(rows), masks
+
+
+def localisation_tables(loc: pd.DataFrame, trackers: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Notebook 07's localisation results: per program and per program and tissue.
+
+    Parameters
+    ----------
+    loc : :func:`structure_localisation` table
+    trackers : program -> its tracking feature
+
+    Returns
+    -------
+    per_program : :func:`tracker_localisation_rank` (oriented feature-map AUROC) with the former |gBP| check's
+        ``gbp_strength`` and ``gbp_rank`` (:func:`tracker_strength_rank`)
+    per_tissue : :func:`tracker_localisation_rank` by program and tissue, with the |gBP| AUROC of the tracker
+        (``gbp_tracker_auroc``) and the median of the random channels (``gbp_random_median``), unsigned
+    """
+    before = tracker_strength_rank(loc, trackers).set_index("program")
+    per_program = tracker_localisation_rank(loc, trackers)
+    per_program["gbp_strength"] = per_program.program.map(before.tracker_strength)
+    per_program["gbp_rank"] = per_program.program.map(before.rank_among_random)
+    per_tissue = tracker_localisation_rank(loc, trackers, by=("program", "tissue"))
+    gbp = tracker_localisation_rank(loc, trackers, by=("program", "tissue"), column="auroc")
+    per_tissue = per_tissue.merge(gbp[["program", "tissue", "tracker_auroc", "random_median"]].rename(
+        columns={"tracker_auroc": "gbp_tracker_auroc", "random_median": "gbp_random_median"}),
+        on=["program", "tissue"], how="left")
+    return per_program, per_tissue
+
+
+def localisation_reading(per_program: pd.DataFrame, per_tissue: pd.DataFrame) -> str:
+    """The written reading of notebook 07's localisation check, its numbers formatted from the run's tables.
+
+    Parameters
+    ----------
+    per_program, per_tissue : :func:`localisation_tables` output
+
+    Returns
+    -------
+    str, Markdown
+    """
+    lines = [f"* **{r.program}** (tracker {r.tracker}): oriented feature-map AUROC {r.tracker_auroc:.2f} over "
+             f"{r.n_tiles} tiles, rank {r.rank_among_random:.0f} of {r.n_random + 1} among random channels "
+             f"(their median {r.random_median:.2f}, best {r.random_max:.2f}); the former |gBP| strength ranks it "
+             f"{r.gbp_rank:.0f} on the same tiles." for r in per_program.itertuples()]
+    for prog, g in per_tissue.groupby("program", sort=False):
+        parts = "; ".join(f"{t.tissue}: map {t.tracker_auroc:.2f} (rank {t.rank_among_random:.0f}), |gBP| "
+                          f"{t.gbp_tracker_auroc:.2f} vs random {t.gbp_random_median:.2f}, structure "
+                          f"{t.mean_mask_fraction:.0%} of the tile" for t in g.itertuples())
+        lines.append(f"* {prog} by tissue — {parts}.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# notebook 06: each planted set against the decoys of its ranking
+# --------------------------------------------------------------------------
+def gsea_planted_vs_decoys(feature_gsea: pd.DataFrame, confounder_gsea: pd.DataFrame) -> pd.DataFrame:
+    """Per ranking that should find a planted set: that set's rank and NES, and the decoys' NES.
+
+    Parameters
+    ----------
+    feature_gsea : GSEA table of the feature rankings (``list, why, term, rank, nes, fdr``)
+    confounder_gsea : GSEA table of the confounder rankings (``list, term, rank, nes, fdr``)
+
+    Returns
+    -------
+    DataFrame, one row per (ranking, tested set) of the rankings :func:`gsea_recovery` checks: ``ranking,
+    expected, kind`` (``planted`` for the expected set, ``decoy`` for ``DECOY*``, ``other``), ``term, rank,
+    nes, fdr, n_sets, decoys_above`` (decoys ranked above the expected set in that ranking).
+    """
+    rec = gsea_recovery(feature_gsea, confounder_gsea)
+    conf = confounder_gsea.assign(list="confounder " + confounder_gsea.list.astype(str))
+    both = pd.concat([feature_gsea, conf], ignore_index=True)
+    out = []
+    for r in rec.itertuples():
+        g = both[both.list == r.ranking]
+        kind = np.where(g.term == r.expected, "planted", np.where(g.term.str.startswith("DECOY"), "decoy", "other"))
+        above = int(((kind == "decoy") & (g["rank"].to_numpy() < r.rank)).sum()) if np.isfinite(r.rank) else np.nan
+        out.append(pd.DataFrame({"ranking": r.ranking, "expected": r.expected, "kind": kind,
+                                 "term": g.term.to_numpy(), "rank": g["rank"].to_numpy(), "nes": g.nes.to_numpy(),
+                                 "fdr": g.fdr.to_numpy(), "n_sets": len(g), "decoys_above": above}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["ranking", "expected", "kind", "term", "rank", "nes", "fdr", "n_sets", "decoys_above"])
+
+
+def gsea_truth_reading(table: pd.DataFrame) -> str:
+    """The written reading of notebook 06's planted-truth figure, formatted from its table.
+
+    Parameters
+    ----------
+    table : :func:`gsea_planted_vs_decoys` output
+
+    Returns
+    -------
+    str, Markdown
+    """
+    p = table[table.kind == "planted"]
+    d = table[table.kind == "decoy"]
+    first = table[table["rank"] == 1].set_index("ranking").term
+    lines = [f"* {r.ranking}: {r.expected} ranks {r.rank:.0f} of {r.n_sets} (NES {r.nes:.2f}, FDR {r.fdr:.3g})"
+             + (f", after {first.get(r.ranking, '?')}" if r.rank > 1 else "")
+             + f"; decoys above it: {r.decoys_above}." for r in p.itertuples()]
+    lines.append(f"* Decoys over these {p.ranking.nunique()} rankings: largest |NES| {d.nes.abs().max():.2f}, "
+                 f"smallest FDR {d.fdr.min():.3g}.")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 __all__ = ["guided_backprop", "activation_maximization", "select_representative_tiles", "localisation_auroc",
            "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
            "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "plot_feature_panels",
-           "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene"]
+           "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene", "interior_tiles", "feature_maps",
+           "plot_program_panels"]
 
 
 def feature_channel(feature: str, layers: dict) -> tuple[nn.Module, int]:
@@ -195,14 +196,14 @@ def select_representative_tiles(tiles: pd.DataFrame, values: Sequence[float], *,
 
     Returns
     -------
-    The chosen rows of ``tiles`` (with a ``value`` column), in the order chosen.
+    The chosen rows of ``tiles`` (with a ``value`` column; original index), in the order chosen.
     """
     values = np.asarray(values, dtype=np.float64)
     if len(values) != len(tiles):
         raise ValueError(f"values has {len(values)} entries for {len(tiles)} tiles.")
     if subject_col not in tiles:
         raise ValueError(f"tiles need a {subject_col!r} column to spread the choice over donors.")
-    t = tiles.reset_index(drop=True).assign(value=values)
+    t = tiles.assign(value=values)  # the original index is kept (the tile's index in the dataset)
     n_cand = max(k, int(np.ceil(top_fraction * len(t))))
     cand = t.iloc[np.argsort(-values, kind="stable")[:n_cand]]
     chosen, per = [], {}
@@ -554,32 +555,40 @@ def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: 
             .sample(frac=1.0, random_state=seed).head(n).sort_values("image_id"))
 
 
-def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0):
-    """Median oriented AUROC of |gBP| per channel: program trackers against random channels.
+def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0,
+                      column: str = "map_auroc_oriented"):
+    """Each channel's localisation score per program: the program trackers against random channels.
 
     Parameters
     ----------
-    loc : :func:`histo_utils.truth.gbp_localisation` table
+    loc : :func:`histo_utils.truth.structure_localisation` table
     n_random, n_tiles : numbers of random channels and of tiles (title)
     seed : seed of the strip plot's jitter
+    column : the AUROC column scored (:func:`histo_utils.truth.channel_scores`: mean over a tissue's tiles, then
+        over tissues)
 
     Returns
     -------
     fig : the figure
-    table : DataFrame, one row per program, kind and feature: median ``auroc``, ``auroc_oriented``
+    table : DataFrame, one row per program, kind and feature: ``program, kind, feature, <column>``
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     from .plotting import seeded_jitter
+    from .truth import channel_scores
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    per_feat = loc.groupby(["program", "kind", "feature"])[["auroc", "auroc_oriented"]].median().reset_index()
+    per_feat = channel_scores(loc, column=column)
     with seeded_jitter(seed):
-        sns.stripplot(data=per_feat, x="program", y="auroc_oriented", hue="kind", dodge=True, ax=ax, size=5)
+        sns.stripplot(data=per_feat, x="program", y=column, hue="kind", hue_order=["random", "tracks"],
+                      palette={"random": "#999999", "tracks": "#D55E00"}, dodge=True, ax=ax, size=5)
     ax.axhline(0.5, color="k", lw=0.6)
-    ax.set_ylabel("median oriented AUROC of |gBP|")
-    ax.set_title(f"Program-tracking channel vs {n_random} random channels, {n_tiles} test tiles", fontsize=9)
+    ax.set_xlabel("planted program")
+    ax.set_ylabel("oriented AUROC of the feature map\nagainst the true structure mask" if column.startswith("map")
+                  else f"{column} (|gBP|)")
+    ax.set_title(f"Program-tracking channel vs {n_random} random channels, {n_tiles} test tiles away from edges",
+                 fontsize=9)
     return fig, per_feat
 
 
@@ -601,3 +610,132 @@ def find_gene(gene: str, cand: pd.DataFrame, symbols: pd.Series) -> str:
     if (symbols == gene).any():
         return symbols[symbols == gene].index[0]
     raise ValueError(f"Gene {gene!r} has no pair in notebook 03 (give a symbol or Name from pairs.parquet).")
+
+
+# --------------------------------------------------------------------------
+# notebook 07: tiles away from edges, feature maps, one panel per planted program
+# --------------------------------------------------------------------------
+def interior_tiles(tiles: pd.DataFrame, *, min_tissue: float = 0.9) -> pd.DataFrame:
+    """The tiles away from slide and tissue edges: all 8 grid neighbours are tiles of the same slide.
+
+    A tile table holds only tiles on tissue, so a tile whose eight neighbours (steps of ``size0`` level-0 px in
+    x and y) are all in it lies inside the tissue, not at a border of the slide or of the tissue.
+
+    Parameters
+    ----------
+    tiles : tile table (``image_id, tile_px, x, y, size0, tissue_fraction``), one row per tile
+    min_tissue : smallest tissue fraction of a kept tile
+
+    Returns
+    -------
+    DataFrame, the kept rows of ``tiles`` (original index)
+    """
+    need = {"image_id", "tile_px", "x", "y", "size0", "tissue_fraction"}
+    if not need <= set(tiles.columns):
+        raise ValueError(f"tiles need columns {sorted(need)}; missing {sorted(need - set(tiles.columns))} "
+                         "(pass notebook 01's tile table).")
+    key = tiles[["image_id", "tile_px", "x", "y"]].copy()
+    have = pd.MultiIndex.from_frame(key)
+    inside = np.ones(len(tiles), bool)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            if dx or dy:
+                nb = key.assign(x=tiles.x + dx * tiles.size0, y=tiles.y + dy * tiles.size0)
+                inside &= pd.MultiIndex.from_frame(nb).isin(have)
+    return tiles[inside & (tiles.tissue_fraction.to_numpy() >= min_tissue)]
+
+
+def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images: torch.Tensor, *,
+                 device: str = "cpu") -> np.ndarray:
+    """Each feature's channel map on each image, upsampled (bilinear) to the image size.
+
+    One forward pass; the feature value of notebook 02 is the spatial mean of this map before upsampling.
+
+    Parameters
+    ----------
+    model : the network
+    layers : layer name -> module (:func:`histo_utils.models.feature_layers`)
+    features : ``layer_channel`` names, n_features
+    images : tensor, shape (n_images, 3, H, W), normalised
+
+    Returns
+    -------
+    array, shape (n_features, n_images, H, W), float32
+    """
+    chans = [feature_channel(f, layers) for f in features]
+    sel = {id(m): m for m, _ in chans}
+    out, handles = {}, []
+    try:
+        for key, m in sel.items():
+            handles.append(m.register_forward_hook(lambda mod, i, o, key=key: out.__setitem__(key, o.detach())))
+        model.eval()
+        with torch.no_grad():
+            model(images.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    maps = []
+    for m, ch in chans:
+        y = out[id(m)]
+        if ch >= y.shape[1]:
+            raise ValueError(f"Channel {ch} not available: the layer has {y.shape[1]} channels.")
+        maps.append(nn.functional.interpolate(y[:, ch:ch + 1].float(), size=tuple(images.shape[-2:]),
+                                              mode="bilinear", align_corners=False)[:, 0].cpu().numpy())
+    return np.stack(maps).astype(np.float32)
+
+
+def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame, synth: dict, masks: dict, *,
+                        device: str = "cpu"):
+    """One row per planted program: its tracking channel on a representative tile (Badea's Figs 4–6 layout).
+
+    Columns: the tile, gBP of the tracker on it, the tracker's feature map, the synthetic image (activation
+    maximisation of the tracker), and the program's own true structure mask under the tile.
+
+    Parameters
+    ----------
+    model, layers, ds : the network, its feature layers and the test-tile dataset
+    panels : one row per program (:func:`histo_utils.truth.program_panel_tiles`): ``program, structure, feature,
+        r_program, tile`` (index of ``ds``), ``image_id, SMTS, x, y, value, mask_fraction``
+    synth : feature -> :class:`Synthesis`
+    masks : program -> bool array (H, W), the structure mask under the program's tile
+
+    Returns
+    -------
+    fig : the figure
+    table : DataFrame, one row per program: ``program, structure, feature, r_program, image_id, SMTS, x, y,
+        value, mask_fraction, map_auroc_oriented`` (of this tile), ``am_start, am_end``
+    """
+    import matplotlib.pyplot as plt
+
+    from .metrics import auc
+
+    fig, axes = plt.subplots(len(panels), 5, figsize=(12.5, 2.7 * len(panels)), squeeze=False)
+    rows = []
+    for i, (_, p) in enumerate(panels.iterrows()):
+        module, ch = feature_channel(p.feature, layers)
+        x = ds[int(p.tile)][0].unsqueeze(0)
+        g = guided_backprop(model, module, ch, x, device=device)[0]
+        fmap = feature_maps(model, layers, [p.feature], x, device=device)[0, 0]
+        sign = 1.0 if p.r_program >= 0 else -1.0
+        a = auc((sign * fmap).ravel(), masks[p.program].ravel())
+        axes[i, 0].imshow(ds.read_rgb(int(p.tile)))
+        axes[i, 0].set_title(f"{p.program}: tracker {p.feature} (r = {p.r_program:.2f})\n"
+                             f"{p.SMTS} {p.image_id} ({int(p.x)},{int(p.y)})", fontsize=7)
+        axes[i, 1].imshow(gbp_rgb(g))
+        axes[i, 1].set_title("guided backpropagation", fontsize=7)
+        im = axes[i, 2].imshow(fmap, cmap="viridis")
+        fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.02)
+        axes[i, 2].set_title(f"feature map (AUROC vs mask {a:.2f},\noriented by the sign of r)", fontsize=7)
+        s = synth[p.feature]
+        axes[i, 3].imshow(s.image)
+        axes[i, 3].set_title(f"synthetic, from {s.start}\n(f: {s.history[0]:.2g} → {s.history[-1]:.2g})", fontsize=7)
+        axes[i, 4].imshow(masks[p.program], cmap="gray", vmin=0, vmax=1)
+        axes[i, 4].set_title(f"planted truth: {p.structure}\n(white, {p.mask_fraction:.0%} of the tile)", fontsize=7)
+        for ax in axes[i]:
+            ax.axis("off")
+        rows.append({"program": p.program, "structure": p.structure, "feature": p.feature, "r_program": p.r_program,
+                     "image_id": p.image_id, "SMTS": p.SMTS, "x": p.x, "y": p.y, "value": p.value,
+                     "mask_fraction": p.mask_fraction, "map_auroc_oriented": a, "am_start": s.history[0],
+                     "am_end": s.history[-1]})
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

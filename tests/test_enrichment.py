@@ -121,3 +121,27 @@ def test_annotation_filter_and_confounder_rankings():
     rk = en.confounder_rankings(vp, symbols)
     assert list(rk) == ["RIN"] and rk["RIN"].index.tolist() == ["B", "A"]
     assert rk["RIN"]["A"] == pytest.approx(0.2)
+
+
+def test_planted_vs_decoys_table_and_figure():
+    from histo_utils import truth
+
+    gsea = pd.DataFrame({"list": ["t/f1"] * 4, "why": ["tracks program_a"] * 4,
+                         "term": ["DECOY_1", "PLANTED_PROGRAM_A", "DECOY_2", "X"], "rank": [1, 2, 3, 4],
+                         "nes": [2.1, -1.9, 0.4, 0.1], "fdr": [0.01, 0.02, 0.9, 0.9]})
+    conf = pd.DataFrame({"list": ["RIN", "RIN", "RIN"], "term": ["PLANTED_RIN", "DECOY_1", "DECOY_2"],
+                         "rank": [1, 2, 3], "nes": [2.6, 0.9, 0.5], "fdr": [0.0, 0.8, 0.9]})
+    table = truth.gsea_planted_vs_decoys(gsea, conf)
+    assert set(table.ranking) == {"t/f1", "confounder RIN"}
+    f1 = table[table.ranking == "t/f1"]
+    assert f1.kind.tolist() == ["decoy", "planted", "decoy", "other"]
+    assert (f1.decoys_above == 1).all() and (f1.n_sets == 4).all()  # one decoy ranked above the planted set
+    rin = table[table.ranking == "confounder RIN"]
+    assert rin[rin.kind == "planted"].nes.item() == 2.6 and (rin.decoys_above == 0).all()
+    text = truth.gsea_truth_reading(table)
+    assert "PLANTED_PROGRAM_A ranks 2 of 4 (NES -1.90, FDR 0.02), after DECOY_1; decoys above it: 1." in text
+    assert "largest |NES| 2.10" in text and "PLANTED_RIN ranks 1 of 3 (NES 2.60, FDR 0); decoys" in text
+    fig = en.plot_planted_vs_decoys(table)
+    assert len(fig.axes[0].collections) == 3  # decoys, others, planted
+    with pytest.raises(ValueError, match="No ranking with a planted set"):
+        en.plot_planted_vs_decoys(table.iloc[:0])

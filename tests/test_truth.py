@@ -109,3 +109,84 @@ def test_localisation_strength_rank():
     assert rank.rank_among_random.tolist() == [2, 2, 2] and (rank.n_random == 3).all()
     summ = truth.localisation_summary(loc)
     assert summ.loc[("lumen_size", "random"), "median"] == 0.5 and summ.loc[("lumen_size", "random"), "size"] == 3
+
+
+def _toy_localisation():
+    """A 1x1-conv network whose channel 0 is the red input and channel 1 minus the red input; red marks nuclei."""
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 3, 1))
+    with torch.no_grad():
+        net[0].weight[:] = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 0, 1.0]]).view(3, 3, 1, 1)
+        net[0].bias[:] = 0.0
+    layers = {"c": net[0]}
+    rng = np.random.default_rng(0)
+    masks, images = [], []
+    for k in range(4):
+        nuc = np.zeros((8, 8), bool)
+        nuc[k:k + 3, 2:5] = True
+        img = rng.normal(size=(3, 8, 8)).astype(np.float32) * 0.1
+        img[0][nuc] += 2.0
+        masks.append({"nuclei": nuc, "stroma": ~nuc, "lumen": np.zeros((8, 8), bool)})
+        images.append(img)
+    ft = pd.DataFrame({"r_program_nuclear_density": [0.6, -0.6, 0.1], "r_program_stroma_fraction": [0.1, 0.2, 0.3],
+                       "r_program_lumen_size": [0.5, 0.5, 0.5]}, index=["c_0", "c_1", "c_2"])
+    tiles = pd.DataFrame({"SMTS": ["A", "A", "B", "B"]}, index=[10, 11, 12, 13])
+    return net, layers, torch.tensor(np.stack(images)), masks, tiles, ft
+
+
+def test_structure_localisation_orients_feature_maps_by_the_sign_of_r():
+    net, layers, x, masks, tiles, ft = _toy_localisation()
+    trackers = {"nuclear_density": "c_1", "stroma_fraction": "c_2", "lumen_size": "c_0"}
+    loc = truth.structure_localisation(net, layers, x, masks, tiles, ft, trackers, ["c_0", "c_2"])
+    nd = loc[loc.program == "nuclear_density"].set_index(["feature", "tile"])
+    assert (nd.loc["c_1"].map_auroc == 0.0).all() and (nd.loc["c_1"].map_auroc_oriented == 1.0).all()  # r < 0
+    assert (nd.loc["c_0"].map_auroc_oriented == 1.0).all() and (nd.loc["c_1"].kind == "tracks").all()
+    assert loc[loc.program == "lumen_size"].map_auroc.isna().all()  # empty mask: no AUROC
+    assert nd.loc["c_0"].tissue.tolist() == ["A", "A", "B", "B"] and sorted(loc.tile.unique()) == [10, 11, 12, 13]
+    from histo_utils import visualization
+    from histo_utils.metrics import auc
+
+    j = 2
+    g = np.abs(visualization.guided_backprop(net, net[0], 2, x)).sum(1)[j]
+    sf = loc[(loc.program == "stroma_fraction") & (loc.feature == "c_2") & (loc.tile == 12)]
+    assert sf.auroc.item() == pytest.approx(auc(g.ravel(), masks[j]["stroma"].ravel()))
+    rank = truth.tracker_localisation_rank(loc, trackers).set_index("program")
+    # the tracker ties the random c_0 at AUROC 1: ties count against it (rank 2); lumen has no tiles
+    assert rank.loc["nuclear_density", "rank_among_random"] == 2 and rank.loc["nuclear_density", "tracker_auroc"] == 1
+    assert "lumen_size" not in rank.index
+    per, by_tissue = truth.localisation_tables(loc, trackers)
+    assert set(by_tissue.tissue) == {"A", "B"} and {"gbp_rank", "gbp_strength"} <= set(per.columns)
+    text = truth.localisation_reading(per, by_tissue)
+    assert "**nuclear_density** (tracker c_1): oriented feature-map AUROC 1.00 over 4 tiles, rank 2 of 3" in text
+    with pytest.raises(ValueError, match="group by"):
+        truth.tracker_localisation_rank(loc, trackers, by=("tissue",))
+
+
+def test_channel_scores_weigh_tissues_equally():
+    loc = pd.DataFrame({"program": "p", "kind": "random", "feature": "f", "tile": range(4),
+                        "tissue": ["A", "A", "A", "B"], "map_auroc_oriented": [1.0, 1.0, 1.0, 0.0]})
+    assert truth.channel_scores(loc).map_auroc_oriented.item() == 0.5  # not 0.75 (the tile mean)
+    per = truth.channel_scores(loc, per_tissue=True).set_index("tissue").map_auroc_oriented
+    assert per.to_dict() == {"A": 1.0, "B": 0.0}
+
+
+def test_program_panel_tiles_skip_tiles_without_the_structure():
+    tiles = pd.DataFrame({"image_id": list("abcd"), "SMTS": "T", "x": 0, "y": 0}, index=[5, 6, 7, 8])
+    values = pd.DataFrame({"f": [4.0, 3.0, 2.0, 1.0], "g": [4.0, 3.0, 2.0, 1.0]}, index=[5, 6, 7, 8])
+    cover = {"a": 0.0, "b": 0.3, "c": 0.3, "d": 0.3}  # tile a: the structure is absent
+
+    def structures(row):
+        m = np.zeros((10, 10), bool)
+        m.flat[: int(100 * cover[row.image_id])] = True
+        return {"nuclei": m, "stroma": m, "lumen": m}
+
+    ft = pd.DataFrame({"r_program_nuclear_density": [0.5, 0.0], "r_program_stroma_fraction": [0.0, -0.5]},
+                      index=["f", "g"])
+    panels, masks = truth.program_panel_tiles(tiles, values, ft, {"nuclear_density": "f", "stroma_fraction": "g"},
+                                              structures)
+    p = panels.set_index("program")
+    assert p.loc["nuclear_density", "tile"] == 6  # highest value with the structure in view
+    assert p.loc["stroma_fraction", "tile"] == 8  # r < 0: the lowest value
+    assert masks["stroma_fraction"].mean() == pytest.approx(0.3)

@@ -131,3 +131,42 @@ def test_tile_feature_values_match_the_channel_hook():
     np.testing.assert_allclose(vals["c2_3"], vz.channel_values(net, net[3], 3, data, batch_size=3), rtol=1e-6)
     direct = net(torch.stack([d[0] for d in data]))[:, 3].mean((1, 2)).detach().numpy()
     np.testing.assert_allclose(vals["c2_3"], direct, rtol=1e-5)
+
+
+def test_interior_tiles_drop_slide_and_tissue_edges():
+    # slide a: a 4 x 4 grid of tiles (size0 10); only the 4 centre tiles have all 8 neighbours
+    xs, ys = np.meshgrid(np.arange(4) * 10, np.arange(4) * 10)
+    a = pd.DataFrame({"image_id": "a", "tile_px": 256, "x": xs.ravel(), "y": ys.ravel(), "size0": 10,
+                      "tissue_fraction": 1.0})
+    a.loc[(a.x == 10) & (a.y == 20), "tissue_fraction"] = 0.5  # a centre tile mostly glass
+    b = a.assign(image_id="b", tile_px=512).iloc[[5]]  # same place, another slide and grid: no neighbours
+    tiles = pd.concat([a, b], ignore_index=True).set_index(np.arange(100, 117))
+    inner = vz.interior_tiles(tiles)
+    assert sorted(zip(inner.x, inner.y)) == [(10, 10), (20, 10), (20, 20)]
+    assert set(inner.index) <= set(tiles.index) and (inner.image_id == "a").all()
+    assert len(vz.interior_tiles(tiles, min_tissue=0.4)) == 4
+    with pytest.raises(ValueError, match="missing \\['size0'\\]"):
+        vz.interior_tiles(tiles.drop(columns="size0"))
+
+
+def test_feature_maps_are_the_channel_outputs():
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.MaxPool2d(2))
+    with torch.no_grad():
+        net[0].weight[:] = torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]).view(2, 3, 1, 1)
+        net[0].bias[:] = 0.0
+    layers = {"0": net[0], "2": net[2]}
+    x = torch.randn(3, 3, 8, 8)
+    maps = vz.feature_maps(net, layers, ["0_0", "0_1", "2_1"], x)
+    assert maps.shape == (3, 3, 8, 8)
+    np.testing.assert_allclose(maps[0], x[:, 0].numpy(), atol=1e-6)  # same size: the channel itself
+    np.testing.assert_allclose(maps[1], -x[:, 1].numpy(), atol=1e-6)
+    pooled = nn.functional.max_pool2d(torch.relu(-x[:, 1:2]), 2)[:, 0].numpy()  # (3, 4, 4), upsampled to 8 x 8
+    np.testing.assert_allclose(maps[2][:, ::2, ::2].mean(), pooled.mean(), rtol=0.2)
+    assert maps[2].max() <= pooled.max() + 1e-6 and not net[0]._forward_hooks and not net[2]._forward_hooks
+
+
+def test_representative_tiles_keep_the_dataset_index():
+    t = pd.DataFrame({"image_id": ["a", "b", "c"], "subject_id": ["s1", "s2", "s3"], "x": 0, "y": 0},
+                     index=[7, 3, 11])
+    rep = vz.select_representative_tiles(t, [1.0, 3.0, 2.0], k=2, top_fraction=1.0)
+    assert rep.index.tolist() == [3, 11] and rep.value.tolist() == [3.0, 2.0]
