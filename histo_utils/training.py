@@ -250,7 +250,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict:
 def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, config: TrainConfig,
                      checkpoint_dir: str | os.PathLike, device: str = "auto", run_key: str = "",
                      progress: bool = True, stop_after: int | None = None,
-                     val_score: Callable[[nn.Module, np.ndarray], float] | None = None) -> pd.DataFrame:
+                     val_score: Callable[[nn.Module, np.ndarray], float] | None = None,
+                     frozen: bool = False) -> pd.DataFrame:
     """Train with SGD and a step schedule; keep the best epoch by validation tile accuracy.
 
     Parameters
@@ -275,15 +276,22 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         Model selection by another validation score than tile accuracy: called after each epoch with the
         model and the validation tiles' class probabilities, shape (n_val_tiles, n_classes); higher is
         better (e.g. the slide-level AUC of Levy-Jurgenson et al.).
+    frozen
+        Use the network as it is (a pretrained encoder, features only, as the field uses UNI or Phikon): no
+        optimisation; the validation tiles are scored once (epoch 0, its new head is random, so accuracy is
+        at chance) and ``best.pt`` holds the weights as given.
 
     Returns
     -------
-    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, val_score, best``.
+    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, val_score, best``
+    (frozen: one row, epoch 0, lr 0, train loss and accuracy NaN).
     """
     dev = resolve_device(device)
     ckdir = Path(checkpoint_dir)
     ckdir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256((config.key() + run_key).encode()).hexdigest()[:16]
+    if frozen:
+        return _freeze(model, val, config, dev, ckdir, key, val_score)
     torch.manual_seed(config.seed)
     model.to(dev)
     if config.optimizer == "sgd":
@@ -368,6 +376,19 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
     model.to(dev).eval()
     return pd.DataFrame(history)
+
+
+def _freeze(model, val, config, dev, ckdir: Path, key: str, val_score) -> pd.DataFrame:
+    """Frozen mode of :func:`train_classifier`: score the network once, keep it as the best checkpoint."""
+    model.to(dev)
+    val_loss, val_acc, val_prob = _evaluate(model, val, config, dev, nn.CrossEntropyLoss())
+    score = val_acc if val_score is None else float(val_score(model, val_prob))
+    _save({"model": model.state_dict(), "epoch": -1, "val_acc": val_acc, "val_score": score, "key": key,
+           "frozen": True}, ckdir / "best.pt")
+    log.info("Frozen network: no training; validation accuracy of its untrained head %.3f", val_acc)
+    model.eval()
+    return pd.DataFrame([{"epoch": 0, "lr": 0.0, "train_loss": np.nan, "train_acc": np.nan, "val_loss": val_loss,
+                          "val_acc": val_acc, "val_score": score, "best": True}])
 
 
 @torch.no_grad()
