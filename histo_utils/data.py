@@ -507,8 +507,13 @@ def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: 
         raise ValueError("symbols were given without expression: pass both (from data.load_log_expression).")
     if expression is not None and symbols is None:
         raise ValueError("expression was given without symbols: pass both (from data.load_log_expression).")
-    st = _store_for(out_dir, samples, "02_training",
-                    gtex.locate_gtex_files(data_dir).expression if expression is None else None)
+    try:
+        gct = gtex.locate_gtex_files(data_dir).expression
+    except (FileNotFoundError, ValueError):
+        if expression is None:
+            raise
+        gct = None  # expression given and no GTEx layout: the store is used only if it exists
+    st = _store_for(out_dir, samples, "02_training", gct)
     if st is not None:  # the run's joined store: features (and expression) joined once per run
         feats = st.features(str(key))
         if expression is None:

@@ -549,9 +549,7 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
     return tables, listing
 
 
-#: sample-table columns that go to ``obs`` of the AnnData feature tables when present (GTEx names)
-OBS_COLUMNS = ("SAMPID", "subject_id", "SMTS", "SMTSD", "split", "SMCENTER", "SMRIN", "SMTSISCH", "SMATSSCR",
-               "SMNABTCH", "SMGEBTCH", "SMUBRID", "SMAFRZE")
+from .store import OBS_COLUMNS  # noqa: E402  sample-table columns that go to ``obs`` of the AnnData tables
 
 
 def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os.PathLike, *,

@@ -56,6 +56,9 @@ STORE_DIR = "store"
 STORE_FILE = "joined.h5ad"
 EXPRESSION_FILE = "expression.h5ad"
 _VERSION = 1
+#: sample-table columns that go to ``obs`` of the AnnData feature and expression tables when present (GTEx names)
+OBS_COLUMNS = ("SAMPID", "subject_id", "SMTS", "SMTSD", "split", "SMCENTER", "SMRIN", "SMTSISCH", "SMATSSCR",
+               "SMNABTCH", "SMGEBTCH", "SMUBRID", "SMAFRZE")
 _HASH_LIMIT = 512 * 2**20  # files up to this size are fingerprinted by content, larger ones by size and time
 
 
@@ -207,8 +210,6 @@ def write_expression_h5ad(expression: pd.DataFrame, samples: pd.DataFrame, dest:
     :data:`histo_utils.features.OBS_COLUMNS`, ``var`` by gene Name with ``symbol``, ``X`` float32.
     """
     import anndata as ad
-
-    from .features import OBS_COLUMNS
 
     s = samples.drop_duplicates("image_id").set_index("image_id")
     s = s[s.SAMPID.isin(expression.index)].sort_index()
