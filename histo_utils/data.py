@@ -217,9 +217,31 @@ def feature_tables(out_dir: str | os.PathLike, *, samples: pd.DataFrame | None =
     """
     available = feature_keys(out_dir, notebook=notebook)
     wanted = available if keys is None else [find_key(available, k) for k in keys]
+    st = _store_for(out_dir, samples, notebook)
+    if st is not None:
+        return {k: st.features(str(k)) for k in wanted}
     if samples is None:
         _, samples = load_tiling(out_dir)
     return {k: features_by_sample(load_features(out_dir, k, notebook=notebook), samples) for k in wanted}
+
+
+def _has_features(out_dir) -> bool:
+    return (Path(out_dir) / "02_training" / PROVENANCE_FILE).exists()
+
+
+def _store_for(out_dir, samples: pd.DataFrame | None, notebook: str, expression_path=None):
+    """The run's joined store when it holds what the caller asks for (the run's own samples), else None."""
+    from . import store
+
+    if notebook != "02_training" or not _has_features(out_dir):
+        return None
+    st = store.open_store(out_dir, expression_path, notebook=notebook)
+    if st is None or samples is None:
+        return st
+    mine = st.samples["image_id"]
+    theirs = samples.drop_duplicates("image_id").set_index("SAMPID")["image_id"]
+    same = len(mine) == len(theirs) and theirs.reindex(mine.index).astype(str).equals(mine.astype(str))
+    return st if same else None
 
 
 def load_log_expression(path: str | os.PathLike, *, samples=None, cache_dir: str | os.PathLike | None = None,
@@ -287,24 +309,31 @@ def expression_cache_key(path: str | os.PathLike, samples=None, dtype: str = "fl
 
 
 def joined_log_expression(out_dir: str | os.PathLike, path: str | os.PathLike, *, dtype: str = "float32",
-                          cache: bool = True) -> tuple[pd.DataFrame, pd.Series]:
+                          cache: bool = True, use_store: bool = True) -> tuple[pd.DataFrame, pd.Series]:
     """log2(1 + TPM) of the samples that have a slide (notebook 01's join), read once per run.
 
     Only those columns of the GCT are parsed (1,000 of GTEx's 17,382 samples: under 1.5 GB), in the
     file's column order; the result is cached in ``<out_dir>/cache`` (:func:`load_log_expression`), so
-    notebooks 04, 05 and 09 read the big file once per run.
+    notebooks 04, 05 and 09 read the big file once per run. With ``use_store`` (and ``cache``, float32)
+    it is read from the run's joined store (:mod:`histo_utils.store`, built first when missing or out of
+    date; notebook 02 done): the same values.
 
     Parameters
     ----------
     out_dir : output directory of the run (notebook 01 done)
     path : GCT file of TPM values
     dtype, cache : value type; whether to use the run's cache
+    use_store : read through the joined store when notebook 02's features exist
 
     Returns
     -------
     log_expression : DataFrame, shape (n_joined_samples, n_genes)
     symbols : Series, Name -> gene symbol
     """
+    if use_store and cache and dtype == "float32" and _has_features(out_dir):
+        from . import store
+
+        return store.open_store(out_dir, path).expression()
     _, samples = load_tiling(out_dir)
     with_slide = set(samples.SAMPID)
     in_file = io.read_gct_samples(path, check=False)
@@ -474,12 +503,26 @@ def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: 
     """
     key = key if isinstance(key, FeatureKey) else FeatureKey.parse(key)
     _, samples = load_tiling(out_dir)
-    feats = features_by_sample(load_features(out_dir, key), samples)
-    if expression is None:
-        files = gtex.locate_gtex_files(data_dir)
-        expression, symbols = load_log_expression(files.expression)
-    elif symbols is None:
+    if expression is None and symbols is not None:
+        raise ValueError("symbols were given without expression: pass both (from data.load_log_expression).")
+    if expression is not None and symbols is None:
         raise ValueError("expression was given without symbols: pass both (from data.load_log_expression).")
+    try:
+        gct = gtex.locate_gtex_files(data_dir).expression
+    except (FileNotFoundError, ValueError):
+        if expression is None:
+            raise
+        gct = None  # expression given and no GTEx layout: the store is used only if it exists
+    st = _store_for(out_dir, samples, "02_training", gct)
+    if st is not None:  # the run's joined store: features (and expression) joined once per run
+        feats = st.features(str(key))
+        if expression is None:
+            expression, symbols = st.expression()
+    else:
+        feats = features_by_sample(load_features(out_dir, key), samples)
+        if expression is None:
+            files = gtex.locate_gtex_files(data_dir)
+            expression, symbols = load_log_expression(files.expression)
     f, e = match_samples(feats, expression, on_mismatch="intersect")
     s = samples.drop_duplicates("SAMPID").set_index("SAMPID").loc[f.index]
     log.info("%d samples with image features (%s) and expression", len(f), key)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["spatial_aggregate", "write_feature_h5ad", "LayerRecorder", "extract_tile_features", "reduce_tiles", "aggregate_slides",
+__all__ = ["spatial_aggregate", "token_aggregate", "write_feature_h5ad", "LayerRecorder", "extract_tile_features", "reduce_tiles", "aggregate_slides",
            "slide_feature_vector", "extract_slide_features", "network_key", "feature_names", "residualize",
            "layer_program_correlation", "write_feature_tables", "layer_program_tracking"]
 
@@ -75,6 +75,32 @@ def spatial_aggregate(y: torch.Tensor, p: float = 1.0) -> torch.Tensor:
     return v.mean(dim=(2, 3))
 
 
+def token_aggregate(y: torch.Tensor, tokens: tuple[str, int], p: float = 1.0) -> torch.Tensor:
+    """Per-channel value of a transformer layer's token output (the ViT analogue of :func:`spatial_aggregate`).
+
+    Parameters
+    ----------
+    y : Tensor, shape (batch, tokens, dim)
+    tokens : ``("patch_mean", n_prefix)``: mean of ``y ** p`` over the patch tokens (the first ``n_prefix``
+        tokens, class and register, left out); ``("cls", 0)``: the class token (``y[:, 0]``, ``p`` not applied)
+        (set by :func:`histo_utils.models.feature_layers` on the module)
+    p : float, positive
+
+    Returns
+    -------
+    Tensor, shape (batch, dim)
+    """
+    if y.dim() != 3:
+        raise ValueError(f"transformer layer output must be (batch, tokens, dim), got shape {tuple(y.shape)}.")
+    how, n_prefix = tokens
+    if how == "cls":
+        return y[:, 0]
+    if how != "patch_mean":
+        raise ValueError(f"token reduction must be 'patch_mean' or 'cls', got {how!r}.")
+    patches = y[:, n_prefix:].transpose(1, 2)  # (batch, dim, n_patches): channels first, as a CNN map
+    return spatial_aggregate(patches[..., None], p)
+
+
 class LayerRecorder:
     """Forward hooks that record :func:`spatial_aggregate` of chosen layers; removed on exit.
 
@@ -95,8 +121,11 @@ class LayerRecorder:
         return self
 
     def _hook(self, name):
+        tokens = getattr(self.layers[name], "feature_tokens", None)
+
         def fn(_mod, _inp, out):
-            self._out[name] = spatial_aggregate(out.detach(), self.p)
+            self._out[name] = (spatial_aggregate(out.detach(), self.p) if tokens is None
+                               else token_aggregate(out.detach(), tokens, self.p))
         return fn
 
     def __exit__(self, *exc) -> None:
@@ -523,9 +552,7 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
     return tables, listing
 
 
-#: sample-table columns that go to ``obs`` of the AnnData feature tables when present (GTEx names)
-OBS_COLUMNS = ("SAMPID", "subject_id", "SMTS", "SMTSD", "split", "SMCENTER", "SMRIN", "SMTSISCH", "SMATSSCR",
-               "SMNABTCH", "SMGEBTCH", "SMUBRID", "SMAFRZE")
+from .store import OBS_COLUMNS  # noqa: E402  sample-table columns that go to ``obs`` of the AnnData tables
 
 
 def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os.PathLike, *,

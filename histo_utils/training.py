@@ -362,7 +362,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict:
 def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, config: TrainConfig,
                      checkpoint_dir: str | os.PathLike, device: str = "auto", run_key: str = "",
                      progress: bool = True, stop_after: int | None = None,
-                     val_score: Callable[[nn.Module, np.ndarray], float] | None = None) -> pd.DataFrame:
+                     val_score: Callable[[nn.Module, np.ndarray], float] | None = None,
+                     frozen: bool = False) -> pd.DataFrame:
     """Train with SGD and a step schedule; keep the best epoch by validation tile accuracy.
 
     Parameters
@@ -387,15 +388,22 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         Model selection by another validation score than tile accuracy: called after each epoch with the
         model and the validation tiles' class probabilities, shape (n_val_tiles, n_classes); higher is
         better (e.g. the slide-level AUC of Levy-Jurgenson et al.).
+    frozen
+        Use the network as it is (a pretrained encoder, features only, as the field uses UNI or Phikon): no
+        optimisation; the validation tiles are scored once (epoch 0, its new head is random, so accuracy is
+        at chance) and ``best.pt`` holds the weights as given.
 
     Returns
     -------
-    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, val_score, best``.
+    DataFrame, one row per epoch: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, val_score, best``
+    (frozen: one row, epoch 0, lr 0, train loss and accuracy NaN).
     """
     dev = resolve_device(device)
     ckdir = Path(checkpoint_dir)
     ckdir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256((config.key() + run_key).encode()).hexdigest()[:16]
+    if frozen:
+        return _freeze(model, val, config, dev, ckdir, key, val_score)
     torch.manual_seed(config.seed)
     model.to(dev)
     if config.optimizer == "sgd":
@@ -480,6 +488,19 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
     model.to(dev).eval()
     return pd.DataFrame(history)
+
+
+def _freeze(model, val, config, dev, ckdir: Path, key: str, val_score) -> pd.DataFrame:
+    """Frozen mode of :func:`train_classifier`: score the network once, keep it as the best checkpoint."""
+    model.to(dev)
+    val_loss, val_acc, val_prob = _evaluate(model, val, config, dev, nn.CrossEntropyLoss())
+    score = val_acc if val_score is None else float(val_score(model, val_prob))
+    _save({"model": model.state_dict(), "epoch": -1, "val_acc": val_acc, "val_score": score, "key": key,
+           "frozen": True}, ckdir / "best.pt")
+    log.info("Frozen network: no training; validation accuracy of its untrained head %.3f", val_acc)
+    model.eval()
+    return pd.DataFrame([{"epoch": 0, "lr": 0.0, "train_loss": np.nan, "train_acc": np.nan, "val_loss": val_loss,
+                          "val_acc": val_acc, "val_score": score, "best": True}])
 
 
 @torch.no_grad()
@@ -715,7 +736,7 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
                    checkpoint_root: str | os.PathLike, weights_path: str | os.PathLike | None = None,
                    augment: bool = True, batched_augment: bool = True, run_key: str = "", device: str = "auto",
                    merge_groups: Mapping[str, Sequence[str]] | None = None, eval_batch_size: int = 64,
-                   progress: bool = True) -> dict[str, NetworkRun]:
+                   progress: bool = True, frozen: bool = False) -> dict[str, NetworkRun]:
     """Train every architecture on the same tiles and score it on the same tiles (Badea's Tables 2-3).
 
     Each architecture starts from the weights of ``torch.manual_seed(config.seed)`` (or ``weights_path``),
@@ -738,6 +759,8 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
         (:meth:`TileDataset.with_augmentation`)
     run_key : anything else the checkpoints must match (e.g. the tile sampling parameters)
     device, merge_groups, eval_batch_size, progress : of training, :func:`accuracy_by_split` and prediction
+    frozen : use every network as loaded (a foundation-model encoder with ``weights_path``): no training
+        (:func:`train_classifier` ``frozen``), features only
 
     Returns
     -------
@@ -759,10 +782,10 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
         torch.manual_seed(config.seed)
         model = build_model(arch, len(classes), weights_path=weights_path)
         key = json.dumps([arch, str(weights_path or ""), run_key, ds.read_key, augment, batched_augment,
-                          list(classes), len(train_idx), len(val_idx)])
+                          list(classes), len(train_idx), len(val_idx)] + (["frozen"] if frozen else []))
         log.info("Training %s (%d of %d architectures)", arch, len(runs) + 1, len(archs))
         history = train_classifier(model, train_ds, val_ds, config=config, checkpoint_dir=Path(checkpoint_root) / arch,
-                                   device=device, run_key=key, progress=progress)
+                                   device=device, run_key=key, progress=progress, frozen=frozen)
         probs = predict_tiles(model, eval_ds, batch_size=eval_batch_size, device=device, progress=progress)
         pred, slides = prediction_tables(eval_ds.tiles, probs, classes)
         acc = accuracy_by_split(pred, slides, merge_groups=merge_groups)
@@ -819,13 +842,16 @@ def table_network_name(arch: str, *, first: bool, weights: str = "trained") -> s
 
 
 def feature_networks(runs: Mapping[str, NetworkRun], *, n_classes: int, seed: int = 0,
-                     weights_path: str | os.PathLike | None = None) -> tuple[dict[str, nn.Module], dict[str, str]]:
+                     weights_path: str | os.PathLike | None = None, frozen: bool = False
+                     ) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """The networks whose layer/channel features notebook 02 writes, named as their tables.
 
     The first architecture: its trained network (``trained``) and the same architecture with the seed's
     random weights or ``weights_path`` (``untrained``, Jones' raw network); every further architecture: its
     trained network (``<arch>-trained``, :func:`table_network_name`). An untrained copy of the further
-    architectures is not made (it costs a full extraction and Badea compares trained networks).
+    architectures is not made (it costs a full extraction and Badea compares trained networks). With
+    ``frozen`` (encoders used as loaded), ``trained`` holds the loaded weights and ``untrained`` the seed's
+    random weights, the reference a pretrained encoder is judged against.
 
     Returns
     -------
@@ -836,7 +862,7 @@ def feature_networks(runs: Mapping[str, NetworkRun], *, n_classes: int, seed: in
 
     archs = list(runs)
     torch.manual_seed(seed)
-    untrained = build_model(archs[0], n_classes, weights_path=weights_path)
+    untrained = build_model(archs[0], n_classes, weights_path=weights_path, random_weights=frozen)
     networks = {"trained": runs[archs[0]].model, "untrained": untrained}
     arch_of = {"trained": archs[0], "untrained": archs[0]}
     for arch in archs[1:]:
