@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "TileDataset", "TrainConfig", "train_classifier",
            "predict_tiles", "slide_predictions", "accuracy_table", "merge_classes", "load_checkpoint",
-           "sample_per_slide", "tissue_tile_dataset", "prediction_tables", "accuracy_by_split", "confusion_table"]
+           "sample_per_slide", "tissue_tile_dataset", "prediction_tables", "accuracy_by_split", "confusion_table",
+           "confusion_tables"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -478,7 +479,7 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
 # notebook 02: the tissue classifier's data and its evaluation tables
 # --------------------------------------------------------------------------
 def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: int, classes: Sequence[str],
-                        input_px: int = 224) -> TileDataset:
+                        input_px: int = 224, label_column: str = "SMTS") -> TileDataset:
     """The tiles of one grid, labelled by the tissue of their slide (class index in ``classes``).
 
     Parameters
@@ -488,26 +489,30 @@ def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: 
     tile_px : the tile grid
     classes : tissue names; a tile's label is its tissue's position here
     input_px : side of the network input
+    label_column : column of ``samples`` holding the tissue (``SMTS``; ``SMTSD`` for Badea's 39 classes)
 
     Returns
     -------
-    TileDataset, its ``tiles`` with ``SMTS`` and ``split`` (call ``.preload()`` to read the tiles once)
+    TileDataset, its ``tiles`` with ``label_column`` and ``split`` (call ``.preload()`` to read the tiles once)
 
     Examples
     --------
     >>> ds = tissue_tile_dataset(tiles, samples, tile_px=256, classes=sorted(samples.SMTS.unique()))  # doctest: +SKIP
     """
+    if label_column not in samples.columns:
+        raise ValueError(f"label_column '{label_column}' is not a column of notebook 01's samples "
+                         f"({list(samples.columns)[:10]} ...). Use SMTS or SMTSD.")
     cls = {c: i for i, c in enumerate(classes)}
-    t = tiles[tiles.tile_px == tile_px].merge(samples[["image_id", "SMTS", "split"]], on="image_id")
-    unknown = sorted(set(t.SMTS) - set(cls))
+    t = tiles[tiles.tile_px == tile_px].merge(samples[["image_id", label_column, "split"]], on="image_id")
+    unknown = sorted(set(t[label_column]) - set(cls))
     if unknown:
         raise ValueError(f"Tissues {unknown} are not among the classes {list(classes)}.")
     return TileDataset(t, dict(zip(samples.image_id, samples.path)), input_px=input_px,
-                       labels=t.SMTS.map(cls).to_numpy())
+                       labels=t[label_column].map(cls).to_numpy())
 
 
-def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str], *,
+                      label_column: str = "SMTS") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tile predictions and the slide predictions by majority vote (:func:`slide_predictions`).
 
     Parameters
@@ -515,24 +520,26 @@ def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: S
     tiles : DataFrame, shape (n_tiles, ...), the predicted tiles (``image_id, x, y, SMTS, split``)
     probabilities : array, shape (n_tiles, n_classes), of :func:`predict_tiles`
     classes : class names in the network's output order
+    label_column : the true tissue's column (``SMTS`` or ``SMTSD``, as in :func:`tissue_tile_dataset`)
 
     Returns
     -------
-    tiles : DataFrame, ``image_id, x, y, SMTS, split, pred, p_max``
-    slides : DataFrame, one row per slide: ``image_id, SMTS, split, pred``
+    tiles : DataFrame, ``image_id, x, y, <label_column>, split, pred, p_max``
+    slides : DataFrame, one row per slide: ``image_id, <label_column>, split, pred``
     """
-    pred = tiles[["image_id", "x", "y", "SMTS", "split"]].reset_index(drop=True)
+    pred = tiles[["image_id", "x", "y", label_column, "split"]].reset_index(drop=True)
     pred["pred"] = np.array(classes)[probabilities.argmax(1)]
     pred["p_max"] = probabilities.max(1)
     vote = slide_predictions(pred.image_id, pred.pred)
-    slides = pred.drop_duplicates("image_id")[["image_id", "SMTS", "split"]].assign(
+    slides = pred.drop_duplicates("image_id")[["image_id", label_column, "split"]].assign(
         pred=lambda d: d.image_id.map(vote))
     return pred, slides
 
 
 def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
                       splits: Sequence[str] = ("validation", "test"),
-                      merge_groups: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+                      merge_groups: Mapping[str, Sequence[str]] | None = None,
+                      label_column: str = "SMTS") -> pd.DataFrame:
     """:func:`accuracy_table` of tiles and slides on each split, also with merged classes when given.
 
     Parameters
@@ -540,6 +547,8 @@ def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
     tile_pred, slide_pred : DataFrames of :func:`prediction_tables`
     splits : splits to score
     merge_groups : tissue groups scored as one class (:func:`merge_classes`), e.g. ``{"Artery": [...]}``
+        (``gtex.tissue_merge("badea_33")``: Badea's five merged groups)
+    label_column : the true tissue's column of the prediction tables
 
     Returns
     -------
@@ -549,11 +558,12 @@ def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
     tables = []
     for split in splits:
         tp_, sp_ = tile_pred[tile_pred.split == split], slide_pred[slide_pred.split == split]
-        tables.append(accuracy_table(tp_.SMTS, tp_.pred, level="tile", split=split))
-        tables.append(accuracy_table(sp_.SMTS, sp_.pred, level="slide", split=split))
+        tables.append(accuracy_table(tp_[label_column], tp_.pred, level="tile", split=split))
+        tables.append(accuracy_table(sp_[label_column], sp_.pred, level="slide", split=split))
         if merge_groups:
             for level, d in (("tile (merged)", tp_), ("slide (merged)", sp_)):
-                tables.append(accuracy_table(merge_classes(d.SMTS, merge_groups), merge_classes(d.pred, merge_groups),
+                tables.append(accuracy_table(merge_classes(d[label_column], merge_groups),
+                                             merge_classes(d.pred, merge_groups),
                                              level=level, split=split))
     return pd.concat(tables, ignore_index=True)
 
@@ -571,3 +581,30 @@ def confusion_table(truth: Sequence[str], pred: Sequence[str], classes: Sequence
     DataFrame, shape (n_classes, n_classes)
     """
     return pd.crosstab(pd.Categorical(truth, classes), pd.Categorical(pred, classes), dropna=False)
+
+
+def confusion_tables(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, classes: Sequence[str], *,
+                     split: str = "test", label_column: str = "SMTS",
+                     merge_groups: Mapping[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
+    """Per-tissue confusion of tiles and slides on one split, and of slides with merged classes when given.
+
+    Parameters
+    ----------
+    tile_pred, slide_pred : DataFrames of :func:`prediction_tables`
+    classes : class names (rows and columns, in this order)
+    split : the split scored
+    label_column : the true tissue's column
+    merge_groups : tissue groups scored as one class (:func:`merge_classes`); adds ``slide (merged)``
+
+    Returns
+    -------
+    dict, level (``tile``, ``slide``, ``slide (merged)``) -> DataFrame, shape (n_classes, n_classes)
+    """
+    tp_, sp_ = tile_pred[tile_pred.split == split], slide_pred[slide_pred.split == split]
+    out = {"tile": confusion_table(tp_[label_column], tp_.pred, classes),
+           "slide": confusion_table(sp_[label_column], sp_.pred, classes)}
+    if merge_groups:
+        merged = list(dict.fromkeys(merge_classes(classes, merge_groups)))
+        out["slide (merged)"] = confusion_table(merge_classes(sp_[label_column], merge_groups),
+                                                merge_classes(sp_.pred, merge_groups), merged)
+    return out
