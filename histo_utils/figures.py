@@ -542,21 +542,22 @@ def planted_scatter_and_roles(comparison: pd.DataFrame, by_role: pd.DataFrame) -
 
 
 # --------------------------------------------------------------------------------------------- 01
-def tiles_and_slides_per_tissue(counts: pd.DataFrame, *, title: str) -> plt.Figure:
+def tiles_and_slides_per_tissue(counts: pd.DataFrame, *, title: str, tissue_col: str = "SMTS") -> plt.Figure:
     """Slides and tiles per tissue and split (Badea's S1 Table as bars).
 
     Parameters
     ----------
     counts : DataFrame of :func:`histo_utils.tiling.tiles_per_group` (``SMTS, split, slides, tiles``)
     title : title of the tiles panel
+    tissue_col : the tissue label column of ``counts`` (``SMTS`` or ``SMTSD``, notebook 01's ``label_column``)
 
     Returns
     -------
     matplotlib Figure
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    sns.barplot(data=counts, x="SMTS", y="slides", hue="split", ax=axes[0])
-    sns.barplot(data=counts, x="SMTS", y="tiles", hue="split", ax=axes[1])
+    sns.barplot(data=counts, x=tissue_col, y="slides", hue="split", ax=axes[0])
+    sns.barplot(data=counts, x=tissue_col, y="tiles", hue="split", ax=axes[1])
     for a in axes:
         a.tick_params(axis="x", rotation=30, labelsize=7)
     axes[1].set_title(title, fontsize=8)

@@ -30,14 +30,107 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GTExFiles", "locate_gtex_files", "read_sample_attributes", "read_subject_phenotypes",
-           "subject_id", "image_id", "JoinReport", "join_images_to_samples"]
+           "subject_id", "image_id", "JoinReport", "join_images_to_samples", "LABEL_COLUMNS", "TISSUES_WITHOUT_SLIDES",
+           "TISSUE_MERGES", "check_label_column", "tissue_merge", "read_median_tpm", "tissue_expression_floor"]
+
+#: Sample-attribute columns that can label tissues: GTEx's ~30 coarse tissues (``SMTS``) or its 54 detailed
+#: ones (``SMTSD``, of which 39 have histology slides in v8: Badea & Stanescu's classes).
+LABEL_COLUMNS = ("SMTS", "SMTSD")
+
+#: Detailed tissues (``SMTSD``) sampled for RNA only, without a histology slide in GTEx; with ``SMTS`` labels
+#: they fall in ``Blood`` (whole blood, lymphocytes) and ``Skin`` (fibroblasts), and are dropped by the join
+#: (no slide) just the same.
+TISSUES_WITHOUT_SLIDES = ("Whole Blood", "Cells - Cultured fibroblasts", "Cells - EBV-transformed lymphocytes",
+                          "Cells - Leukemia cell line (CML)")
+
+#: Named groups of tissues scored as one class (:func:`tissue_merge`). ``badea_33``: Badea & Stanescu 2020
+#: merged five groups of similar detailed tissues (``SMTSD``), 39 classes -> 33, for their merged-tissue
+#: accuracy (97.9 %): arteries, colons, the oesophagus GE junction with the muscularis, heart, skin.
+TISSUE_MERGES = {
+    "badea_33": {
+        "Artery": ["Artery - Aorta", "Artery - Coronary", "Artery - Tibial"],
+        "Colon": ["Colon - Sigmoid", "Colon - Transverse"],
+        "Esophagus - Muscularis / GE junction": ["Esophagus - Gastroesophageal Junction", "Esophagus - Muscularis"],
+        "Heart": ["Heart - Atrial Appendage", "Heart - Left Ventricle"],
+        "Skin": ["Skin - Not Sun Exposed (Suprapubic)", "Skin - Sun Exposed (Lower leg)"],
+    },
+}
+
+
+def check_label_column(table: pd.DataFrame, label_column: str, *, what: str = "sample attributes") -> None:
+    """Raise when ``label_column`` is not a column of ``table`` or has empty labels.
+
+    Parameters
+    ----------
+    table : DataFrame with the tissue labels (sample attributes, notebook 01's ``samples.tsv``)
+    label_column : ``SMTS`` (coarse tissue), ``SMTSD`` (detailed tissue) or another categorical column
+    what : name of ``table`` in the message
+    """
+    if label_column not in table.columns:
+        raise ValueError(f"label_column '{label_column}' is not a column of the {what} (tissue columns present: "
+                         f"{[c for c in LABEL_COLUMNS if c in table.columns]}). Set label_column to SMTS (GTEx's "
+                         "coarse tissues) or SMTSD (detailed tissues, Badea's 39 classes).")
+    n_missing = int(table[label_column].isna().sum())
+    if n_missing:
+        raise ValueError(f"{n_missing} rows of the {what} have no {label_column} (e.g. "
+                         f"{list(table.loc[table[label_column].isna()].iloc[:3, 0])}); every sample needs a tissue.")
+
+
+def tissue_merge(name: str = "", groups: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """Tissue groups scored as one class: a named merge of :data:`TISSUE_MERGES`, plus any ``groups`` given.
+
+    Parameters
+    ----------
+    name : key of :data:`TISSUE_MERGES` (``"badea_33"``) or empty for none
+    groups : further groups ``{"group": [tissue, ...]}`` (they win over the named merge's of the same name)
+
+    Returns
+    -------
+    dict, group name -> member tissues (empty when neither is given)
+    """
+    if name and name not in TISSUE_MERGES:
+        raise ValueError(f"Unknown tissue merge '{name}'. Available: {sorted(TISSUE_MERGES)} (or empty for none).")
+    out = {g: list(m) for g, m in TISSUE_MERGES.get(name, {}).items()} if name else {}
+    out.update({g: list(m) for g, m in (groups or {}).items()})
+    return out
+
+
+def read_median_tpm(path: str | os.PathLike, tissues: Sequence[str] | None = None) -> pd.DataFrame:
+    """GTEx's per-tissue median TPM table (``*gene_median_tpm.gct.gz``), as log2(1 + median TPM).
+
+    The file is a GCT whose columns are the detailed tissues (``SMTSD``, 54 in v8) instead of samples:
+    it gives Badea's expression floor without reading the 17,382-sample TPM table.
+
+    Parameters
+    ----------
+    path : ``GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_median_tpm.gct.gz``
+    tissues : keep only these tissue columns (e.g. the tissues with slides); default all
+
+    Returns
+    -------
+    DataFrame, shape (n_tissues, n_genes), index tissue, columns ``Name`` (Ensembl ID), float32
+    """
+    from histo_utils import io
+
+    med = io.read_gct(path, dtype="float32")
+    med.attrs = {}
+    if tissues is not None:
+        absent = sorted(set(tissues) - set(med.columns))
+        if absent:
+            raise ValueError(f"Median-TPM file '{path}' has no column for the tissues {absent[:5]} (its columns: "
+                             f"{list(med.columns)[:5]} ...). It is keyed by detailed tissue: use label_column SMTSD "
+                             "with it, or leave median_tpm empty to compute the floor from the samples.")
+        med = med[list(dict.fromkeys(tissues))]
+    return np.log2(1 + med.T)
+
 
 _ID = re.compile(r"^[A-Z]+-[0-9A-Z]+(-[0-9A-Za-z]+)*$")
 
@@ -70,6 +163,7 @@ class JoinReport:
     images_without_expression: list[str] = field(default_factory=list)
     samples_without_image: list[str] = field(default_factory=list)
     duplicate_samples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tissues_without_slides: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> pd.DataFrame:
         """One row per problem kind with its count and a few example IDs."""
@@ -80,6 +174,8 @@ class JoinReport:
              list(self.duplicate_samples.get("SAMPID", pd.Series(dtype=str))[
                  ~self.duplicate_samples.get("kept", pd.Series(dtype=bool))])
              if len(self.duplicate_samples) else []),
+            ("tissue without slides (left out)",
+             list(self.tissues_without_slides.get("tissue", pd.Series(dtype=str)))),
         ]
         return pd.DataFrame(
             [(k, len(v), ", ".join(map(str, v[:5])) + (" ..." if len(v) > 5 else "")) for k, v in rows],
@@ -91,6 +187,8 @@ def join_images_to_samples(
     image_ids: Iterable[str],
     attributes: pd.DataFrame,
     expression_samples: Iterable[str],
+    *,
+    label_column: str = "SMTS",
 ) -> tuple[pd.DataFrame, JoinReport]:
     """Pair each histology image with one RNA-seq sample by GTEx ID.
 
@@ -102,6 +200,10 @@ def join_images_to_samples(
         Sample attributes (``SAMPID``, ``SMTS``, ``SMTSD``, ``SMRIN``, ...).
     expression_samples
         Sample IDs that are columns of the expression table.
+    label_column
+        Tissue label (``SMTS`` or ``SMTSD``): tissues with expression samples but no paired slide (whole
+        blood, cultured cells) are left out, logged and listed in ``report.tissues_without_slides``; samples
+        of :data:`TISSUES_WITHOUT_SLIDES` are never paired, even when an image ID happens to match.
 
     Returns
     -------
@@ -129,11 +231,22 @@ def join_images_to_samples(
     if unknown:
         log.warning("%d expression samples have no row in the sample attributes (e.g. %s); they are ignored",
                     len(unknown), unknown[:3])
-    with_image = attrs["image_id"].isin(images)
+    check_label_column(attrs, label_column)
+    no_slide_tissue = attrs["SMTSD"].isin(TISSUES_WITHOUT_SLIDES) if "SMTSD" in attrs else False
+    with_image = attrs["image_id"].isin(images) & ~no_slide_tissue
     report = JoinReport(
         images_without_expression=sorted(set(images) - set(attrs["image_id"])),
         samples_without_image=sorted(attrs.loc[~with_image, "SAMPID"]),
     )
+    per_tissue = pd.DataFrame({"tissue": attrs[label_column], "paired": with_image}).groupby("tissue").paired
+    counts = pd.DataFrame({"rna_samples": per_tissue.size(), "with_slide": per_tissue.sum()})
+    report.tissues_without_slides = (counts[counts.with_slide == 0].rename_axis("tissue").reset_index()
+                                     [["tissue", "rna_samples"]].assign(label_column=label_column,
+                                                                        reason="no histology slide (left out)"))
+    if len(report.tissues_without_slides):
+        log.info("Left out %d %s tissues with RNA samples but no slide: %s", len(report.tissues_without_slides),
+                 label_column, ", ".join(f"{r.tissue} ({r.rna_samples} samples)"
+                                         for r in report.tissues_without_slides.itertuples()))
     attrs = attrs.loc[with_image]
     rin = attrs["SMRIN"] if "SMRIN" in attrs else pd.Series(0.0, index=attrs.index)
     attrs = attrs.assign(_rin=rin.fillna(-1.0)).sort_values(["image_id", "_rin", "SAMPID"],
@@ -161,6 +274,50 @@ def join_images_to_samples(
         log.info("%d images have several RNA samples; kept the highest-RIN one each",
                  report.duplicate_samples["image_id"].nunique())
     return joined, report
+
+
+def tissue_expression_floor(expression_path: str | os.PathLike, attributes: pd.DataFrame, *, tissues: Sequence[str],
+                            label_column: str = "SMTS", median_tpm: str | os.PathLike = "",
+                            cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Badea's expression floor: per gene, the tissue of maximal median expression and that median.
+
+    Medians are over the tissues of the study only (those with slides; whole blood and cultured cells left
+    out), as log2(1 + median TPM) (the median commutes with the monotone log, up to the mean of the two
+    middle values of an even count).
+
+    Parameters
+    ----------
+    expression_path : the TPM GCT (``GTExFiles.expression``)
+    attributes : sample attributes indexed by ``SAMPID``, with ``label_column``
+    tissues : the study's tissues (values of ``label_column``)
+    label_column : ``SMTS`` or ``SMTSD``
+    median_tpm : GTEx's ``*gene_median_tpm.gct.gz`` (columns are ``SMTSD`` tissues): when given, the floor
+        is read from it and the 17,382-sample TPM table is not read at all; empty: medians over the RNA
+        samples of ``tissues`` (only their columns read, float32, cached in ``cache_dir``)
+    cache_dir : the run's cache directory (:func:`histo_utils.data.load_log_expression`)
+
+    Returns
+    -------
+    DataFrame indexed by gene (``Name``) with ``max_tissue`` and ``max_median`` (log2(1 + TPM))
+    """
+    from histo_utils import correlation, data, io
+
+    tissues = sorted(set(tissues))
+    if median_tpm:
+        if label_column != "SMTSD":
+            raise ValueError(f"median_tpm '{median_tpm}' has one column per detailed tissue (SMTSD), but the "
+                             f"labels are {label_column}: set label_column to SMTSD or leave median_tpm empty.")
+        med = read_median_tpm(median_tpm, tissues)
+        log.info("Expression floor from the median-TPM file %s (%d tissues, %d genes)", median_tpm, len(tissues),
+                 med.shape[1])
+        return pd.DataFrame({"max_tissue": med.idxmax(0), "max_median": med.max(0)}).rename_axis("Name")
+    check_label_column(attributes.reset_index(), label_column)
+    in_file = set(io.read_gct_samples(expression_path, check=False))
+    rna = attributes.index[attributes[label_column].isin(tissues) & attributes.index.isin(in_file)]
+    order = [s for s in io.read_gct_samples(expression_path, check=False) if s in set(rna)]
+    log_expr, _ = data.load_log_expression(expression_path, samples=order, cache_dir=cache_dir)
+    log.info("Expression floor over %d RNA samples of %d tissues", len(order), len(tissues))
+    return correlation.expression_floor(log_expr, attributes.loc[log_expr.index, label_column])
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -33,7 +35,7 @@ __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "tran
            "rank_gene_sets", "gene_saliency", "Standardizer", "feature_traits", "binarize_traits", "compare_models",
            "summarize_comparison", "plot_model_comparison", "plot_training_loss", "gene_set_columns", "mask_fill",
            "mask_gene_sets", "plot_gene_masking", "saliency_gsea", "saliency_rates", "plot_saliency_heatmap",
-           "pretraining_expression"]
+           "pretraining_expression", "expression_only_samples", "choose_traits", "trait_definitions"]
 
 
 @dataclass(frozen=True)
@@ -707,33 +709,82 @@ def plot_saliency_heatmap(sal: pd.DataFrame, traits: pd.DataFrame, *, n_decoys: 
     return fig, pd.concat(tables, ignore_index=True)
 
 
+def expression_only_samples(out_dir: str | os.PathLike, expression_path: str | os.PathLike) -> list[str]:
+    """The samples of the expression file whose histology image has no slide in the data (notebook 01's join).
+
+    A sample is expression-only when its image ID (first three dash parts) is not among the slide files
+    notebook 01 listed (``01_tiling/slides.tsv``, usable or not): on GTEx v8, whole blood, cultured cells and
+    the tissue samples whose slide was not downloaded. These are the autoencoder's pre-training samples; no
+    trait sample (they all have a slide) is among them.
+
+    Parameters
+    ----------
+    out_dir : output directory of the run (notebook 01 done)
+    expression_path : the TPM GCT (``GTExFiles.expression``)
+
+    Returns
+    -------
+    list of sample IDs, in the file's column order
+    """
+    from . import gtex, io
+
+    slides = set(io.read_table(Path(out_dir) / "01_tiling" / "slides.tsv").image_id)
+    return [s for s in io.read_gct_samples(expression_path, check=False) if gtex.image_id(s) not in slides]
+
+
 def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *, gct: str = "", data_dir=None,
-                           n_samples: int = 400, stream: int = 1) -> pd.DataFrame:
+                           n_samples: int = 400, stream: int = 1, source: str = "auto",
+                           out_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """log2(1 + TPM) of the expression-only samples the autoencoder is pre-trained on.
 
     Parameters
     ----------
     genes : the genes of the trait network's input (all must be present)
     trait_samples : the trait samples' IDs; none may be a pre-training sample
-    gct : a GCT of expression-only samples (e.g. GTEx samples without images); empty: simulate them
-    data_dir : the synthetic cohort's data directory (when ``gct`` is empty): new donors are drawn from its
-        gene model (:func:`histo_utils.synthetic.cohort.expression_only_cohort`)
-    n_samples : simulated samples
+    gct : a GCT of expression-only samples (an override; empty: ``source`` decides)
+    data_dir : the data directory (GTEx layout)
+    n_samples : simulated samples (``source`` ``simulate``)
     stream : random stream of the simulation
+    source : where the samples come from when ``gct`` is empty: ``join`` (the samples of the data's
+        expression file without a slide, :func:`expression_only_samples`: real data), ``simulate`` (new donors
+        from the synthetic cohort's gene model, :func:`histo_utils.synthetic.cohort.expression_only_cohort`), or
+        ``auto`` (``simulate`` when ``data_dir`` holds a synthetic cohort, else ``join``)
+    out_dir : output directory of the run (for ``join``: notebook 01's slide list; the run's cache)
 
     Returns
     -------
     DataFrame, shape (n_pretrain, n_genes), columns ``genes``
     """
-    if gct:
-        from .data import load_log_expression
+    from .data import load_log_expression
 
-        pre_log, _ = load_log_expression(gct)
+    if source not in ("auto", "join", "simulate"):
+        raise ValueError(f"source must be auto, join or simulate, not '{source}'.")
+    synthetic = data_dir is not None and (Path(data_dir) / "truth" / "cohort.json").exists()
+    if not gct and source == "auto":
+        source = "simulate" if synthetic else "join"
+    if gct or source == "join":
+        if gct:
+            pre_log, _ = load_log_expression(gct)
+        else:
+            from . import gtex
+
+            if out_dir is None:
+                raise ValueError("source 'join' needs out_dir (the run with notebook 01's slide list).")
+            expression = gtex.locate_gtex_files(data_dir).expression
+            ids = expression_only_samples(out_dir, expression)
+            if not ids:
+                raise ValueError(f"No sample of '{expression}' lacks a slide: nothing to pre-train the autoencoder "
+                                 "on. Give pretrain_gct (expression-only samples) or simulate them (synthetic).")
+            log.info("Autoencoder pre-trained on the %d expression-only samples of the join", len(ids))
+            pre_log, _ = load_log_expression(expression, samples=ids, cache_dir=Path(out_dir) / "cache")
         overlap = pre_log.index.intersection(pd.Index(trait_samples))
         if len(overlap):
             raise ValueError(f"{len(overlap)} pre-training samples are also trait samples (e.g. {list(overlap[:3])}); "
                              "the autoencoder must not see them.")
     else:
+        if not synthetic:
+            raise ValueError(f"'{data_dir}' holds no synthetic cohort (truth/cohort.json) to simulate pre-training "
+                             "samples from: use source 'join' or give pretrain_gct.")
         from .synthetic.cohort import expression_only_cohort, load_cohort_params
 
         pre_tpm, _ = expression_only_cohort(load_cohort_params(data_dir), n_samples, stream=stream)
@@ -743,3 +794,90 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
         raise ValueError(f"{len(missing)} genes of the trait samples are absent from the pre-training expression "
                          f"(e.g. {list(missing[:3])}).")
     return pre_log[genes]
+
+
+def choose_traits(features: pd.DataFrame, expression: pd.DataFrame, tissue: Sequence, *, n_traits: int = 3,
+                  fdr: float = 0.05, max_overlap: float = 0.5, block_size: int = 2048) -> pd.DataFrame:
+    """Trait features chosen from the data, as the default profile chooses them from the planted truth.
+
+    On the synthetic cohort a trait is the image feature that tracks one planted expression program best
+    within tissue (:func:`histo_utils.truth.program_traits`). Without a planted truth the programs are found
+    the same way round: every feature is correlated with every gene within tissue (partial correlation given
+    the tissue, BH at ``fdr``; :func:`histo_utils.correlation.scan_pairs`); the features are ranked by how
+    many genes they correlate with (a feature that tracks a program correlates with its whole gene module;
+    ties by the strongest |r|), and taken greedily, skipping a feature whose genes overlap a chosen one's by
+    more than ``max_overlap`` (Jaccard: the same module again), until ``n_traits`` are chosen. A trait is
+    oriented by the sign of its feature's median within-tissue r, so that "high" means more of its genes.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features)
+    expression : DataFrame, shape (n_samples, n_genes), the same samples
+    tissue : sequence, length n_samples, the tissue of each sample
+    n_traits, fdr, max_overlap, block_size : as above; genes per block of the scan
+
+    Returns
+    -------
+    DataFrame ``trait`` (``<feature>_high``), ``program`` (empty), ``feature``, ``r_within_tissue`` (median r of
+    its pairs), ``genes`` (genes correlated within tissue)
+    """
+    from . import correlation
+
+    if len(features) != len(expression) or not features.index.equals(expression.index):
+        raise ValueError("features and expression must have the same samples in the same order "
+                         "(data.paired_tables gives both).")
+    f, _ = correlation.drop_constant(features, what="feature")
+    g, _ = correlation.drop_constant(expression, what="gene")
+    scan = correlation.scan_pairs(f, g, groups=np.asarray(tissue), r_min=1.0, fdr_keep=fdr, block_size=block_size)
+    pairs = correlation.named_pairs(scan.pairs, f, g)
+    pairs = pairs[pairs.q < fdr]
+    if pairs.empty:
+        raise ValueError(f"No image feature correlates with any gene within tissue at BH q < {fdr} "
+                         f"({len(f)} samples): name the trait features in trait_features.")
+    per = pairs.assign(abs_r=pairs.r.abs()).groupby("feature").agg(
+        genes=("gene", "nunique"), best=("abs_r", "max"), r_within_tissue=("r", "median"))
+    per = per.sort_values(["genes", "best"], ascending=False)
+    gene_sets = pairs.groupby("feature").gene.agg(set)
+    chosen: list[str] = []
+    for feat in per.index:
+        mine = gene_sets[feat]
+        if all(len(mine & gene_sets[c]) / len(mine | gene_sets[c]) <= max_overlap for c in chosen):
+            chosen.append(feat)
+        if len(chosen) == n_traits:
+            break
+    if len(chosen) < n_traits:
+        log.warning("Only %d distinct traits found (asked %d)", len(chosen), n_traits)
+    out = per.loc[chosen].reset_index()
+    return pd.DataFrame({"trait": [f"{f}_high" for f in out.feature], "program": "", "feature": out.feature,
+                         "r_within_tissue": out.r_within_tissue.to_numpy(), "genes": out.genes.to_numpy()})
+
+
+def trait_definitions(features: pd.DataFrame, expression: pd.DataFrame, tissue: pd.Series, *,
+                      trait_features: Sequence[str] = (), truth_dir: str | os.PathLike | None = None,
+                      programs: Sequence[str] = (), n_traits: int = 3, fdr: float = 0.05) -> pd.DataFrame:
+    """The traits of notebook 09: named features, else the planted programs' trackers, else chosen from the data.
+
+    Parameters
+    ----------
+    features, expression : DataFrames, shape (n_samples, ...), the paired samples
+    tissue : Series, sample -> tissue
+    trait_features : image features (``layer_channel``) that define the traits (:func:`feature_traits`)
+    truth_dir : the synthetic cohort's truth (``truth/``): one trait per planted program in ``programs``
+        (:func:`histo_utils.truth.program_traits`)
+    programs : planted programs (synthetic)
+    n_traits, fdr : for real data without ``trait_features``: :func:`choose_traits`
+
+    Returns
+    -------
+    DataFrame ``trait, program, feature, r_within_tissue``
+    """
+    if trait_features:
+        return feature_traits(trait_features, features.columns)
+    if truth_dir is not None:
+        from . import io, truth
+
+        samples_truth = io.read_table(Path(truth_dir) / "samples.tsv").drop_duplicates("SAMPID").set_index("SAMPID")
+        return truth.program_traits(truth.feature_truth(features, samples_truth.loc[features.index]), programs)
+    log.info("No trait_features and no planted truth: choosing %d traits from the within-tissue correlations",
+             n_traits)
+    return choose_traits(features, expression, tissue.reindex(features.index).to_numpy(), n_traits=n_traits, fdr=fdr)

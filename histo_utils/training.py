@@ -611,7 +611,8 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
 # notebook 02: the tissue classifier's data and its evaluation tables
 # --------------------------------------------------------------------------
 def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: int, classes: Sequence[str],
-                        input_px: int = 224, level: str = "table") -> TileDataset:
+                        input_px: int = 224, level: str = "table", label_column: str = "SMTS"
+                        ) -> TileDataset:
     """The tiles of one grid, labelled by the tissue of their slide (class index in ``classes``).
 
     Parameters
@@ -622,26 +623,30 @@ def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: 
     classes : tissue names; a tile's label is its tissue's position here
     input_px : side of the network input
     level : how tiles are read, ``"table"`` or ``"auto"`` (:class:`TileDataset`)
+    label_column : column of ``samples`` holding the tissue (``SMTS``; ``SMTSD`` for Badea's 39 classes)
 
     Returns
     -------
-    TileDataset, its ``tiles`` with ``SMTS`` and ``split`` (call ``.preload()`` to read the tiles once)
+    TileDataset, its ``tiles`` with ``label_column`` and ``split`` (call ``.preload()`` to read the tiles once)
 
     Examples
     --------
     >>> ds = tissue_tile_dataset(tiles, samples, tile_px=256, classes=sorted(samples.SMTS.unique()))  # doctest: +SKIP
     """
+    if label_column not in samples.columns:
+        raise ValueError(f"label_column '{label_column}' is not a column of notebook 01's samples "
+                         f"({list(samples.columns)[:10]} ...). Use SMTS or SMTSD.")
     cls = {c: i for i, c in enumerate(classes)}
-    t = tiles[tiles.tile_px == tile_px].merge(samples[["image_id", "SMTS", "split"]], on="image_id")
-    unknown = sorted(set(t.SMTS) - set(cls))
+    t = tiles[tiles.tile_px == tile_px].merge(samples[["image_id", label_column, "split"]], on="image_id")
+    unknown = sorted(set(t[label_column]) - set(cls))
     if unknown:
         raise ValueError(f"Tissues {unknown} are not among the classes {list(classes)}.")
     return TileDataset(t, dict(zip(samples.image_id, samples.path)), input_px=input_px,
-                       labels=t.SMTS.map(cls).to_numpy(), level=level)
+                       labels=t[label_column].map(cls).to_numpy(), level=level)
 
 
-def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str], *,
+                      label_column: str = "SMTS") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tile predictions and the slide predictions by majority vote (:func:`slide_predictions`).
 
     Parameters
@@ -649,24 +654,26 @@ def prediction_tables(tiles: pd.DataFrame, probabilities: np.ndarray, classes: S
     tiles : DataFrame, shape (n_tiles, ...), the predicted tiles (``image_id, x, y, SMTS, split``)
     probabilities : array, shape (n_tiles, n_classes), of :func:`predict_tiles`
     classes : class names in the network's output order
+    label_column : the true tissue's column (``SMTS`` or ``SMTSD``, as in :func:`tissue_tile_dataset`)
 
     Returns
     -------
-    tiles : DataFrame, ``image_id, x, y, SMTS, split, pred, p_max``
-    slides : DataFrame, one row per slide: ``image_id, SMTS, split, pred``
+    tiles : DataFrame, ``image_id, x, y, <label_column>, split, pred, p_max``
+    slides : DataFrame, one row per slide: ``image_id, <label_column>, split, pred``
     """
-    pred = tiles[["image_id", "x", "y", "SMTS", "split"]].reset_index(drop=True)
+    pred = tiles[["image_id", "x", "y", label_column, "split"]].reset_index(drop=True)
     pred["pred"] = np.array(classes)[probabilities.argmax(1)]
     pred["p_max"] = probabilities.max(1)
     vote = slide_predictions(pred.image_id, pred.pred)
-    slides = pred.drop_duplicates("image_id")[["image_id", "SMTS", "split"]].assign(
+    slides = pred.drop_duplicates("image_id")[["image_id", label_column, "split"]].assign(
         pred=lambda d: d.image_id.map(vote))
     return pred, slides
 
 
 def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
                       splits: Sequence[str] = ("validation", "test"),
-                      merge_groups: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+                      merge_groups: Mapping[str, Sequence[str]] | None = None,
+                      label_column: str = "SMTS") -> pd.DataFrame:
     """:func:`accuracy_table` of tiles and slides on each split, also with merged classes when given.
 
     Parameters
@@ -674,6 +681,8 @@ def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
     tile_pred, slide_pred : DataFrames of :func:`prediction_tables`
     splits : splits to score
     merge_groups : tissue groups scored as one class (:func:`merge_classes`), e.g. ``{"Artery": [...]}``
+        (``gtex.tissue_merge("badea_33")``: Badea's five merged groups)
+    label_column : the true tissue's column of the prediction tables
 
     Returns
     -------
@@ -683,11 +692,12 @@ def accuracy_by_split(tile_pred: pd.DataFrame, slide_pred: pd.DataFrame, *,
     tables = []
     for split in splits:
         tp_, sp_ = tile_pred[tile_pred.split == split], slide_pred[slide_pred.split == split]
-        tables.append(accuracy_table(tp_.SMTS, tp_.pred, level="tile", split=split))
-        tables.append(accuracy_table(sp_.SMTS, sp_.pred, level="slide", split=split))
+        tables.append(accuracy_table(tp_[label_column], tp_.pred, level="tile", split=split))
+        tables.append(accuracy_table(sp_[label_column], sp_.pred, level="slide", split=split))
         if merge_groups:
             for level, d in (("tile (merged)", tp_), ("slide (merged)", sp_)):
-                tables.append(accuracy_table(merge_classes(d.SMTS, merge_groups), merge_classes(d.pred, merge_groups),
+                tables.append(accuracy_table(merge_classes(d[label_column], merge_groups),
+                                             merge_classes(d.pred, merge_groups),
                                              level=level, split=split))
     return pd.concat(tables, ignore_index=True)
 
@@ -736,7 +746,8 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
                    checkpoint_root: str | os.PathLike, weights_path: str | os.PathLike | None = None,
                    augment: bool = True, batched_augment: bool = True, run_key: str = "", device: str = "auto",
                    merge_groups: Mapping[str, Sequence[str]] | None = None, eval_batch_size: int = 64,
-                   progress: bool = True, frozen: bool = False) -> dict[str, NetworkRun]:
+                   progress: bool = True, frozen: bool = False, label_column: str = "SMTS"
+                   ) -> dict[str, NetworkRun]:
     """Train every architecture on the same tiles and score it on the same tiles (Badea's Tables 2-3).
 
     Each architecture starts from the weights of ``torch.manual_seed(config.seed)`` (or ``weights_path``),
@@ -759,6 +770,7 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
         (:meth:`TileDataset.with_augmentation`)
     run_key : anything else the checkpoints must match (e.g. the tile sampling parameters)
     device, merge_groups, eval_batch_size, progress : of training, :func:`accuracy_by_split` and prediction
+    label_column : the true tissue's column of ``ds.tiles`` (``SMTS``; ``SMTSD`` for Badea's 39 classes)
     frozen : use every network as loaded (a foundation-model encoder with ``weights_path``): no training
         (:func:`train_classifier` ``frozen``), features only
 
@@ -787,8 +799,8 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
         history = train_classifier(model, train_ds, val_ds, config=config, checkpoint_dir=Path(checkpoint_root) / arch,
                                    device=device, run_key=key, progress=progress, frozen=frozen)
         probs = predict_tiles(model, eval_ds, batch_size=eval_batch_size, device=device, progress=progress)
-        pred, slides = prediction_tables(eval_ds.tiles, probs, classes)
-        acc = accuracy_by_split(pred, slides, merge_groups=merge_groups)
+        pred, slides = prediction_tables(eval_ds.tiles, probs, classes, label_column=label_column)
+        acc = accuracy_by_split(pred, slides, merge_groups=merge_groups, label_column=label_column)
         runs[arch] = NetworkRun(arch, model, history.assign(arch=arch), pred.assign(arch=arch),
                                 slides.assign(arch=arch), acc.assign(arch=arch))
     return runs
@@ -805,19 +817,37 @@ def run_tables(runs: Mapping[str, NetworkRun]) -> dict[str, pd.DataFrame]:
     return {f: pd.concat([getattr(r, f) for r in runs.values()], ignore_index=True) for f in fields}
 
 
-def confusion_tables(runs: Mapping[str, NetworkRun], classes: Sequence[str], *, split: str = "test"
+def confusion_tables(runs: Mapping[str, NetworkRun], classes: Sequence[str], *, split: str = "test",
+                     label_column: str = "SMTS", merge_groups: Mapping[str, Sequence[str]] | None = None
                      ) -> dict[str, pd.DataFrame]:
-    """:func:`confusion_table` of tiles and slides of ``split`` for every architecture.
+    """Per-tissue confusion of tiles and slides of ``split`` for every architecture, and of slides with
+    merged classes when ``merge_groups`` is given (Badea's merged-tissue result beside the per-tissue one).
+
+    Parameters
+    ----------
+    runs : arch -> :class:`NetworkRun` (:func:`train_networks`)
+    classes : class names (rows and columns, in this order)
+    split : the split scored
+    label_column : the true tissue's column of the prediction tables
+    merge_groups : tissue groups scored as one class (:func:`merge_classes`); adds ``slide (merged)``
 
     Returns
     -------
-    dict, ``"<level>"`` (one architecture) or ``"<arch> <level>"`` -> DataFrame (n_classes, n_classes)
+    dict, ``"<level>"`` (one architecture) or ``"<arch> <level>"`` -> DataFrame (n_classes, n_classes);
+    levels ``tile``, ``slide`` (and ``slide (merged)``, shape (n_groups, n_groups))
     """
     out = {}
     for arch, r in runs.items():
-        for level, df in (("tile", r.tile_predictions), ("slide", r.slide_predictions)):
-            d = df[df.split == split]
-            out[level if len(runs) == 1 else f"{arch} {level}"] = confusion_table(d.SMTS, d.pred, classes)
+        tp_ = r.tile_predictions[r.tile_predictions.split == split]
+        sp_ = r.slide_predictions[r.slide_predictions.split == split]
+        levels = {"tile": confusion_table(tp_[label_column], tp_.pred, classes),
+                  "slide": confusion_table(sp_[label_column], sp_.pred, classes)}
+        if merge_groups:
+            merged = list(dict.fromkeys(merge_classes(classes, merge_groups)))
+            levels["slide (merged)"] = confusion_table(merge_classes(sp_[label_column], merge_groups),
+                                                       merge_classes(sp_.pred, merge_groups), merged)
+        for level, cm in levels.items():
+            out[level if len(runs) == 1 else f"{arch} {level}"] = cm
     return out
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -181,6 +183,11 @@ def decoupled_log_expression(data_dir, *, decouple: bool | str = True) -> pd.Dat
     params = load_cohort_params(data_dir)
     tpm, _, _ = simulate_expression(params, *design_cohort(params), decouple=decouple)
     tpm.attrs = {}
+    download = Path(data_dir) / "truth" / "download.json"
+    if download.exists():  # written in GTEx v8's layout (synthetic.formats): a few samples carry six-part IDs
+        import json
+
+        tpm = tpm.rename(columns=json.loads(download.read_text()).get("renamed_six_part", {}))
     return np.log2(1.0 + tpm.T)
 
 

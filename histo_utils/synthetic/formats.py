@@ -57,6 +57,7 @@ GTEX_V8_ATTRIBUTE_COLUMNS = (
 GTEX_V8_FILES = {
     "expression": "GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_tpm.gct.gz",
     "reads": "GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_reads.gct.gz",
+    "median_tpm": "GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_median_tpm.gct.gz",
     "sample_attributes": "GTEx_Analysis_v8_Annotations_SampleAttributesDS.txt",
     "subject_phenotypes": "GTEx_Analysis_v8_Annotations_SubjectPhenotypesDS.txt",
 }
@@ -423,6 +424,9 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
     n_whole_blood, n_cultured : RNA samples without a slide (``Whole Blood``; ``Cells - Cultured fibroblasts``)
     n_dna_rows : DNA rows (``SMAFRZE`` ``WES``, RNA metrics empty) in the attribute table
 
+    The TPM file gets its read-count file beside it and GTEx's median TPM per detailed tissue
+    (``*gene_median_tpm.gct.gz``, medians over every RNA sample of the tissue, 6 significant digits).
+
     Returns
     -------
     dict of the written paths (keys of :data:`GTEX_V8_FILES`, ``gene_sets``, ``slides``, ``truth``).
@@ -505,6 +509,10 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
     reads = pd.DataFrame(np.round(full.to_numpy() * depth[None, :] / 1e3 * rng.uniform(0.5, 2, (len(full), 1))),
                          index=full.index, columns=full.columns).astype(int)
     io.write_gct(reads, out / GTEX_V8_FILES["reads"], description=symbols, float_format="%d")
+    # the median TPM per detailed tissue (SMTSD) over every RNA sample, as GTEx's *gene_median_tpm file
+    tissue_of = table.drop_duplicates("SAMPID").set_index("SAMPID").SMTSD.reindex(full.columns)
+    medians = full.T.groupby(tissue_of.to_numpy()).median().T
+    io.write_gct(medians, out / GTEX_V8_FILES["median_tpm"], description=symbols, float_format="%.6g")
     gmt = src / FILE_NAMES["gene_sets"]
     _link(gmt, out / gmt.name)
     sdir = out / "slides"
