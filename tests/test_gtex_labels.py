@@ -53,7 +53,8 @@ def test_badea_merge_scores_merged_classes_beside_per_tissue():
     acc = training.accuracy_by_split(tiles, slides, splits=["test"], merge_groups=merge, label_column="SMTSD")
     allrows = acc[acc["class"] == "(all)"].set_index("level").accuracy
     assert allrows["slide"] == pytest.approx(0.5) and allrows["slide (merged)"] == pytest.approx(0.75)
-    conf = training.confusion_tables(tiles, slides, classes, label_column="SMTSD", merge_groups=merge)
+    one = {"compact": training.NetworkRun("compact", None, pd.DataFrame(), tiles, slides, acc)}
+    conf = training.confusion_tables(one, classes, split="test", label_column="SMTSD", merge_groups=merge)
     assert list(conf["slide (merged)"].index) == ["Artery", "Liver"]
     assert conf["slide (merged)"].loc["Artery", "Artery"] == 2 and conf["slide"].loc["Artery - Tibial", "Artery - Aorta"] == 1
 
