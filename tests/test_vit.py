@@ -182,3 +182,5 @@ def test_frozen_vit_runs_02_to_03_through_the_runner(tmp_path):
     assert prov["arch"] == ARCH
     per_layer = pd.read_csv(out / "figures" / "03_feature_correlation" / "genes_per_layer.csv")
     assert set(per_layer.layer) <= {"blocks.0", "blocks.1", "cls"} and len(per_layer) > 0
+    joined = ad.read_h5ad(out / "store" / "joined.h5ad")  # notebook 03 built the run's joined store
+    assert joined.obsm["trained_256px"].shape[1] == 576 and joined.n_vars > 0
