@@ -117,5 +117,6 @@ def test_join_reports_and_deduplicates():
     assert rep.samples_without_image == ["GTEX-C3-0003-SM-4"]
     assert set(rep.duplicate_samples.SAMPID[~rep.duplicate_samples.kept]) == {"GTEX-A1-0001-SM-1"}
     summary = rep.summary().set_index("problem")["count"]
-    assert summary.tolist() == [1, 1, 1]
+    assert summary.tolist() == [1, 1, 1, 1]  # the last: Lung has RNA but no slide (left out)
+    assert rep.tissues_without_slides.tissue.tolist() == ["Lung"]
     assert joined.subject_id.tolist() == ["GTEX-A1", "GTEX-B2"]
