@@ -170,3 +170,11 @@ def test_representative_tiles_keep_the_dataset_index():
                      index=[7, 3, 11])
     rep = vz.select_representative_tiles(t, [1.0, 3.0, 2.0], k=2, top_fraction=1.0)
     assert rep.index.tolist() == [3, 11] and rep.value.tolist() == [3.0, 2.0]
+
+
+def test_interior_tiles_fall_back_to_the_most_surrounded_on_small_slides():
+    xs, ys = np.meshgrid(np.arange(3) * 10, np.arange(2) * 10)  # 3 x 2 grid: no tile has 8 neighbours
+    t = pd.DataFrame({"image_id": "a", "tile_px": 256, "x": xs.ravel(), "y": ys.ravel(), "size0": 10,
+                      "tissue_fraction": 1.0})
+    inner = vz.interior_tiles(t)
+    assert sorted(inner.x) == [10, 10]  # the middle column: 5 neighbours each
