@@ -74,8 +74,8 @@ def _guided(model: nn.Module) -> Iterator[None]:
 
 def _feature_value(model: nn.Module, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
     """Spatial mean of ``channel`` of ``module``'s output for each image of x, shape (batch,)."""
-    out = {}
-    h = module.register_forward_hook(lambda m, i, o: out.__setitem__("y", o))
+    out = {}  # cloned in the hook: a following in-place ReLU would otherwise turn it into its own output
+    h = module.register_forward_hook(lambda m, i, o: out.__setitem__("y", o.clone()))
     try:
         model(x)
     finally:
@@ -367,10 +367,10 @@ def channel_values(model: nn.Module, module: nn.Module, channel: int, ds, *, dev
         v = []
         for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
             out = {}
-            h = module.register_forward_hook(lambda m, a, o: out.__setitem__("y", o))
+            h = module.register_forward_hook(lambda m, a, o: out.__setitem__("y", o[:, channel].clone()))
             model(x.to(device))
             h.remove()
-            v.append(out["y"][:, channel].flatten(1).mean(1).cpu())
+            v.append(out["y"].flatten(1).mean(1).cpu())
     return torch.cat(v).numpy()
 
 
@@ -672,7 +672,8 @@ def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images
     out, handles = {}, []
     try:
         for key, m in sel.items():
-            handles.append(m.register_forward_hook(lambda mod, i, o, key=key: out.__setitem__(key, o.detach())))
+            handles.append(m.register_forward_hook(  # cloned: an in-place ReLU after the layer would overwrite it
+                lambda mod, i, o, key=key: out.__setitem__(key, o.detach().clone())))
         model.eval()
         with torch.no_grad():
             model(images.to(device))
