@@ -979,24 +979,23 @@ def tracker_localisation_rank(loc: pd.DataFrame, trackers: dict[str, str], *, by
 
 
 def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.DataFrame, trackers: dict[str, str],
-                        structures, *, min_fraction: float = 0.02, max_fraction: float = 0.6,
-                        max_tries: int = 30) -> tuple[pd.DataFrame, dict]:
+                        masks: Sequence[dict], *, min_fraction: float = 0.02,
+                        max_fraction: float = 0.6) -> tuple[pd.DataFrame, dict]:
     """A representative tile per program: where its tracker says the program is strongest, with the structure in view.
 
-    Tiles are taken by decreasing oriented tracker value (``sign(r) * value``: for a tracker that falls as the
-    program rises, its lowest values); the first whose structure mask covers between ``min_fraction`` and
-    ``max_fraction`` of the tile is kept (a mask that is empty or fills the tile shows nothing).
+    Among tiles whose true masks are known (e.g. the localisation tiles), taken by decreasing oriented tracker
+    value (``sign(r) * value``: for a tracker that falls as the program rises, its lowest values), the first
+    whose structure mask covers between ``min_fraction`` and ``max_fraction`` of the tile (a mask that is
+    empty or fills the tile shows nothing); if none does, the tile whose coverage is closest to that range.
 
     Parameters
     ----------
-    tiles : candidate tiles (e.g. :func:`histo_utils.visualization.interior_tiles`), index = dataset index,
-        ``image_id, SMTS, x, y`` and what ``structures`` needs
-    values : DataFrame indexed like the full tile dataset, one column per tracker (feature values)
+    tiles : candidate tiles, index = dataset index, ``image_id, x, y`` (``SMTS`` when known)
+    values : DataFrame indexed like the tile dataset, one column per tracker (feature values)
     ftruth : :func:`feature_truth` output (``r_program_<name>``)
     trackers : program -> tracking feature
-    structures : callable, tile row -> {structure: bool (H, W)} (:class:`PlantedStructures`)
+    masks : per row of ``tiles``, {structure: bool array (H, W)} (:class:`PlantedStructures`)
     min_fraction, max_fraction : accepted mask coverage
-    max_tries : tiles tried per program before taking the best-covered one tried
 
     Returns
     -------
@@ -1004,28 +1003,24 @@ def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.Da
         value, mask_fraction``
     masks : program -> bool array, the structure mask under its tile
     """
-    if len(tiles) == 0:
-        raise ValueError("No candidate tiles: every tile is at an edge (relax interior_tiles' min_tissue).")
-    rows, masks = [], {}
+    if len(tiles) == 0 or len(masks) != len(tiles):
+        raise ValueError(f"{len(tiles)} candidate tiles and {len(masks)} masks: give at least one tile and one "
+                         "mask dict per tile.")
+    pos = {i: j for j, i in enumerate(tiles.index)}
+    rows, chosen_masks = [], {}
     for prog, f in trackers.items():
         structure = PROGRAM_STRUCTURE[prog]
         r = float(ftruth.loc[f, f"r_program_{prog}"])
-        v = values.loc[tiles.index, f] * (1.0 if r >= 0 else -1.0)
-        best = None
-        for i in v.sort_values(ascending=False, kind="stable").index[:max_tries]:
-            m = np.asarray(structures(tiles.loc[i])[structure], bool)
-            if best is None or abs(m.mean() - 0.2) < abs(best[1].mean() - 0.2):
-                best = (i, m)
-            if min_fraction <= m.mean() <= max_fraction:
-                best = (i, m)
-                break
-        i, m = best
+        order = (values.loc[tiles.index, f] * (1.0 if r >= 0 else -1.0)).sort_values(ascending=False, kind="stable")
+        cover = pd.Series([float(np.mean(masks[pos[i]][structure])) for i in order.index], index=order.index)
+        off = (min_fraction - cover).clip(lower=0) + (cover - max_fraction).clip(lower=0)
+        i = off.index[int(np.argmin(off.to_numpy()))]  # first tile in range, else the nearest to it
         t = tiles.loc[i]
         rows.append({"program": prog, "structure": structure, "feature": f, "r_program": r, "tile": int(i),
                      "image_id": t.image_id, "SMTS": t.get("SMTS", ""), "x": t.x, "y": t.y,
-                     "value": float(values.loc[i, f]), "mask_fraction": float(m.mean())})
-        masks[prog] = m
-    return pd.DataFrame(rows), masks
+                     "value": float(values.loc[i, f]), "mask_fraction": cover.loc[i]})
+        chosen_masks[prog] = np.asarray(masks[pos[i]][structure], bool)
+    return pd.DataFrame(rows), chosen_masks
 
 
 def localisation_tables(loc: pd.DataFrame, trackers: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:

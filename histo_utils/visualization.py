@@ -74,8 +74,8 @@ def _guided(model: nn.Module) -> Iterator[None]:
 
 def _feature_value(model: nn.Module, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
     """Spatial mean of ``channel`` of ``module``'s output for each image of x, shape (batch,)."""
-    out = {}
-    h = module.register_forward_hook(lambda m, i, o: out.__setitem__("y", o))
+    out = {}  # cloned in the hook: a following in-place ReLU would otherwise turn it into its own output
+    h = module.register_forward_hook(lambda m, i, o: out.__setitem__("y", o.clone()))
     try:
         model(x)
     finally:
@@ -367,10 +367,10 @@ def channel_values(model: nn.Module, module: nn.Module, channel: int, ds, *, dev
         v = []
         for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
             out = {}
-            h = module.register_forward_hook(lambda m, a, o: out.__setitem__("y", o))
+            h = module.register_forward_hook(lambda m, a, o: out.__setitem__("y", o[:, channel].clone()))
             model(x.to(device))
             h.remove()
-            v.append(out["y"][:, channel].flatten(1).mean(1).cpu())
+            v.append(out["y"].flatten(1).mean(1).cpu())
     return torch.cat(v).numpy()
 
 
@@ -619,7 +619,8 @@ def interior_tiles(tiles: pd.DataFrame, *, min_tissue: float = 0.9) -> pd.DataFr
     """The tiles away from slide and tissue edges: all 8 grid neighbours are tiles of the same slide.
 
     A tile table holds only tiles on tissue, so a tile whose eight neighbours (steps of ``size0`` level-0 px in
-    x and y) are all in it lies inside the tissue, not at a border of the slide or of the tissue.
+    x and y) are all in it lies inside the tissue, not at a border of the slide or of the tissue. When no tile
+    has all eight (slides a few tiles wide), the tiles with the most neighbours are kept, with a warning.
 
     Parameters
     ----------
@@ -636,13 +637,17 @@ def interior_tiles(tiles: pd.DataFrame, *, min_tissue: float = 0.9) -> pd.DataFr
                          "(pass notebook 01's tile table).")
     key = tiles[["image_id", "tile_px", "x", "y"]].copy()
     have = pd.MultiIndex.from_frame(key)
-    inside = np.ones(len(tiles), bool)
+    n_nb = np.zeros(len(tiles), int)
     for dx in (-1, 0, 1):
         for dy in (-1, 0, 1):
             if dx or dy:
                 nb = key.assign(x=tiles.x + dx * tiles.size0, y=tiles.y + dy * tiles.size0)
-                inside &= pd.MultiIndex.from_frame(nb).isin(have)
-    return tiles[inside & (tiles.tissue_fraction.to_numpy() >= min_tissue)]
+                n_nb += pd.MultiIndex.from_frame(nb).isin(have)
+    ok = tiles.tissue_fraction.to_numpy() >= min_tissue
+    need = min(8, int(n_nb[ok].max())) if ok.any() else 8
+    if need < 8:
+        log.warning("No tile has all 8 neighbours on tissue (small slides): keeping the tiles with %d.", need)
+    return tiles[ok & (n_nb >= need)]
 
 
 def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images: torch.Tensor, *,
@@ -667,7 +672,8 @@ def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images
     out, handles = {}, []
     try:
         for key, m in sel.items():
-            handles.append(m.register_forward_hook(lambda mod, i, o, key=key: out.__setitem__(key, o.detach())))
+            handles.append(m.register_forward_hook(  # cloned: an in-place ReLU after the layer would overwrite it
+                lambda mod, i, o, key=key: out.__setitem__(key, o.detach().clone())))
         model.eval()
         with torch.no_grad():
             model(images.to(device))

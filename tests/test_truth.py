@@ -175,18 +175,21 @@ def test_channel_scores_weigh_tissues_equally():
 def test_program_panel_tiles_skip_tiles_without_the_structure():
     tiles = pd.DataFrame({"image_id": list("abcd"), "SMTS": "T", "x": 0, "y": 0}, index=[5, 6, 7, 8])
     values = pd.DataFrame({"f": [4.0, 3.0, 2.0, 1.0], "g": [4.0, 3.0, 2.0, 1.0]}, index=[5, 6, 7, 8])
-    cover = {"a": 0.0, "b": 0.3, "c": 0.3, "d": 0.3}  # tile a: the structure is absent
-
-    def structures(row):
+    masks = []
+    for cover in (0.0, 0.3, 0.3, 0.3):  # tile 5: the structure is absent
         m = np.zeros((10, 10), bool)
-        m.flat[: int(100 * cover[row.image_id])] = True
-        return {"nuclei": m, "stroma": m, "lumen": m}
-
-    ft = pd.DataFrame({"r_program_nuclear_density": [0.5, 0.0], "r_program_stroma_fraction": [0.0, -0.5]},
-                      index=["f", "g"])
-    panels, masks = truth.program_panel_tiles(tiles, values, ft, {"nuclear_density": "f", "stroma_fraction": "g"},
-                                              structures)
+        m.flat[: int(100 * cover)] = True
+        masks.append({"nuclei": m, "stroma": m, "lumen": np.ones((10, 10), bool)})
+    masks[2]["lumen"] = np.zeros((10, 10), bool)
+    masks[2]["lumen"][:7] = True  # tile 7: lumen 70 %, the nearest to the 2-60 % range
+    ft = pd.DataFrame({"r_program_nuclear_density": [0.5, 0.0], "r_program_stroma_fraction": [0.0, -0.5],
+                       "r_program_lumen_size": [0.5, 0.0]}, index=["f", "g"])
+    panels, chosen = truth.program_panel_tiles(
+        tiles, values, ft, {"nuclear_density": "f", "stroma_fraction": "g", "lumen_size": "f"}, masks)
     p = panels.set_index("program")
     assert p.loc["nuclear_density", "tile"] == 6  # highest value with the structure in view
     assert p.loc["stroma_fraction", "tile"] == 8  # r < 0: the lowest value
-    assert masks["stroma_fraction"].mean() == pytest.approx(0.3)
+    assert p.loc["lumen_size", "tile"] == 7 and p.loc["lumen_size", "mask_fraction"] == pytest.approx(0.7)
+    assert chosen["stroma_fraction"].mean() == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="4 candidate tiles and 3 masks"):
+        truth.program_panel_tiles(tiles, values, ft, {"nuclear_density": "f"}, masks[:3])

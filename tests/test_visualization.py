@@ -170,3 +170,28 @@ def test_representative_tiles_keep_the_dataset_index():
                      index=[7, 3, 11])
     rep = vz.select_representative_tiles(t, [1.0, 3.0, 2.0], k=2, top_fraction=1.0)
     assert rep.index.tolist() == [3, 11] and rep.value.tolist() == [3.0, 2.0]
+
+
+def test_interior_tiles_fall_back_to_the_most_surrounded_on_small_slides():
+    xs, ys = np.meshgrid(np.arange(3) * 10, np.arange(2) * 10)  # 3 x 2 grid: no tile has 8 neighbours
+    t = pd.DataFrame({"image_id": "a", "tile_px": 256, "x": xs.ravel(), "y": ys.ravel(), "size0": 10,
+                      "tissue_fraction": 1.0})
+    inner = vz.interior_tiles(t)
+    assert sorted(inner.x) == [10, 10]  # the middle column: 5 neighbours each
+
+
+def test_channel_values_and_maps_see_a_conv_before_its_in_place_relu():
+    """A conv followed by ReLU(inplace=True): the feature is the conv's output, negative values included."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1))
+    layers = {"0": net[0], "1": net[1]}
+    data = [(torch.randn(3, 8, 8), 0, i) for i in range(5)]
+    x = torch.stack([d[0] for d in data])
+    with torch.no_grad():
+        pre = net[0](x)  # the conv output before the ReLU
+    vals = vz.tile_feature_values(net, data, layers, ["0_2"])["0_2"].to_numpy()
+    np.testing.assert_allclose(vals, pre[:, 2].mean((1, 2)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vz.channel_values(net, net[0], 2, data), vals, rtol=1e-5, atol=1e-6)
+    maps = vz.feature_maps(net, layers, ["0_2"], x)[0]
+    assert (maps < 0).any()  # not overwritten by the ReLU
+    np.testing.assert_allclose(maps, pre[:, 2].numpy(), atol=1e-6)
