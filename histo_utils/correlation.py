@@ -1060,7 +1060,8 @@ def network_comparison(by_table: pd.DataFrame, provenance: Mapping, accuracy: pd
 
     Returns
     -------
-    DataFrame indexed by ``arch, weights, tile_px`` (``weights``: trained or untrained), columns
+    DataFrame indexed by ``arch, weights, tile_px`` (``weights``: trained or untrained; architectures in the
+    order of the provenance's ``archs``, trained before untrained, tile sizes ascending), columns
     ``tile_acc_test, slide_acc_test`` (when ``accuracy`` is given) and ``<count> @ R_T <r>`` for pairs, genes,
     features and tissues at every R_T (E_T in ``attrs["E_T"]``)
     """
@@ -1076,6 +1077,9 @@ def network_comparison(by_table: pd.DataFrame, provenance: Mapping, accuracy: pd
                                                                               "tissues")]]
     wide.columns = [f"{v} @ R_T {r:g}" for v, r in wide.columns]
     wide = wide.astype(int)
+    order = {a: i for i, a in enumerate(provenance.get("archs") or dict.fromkeys(d.arch))}  # notebook 02's order
+    wide = wide.sort_index(key=lambda ix: ix.map(order) if ix.name == "arch" else
+                           (ix == "untrained") if ix.name == "weights" else ix)
     if accuracy is not None:
         acc = accuracy[(accuracy["class"] == "(all)") & (accuracy.split == "test")]
         if "arch" not in acc.columns:

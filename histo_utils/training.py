@@ -11,6 +11,18 @@
   training resume, with the same final state as an uninterrupted run.
 * :func:`predict_tiles`, :func:`slide_predictions` (majority vote of a
   slide's tiles), :func:`accuracy_table` (Tables 2-3), :func:`merge_classes`.
+* :func:`train_networks`: several architectures on the same preloaded tiles
+  (Badea's comparison of networks, Tables 2-4). Feature tables of several
+  networks are named (:func:`table_network_name`): the first architecture's
+  ``trained`` and ``untrained`` (what notebooks 03-07 read by default), every
+  further architecture's ``<arch>-trained``
+  (``features_compact_bn-trained_256px.parquet``).
+
+Speed: a preloaded dataset is batched straight from its uint8 cache
+(:meth:`TileDataset.batches`, the same numbers as a DataLoader) and its
+augmentation can be drawn for a whole batch at once (:func:`augment_batch`);
+tiles can be read at the coarsest pyramid level that holds the input's detail
+(``level="auto"``).
 """
 from __future__ import annotations
 

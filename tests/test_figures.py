@@ -109,6 +109,10 @@ def test_network_comparison_table_figure_and_batch_norm_sentence():
     by, prov, acc = _by_network()
     comp = correlation.network_comparison(by, prov, acc)
     assert comp.index.names == ["arch", "weights", "tile_px"] and len(comp) == 6
+    assert list(comp.index)[:3] == [("compact", "trained", 256), ("compact", "trained", 512),
+                                    ("compact", "untrained", 256)]
+    prov_bn_first = {**prov, "archs": ["compact_bn", "compact"]}
+    assert correlation.network_comparison(by, prov_bn_first, acc).index[0] == ("compact_bn", "trained", 256)
     assert comp.loc[("compact_bn", "trained", 256), "genes @ R_T 0.8"] == 9
     assert comp.loc[("compact", "untrained", 512), "pairs @ R_T 0.7"] == 400
     assert comp.loc[("compact_bn", "trained", 512), "slide_acc_test"] == 0.97

@@ -22,7 +22,7 @@ def test_figures_each_with_their_numbers(tiny_run):
                       "02_training": ["training_curves", "confusion_test", "layer_program_correlation"],
                       "03_feature_correlation": ["expression_floor", "correlations_and_pvalues", "threshold_grid",
                                                  "genes_per_layer", "reproducibility", "within_tissue_power",
-                                                 "programs_by_layer"],
+                                                 "programs_by_layer", "network_comparison"],
                       "04_pca_cross_variance": ["pc_cross_correlation", "shared_variance_by_tissue",
                                                 "shared_variance_by_layer", "planted_vs_decoupled"],
                       "05_confounder_regression": ["variance_by_confounder", "confounder_scatter",
@@ -94,7 +94,13 @@ def test_training_outputs(tiny_run):
     trained = io.read_table(d / "features_trained_256px.parquet")
     untrained = io.read_table(d / "features_untrained_256px.parquet")
     assert not np.allclose(trained.to_numpy(), untrained.to_numpy())
-    assert (d / "checkpoints" / prof.notebooks["02_training"]["archs"][0] / "best.pt").exists()
+    archs = prof.notebooks["02_training"]["archs"]
+    for arch in archs:  # every network trained, scored and (after the first) quantified as <arch>-trained
+        assert (d / "checkpoints" / arch / "best.pt").exists()
+        assert set(acc.arch) == set(archs)
+    for arch in archs[1:]:
+        meta = prov["tables"][f"features_{arch}-trained_256px.parquet"]
+        assert meta["arch"] == arch and meta["n_slides"] == len(samples)
 
 
 def test_feature_correlation_outputs(tiny_run):
@@ -121,6 +127,12 @@ def test_feature_correlation_outputs(tiny_run):
     assert rep["n_samples_split"] <= n_split and -1 <= rep["z_correlation"] <= 1
     rec = io.read_table(d / "recovery_summary.tsv")
     assert set(rec.method) == {"pooled scan (Badea)", "within-tissue scan"}
+    # Tables 2-4: the first network's own table counts what the main scan counted at (R_T, E_T)
+    comp = io.read_table(d / "network_comparison.tsv").set_index(["arch", "weights", "tile_px"])
+    first = (prof.notebooks["02_training"]["archs"][0], "trained", par.get("tile_px", 256))
+    assert comp.loc[first, f"pairs @ R_T {par.get('r_threshold', 0.8):g}"] == int(top.pairs.iloc[0])
+    assert set(comp.index.get_level_values("arch")) == set(prof.notebooks["02_training"]["archs"])
+    assert io.read_table(d / "batch_norm_effect.tsv").shape[0] == len(prof.notebooks["02_training"]["feature_tile_px"])
 
 
 def test_cross_variance_and_confounder_outputs(tiny_run):
