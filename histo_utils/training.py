@@ -251,7 +251,7 @@ class TileDataset(Dataset):
         labels = torch.from_numpy(self.labels)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            x = cache[idx].permute(0, 3, 1, 2).float().div_(255.0)
+            x = cache[idx].permute(0, 3, 1, 2).contiguous().float().div_(255.0)  # NCHW, as the DataLoader stacks
             if self.augment and self.batched_augment:
                 x = augment_batch(x, colour=self.colour_jitter)
             elif self.augment:  # tile by tile, in order: the random numbers of the per-item DataLoader path
