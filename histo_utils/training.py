@@ -353,10 +353,20 @@ class TrainConfig:
         return params_key(self)
 
 
+def _batches(ds, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+             num_workers: int = 0):
+    """Batches of ``(images, labels, positions)``: :meth:`TileDataset.batches`, or a DataLoader over any other
+    map-style dataset of such triples."""
+    if hasattr(ds, "batches"):
+        return ds.batches(batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
+                      persistent_workers=False)
+
+
 def _loader(ds: TileDataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0):
     g = torch.Generator()
     g.manual_seed(cfg.seed * 1000 + epoch)
-    return ds.batches(cfg.batch_size, shuffle=shuffle, generator=g, num_workers=cfg.num_workers)
+    return _batches(ds, cfg.batch_size, shuffle=shuffle, generator=g, num_workers=cfg.num_workers)
 
 
 def _save(obj, path: Path) -> None:
@@ -548,7 +558,7 @@ def predict_tiles(model: nn.Module, ds: TileDataset, *, batch_size: int = 64, de
     dev = resolve_device(device)
     model.to(dev).eval()
     out = []
-    for x, _, _ in tqdm(ds.batches(batch_size, num_workers=num_workers), desc="predicting",
+    for x, _, _ in tqdm(_batches(ds, batch_size, num_workers=num_workers), desc="predicting",
                         disable=not progress, leave=False, total=-(-len(ds) // batch_size)):
         out.append(torch.softmax(model(x.to(dev)), 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
