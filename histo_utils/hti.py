@@ -222,8 +222,8 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
     seed : seed of the bootstrap (slide j uses ``seed + j``; with ``model_calls`` one stream for all slides)
     empty : as for :func:`hti`
     model_calls : array, shape (n_tiles, k, n_models), binary: each split model's calls, or None
-    top : models voting in each resampled ensemble (odd; the ensemble's size; at most the number of models:
-        a larger top is lowered to the largest odd number of models available)
+    top : models voting in each resampled ensemble (the ensemble's size; ties count as 0, as in
+        :func:`histo_utils.trait_models.ensemble_vote`; a top above the number of models is lowered to it)
     level : coverage of the interval
 
     Returns
@@ -243,12 +243,12 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
         if mc.shape[:2] != t.shape or mc.ndim != 3:
             raise ValueError(f"model_calls must be (n_tiles, k, n_models) with (n_tiles, k) = {t.shape}, "
                              f"got {mc.shape}.")
-        if top < 1 or top % 2 == 0:
-            raise ValueError(f"top must be a positive odd number of models, got {top}.")
-        if top > mc.shape[2]:  # fewer split models than the ensemble's size: the largest odd vote they allow
+        if top < 1:
+            raise ValueError(f"top must be a positive number of models, got {top}.")
+        if top > mc.shape[2]:  # fewer split models than the ensemble's size: as ensemble_predictions, all of them
             log.info("HTI interval: %d models per resampled vote (top=%d, only %d split models)",
-                     mc.shape[2] - (1 - mc.shape[2] % 2), top, mc.shape[2])
-            top = mc.shape[2] - (1 - mc.shape[2] % 2)
+                     mc.shape[2], top, mc.shape[2])
+            top = mc.shape[2]
         rng = np.random.default_rng(seed)
         boots = np.full((n_boot, len(groups)), np.nan)
         for b in range(n_boot):

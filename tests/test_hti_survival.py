@@ -305,13 +305,14 @@ def test_model_bootstrap_interval_covers_disagreeing_models():
                                                                 axis=1), ["A"])[:, 0] == [[1, 0], [0, 1]]).all()
     with pytest.raises(ValueError, match="model_calls"):
         hti.slide_hti(ens, ["s"] * n, n_boot=10, model_calls=model_calls[:, :1])
-    # two split models (a CPU run with n_splits 2) and top 3: one model per resampled vote, which still sees
-    # that model 4 calls half of B high while model 0 calls none
-    two = hti.slide_hti(ens, ["s"] * n, n_boot=200, seed=0, model_calls=model_calls[:, :, [0, 4]], top=3)
-    assert two.loc["s", "hti_low"] == 0.0 and two.loc["s", "hti_high"] == pytest.approx(np.log(2) / np.log(3),
-                                                                                          abs=0.02)
-    with pytest.raises(ValueError, match="odd"):
-        hti.slide_hti(ens, ["s"] * n, n_boot=10, model_calls=model_calls, top=2)
+    # two split models (a CPU run with n_splits 2) and top 3: two drawn with replacement per vote (a tie counts
+    # as 0, as in ensemble_vote); drawing model 4 twice still shows that it calls half of B high
+    for top in (3, 1):
+        two = hti.slide_hti(ens, ["s"] * n, n_boot=200, seed=0, model_calls=model_calls[:, :, [0, 4]], top=top)
+        assert two.loc["s", "hti_low"] == 0.0
+        assert two.loc["s", "hti_high"] == pytest.approx(np.log(2) / np.log(3), abs=0.02)
+    with pytest.raises(ValueError, match="positive number of models"):
+        hti.slide_hti(ens, ["s"] * n, n_boot=10, model_calls=model_calls, top=0)
     with pytest.raises(ValueError, match="no models for traits"):
         trait_models.split_calls(pd.DataFrame({("A", 0): [0.1]}).set_axis(
             pd.MultiIndex.from_tuples([("A", 0)]), axis=1), ["B"])
