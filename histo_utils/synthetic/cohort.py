@@ -354,6 +354,42 @@ def slide_spec(p: CohortParams, row: pd.Series | dict) -> SlideSpec:
     )
 
 
+_MALLOC_TUNED = False
+
+
+def _reuse_freed_memory() -> None:
+    """Keep freed slide-sized buffers in this process's heap for the next slide (glibc only).
+
+    Painting a slide allocates and frees dozens of 20-60 MB arrays. glibc's
+    defaults hand most of them back to the kernel on ``free`` and take fresh
+    zeroed pages on the next allocation: ~50,000 page faults and ~0.2 s of
+    system time per slide (about 12 % of a slide's CPU time). With a 32 MB
+    mmap threshold and a 1 GB trim threshold the pages are reused instead
+    (same peak memory). Called once per painting worker process, never in the
+    caller's own process; a no-op where glibc's ``mallopt`` is not available.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+        libc.mallopt(m_top_pad, 64 << 20)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): keep the allocator's defaults
+        log.debug("mallopt not available; painting workers keep the default allocator settings")
+
+
+def _write_slide_in_worker(p: CohortParams, row: dict, slides_dir: str, truth_dir: str, mask_um: float) -> str:
+    """Pool worker entry: :func:`_write_slide` after :func:`_reuse_freed_memory`."""
+    _reuse_freed_memory()
+    return _write_slide(p, row, slides_dir, truth_dir, mask_um)
+
+
 def _write_slide(p: CohortParams, row: dict, slides_dir: str, truth_dir: str, mask_um: float) -> str:
     """Worker: paint one slide, write the SVS and its true tissue mask (skip if present)."""
     dest = Path(slides_dir) / f"{row['image_id']}.svs"
@@ -461,7 +497,7 @@ def make_cohort(out_dir: str | os.PathLike, params: CohortParams = CohortParams(
             bar.update()
     else:
         with process_pool(workers) as pool:
-            futs = [pool.submit(_write_slide, params, r, str(slides_dir), str(truth), mask_um) for r in rows]
+            futs = [pool.submit(_write_slide_in_worker, params, r, str(slides_dir), str(truth), mask_um) for r in rows]
             for f in as_completed(futs):
                 f.result()
                 bar.update()
