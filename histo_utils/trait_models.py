@@ -166,12 +166,6 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
     return p, h
 
 
-def _init_worker(parent: int) -> None:
-    from .distributed import _die_with_parent
-
-    _die_with_parent(parent)
-
-
 def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits: Sequence[tuple], arch: str,
                      config, work_dir, tiles_per_slide: int = 0, val_tiles_per_slide: int = 0,
                      colour_jitter: bool = False, device: str = "auto", seed: int = 0, progress: bool = True,
@@ -215,6 +209,8 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
 
     from tqdm.auto import tqdm
 
+    from .distributed import _die_with_parent
+
     global _POOL_DS
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
@@ -254,7 +250,7 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
         _POOL_DS = ds
         try:
             with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("fork"),
-                                     initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_fit_one, job): (job["trait"], job["split"]) for job in jobs}
                 for fut in tqdm(futures, desc="tile models", unit="model", disable=not progress):
                     done[futures[fut]] = fut.result()
