@@ -232,12 +232,68 @@ def comparison_models(seed: int = 0, *, n_jobs: int = 1) -> dict[str, Callable[[
     }
 
 
+#: what the forked workers of :func:`compare_models` inherit: ``(x, models, config, encoder)``
+_POOL_STATE = None
+
+
+def _fit_fold(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, fold: int, *, config: NetConfig,
+              encoder: Autoencoder | None, models: Mapping[str, Callable[[], object]]) -> dict[str, np.ndarray]:
+    """The out-of-fold P(positive) of the network and every comparison model for one fold, shape (len(te),) each.
+
+    Runs on one thread (torch, BLAS and OpenMP; a model's ``n_jobs`` set to 1): these networks and models are
+    too small for two threads to share, and the numbers are then the same in this process or a worker.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            sc = Standardizer().fit(x[tr])
+            xtr, xte = sc.transform(x[tr]), sc.transform(x[te])
+            net = fit_trait_net(xtr, y[tr], config=config, encoder=encoder, seed=config.seed + fold)
+            out = {"nn": predict_proba(net, xte)}
+            for name, make in models.items():
+                m = make()
+                if "n_jobs" in m.get_params():
+                    m.set_params(n_jobs=1)  # same trees, no processes inside a worker
+                out[name] = m.fit(xtr, y[tr]).predict_proba(xte)[:, 1]
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _fold_job(job: tuple) -> dict[str, np.ndarray]:
+    """Worker of :func:`compare_models`: one (trait, fold) from the inherited ``_POOL_STATE``."""
+    x, models, config, encoder = _POOL_STATE
+    y, tr, te, fold = job
+    return _fit_fold(x, y, tr, te, fold, config=config, encoder=encoder, models=models)
+
+
+def _fold_table(y: np.ndarray, folds: Sequence[tuple], preds: Sequence[Mapping[str, np.ndarray]],
+                names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fold AUCs and the out-of-fold table of :func:`cross_validate` from each fold's predictions."""
+    oof = pd.DataFrame({"y": y, "fold": -1})
+    for name in names:
+        oof[name] = np.nan
+    rows = []
+    for f, ((_, te), pred) in enumerate(zip(folds, preds)):
+        oof.loc[te, "fold"] = f
+        for name in names:
+            oof.loc[te, name] = pred[name]
+            rows.append({"model": name, "fold": f, "auc": auc(oof.loc[te, name].to_numpy(), y[te]),
+                         "n_test": len(te)})
+    return pd.DataFrame(rows), oof
+
+
 def cross_validate(x: np.ndarray, y: np.ndarray, *, n_folds: int = 10, seed: int = 0, config: NetConfig = NetConfig(),
                    encoder: Autoencoder | None = None, models: Mapping[str, Callable[[], object]] | None = None,
                    progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified k-fold cross-validation of the network (``nn``) and the comparison models, same folds.
 
     ``x`` is log expression (n, genes), standardised inside each fold with the training fold's statistics.
+    Each fold runs on one thread (:func:`_fit_fold`); :func:`compare_models` runs folds in parallel processes
+    with the same numbers.
 
     Returns
     -------
@@ -248,24 +304,10 @@ def cross_validate(x: np.ndarray, y: np.ndarray, *, n_folds: int = 10, seed: int
 
     y = np.asarray(y).astype(int)
     models = dict(comparison_models(seed) if models is None else models)
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    oof = pd.DataFrame({"y": y, "fold": -1})
-    for name in ["nn", *models]:
-        oof[name] = np.nan
-    rows = []
-    for f, (tr, te) in enumerate(tqdm(list(folds.split(x, y)), desc="folds", disable=not progress, leave=False)):
-        sc = Standardizer().fit(x[tr])
-        xtr, xte = sc.transform(x[tr]), sc.transform(x[te])
-        oof.loc[te, "fold"] = f
-        net = fit_trait_net(xtr, y[tr], config=config, encoder=encoder, seed=config.seed + f)
-        oof.loc[te, "nn"] = predict_proba(net, xte)
-        for name, make in models.items():
-            m = make().fit(xtr, y[tr])
-            oof.loc[te, name] = m.predict_proba(xte)[:, 1]
-        for name in ["nn", *models]:
-            rows.append({"model": name, "fold": f, "auc": auc(oof.loc[te, name].to_numpy(), y[te]),
-                         "n_test": len(te)})
-    return pd.DataFrame(rows), oof
+    folds = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, y))
+    preds = [_fit_fold(x, y, tr, te, f, config=config, encoder=encoder, models=models)
+             for f, (tr, te) in enumerate(tqdm(folds, desc="folds", disable=not progress, leave=False))]
+    return _fold_table(y, folds, preds, ["nn", *models])
 
 
 def bootstrap_differences(oof: pd.DataFrame, *, reference: str = "nn", n_boot: int = 100, seed: int = 0
@@ -416,9 +458,12 @@ def binarize_traits(features: pd.DataFrame, tissue: pd.Series, trait_info: pd.Da
 
 def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_boot: int = 100, seed: int = 0,
                    config: NetConfig = NetConfig(), encoder: Autoencoder | None = None,
-                   models: Mapping[str, Callable[[], object]] | None = None
+                   models: Mapping[str, Callable[[], object]] | None = None, workers: int = 1
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """:func:`cross_validate` and :func:`bootstrap_differences` for every trait (Smedley et al.'s Fig 2).
+
+    The (trait, fold) fits are independent: with ``workers`` > 1 they run in that many forked processes, one
+    thread each, with the same numbers as ``workers=1`` (and as :func:`cross_validate`).
 
     Parameters
     ----------
@@ -426,6 +471,7 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     traits : DataFrame, shape (n_samples, n_traits), 0/1 (index: sample)
     n_folds, n_boot, seed, config, encoder, models : as for :func:`cross_validate` and
         :func:`bootstrap_differences`
+    workers : processes fitting folds at once (1: in this process)
 
     Returns
     -------
@@ -437,10 +483,35 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     --------
     >>> fold_auc, oof, boots = compare_models(x, traits, n_folds=5, n_boot=50, encoder=ae)   # doctest: +SKIP
     """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sklearn.model_selection import StratifiedKFold
+
+    global _POOL_STATE
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}.")
+    models = dict(comparison_models(seed) if models is None else models)
+    names = ["nn", *models]
+    ys = {t: traits[t].to_numpy().astype(int) for t in traits.columns}
+    folds = {t: list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(x, y))
+             for t, y in ys.items()}
+    jobs = [(ys[t], tr, te, f) for t in traits.columns for f, (tr, te) in enumerate(folds[t])]
+    if workers == 1:
+        preds = [_fit_fold(x, y, tr, te, f, config=config, encoder=encoder, models=models) for y, tr, te, f in jobs]
+    else:
+        from .distributed import _die_with_parent
+
+        _POOL_STATE = (x, models, config, encoder)
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork"),
+                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+                preds = list(pool.map(_fold_job, jobs))
+        finally:
+            _POOL_STATE = None
     fold_auc, oofs, boots = [], {}, []
-    for t in traits.columns:
-        y = traits[t].to_numpy()
-        auc_t, oof = cross_validate(x, y, n_folds=n_folds, seed=seed, config=config, encoder=encoder, models=models)
+    for k, t in enumerate(traits.columns):
+        auc_t, oof = _fold_table(ys[t], folds[t], preds[k * n_folds:(k + 1) * n_folds], names)
         fold_auc.append(auc_t.assign(trait=t))
         oofs[t] = oof.assign(SAMPID=traits.index)
         boots.append(bootstrap_differences(oof, n_boot=n_boot, seed=seed).assign(trait=t))

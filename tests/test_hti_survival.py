@@ -361,7 +361,8 @@ def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkey
     slides = pd.DataFrame({"patient": [f"p{i}" for i in range(6)], "A:label": [0, 1, 0, 1, 0, 1],
                            "A:ood": False}, index=pd.Index(ids, name="image_id"))
     inits = []
-    monkeypatch.setattr(models, "build_model", lambda arch, n: inits.append(torch.initial_seed()) or arch)
+    monkeypatch.setattr(models, "build_model",
+                        lambda arch, n: inits.append(torch.initial_seed()) or torch.nn.Conv2d(3, 2, 1))
 
     def fake_train(model, train, val, *, config, checkpoint_dir, run_key, **kw):
         stuck = len(inits) < 3  # the first two attempts never leave log 2
@@ -380,3 +381,47 @@ def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkey
     _, hist = trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x",
                                             config=cfg, work_dir=tmp_path / "b", restarts=1, progress=False)
     assert len(inits) == 2 and (hist.attempt == 1).all()  # out of restarts: the stuck model is kept
+
+
+def test_fit_trait_models_in_worker_processes_equals_one_process(tmp_path):
+    """The parallel path (forked workers) gives bit for bit the models of the in-process path, and learns."""
+    import torch
+
+    from histo_utils import training
+
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(8)]
+    n_per, px = 12, 16
+    tiles = pd.DataFrame({"image_id": np.repeat(ids, n_per), "x": 0, "y": 0, "level": 0, "read_px": px})
+    slides = pd.DataFrame({"patient": [f"p{i}" for i in range(8)], "A:label": [0, 1] * 4, "A:ood": False,
+                           "B:label": [0, 0, 1, 1] * 2, "B:ood": [False] * 7 + [True]},
+                          index=pd.Index(ids, name="image_id"))
+    ds = training.TileDataset(tiles, {i: "/nowhere.svs" for i in ids}, input_px=px)
+    cache = rng.integers(0, 120, (len(tiles), px, px, 3), dtype=np.uint8)
+    bright = np.repeat(slides["A:label"].to_numpy(), n_per).astype(bool)
+    cache[bright, :, :, 0] += 120  # trait A: a red tile; trait B is not in the pixels
+    ds._cache = cache
+    split = [(["p0", "p1", "p2", "p3", "p4", "p5"], ["p6", "p7"]), (["p2", "p3", "p4", "p5", "p6", "p7"],
+                                                                    ["p0", "p1"])]
+    cfg = training.TrainConfig(optimizer="adam", epochs=3, batch_size=16, lr=3e-3, weight_decay=0.0, seed=0,
+                               schedule="plateau", step_size=2)
+    out = {}
+    threads = torch.get_num_threads()
+    for workers in (1, 2):
+        out[workers] = trait_models.fit_trait_models(ds, slides, traits=["A", "B"], splits=split, arch="compact",
+                                                     config=cfg, work_dir=tmp_path / f"w{workers}",
+                                                     tiles_per_slide=8, val_tiles_per_slide=6, seed=0,
+                                                     progress=False, workers=workers)
+    assert torch.get_num_threads() == threads  # the one-thread setting of a model does not leak
+    (p1, h1), (p2, h2) = out[1], out[2]
+    assert p1.shape == (len(tiles), 4) and list(p1.columns) == [("A", 0), ("A", 1), ("B", 0), ("B", 1)]
+    pd.testing.assert_frame_equal(p1, p2)  # same numbers in worker processes
+    pd.testing.assert_frame_equal(h1, h2)
+    assert h1.groupby(["trait", "split"]).n_train_tiles.first().tolist() == [48, 48, 48, 40]  # B: p7 OOD
+    a = p1[("A", 0)].to_numpy()
+    assert a[bright].mean() > a[~bright].mean() + 0.2  # trait A is learned
+    # a rerun reads the saved predictions
+    p3, h3 = trait_models.fit_trait_models(ds, slides, traits=["A", "B"], splits=split, arch="compact", config=cfg,
+                                           work_dir=tmp_path / "w1", tiles_per_slide=8, val_tiles_per_slide=6,
+                                           seed=0, progress=False, workers=2)
+    pd.testing.assert_frame_equal(p1, p3)

@@ -184,3 +184,28 @@ def test_figures_of_notebook_09_draw_from_their_tables():
     assert len(table) == 6 and table.groupby("SAMPID").size().to_dict() == {"s1": 2, "s2": 2, "s3": 2}
     assert table.SAMPID.iloc[0] in ("s1", "s3")  # positives first
     plt.close("all")
+
+
+def test_compare_models_in_worker_processes_equals_cross_validate():
+    """The parallel folds (forked workers, one thread each) give the numbers of the in-process path."""
+    import torch
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 12))
+    traits = pd.DataFrame({"a": (x[:, 0] > 0).astype(int), "b": (x[:, 1] + x[:, 2] > 0).astype(int)},
+                          index=[f"S{i}" for i in range(60)])
+    cfg = rg.NetConfig(hidden=(8, 4, 2), epochs=15, dropout=0.1)
+    models = {"logit": lambda: LogisticRegression(), "rf": lambda: RandomForestClassifier(20, random_state=0, n_jobs=2)}
+    threads = torch.get_num_threads()
+    serial = rg.compare_models(x, traits, n_folds=4, n_boot=20, seed=1, config=cfg, models=models, workers=1)
+    parallel = rg.compare_models(x, traits, n_folds=4, n_boot=20, seed=1, config=cfg, models=models, workers=2)
+    assert torch.get_num_threads() == threads
+    for a, b in zip(serial, parallel):
+        pd.testing.assert_frame_equal(a, b)
+    fold_auc, oof, _ = serial
+    auc_b, oof_b = rg.cross_validate(x, traits["b"].to_numpy(), n_folds=4, seed=1, config=cfg, models=models)
+    pd.testing.assert_frame_equal(fold_auc[fold_auc.trait == "b"].drop(columns="trait").reset_index(drop=True), auc_b)
+    np.testing.assert_array_equal(oof[oof.trait == "b"].nn.to_numpy(), oof_b.nn.to_numpy())
+    assert fold_auc[(fold_auc.trait == "a") & (fold_auc.model == "logit")].auc.mean() > 0.85  # the folds learn
