@@ -1132,7 +1132,8 @@ def describe_batch_norm_effect(effect: pd.DataFrame, *, r_threshold: float, e_th
     str (Markdown), saying whether batch norm weakens the features' gene correlations here
     """
     if effect.empty:
-        return "No architecture was run both with and without batch norm, so its effect is not measured here."
+        return ("No architecture was run both with and without batch norm, so its effect is not measured here "
+                "(notebook 02 with `archs: [compact_bn, compact]`, or the `gtex` profile's VGG and VGG_bn, measures it).")
     out = []
     for (base, bn), d in effect.groupby(["base", "bn"], sort=False):
         per_px = "; ".join(f"{r.tile_px}-px tiles: {r.genes_bn:,} genes in {r.pairs_bn:,} pairs with batch norm "

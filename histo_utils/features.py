@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .io import atomic_path
-from .training import TileDataset, resolve_device
+from .training import TileDataset, resolve_device, to_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import SchedulerSpec
@@ -161,12 +161,12 @@ def extract_tile_features(model: nn.Module, layers: Mapping[str, nn.Module], ds:
     logits : ndarray, shape (n_tiles, n_outputs), the network's output (same pass)
     """
     dev = resolve_device(device)
-    model.to(dev).eval()
+    to_device(model, dev).eval()
     feats, logits = [], []
     with LayerRecorder(layers, p=p) as rec:
         for x, _, _ in tqdm(ds.batches(batch_size, num_workers=num_workers),
                             desc="features", unit="batch", disable=not progress, leave=False):
-            logits.append(model(x.to(dev)).float().cpu())
+            logits.append(model(to_device(x, dev)).float().cpu())
             feats.append(rec.collect().float().cpu())
     if not feats:
         return np.zeros((0, 0), np.float32), [], np.zeros((0, 0), np.float32)

@@ -46,7 +46,7 @@ from .tiling import read_tile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "TileDataset", "augment_batch", "TrainConfig",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "resolve_device", "to_device", "TileDataset", "augment_batch", "TrainConfig",
            "train_classifier", "train_networks", "NetworkRun", "run_tables", "confusion_tables", "table_network_name",
            "feature_networks",
            "predict_tiles", "slide_predictions", "accuracy_table", "merge_classes", "load_checkpoint",
@@ -72,6 +72,31 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' requested but CUDA is not available here. Use device: auto or cpu.")
     return torch.device(device)
+
+
+def to_device(x: nn.Module | torch.Tensor, dev: torch.device) -> nn.Module | torch.Tensor:
+    """A network or an image batch on ``dev``, in channels-last memory order.
+
+    Every forward pass of training, prediction and feature extraction goes through this, so that all paths
+    (preloaded tiles, tiles read by worker processes, Dask workers) run the same convolution kernels and give
+    the same numbers bit for bit. On the CPU, oneDNN's channels-last convolutions take a small network
+    1.3x faster in training and 1.4-1.7x faster in inference than the NCHW ones (benchmarks/bench_features.py).
+
+    Parameters
+    ----------
+    x : a module (its 4-d parameters are stored channels-last) or a tensor; a 4-d tensor, shape
+        (b, c, h, w), is made channels-last, any other is only moved
+    dev : the device
+
+    Returns
+    -------
+    the module (moved in place) or a tensor on ``dev``
+    """
+    if isinstance(x, nn.Module):
+        return x.to(dev, memory_format=torch.channels_last)
+    if x.dim() == 4:
+        return x.to(dev, memory_format=torch.channels_last)
+    return x.to(dev)
 
 
 class TileDataset(Dataset):
@@ -427,7 +452,7 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
     if frozen:
         return _freeze(model, val, config, dev, ckdir, key, val_score)
     torch.manual_seed(config.seed)
-    model.to(dev)
+    to_device(model, dev)
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                               weight_decay=config.weight_decay)
@@ -472,7 +497,7 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         bar = tqdm(_loader(train, config, shuffle=True, epoch=epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="batch", disable=not progress, leave=False, total=-(-len(train) // config.batch_size))
         for x, y, _ in bar:
-            x, y = x.to(dev), y.to(dev)
+            x, y = to_device(x, dev), y.to(dev)
             opt.zero_grad()
             out = model(x)
             loss = loss_fn(out, y)
@@ -508,13 +533,13 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
     best = ckdir / "best.pt"
     if best.exists():
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["model"])
-    model.to(dev).eval()
+    to_device(model, dev).eval()
     return pd.DataFrame(history)
 
 
 def _freeze(model, val, config, dev, ckdir: Path, key: str, val_score) -> pd.DataFrame:
     """Frozen mode of :func:`train_classifier`: score the network once, keep it as the best checkpoint."""
-    model.to(dev)
+    to_device(model, dev)
     val_loss, val_acc, val_prob = _evaluate(model, val, config, dev, nn.CrossEntropyLoss())
     score = val_acc if val_score is None else float(val_score(model, val_prob))
     _save({"model": model.state_dict(), "epoch": -1, "val_acc": val_acc, "val_score": score, "key": key,
@@ -531,7 +556,7 @@ def _evaluate(model, ds, config, dev, loss_fn) -> tuple[float, float, np.ndarray
     tot, correct, loss_sum = 0, 0, 0.0
     probs = []
     for x, y, _ in _loader(ds, config, shuffle=False):
-        x, y = x.to(dev), y.to(dev)
+        x, y = to_device(x, dev), y.to(dev)
         out = model(x)
         loss_sum += float(loss_fn(out, y)) * len(y)
         correct += int((out.argmax(1) == y).sum())
@@ -556,11 +581,11 @@ def predict_tiles(model: nn.Module, ds: TileDataset, *, batch_size: int = 64, de
     array, shape (n_tiles, n_classes), softmax probabilities
     """
     dev = resolve_device(device)
-    model.to(dev).eval()
+    to_device(model, dev).eval()
     out = []
     for x, _, _ in tqdm(_batches(ds, batch_size, num_workers=num_workers), desc="predicting",
                         disable=not progress, leave=False, total=-(-len(ds) // batch_size)):
-        out.append(torch.softmax(model(x.to(dev)), 1).cpu().numpy())
+        out.append(torch.softmax(model(to_device(x, dev)), 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -43,7 +43,7 @@ def test_tiny_training_beats_chance_on_held_out_slides(tiny_tiles, tmp_path):
     tr = np.where(ds.tiles.split == "train")[0]
     va = np.where(ds.tiles.split == "validation")[0]
     torch.manual_seed(0)
-    model = models.build_model("compact", len(classes))
+    model = models.build_model("compact_bn", len(classes))  # the default profile's network
     cfg = training.TrainConfig(optimizer="adam", lr=1e-3, epochs=30, batch_size=8, seed=0)
     hist = training.train_classifier(model, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path,
                                      progress=False)
