@@ -822,6 +822,16 @@ def compare_model_choices(features: pd.DataFrame, log_expression: pd.DataFrame, 
     feature_variance_removed, terms_per_gene, terms_per_feature, expression_shared, expression_null_mean,
     expression_p``
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small SVDs and regressions: BLAS threads only cost
+        return _compare_model_choices(features, log_expression, designs, methods=methods, alpha=alpha,
+                                      gene_min_mean=gene_min_mean, top_genes=top_genes, var_fraction=var_fraction,
+                                      n_shuffles=n_shuffles, seed=seed)
+
+
+def _compare_model_choices(features, log_expression, designs, *, methods, alpha, gene_min_mean, top_genes,
+                           var_fraction, n_shuffles, seed) -> pd.DataFrame:
     from .crossvariance import select_columns, shared_variance_with_null
 
     rows = []

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
 __all__ = ["pca", "PCA", "cross_correlation", "shared_variance", "shared_variance_of_pcas", "SharedVariance",
-           "shared_variance_null", "shared_variance_test", "shared_variance_with_null", "SharedVarianceTest",
+           "shared_variance_null", "shuffle_expression", "ShuffledExpression", "shared_variance_test", "shared_variance_with_null", "SharedVarianceTest",
            "select_columns", "shared_variance_grid", "shared_variance_by_tissue", "summarize_against_null",
            "technical_share"]
 
@@ -75,11 +76,8 @@ def pca(x, *, var_fraction: float = 0.999, max_components: int | None = None, na
         raise ValueError(f"{name} must be 2-D (samples x variables), got shape {x.shape}.")
     if not 0 < var_fraction <= 1:
         raise ValueError(f"var_fraction must be in (0, 1], got {var_fraction}.")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} has NaN or infinite values; impute or drop them before the PCA.")
+    _check_table(x, name)
     n = len(x)
-    if n < 3:
-        raise ValueError(f"{name} has {n} samples; a PCA needs at least 3.")
     limit = n - 1
     if max_components is not None:
         if max_components < 1:
@@ -88,16 +86,39 @@ def pca(x, *, var_fraction: float = 0.999, max_components: int | None = None, na
             log.warning("%s: %d components requested but %d samples have at most %d; using %d.", name,
                         max_components, n, limit, limit)
         limit = min(limit, max_components)
-    xc = x - x.mean(0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
-    var = s ** 2
-    total = var.sum()
-    if total <= 0:
-        raise ValueError(f"{name} has no variance.")
-    frac = var / total
-    k = int(np.searchsorted(np.cumsum(frac), var_fraction - 1e-12) + 1)
-    k = max(1, min(k, limit, int((frac > 1e-12).sum())))
-    return PCA(scores=u[:, :k] * s[:k], explained=frac[:k])
+    return _SVD.of(x, name=name).truncate(var_fraction, limit=limit)
+
+
+@dataclass
+class _SVD:
+    """Thin SVD of a centred table, from which :func:`pca` keeps components for any variance fraction
+    (one SVD serves every fraction of a grid)."""
+
+    u: np.ndarray  # (n_samples, r)
+    s: np.ndarray  # (r,)
+    frac: np.ndarray  # (r,) variance fraction of each component
+
+    @classmethod
+    def of(cls, x: np.ndarray, *, name: str = "table") -> "_SVD":
+        xc = x - x.mean(0)
+        u, s, _ = np.linalg.svd(xc, full_matrices=False)
+        var = s ** 2
+        total = var.sum()
+        if total <= 0:
+            raise ValueError(f"{name} has no variance.")
+        return cls(u, s, var / total)
+
+    def truncate(self, var_fraction: float, *, limit: int) -> PCA:
+        k = int(np.searchsorted(np.cumsum(self.frac), var_fraction - 1e-12) + 1)
+        k = max(1, min(k, limit, int((self.frac > 1e-12).sum())))
+        return PCA(scores=self.u[:, :k] * self.s[:k], explained=self.frac[:k])
+
+
+def _check_table(x: np.ndarray, name: str) -> None:
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} has NaN or infinite values; impute or drop them before the PCA.")
+    if len(x) < 3:
+        raise ValueError(f"{name} has {len(x)} samples; a PCA needs at least 3.")
 
 
 def cross_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -192,15 +213,85 @@ def _residual_maker(design) -> np.ndarray | None:
     return np.eye(len(x)) - q @ q.T
 
 
-def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0,
-                         design=None) -> pd.DataFrame:
-    """Shared variance with the sample pairing shuffled, ``n_shuffles`` times.
+def _normalized_columns(a: np.ndarray) -> np.ndarray:
+    """Columns centred and scaled to unit norm along axis -2 (a stack of (n, k) tables); columns without
+    variance become 0 (they then add nothing to a sum of squared correlations)."""
+    z = a - a.mean(-2, keepdims=True)
+    norm = np.linalg.norm(z, axis=-2, keepdims=True)
+    return np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
 
-    Shuffling the rows of the expression table permutes the rows of its PC
-    scores and leaves its PCA otherwise unchanged, so the PCAs are reused.
+
+@dataclass
+class ShuffledExpression:
+    """The expression side of the shuffled-pairing null, computed once and reused for every image PCA
+    of the same samples (all tables and layers of a tissue share it; only the pairing is permuted).
+
+    Attributes
+    ----------
+    z : array, shape (n_shuffles, n_samples, k), the shuffled (and, with a design, re-projected and
+        rotated) expression scores, each column centred and of unit norm; unused columns are 0
+    explained : array, shape (n_shuffles, k), variance fraction of each column (0 for unused ones)
+    """
+
+    z: np.ndarray
+    explained: np.ndarray
+
+    @property
+    def n_shuffles(self) -> int:
+        return self.z.shape[0]
+
+
+def shuffle_expression(expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0,
+                       design=None) -> ShuffledExpression:
+    """Shuffle the rows of the expression scores ``n_shuffles`` times (the null of :func:`shared_variance_null`).
+
+    The permutations are drawn as ``rng.permutation(n)`` one after another from
+    ``numpy.random.default_rng(seed)``, so the same seed gives the same shuffles for every image table.
 
     Parameters
     ----------
+    expression_pca : PCA, scores shape (n_samples, k)
+    n_shuffles, seed : number of shuffles and their seed
+    design : array, shape (n_samples, n_columns), optional; see :func:`shared_variance_null`
+
+    Returns
+    -------
+    ShuffledExpression, stacks of shape (n_shuffles, n_samples, k)
+    """
+    if n_shuffles < 1:
+        raise ValueError(f"n_shuffles must be >= 1, got {n_shuffles}.")
+    rng = np.random.default_rng(seed)
+    scores = expression_pca.scores
+    n, k = scores.shape
+    m = _residual_maker(design)
+    if m is not None and m.shape[0] != n:
+        raise ValueError(f"design has {m.shape[0]} rows for {n} samples.")
+    perms = np.stack([rng.permutation(n) for _ in range(n_shuffles)])
+    shuffled = scores[perms]  # (B, n, k)
+    lam = np.broadcast_to(expression_pca.explained, (n_shuffles, k)).copy()
+    if m is not None:
+        u, sv, _ = np.linalg.svd(m @ shuffled, full_matrices=False)  # batched over the shuffles
+        keep = sv > sv[:, :1] * n * np.finfo(float).eps
+        shuffled = u * np.where(keep, sv, 0.0)[:, None, :]
+        kept_var = np.where(keep, sv ** 2, 0.0)
+        lam = kept_var / kept_var.sum(1, keepdims=True) * float(np.sum(expression_pca.explained))
+    return ShuffledExpression(_normalized_columns(shuffled), lam)
+
+
+def shared_variance_null(image_pca: PCA, expression_pca: PCA | None = None, *, n_shuffles: int = 200,
+                         seed: int = 0, design=None, shuffled: ShuffledExpression | None = None) -> pd.DataFrame:
+    """Shared variance with the sample pairing shuffled, ``n_shuffles`` times.
+
+    Shuffling the rows of the expression table permutes the rows of its PC
+    scores and leaves its PCA otherwise unchanged, so the PCAs are reused; all
+    shuffles are computed at once (one batched product, and with a design one
+    batched SVD), and ``shuffled`` lets several image tables share them.
+
+    Parameters
+    ----------
+    image_pca : PCA, scores shape (n_samples, n_pc_image)
+    expression_pca : PCA, scores shape (n_samples, n_pc_expression); not needed when ``shuffled`` is given
+    n_shuffles, seed : number of shuffles and their seed (ignored when ``shuffled`` is given)
     design : array, shape (n_samples, n_columns), optional
         When both tables are residuals of a regression on this design (notebook 05), they live in the
         same (n - rank)-dimensional residual space, which a plain shuffle breaks: the shuffled scores are
@@ -209,28 +300,25 @@ def shared_variance_null(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int
         their own variance fractions, scaled to the observed PCA's total): the null table is what
         residualising a shuffled table and taking its PCA would give, and its shared variances stay
         within [0, 1] like the observed ones.
+    shuffled : the expression side already shuffled (:func:`shuffle_expression`), reused as it is
 
     Returns
     -------
     DataFrame with columns ``image, expression``, one row per shuffle.
     """
-    rng = np.random.default_rng(seed)
+    if shuffled is None:
+        if expression_pca is None:
+            raise ValueError("shared_variance_null needs expression_pca or shuffled.")
+        shuffled = shuffle_expression(expression_pca, n_shuffles=n_shuffles, seed=seed, design=design)
     n = len(image_pca.scores)
-    m = _residual_maker(design)
-    if m is not None and m.shape[0] != n:
-        raise ValueError(f"design has {m.shape[0]} rows for {n} samples.")
-    rows = []
-    lam_e = expression_pca.explained
-    for _ in range(n_shuffles):
-        shuffled = expression_pca.scores[rng.permutation(n)]
-        if m is not None:
-            u, sv, _ = np.linalg.svd(m @ shuffled, full_matrices=False)
-            keep = sv > sv[0] * n * np.finfo(float).eps
-            shuffled = u[:, keep] * sv[keep]
-            lam_e = sv[keep] ** 2 / np.sum(sv[keep] ** 2) * float(np.sum(expression_pca.explained))
-        cross = cross_correlation(image_pca.scores, shuffled)
-        rows.append(_shared(cross, image_pca.explained, lam_e))
-    return pd.DataFrame(rows, columns=["image", "expression"])
+    if shuffled.z.shape[1] != n:
+        raise ValueError(f"image features have {n} samples and the shuffled expression {shuffled.z.shape[1]}: "
+                         f"align them first (data.match_samples).")
+    zi = _normalized_columns(image_pca.scores)
+    r2 = np.matmul(zi.T, shuffled.z) ** 2  # (B, n_pc_image, k)
+    image = r2.sum(2) @ image_pca.explained
+    expression = np.einsum("bj,bj->b", r2.sum(1), shuffled.explained)
+    return pd.DataFrame({"image": image, "expression": expression})
 
 
 @dataclass(frozen=True)
@@ -261,30 +349,34 @@ class SharedVarianceTest:
 
 
 def shared_variance_test(image_pca: PCA, expression_pca: PCA, *, n_shuffles: int = 200, seed: int = 0,
-                         design=None) -> SharedVarianceTest:
+                         design=None, shuffled: ShuffledExpression | None = None) -> SharedVarianceTest:
     """Shared variance of two PCAs with its shuffled-pairing null (:func:`shared_variance_null`).
 
     Parameters
     ----------
     image_pca : PCA, scores shape (n_samples, n_pc_image)
     expression_pca : PCA, scores shape (n_samples, n_pc_expression), same samples in the same order
-    n_shuffles, seed, design : passed to :func:`shared_variance_null`
+    n_shuffles, seed, design, shuffled : passed to :func:`shared_variance_null` (``shuffled``: the
+        expression side of ``expression_pca`` shuffled once by :func:`shuffle_expression` for several tables)
 
     Returns
     -------
     SharedVarianceTest
     """
     obs = shared_variance_of_pcas(image_pca, expression_pca)
-    null = shared_variance_null(image_pca, expression_pca, n_shuffles=n_shuffles, seed=seed, design=design)
+    if shuffled is None:
+        shuffled = shuffle_expression(expression_pca, n_shuffles=n_shuffles, seed=seed, design=design)
+    null = shared_variance_null(image_pca, shuffled=shuffled)
     rec = {"n_samples": len(image_pca.scores), "n_pc_image": obs.n_pc_image,
            "n_pc_expression": obs.n_pc_expression}
     for side in ("image", "expression"):
         v = getattr(obs, side)
+        values = null[side].to_numpy()
         rec[f"{side}_shared"] = v
-        rec[f"{side}_null_mean"] = float(null[side].mean())
-        rec[f"{side}_null_q95"] = float(null[side].quantile(0.95))
-        rec[f"{side}_excess"] = v - float(null[side].mean())
-        rec[f"{side}_p"] = float((1 + (null[side] >= v - 1e-12).sum()) / (1 + n_shuffles))
+        rec[f"{side}_null_mean"] = float(values.mean())
+        rec[f"{side}_null_q95"] = float(np.quantile(values, 0.95))
+        rec[f"{side}_excess"] = v - float(values.mean())
+        rec[f"{side}_p"] = float((1 + (values >= v - 1e-12).sum()) / (1 + shuffled.n_shuffles))
     return SharedVarianceTest(**rec)
 
 
@@ -362,13 +454,24 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
     Returns
     -------
     DataFrame, one row per tissue × table × layer × fraction: the key fields, ``tissue, layer,
-    var_fraction`` and the record of :func:`shared_variance_with_null`.
+    var_fraction`` and the record of :func:`shared_variance_with_null`. BLAS runs on one thread here: its
+    threads slow the many small SVDs down (15x on a loaded 2-core machine).
     """
+    with threadpool_limits(limits=1, user_api="blas"):  # many small SVDs: threads cost more than they save
+        return _grid(feature_tables, expression, tissue, layers=layers, var_fractions=var_fractions,
+                     n_shuffles=n_shuffles, seed=seed, top_features=top_features, top_genes=top_genes,
+                     gene_min_mean=gene_min_mean, scale_features=scale_features, min_samples=min_samples,
+                     designs=designs, progress=progress)
+
+
+def _grid(feature_tables, expression, tissue, *, layers, var_fractions, n_shuffles, seed, top_features,
+          top_genes, gene_min_mean, scale_features, min_samples, designs, progress) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     from .data import FeatureKey, feature_layer
 
     rows = []
+    null_cache: dict = {}  # (tissue, samples, var_fraction) -> (expression PCA, shuffled expression side)
     jobs = [(key, t) for key in feature_tables for t in sorted(tissue.unique())]
     for key, t in tqdm(jobs, desc="shared variance", disable=not progress):
         table = feature_tables[key]
@@ -380,26 +483,35 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
         if designs is not None:
             ids = ids.intersection(designs[t].index)
         design = None if designs is None else designs[t].loc[ids].to_numpy(dtype=np.float64)
-        e = select_columns(expression.loc[ids], top=top_genes, min_mean=gene_min_mean)
         f_all = table.loc[ids]
         layer_of = pd.Series(feature_layer(f_all.columns), index=f_all.columns)
         groups = {"all": f_all.columns}
         if layers:
             groups.update({lay: cols for lay, cols in layer_of.groupby(layer_of, sort=False).groups.items()})
+        image_svds = {}
+        for lay, cols in groups.items():
+            f = select_columns(f_all[cols], top=top_features)
+            if f.shape[1] == 0:
+                continue
+            x = f.to_numpy(dtype=np.float64)
+            if scale_features:
+                x = (x - x.mean(0)) / x.std(0)
+            _check_table(x, "image features")
+            image_svds[lay] = (f.shape[1], _SVD.of(x, name="image features"))
         for vf in var_fractions:
-            epca = pca(e.to_numpy(), var_fraction=vf, name=f"expression ({t})")
-            for lay, cols in groups.items():
-                f = select_columns(f_all[cols], top=top_features)
-                if f.shape[1] == 0:
-                    continue
-                x = f.to_numpy(dtype=np.float64)
-                if scale_features:
-                    x = (x - x.mean(0)) / x.std(0)
-                ipca = pca(x, var_fraction=vf, name="image features")
-                rec = shared_variance_test(ipca, epca, n_shuffles=n_shuffles, seed=seed, design=design).as_record()
+            ckey = (t, tuple(ids), vf)
+            if ckey not in null_cache:
+                e = select_columns(expression.loc[ids], top=top_genes, min_mean=gene_min_mean)
+                epca = pca(e.to_numpy(), var_fraction=vf, name=f"expression ({t})")
+                null_cache[ckey] = (e.shape[1], epca, shuffle_expression(epca, n_shuffles=n_shuffles, seed=seed,
+                                                                         design=design))
+            n_genes, epca, shuffled = null_cache[ckey]
+            for lay, (n_features, svd) in image_svds.items():
+                ipca = svd.truncate(vf, limit=len(ids) - 1)
+                rec = shared_variance_test(ipca, epca, shuffled=shuffled).as_record()
                 key_fields = key.fields() if isinstance(key, FeatureKey) else {"table": key}
                 rows.append({**key_fields, "tissue": t, "layer": lay, "var_fraction": vf,
-                             "n_features": f.shape[1], "n_genes": e.shape[1], **rec})
+                             "n_features": n_features, "n_genes": n_genes, **rec})
     return pd.DataFrame(rows)
 
 

@@ -872,15 +872,14 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
     ``feature, r_program, tile, tissue, mask_fraction, map_auroc, map_auroc_oriented, auroc`` (|gBP|),
     ``auroc_oriented`` (|gBP| AUROC oriented as before, for :func:`localisation_summary`).
     """
-    from .visualization import feature_channel, feature_maps, guided_backprop
+    from .visualization import feature_maps, guided_backprop_features
 
     if len(masks) != len(tiles) or len(images) != len(tiles):
         raise ValueError(f"{len(images)} images, {len(masks)} masks and {len(tiles)} tile rows: give one of each "
                          "per tile.")
     feats = list(dict.fromkeys([*trackers.values(), *random]))
     maps = feature_maps(model, layers, feats, images, device=device)  # (n_feats, n_tiles, H, W)
-    gbp = np.stack([np.abs(guided_backprop(model, *feature_channel(f, layers), images, device=device)).sum(1)
-                    for f in feats])
+    gbp = guided_backprop_features(model, layers, feats, images, device=device, reduce="abs_sum")
     tissue = tiles["SMTS"].to_numpy() if "SMTS" in tiles else np.full(len(tiles), "")
     rows = []
     for j, i in enumerate(tiles.index):

@@ -27,7 +27,7 @@ from .training import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
-__all__ = ["guided_backprop", "activation_maximization", "select_representative_tiles", "localisation_auroc",
+__all__ = ["guided_backprop", "guided_backprop_features", "activation_maximization", "select_representative_tiles", "localisation_auroc",
            "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
            "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "plot_feature_panels",
            "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene", "interior_tiles", "feature_maps",
@@ -72,18 +72,49 @@ def _guided(model: nn.Module) -> Iterator[None]:
             m.inplace = flag
 
 
-def _feature_value(model: nn.Module, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
-    """Spatial mean of ``channel`` of ``module``'s output for each image of x, shape (batch,)."""
-    out = {}  # cloned in the hook: a following in-place ReLU would otherwise turn it into its own output
-    h = module.register_forward_hook(lambda m, i, o: out.__setitem__("y", o.clone()))
+class _StopForward(Exception):
+    """Raised by a forward hook once every wanted layer has run: the rest of the network is not needed."""
+
+
+def _layer_outputs(model: nn.Module, modules: Sequence[nn.Module], x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The outputs of ``modules`` on one forward pass of ``x``, keyed by ``id(module)``.
+
+    The pass stops as soon as the last of them has run (the layers after it cannot change them), so a feature
+    of an early layer costs only the layers up to it. Each feature layer runs once per pass (true of every
+    architecture of :func:`histo_utils.models.feature_layers`). Outputs are cloned: a following in-place ReLU
+    would otherwise turn them into its own output. Gradients flow through them when ``x`` requires them.
+    """
+    wanted = {id(m): m for m in modules}
+    out: dict[int, torch.Tensor] = {}
+
+    def hook(mod, _inp, o):
+        out[id(mod)] = o.clone()
+        if len(out) == len(wanted):
+            raise _StopForward
+
+    handles = [m.register_forward_hook(hook) for m in wanted.values()]
     try:
         model(x)
+    except _StopForward:
+        pass
     finally:
-        h.remove()
-    y = out["y"]
+        for h in handles:
+            h.remove()
+    missing = [k for k in wanted if k not in out]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of the feature layers produced no output in the forward pass.")
+    return out
+
+
+def _channel_mean(y: torch.Tensor, channel: int) -> torch.Tensor:
     if channel >= y.shape[1]:
         raise ValueError(f"Channel {channel} not available: the layer has {y.shape[1]} channels.")
     return y[:, channel].flatten(1).mean(1)
+
+
+def _feature_value(model: nn.Module, module: nn.Module, channel: int, x: torch.Tensor) -> torch.Tensor:
+    """Spatial mean of ``channel`` of ``module``'s output for each image of x, shape (batch,)."""
+    return _channel_mean(_layer_outputs(model, [module], x)[id(module)], channel)
 
 
 def guided_backprop(model: nn.Module, module: nn.Module, channel: int, images: torch.Tensor, *,
@@ -106,6 +137,40 @@ def guided_backprop(model: nn.Module, module: nn.Module, channel: int, images: t
         f = _feature_value(model, module, channel, x)
         grad, = torch.autograd.grad(f.sum(), x)
     return grad.cpu().numpy()
+
+
+def guided_backprop_features(model: nn.Module, layers: dict, features: Sequence[str], images: torch.Tensor, *,
+                             device: str = "cpu", reduce: str | None = None) -> np.ndarray:
+    """gBP of several features on the same images: one forward pass, one backward pass per feature.
+
+    Equal to :func:`guided_backprop` of each feature in turn (each backward pass sees only its own
+    feature's graph), without repeating the forward pass.
+
+    Parameters
+    ----------
+    model, layers : the network and its feature layers (:func:`histo_utils.models.feature_layers`)
+    features : ``layer_channel`` names, n_features
+    images : tensor, shape (batch, 3, H, W), normalised as the network's input
+    reduce : None keeps the colours; ``"abs_sum"`` returns |gBP| summed over the colours
+
+    Returns
+    -------
+    array, shape (n_features, batch, 3, H, W), or (n_features, batch, H, W) with ``reduce="abs_sum"``
+    """
+    if reduce not in (None, "abs_sum"):
+        raise ValueError(f"reduce must be None or 'abs_sum', got {reduce!r}.")
+    chans = [feature_channel(f, layers) for f in features]
+    model.eval()
+    x = images.detach().to(device).clone().requires_grad_(True)
+    out = []
+    with _guided(model):
+        ys = _layer_outputs(model, [m for m, _ in chans], x)
+        values = [_channel_mean(ys[id(m)], ch) for m, ch in chans]
+        for k, f in enumerate(values):
+            grad, = torch.autograd.grad(f.sum(), x, retain_graph=k < len(values) - 1)
+            g = grad.cpu().numpy()
+            out.append(np.abs(g).sum(1) if reduce == "abs_sum" else g)
+    return np.stack(out)
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -321,31 +386,37 @@ def _spread_over_layers(cand: pd.DataFrame, layer_order: list[str], n_features: 
     return pd.DataFrame(picks)
 
 
-def tile_feature_values(model: nn.Module, ds, layers: dict, features: Sequence[str], *, device: str = "cpu",
-                        batch_size: int = 64) -> pd.DataFrame:
-    """The value of each feature (spatial mean of a channel) on every tile of a dataset.
+def tile_feature_values(model: nn.Module, ds, layers: dict, features: Sequence[str] | None = None, *,
+                        device: str = "cpu", batch_size: int = 64) -> pd.DataFrame:
+    """The value of each feature (spatial mean of a channel) on every tile of a dataset, in one pass.
 
     Parameters
     ----------
     model : the network, in eval mode on ``device``
     ds : :class:`~histo_utils.training.TileDataset`, n_tiles tiles
     layers : layer name -> module (:func:`histo_utils.models.feature_layers`)
-    features : ``layer_channel`` names
+    features : ``layer_channel`` names; None: every channel of every layer (one pass serves every later
+        look-up, e.g. a gene's best features chosen after this pass)
 
     Returns
     -------
-    DataFrame, shape (n_tiles, n_features), columns ``features``.
+    DataFrame, shape (n_tiles, n_features), columns ``features`` (None: ``layer_channel`` of every channel in
+    layer order).
     """
     from .features import LayerRecorder, feature_names
 
-    sel = {name: layers[name] for name in dict.fromkeys(str(f).rpartition("_")[0] for f in features)}
+    if features is None:
+        sel = dict(layers)
+    else:
+        sel = {name: layers[name] for name in dict.fromkeys(str(f).rpartition("_")[0] for f in features)}
     with torch.no_grad(), LayerRecorder(sel) as rec:
         vals = []
         for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
             model(x.to(device))
             vals.append(rec.collect().cpu())
         names = feature_names(rec.channels)
-    return pd.DataFrame(torch.cat(vals).numpy(), columns=names)[list(features)]
+    table = pd.DataFrame(torch.cat(vals).numpy(), columns=names)
+    return table if features is None else table[list(features)]
 
 
 def channel_values(model: nn.Module, module: nn.Module, channel: int, ds, *, device: str = "cpu",
@@ -364,13 +435,8 @@ def channel_values(model: nn.Module, module: nn.Module, channel: int, ds, *, dev
     array, shape (n_tiles,)
     """
     with torch.no_grad():
-        v = []
-        for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
-            out = {}
-            h = module.register_forward_hook(lambda m, a, o: out.__setitem__("y", o[:, channel].clone()))
-            model(x.to(device))
-            h.remove()
-            v.append(out["y"].flatten(1).mean(1).cpu())
+        v = [_feature_value(model, module, channel, x.to(device)).cpu()
+             for x, _, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size)]
     return torch.cat(v).numpy()
 
 
@@ -668,18 +734,9 @@ def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images
     array, shape (n_features, n_images, H, W), float32
     """
     chans = [feature_channel(f, layers) for f in features]
-    sel = {id(m): m for m, _ in chans}
-    out, handles = {}, []
-    try:
-        for key, m in sel.items():
-            handles.append(m.register_forward_hook(  # cloned: an in-place ReLU after the layer would overwrite it
-                lambda mod, i, o, key=key: out.__setitem__(key, o.detach().clone())))
-        model.eval()
-        with torch.no_grad():
-            model(images.to(device))
-    finally:
-        for h in handles:
-            h.remove()
+    model.eval()
+    with torch.no_grad():
+        out = _layer_outputs(model, [m for m, _ in chans], images.to(device))
     maps = []
     for m, ch in chans:
         y = out[id(m)]

@@ -173,3 +173,111 @@ def test_null_of_residual_tables_stays_in_the_residual_space():
     ipca, epca = cv.pca(image, var_fraction=0.999), cv.pca(expr, var_fraction=0.999)
     null = cv.shared_variance_null(ipca, epca, n_shuffles=50, design=x)
     assert null.to_numpy().max() <= 1 + 1e-9 and null.to_numpy().min() >= 0
+
+
+def _reference_null(image_pca, expression_pca, *, n_shuffles, seed, design=None):
+    """The per-shuffle loop the batched null replaced (one permutation, projection and SVD at a time)."""
+    rng = np.random.default_rng(seed)
+    n = len(image_pca.scores)
+    m = None
+    if design is not None:
+        u, sv, _ = np.linalg.svd(design, full_matrices=False)
+        q = u[:, : int((sv > sv[0] * max(design.shape) * np.finfo(float).eps).sum())]
+        m = np.eye(n) - q @ q.T
+    rows = []
+    lam_e = expression_pca.explained
+    for _ in range(n_shuffles):
+        shuffled = expression_pca.scores[rng.permutation(n)]
+        if m is not None:
+            u, sv, _ = np.linalg.svd(m @ shuffled, full_matrices=False)
+            keep = sv > sv[0] * n * np.finfo(float).eps
+            shuffled = u[:, keep] * sv[keep]
+            lam_e = sv[keep] ** 2 / np.sum(sv[keep] ** 2) * float(np.sum(expression_pca.explained))
+        r2 = cv.cross_correlation(image_pca.scores, shuffled) ** 2
+        rows.append((float(image_pca.explained @ r2.sum(1)), float(lam_e @ r2.sum(0))))
+    return pd.DataFrame(rows, columns=["image", "expression"])
+
+
+@pytest.mark.parametrize("with_design", [False, True])
+@pytest.mark.parametrize("var_fraction", [0.999, 0.8])
+def test_batched_null_equals_the_per_shuffle_loop(with_design, var_fraction):
+    """Same seed => the same permutations and the same null values as one shuffle at a time, also when the
+    design leaves fewer residual dimensions than expression PCs (columns dropped per shuffle)."""
+    rng = np.random.default_rng(7)
+    n = 30
+    x = np.c_[np.ones(n), rng.normal(size=(n, 6))] if with_design else None
+    image, expr = rng.normal(size=(n, 40)), rng.normal(size=(n, 120))
+    if with_design:
+        image, expr = cf.residualize(image, x), cf.residualize(expr, x)
+    ipca, epca = cv.pca(image, var_fraction=var_fraction), cv.pca(expr, var_fraction=var_fraction)
+    fast = cv.shared_variance_null(ipca, epca, n_shuffles=25, seed=3, design=x)
+    ref = _reference_null(ipca, epca, n_shuffles=25, seed=3, design=x)
+    np.testing.assert_allclose(fast.to_numpy(), ref.to_numpy(), rtol=0, atol=1e-12)
+    shared = cv.shuffle_expression(epca, n_shuffles=25, seed=3, design=x)  # reused for a second table
+    other = cv.pca(rng.normal(size=(n, 15)), var_fraction=var_fraction)
+    np.testing.assert_allclose(cv.shared_variance_null(other, shuffled=shared).to_numpy(),
+                               _reference_null(other, epca, n_shuffles=25, seed=3, design=x).to_numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="samples"):
+        cv.shared_variance_null(cv.pca(image[:-1], var_fraction=0.9), shuffled=shared)
+
+
+def _reference_grid(tables, expr, tissue, *, var_fractions, n_shuffles, designs=None, top_features=None,
+                    top_genes=None):
+    """The grid as a plain loop over tables, tissues, fractions and layers: a fresh PCA of each side for
+    every row and the per-shuffle null (no shared SVDs or shuffles)."""
+    from histo_utils.data import feature_layer
+
+    rows = []
+    for key, table in tables.items():
+        for t in sorted(tissue.unique()):
+            ids = table.index.intersection(tissue.index[tissue == t]).intersection(expr.index)
+            design = None if designs is None else designs[t].loc[ids].to_numpy(dtype=float)
+            e = cv.select_columns(expr.loc[ids], top=top_genes, min_mean=None)
+            layer_of = pd.Series(feature_layer(table.columns), index=table.columns)
+            groups = {"all": table.columns, **layer_of.groupby(layer_of, sort=False).groups}
+            for vf in var_fractions:
+                epca = cv.pca(e.to_numpy(), var_fraction=vf)
+                for lay, cols in groups.items():
+                    f = cv.select_columns(table.loc[ids, cols], top=top_features)
+                    xs = f.to_numpy(dtype=float)
+                    ipca = cv.pca((xs - xs.mean(0)) / xs.std(0), var_fraction=vf)
+                    null = _reference_null(ipca, epca, n_shuffles=n_shuffles, seed=0, design=design)
+                    obs = cv.shared_variance_of_pcas(ipca, epca)
+                    rows.append({"table": key, "tissue": t, "layer": lay, "var_fraction": vf,
+                                 "n_pc_image": ipca.n_components, "n_pc_expression": epca.n_components,
+                                 "image_shared": obs.image, "expression_shared": obs.expression,
+                                 "image_null_mean": null.image.mean(), "expression_null_q95":
+                                 null.expression.quantile(0.95), "image_p": (1 + (null.image >= obs.image - 1e-12)
+                                                                              .sum()) / (1 + n_shuffles)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_grid_with_shared_svds_and_shuffles_equals_the_plain_loop(residual):
+    """The grid reuses one SVD per table and layer for every fraction, and one set of shuffles per tissue and
+    fraction for every table and layer: its rows equal a fresh computation of each row."""
+    rng = np.random.default_rng(11)
+    ids = [f"S{i}" for i in range(36)]
+    tissue = pd.Series(["A"] * 18 + ["B"] * 18, index=ids)
+    latent = rng.normal(size=(36, 2))
+    cols = [f"{lay}_{c}" for lay in ("l1", "l2") for c in range(12)]
+    tables = {name: pd.DataFrame(latent @ rng.normal(size=(2, 24)) + rng.normal(size=(36, 24)), index=ids,
+                                 columns=cols) for name in ("net1", "net2")}
+    expr = pd.DataFrame(latent @ rng.normal(size=(2, 60)) + rng.normal(size=(36, 60)) + 5, index=ids)
+    designs = None
+    if residual:
+        designs = {t: pd.DataFrame(np.c_[np.ones(18), rng.normal(size=(18, 3))], index=ids[i * 18:(i + 1) * 18])
+                   for i, t in enumerate("AB")}
+        tables = {k: pd.concat([pd.DataFrame(cf.residualize(v.loc[d.index].to_numpy(), d.to_numpy()), index=d.index,
+                                             columns=cols) for d in designs.values()]) for k, v in tables.items()}
+        expr = pd.concat([pd.DataFrame(cf.residualize(expr.loc[d.index].to_numpy(), d.to_numpy()), index=d.index)
+                          for d in designs.values()])
+    opts = dict(var_fractions=(0.999, 0.9, 0.6), n_shuffles=30, designs=designs, top_features=10, top_genes=40)
+    fast = cv.shared_variance_grid(tables, expr, tissue, layers=True, seed=0, gene_min_mean=None, **opts)
+    ref = _reference_grid(tables, expr, tissue, **opts)
+    assert len(fast) == len(ref) == 2 * 2 * 3 * 3
+    keys = ["table", "tissue", "layer", "var_fraction"]
+    assert fast[keys].equals(ref[keys])
+    num = [c for c in ref.columns if c not in keys]
+    np.testing.assert_allclose(fast[num].to_numpy(dtype=float), ref[num].to_numpy(dtype=float), atol=1e-12)
+    assert (fast.image_shared - fast.image_null_mean).mean() > 0.05  # the planted latent link is seen

@@ -195,3 +195,76 @@ def test_channel_values_and_maps_see_a_conv_before_its_in_place_relu():
     maps = vz.feature_maps(net, layers, ["0_2"], x)[0]
     assert (maps < 0).any()  # not overwritten by the ReLU
     np.testing.assert_allclose(maps, pre[:, 2].numpy(), atol=1e-6)
+
+
+def _full_forward_outputs(model, modules, x):
+    """Reference for vz._layer_outputs: the whole network runs, outputs cloned by plain hooks."""
+    out, handles = {}, [m.register_forward_hook(lambda mod, i, o: out.__setitem__(id(mod), o.clone()))
+                        for m in modules]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def test_forward_stops_after_the_feature_layer_with_the_same_values():
+    torch.manual_seed(0)
+    m = models.build_model("compact", 3).eval()
+    layers = models.feature_layers(m, "compact")
+    x = torch.randn(2, 3, 32, 32)
+    ran = []
+    m.classifier.register_forward_hook(lambda *a: ran.append("classifier"))
+    m.features[10].register_forward_hook(lambda *a: ran.append("10"))
+    with torch.no_grad():
+        fast = vz._feature_value(m, layers["4"], 3, x)
+        assert ran == []  # nothing after layer 4 ran
+        ref = _full_forward_outputs(m, [layers["4"]], x)[id(layers["4"])][:, 3].mean((1, 2))
+    torch.testing.assert_close(fast, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="Channel 99 not available"):
+        vz._feature_value(m, layers["4"], 99, x)
+
+
+def test_activation_maximization_with_the_stopped_forward_equals_the_full_forward(monkeypatch):
+    """The ascent's images and history are those of running the whole network at every step."""
+    m = models.build_model("compact", 3)
+    layers = models.feature_layers(m, "compact")
+    kw = dict(size=32, steps=12, lr=0.1, seed=2)
+    fast = [vz.activation_maximization(m, *vz.feature_channel(f, layers), **kw) for f in ("1_5", "9_7")]
+    monkeypatch.setattr(vz, "_layer_outputs", _full_forward_outputs)
+    for (img, hist), f in zip(fast, ("1_5", "9_7")):
+        img_ref, hist_ref = vz.activation_maximization(m, *vz.feature_channel(f, layers), **kw)
+        np.testing.assert_array_equal(img, img_ref)
+        np.testing.assert_array_equal(hist, hist_ref)
+
+
+def test_guided_backprop_of_several_features_equals_one_at_a_time():
+    """One forward pass shared by the features (ReLU, conv, pooling and last layers; two in one layer)."""
+    torch.manual_seed(0)
+    m = models.build_model("compact", 3)
+    layers = models.feature_layers(m, "compact")
+    feats = ["19_11", "1_5", "0_3", "4_2", "15_34", "15_7"]
+    x = torch.randn(3, 3, 32, 32)
+    many = vz.guided_backprop_features(m, layers, feats, x)
+    assert many.shape == (len(feats), 3, 3, 32, 32)
+    for k, f in enumerate(feats):
+        one = vz.guided_backprop(m, *vz.feature_channel(f, layers), x)
+        np.testing.assert_allclose(many[k], one, rtol=0, atol=1e-7)
+        assert np.abs(one).max() > 0
+    np.testing.assert_allclose(vz.guided_backprop_features(m, layers, feats[:2], x, reduce="abs_sum"),
+                               np.abs(many[:2]).sum(2), atol=1e-7)
+    assert all(not mod._forward_hooks and not mod._backward_hooks for mod in m.modules())
+    assert all(r.inplace for r in m.modules() if isinstance(r, nn.ReLU))
+
+
+def test_tile_feature_values_of_every_channel_in_one_pass():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU())
+    layers = {"c1": net[1], "c2": net[3]}
+    data = [(torch.randn(3, 12, 12), 0, i) for i in range(7)]
+    every = vz.tile_feature_values(net, data, layers, batch_size=3)
+    assert list(every.columns) == [f"c1_{c}" for c in range(4)] + [f"c2_{c}" for c in range(5)]
+    pd.testing.assert_frame_equal(every[["c2_3", "c1_0"]], vz.tile_feature_values(net, data, layers, ["c2_3", "c1_0"],
+                                                                                  batch_size=3))
+    np.testing.assert_allclose(every["c1_2"], vz.channel_values(net, net[1], 2, data, batch_size=3), rtol=1e-6)
