@@ -79,8 +79,9 @@ def to_device(x: nn.Module | torch.Tensor, dev: torch.device) -> nn.Module | tor
 
     Every forward pass of training, prediction and feature extraction goes through this, so that all paths
     (preloaded tiles, tiles read by worker processes, Dask workers) run the same convolution kernels and give
-    the same numbers bit for bit. On the CPU, oneDNN's channels-last convolutions take a small network
-    1.3x faster in training and 1.4-1.7x faster in inference than the NCHW ones (benchmarks/bench_features.py).
+    the same numbers bit for bit. On the CPU, oneDNN's channels-last convolutions ran the compact networks
+    1.3x faster in training and 1.4-1.7x faster in inference than the NCHW ones (tiles per CPU second, one
+    thread, 128-px input, measured when this was introduced).
 
     Parameters
     ----------
