@@ -1,5 +1,6 @@
 """The synthetic cohort: real formats, planted truth present in the files, determinism."""
 import hashlib
+import os
 
 import numpy as np
 import openslide
@@ -89,6 +90,13 @@ def test_same_seed_same_cohort_any_worker_count(tmp_path):
     # above, in this process) keeps glibc's defaults
     from histo_utils.synthetic import cohort as cohort_module
     assert cohort_module._MALLOC_TUNED is False
+    # a run killed between a slide's mask and its SVS: the rerun paints the slide and keeps the finished mask
+    slide = sorted((tmp_path / "a").rglob("*.svs"))[0]
+    mask = next((tmp_path / "a").rglob(f"masks/{slide.stem}.png"))
+    slide.unlink()
+    os.utime(mask, ns=(1_000_000_000, 1_000_000_000))
+    make_cohort(tmp_path / "a", p, workers=1, progress=False)
+    assert mask.stat().st_mtime_ns == 1_000_000_000 and digest(tmp_path / "a") == digest(tmp_path / "b")
     other = CohortParams(**{**p.__dict__, "seed": 12})
     _, s1 = design_cohort(p)
     _, s2 = design_cohort(other)

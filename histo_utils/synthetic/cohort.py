@@ -391,7 +391,7 @@ def _write_slide_in_worker(p: CohortParams, row: dict, slides_dir: str, truth_di
 
 
 def _write_slide(p: CohortParams, row: dict, slides_dir: str, truth_dir: str, mask_um: float) -> str:
-    """Worker: paint one slide, write the SVS and its true tissue mask (skip if present)."""
+    """Worker: paint one slide, write the SVS and its true tissue mask (each skipped if present)."""
     dest = Path(slides_dir) / f"{row['image_id']}.svs"
     mask_path = Path(truth_dir) / "masks" / f"{row['image_id']}.png"
     if dest.exists() and mask_path.exists():
@@ -402,9 +402,10 @@ def _write_slide(p: CohortParams, row: dict, slides_dir: str, truth_dir: str, ma
     level0_img = Image.fromarray(r.rgb).resize((int(round(w * up)), int(round(h * up))), Image.BILINEAR)
     level0 = np.asarray(level0_img)
     ds = max(1, int(round(mask_um / p.paint_um)))
-    mask = Image.fromarray(r.tissue.astype(np.uint8) * 255).reduce(ds)
-    with atomic_path(mask_path) as tmp:
-        mask.point(lambda v: 255 if v >= 128 else 0).save(tmp, format="PNG")
+    if not mask_path.exists():  # a run killed between the mask and the slide left this slide's mask (deterministic): keep it
+        mask = Image.fromarray(r.tissue.astype(np.uint8) * 255).reduce(ds)
+        with atomic_path(mask_path) as tmp:
+            mask.point(lambda v: 255 if v >= 128 else 0).save(tmp, format="PNG")
     if row.get("corrupt"):
         # a planted damaged file: a valid SVS cut short, as an interrupted download leaves it
         with atomic_path(dest) as tmp:
