@@ -232,8 +232,9 @@ def join_images_to_samples(
         log.warning("%d expression samples have no row in the sample attributes (e.g. %s); they are ignored",
                     len(unknown), unknown[:3])
     check_label_column(attrs, label_column)
-    no_slide_tissue = attrs["SMTSD"].isin(TISSUES_WITHOUT_SLIDES) if "SMTSD" in attrs else False
-    with_image = attrs["image_id"].isin(images) & ~no_slide_tissue
+    with_image = attrs["image_id"].isin(images)
+    if "SMTSD" in attrs:  # GTEx tissues sampled for RNA only (no slide) are left out
+        with_image &= ~attrs["SMTSD"].isin(TISSUES_WITHOUT_SLIDES)
     report = JoinReport(
         images_without_expression=sorted(set(images) - set(attrs["image_id"])),
         samples_without_image=sorted(attrs.loc[~with_image, "SAMPID"]),
