@@ -2,8 +2,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from histo_utils import io, run, tiling
+from histo_utils import features, io, models, run, tiling
 
 pytestmark = pytest.mark.slow
 
@@ -84,12 +85,20 @@ def test_training_outputs(tiny_run):
     assert acc.accuracy.between(0, 1).all()
     _, samples = tiling.load_tiling(out)
     prov = json.loads((d / "features_provenance.json").read_text())
+    first = prof.notebooks["02_training"]["archs"][0]
+    net = models.build_model(first, 3)  # every channel of every feature layer of the first network
+    with torch.no_grad(), features.LayerRecorder(models.feature_layers(net, first)) as rec:
+        net.eval()(torch.zeros(1, 3, 64, 64))
+        rec.collect()
+    names = features.feature_names(rec.channels)
+    # compact: 8 conv + 8 ReLU + 4 pool modules; compact_bn adds 8 BN (16-32-64-128 channels per block)
+    assert len(names) == {"compact": 1200, "compact_bn": 1680}.get(first, len(names))
     for name in ("trained", "untrained"):
         f = io.read_table(d / f"features_{name}_256px.parquet")
         assert f.index.name == "image_id"
         assert set(f.index) == set(samples.image_id)  # every usable slide, train/validation/test
-        assert f.shape[1] == prov["tables"][f"features_{name}_256px.parquet"]["n_features"] == 1200
-        assert f.columns[0] == "0_0" and f.columns[-1] == "19_127"
+        assert f.shape[1] == prov["tables"][f"features_{name}_256px.parquet"]["n_features"] == len(names)
+        assert list(f.columns) == names
         assert np.isfinite(f.to_numpy()).all()
     trained = io.read_table(d / "features_trained_256px.parquet")
     untrained = io.read_table(d / "features_untrained_256px.parquet")
