@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .distributed import one_blas_thread
+
 log = logging.getLogger(__name__)
 
 __all__ = ["log_ischemic_time", "Design", "build_design", "residualize", "fit_rss", "variance_partition",
@@ -798,6 +800,7 @@ def strongest_columns(partition: VarianceByConfounder, features: pd.DataFrame, l
                        pd.concat(fitted_rows, ignore_index=True))
 
 
+@one_blas_thread  # small SVDs and regressions: BLAS threads only cost
 def compare_model_choices(features: pd.DataFrame, log_expression: pd.DataFrame, designs: dict[str, Design], *,
                           methods: Sequence[str] = ("all", "significant", "forward"), alpha: float = 0.05,
                           gene_min_mean: float = 1.0, top_genes: int | None = None, var_fraction: float = 0.95,
@@ -822,16 +825,6 @@ def compare_model_choices(features: pd.DataFrame, log_expression: pd.DataFrame, 
     feature_variance_removed, terms_per_gene, terms_per_feature, expression_shared, expression_null_mean,
     expression_p``
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):  # small SVDs and regressions: BLAS threads only cost
-        return _compare_model_choices(features, log_expression, designs, methods=methods, alpha=alpha,
-                                      gene_min_mean=gene_min_mean, top_genes=top_genes, var_fraction=var_fraction,
-                                      n_shuffles=n_shuffles, seed=seed)
-
-
-def _compare_model_choices(features, log_expression, designs, *, methods, alpha, gene_min_mean, top_genes,
-                           var_fraction, n_shuffles, seed) -> pd.DataFrame:
     from .crossvariance import select_columns, shared_variance_with_null
 
     rows = []

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+
+from .distributed import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +428,7 @@ def select_columns(x: pd.DataFrame, *, top: int | None = None, min_mean: float |
     return x
 
 
+@one_blas_thread  # many small SVDs: threads cost more than they save
 def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue: pd.Series, *,
                          layers: bool = True, var_fractions=(0.999,), n_shuffles: int = 200, seed: int = 0,
                          top_features: int | None = 500, top_genes: int | None = 2000,
@@ -457,15 +459,6 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
     var_fraction`` and the record of :func:`shared_variance_with_null`. BLAS runs on one thread here: its
     threads slow the many small SVDs down (15x on a loaded 2-core machine).
     """
-    with threadpool_limits(limits=1, user_api="blas"):  # many small SVDs: threads cost more than they save
-        return _grid(feature_tables, expression, tissue, layers=layers, var_fractions=var_fractions,
-                     n_shuffles=n_shuffles, seed=seed, top_features=top_features, top_genes=top_genes,
-                     gene_min_mean=gene_min_mean, scale_features=scale_features, min_samples=min_samples,
-                     designs=designs, progress=progress)
-
-
-def _grid(feature_tables, expression, tissue, *, layers, var_fractions, n_shuffles, seed, top_features,
-          top_genes, gene_min_mean, scale_features, min_samples, designs, progress) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     from .data import FeatureKey, feature_layer

@@ -483,9 +483,6 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     --------
     >>> fold_auc, oof, boots = compare_models(x, traits, n_folds=5, n_boot=50, encoder=ae)   # doctest: +SKIP
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     from sklearn.model_selection import StratifiedKFold
 
     global _POOL_STATE
@@ -500,12 +497,11 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     if workers == 1:
         preds = [_fit_fold(x, y, tr, te, f, config=config, encoder=encoder, models=models) for y, tr, te, f in jobs]
     else:
-        from .distributed import _die_with_parent
+        from .distributed import process_pool
 
         _POOL_STATE = (x, models, config, encoder)
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork"),
-                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            with process_pool(min(workers, len(jobs)), fork=True) as pool:
                 preds = list(pool.map(_fold_job, jobs))
         finally:
             _POOL_STATE = None

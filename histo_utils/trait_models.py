@@ -115,8 +115,8 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
     """Train one (trait, split) tile model with its restarts and predict every tile (worker of
     :func:`fit_trait_models`; ``job["ds"]`` or, in a forked worker, the inherited ``_POOL_DS``).
 
-    Torch runs on one thread here (and channels-last convolutions, ~1.8x faster inference on the CPU), in the
-    parent as in a worker, so a model's numbers do not depend on ``workers``.
+    Torch runs on one thread here (with the channels-last convolutions of :func:`histo_utils.training.to_device`),
+    in the parent as in a worker, so a model's numbers do not depend on ``workers``.
     """
     import torch
 
@@ -141,7 +141,7 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
         train_ds = ds.subset(tr, labels=label[tr]).with_augmentation(True, colour=job["colour_jitter"])
         for attempt in range(job["restarts"] + 1):
             torch.manual_seed(config.seed + 101 * i + 7919 * attempt)
-            model = models.build_model(arch, 2).to(memory_format=torch.channels_last)
+            model = models.build_model(arch, 2)  # channels-last in train_classifier (training.to_device)
             h = training.train_classifier(
                 model, train_ds, ds.subset(va, labels=label[va]), config=config,
                 checkpoint_dir=d / ("checkpoints" if attempt == 0 else f"checkpoints_restart{attempt}"),
@@ -203,13 +203,9 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     history : one row per (trait, split, epoch) of the kept attempt, with the validation slide AUC and
         ``attempt`` (0: first)
     """
-    import multiprocessing as mp
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm.auto import tqdm
 
-    from .distributed import _die_with_parent
+    from .distributed import process_pool
 
     global _POOL_DS
     if workers < 1:
@@ -249,8 +245,7 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
         ds.close()  # open slide handles stay in this process; workers open their own
         _POOL_DS = ds
         try:
-            with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("fork"),
-                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            with process_pool(n_proc, fork=True) as pool:
                 futures = {pool.submit(_fit_one, job): (job["trait"], job["split"]) for job in jobs}
                 for fut in tqdm(futures, desc="tile models", unit="model", disable=not progress):
                     done[futures[fut]] = fut.result()
