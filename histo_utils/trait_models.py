@@ -8,6 +8,8 @@ model per trait and patient split is trained (:func:`fit_trait_models`); the top
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -146,7 +148,7 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
                 model, train_ds, ds.subset(va, labels=label[va]), config=config,
                 checkpoint_dir=d / ("checkpoints" if attempt == 0 else f"checkpoints_restart{attempt}"),
                 device=job["device"], progress=progress, val_score=val_auc,
-                run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.input_px}|{attempt}|channels_last")
+                run_key=f"{arch}|{t}|{i}|{len(tr)}|{len(va)}|{ds.read_key}|{attempt}|channels_last")
             if h.train_loss.min() < STUCK_LOSS:
                 break
             log.warning("trait %s split %d: training loss stayed at %.3f (log 2 = constant calls)%s", t, i,
@@ -176,7 +178,8 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     with the best slide-level AUC on its split's validation slides (slide score = percent of tiles called
     positive); equal AUCs, common with few validation slides, are separated by the validation tile accuracy
     (added as 1e-4 x accuracy, less than any AUC step). A finished model's predictions are saved in
-    ``work_dir/<trait>/split<i>/`` and reused on a rerun; an interrupted training resumes from its checkpoint.
+    ``work_dir/<key>/<trait>/split<i>/`` (``<key>``: a hash of the settings, tiles, labels and
+    splits) and reused on a rerun with the same ones; an interrupted training resumes from its checkpoint.
 
     The models are independent: with ``workers`` > 1 they train in that many forked processes (the tiles are
     shared copy-on-write), each on one torch thread. A model runs on one thread in every case, so the numbers
@@ -217,6 +220,17 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
         raise ValueError(f"{len(unknown)} tiled slides have no labels (e.g. {sorted(unknown)[:3]}); "
                          "drop their tiles first.")
     patient = slides.loc[tile_slides, "patient"].to_numpy()
+    # finished models are filed under everything that made them: a rerun with other settings, tiles, labels,
+    # splits or tile pixels trains anew instead of reusing their predictions
+    made_by = json.dumps([arch, config.key(), ds.read_key, tiles_per_slide, val_tiles_per_slide, colour_jitter,
+                          seed, restarts, [[sorted(map(str, a)), sorted(map(str, b))] for a, b in splits],
+                          str(pd.util.hash_pandas_object(ds.tiles, index=False).sum()),
+                          str(pd.util.hash_pandas_object(
+                              slides.loc[sorted(set(tile_slides)), ["patient"] + [f"{t}:{c}" for t in traits
+                                                                                  for c in ("label", "ood")]],
+                              index=True).sum())],
+                         default=str)
+    work = work / hashlib.sha256(made_by.encode()).hexdigest()[:12]
     done, jobs = {}, []
     for t in traits:
         label = slides.loc[tile_slides, f"{t}:label"].to_numpy(int)

@@ -346,6 +346,7 @@ def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkey
 
     class FakeDS:
         input_px = 8
+        read_key = {"input_px": 8}
 
         def __init__(self, tiles):
             self.tiles = tiles
@@ -381,6 +382,24 @@ def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkey
     _, hist = trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x",
                                             config=cfg, work_dir=tmp_path / "b", restarts=1, progress=False)
     assert len(inits) == 2 and (hist.attempt == 1).all()  # out of restarts: the stuck model is kept
+    # a rerun with the same settings reuses the saved predictions; other settings, labels or tile pixels never do
+    inits.clear()
+    trait_models.fit_trait_models(FakeDS(tiles), slides, traits=["A"], splits=split, arch="x", config=cfg,
+                                  work_dir=tmp_path / "b", restarts=1, progress=False)
+    assert inits == []
+    for change in ({"config": training.TrainConfig(seed=0, epochs=cfg.epochs + 1)},
+                   {"slides": slides.assign(**{"A:label": [1, 0, 0, 1, 0, 1]})}):
+        ds = FakeDS(tiles)
+        kw = {"config": cfg, "slides": slides, **change}
+        trait_models.fit_trait_models(ds, kw["slides"], traits=["A"], splits=split, arch="x", config=kw["config"],
+                                      work_dir=tmp_path / "b", restarts=1, progress=False)
+        assert len(inits) == 2, change  # trained anew (stuck, then restarted)
+        inits.clear()
+    other_pixels = FakeDS(tiles)
+    other_pixels.read_key = {"input_px": 8, "resampling": "another filter"}
+    trait_models.fit_trait_models(other_pixels, slides, traits=["A"], splits=split, arch="x", config=cfg,
+                                  work_dir=tmp_path / "b", restarts=1, progress=False)
+    assert len(inits) == 2
 
 
 def test_fit_trait_models_in_worker_processes_equals_one_process(tmp_path):
