@@ -416,9 +416,7 @@ def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds
     cache: Path | None = None
     cached: dict[str, tuple[np.ndarray, list[str]]] = {}
     if cache_dir is not None:
-        read = {} if ds.level == "table" else {"read_level": ds.level}  # "table" keeps the keys of earlier runs
-        cache = Path(cache_dir) / network_key(model, layers, how=how, p=p, batch_size=batch_size,
-                                              input_px=ds.input_px, **read)
+        cache = Path(cache_dir) / network_key(model, layers, how=how, p=p, batch_size=batch_size, **ds.read_key)
         cache.mkdir(parents=True, exist_ok=True)
         for iid, k in keys.items():
             f = cache / f"{iid}.{k}.npz"

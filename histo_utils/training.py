@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .io import atomic_path, params_key
 from .slides import open_slide
-from .tiling import read_tile
+from .tiling import TILE_RESAMPLING, read_tile
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,9 @@ class TileDataset(Dataset):
 
     @property
     def read_key(self) -> dict:
-        """What the pixels depend on besides the tile rows: ``{"input_px", "read_level"}`` (for cache keys)."""
-        return {"input_px": self.input_px, "read_level": self.level}
+        """What the pixels depend on besides the tile rows (for cache keys): ``{"input_px", "read_level",
+        "resampling"}``."""
+        return {"input_px": self.input_px, "read_level": self.level, "resampling": TILE_RESAMPLING}
 
     def preload(self, *, num_workers: int = 0, progress: bool = True) -> "TileDataset":
         """Read every tile once into memory (uint8), in ``num_workers`` processes; for cohorts that fit in RAM."""

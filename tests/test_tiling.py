@@ -114,27 +114,75 @@ def test_read_tile_matches_raw_read(tiny_cohort):
     assert abs(float(tile.mean()) - float(raw.mean())) < 2.0
 
 
-def test_read_tile_shrinks_opaque_tiles_as_rgb_and_edge_tiles_onto_white(tiny_cohort):
-    """The RGB shortcut for opaque regions gives the premultiplied-RGBA path's numbers exactly; a tile
-    reaching past the scan keeps the white background there instead of black premultiplied pixels."""
+def _float_reference_tile(rgba: np.ndarray, out_px: int) -> np.ndarray:
+    """A tile made the slow, plain way: premultiply in float, shrink each channel with PIL's antialiased
+    bilinear filter in 32-bit float, flatten onto white."""
     from PIL import Image
 
-    from histo_utils.slides import rgba_to_rgb
+    a = rgba[..., 3].astype(np.float32) / 255
+    chans = [rgba[..., c].astype(np.float32) * a for c in range(3)] + [a]
+    small = [np.asarray(Image.fromarray(c, mode="F").resize((out_px, out_px), Image.BILINEAR)) for c in chans]
+    return np.stack([small[c] + 255 * (1 - small[3]) for c in range(3)], axis=-1)
+
+
+def test_read_tile_equals_the_plain_float_shrink_inside_and_at_the_edge_of_the_scan(tiny_cohort):
+    """read_tile (premultiplied OpenSlide pixels, torch's uint8 antialiased bilinear) gives what the plain
+    float computation gives, to rounding; past the edge of the scan the tile is white, and a tile pixel half
+    over the edge is the half-white mix, not white (the former flattening of a resized non-premultiplied
+    RGBA image clipped such pixels to white) and not dark."""
     out, _ = tiny_cohort
     path = sorted((out / "slides").glob("*.svs"))[0]
     slide = open_slide(path)
     w, h = slide.dimensions
     inside = {"x": w // 3, "y": h // 3, "level": 0, "read_px": 300, "size0": 300, "out_px": 128}
-    region = slide.read_region((inside["x"], inside["y"]), 0, (300, 300))
-    assert region.getchannel("A").getextrema() == (255, 255)
-    reference = rgba_to_rgb(np.asarray(region.resize((128, 128), Image.BILINEAR, reducing_gap=1.0)))
-    np.testing.assert_array_equal(tiling.read_tile(slide, inside, path=path, level="table"), reference)
-    edge = dict(inside, x=w - 150)  # half of the region lies right of the scan
-    tile = tiling.read_tile(slide, edge, path=path, level="table")
-    assert tile.shape == (128, 128, 3)
-    assert (tile[:, -50:] == 255).all()  # outside the scan: white, not black
-    assert tile[:, :50].mean() < 250     # inside: the slide's pixels
+    for row in (inside, dict(inside, x=w - 151)):  # the second reaches 149 px past the right edge of the scan
+        rgba = np.asarray(slide.read_region((row["x"], row["y"]), 0, (300, 300)))
+        tile = tiling.read_tile(slide, row, path=path, level="table")
+        assert tile.shape == (128, 128, 3) and tile.dtype == np.uint8
+        ref = _float_reference_tile(rgba, 128)
+        assert np.abs(tile - ref).max() <= 1.5, row
+    assert (tile[:, -60:] == 255).all()      # outside the scan: white, not black
+    assert tile[:, :50].mean() < 250         # inside: the slide's pixels
+    edge = int(np.argmax(rgba[0, :, 3] == 0) * 128 / 300)  # the output column over the edge
+    assert (tile[:, edge] < 254).any() and np.abs(tile[:, edge] - ref[:, edge]).max() <= 1.5
     slide.close()
+
+
+def test_premultiplied_reads_equal_openslide_python_reads(tiny_cohort, monkeypatch):
+    """The native read (OpenSlide's premultiplied words, no conversion) equals openslide-python's public
+    read_region premultiplied again, inside the scan and past its edge; and the public path is what runs
+    when openslide-python does not expose the native function."""
+    from histo_utils import slides
+
+    out, _ = tiny_cohort
+    path = sorted((out / "slides").glob("*.svs"))[1]
+    slide = open_slide(path)
+    w, h = slide.dimensions
+    assert slides._NATIVE is not None  # the pinned openslide-python exposes it: the fast path is in use
+    for loc, level in (((w // 4, h // 4), 0), ((w - 100, h - 60), 0), ((0, 0), slide.level_count - 1)):
+        native = slides.read_region_premultiplied(slide, path, loc, level, (200, 120))
+        rgba = np.asarray(slide.read_region(loc, level, (200, 120))).astype(int)
+        assert native.shape == (120, 200, 4) and native.dtype == np.uint8
+        np.testing.assert_array_equal(native[..., 3], rgba[..., 3])
+        colour = np.round(rgba[..., :3] * rgba[..., 3:] / 255)
+        assert np.abs(native[..., 2::-1] - colour).max() <= 1  # un- and re-premultiplying round
+        monkeypatch.setattr(slides, "_NATIVE", None)
+        np.testing.assert_allclose(slides.read_region_premultiplied(slide, path, loc, level, (200, 120)), native,
+                                   atol=1)
+        monkeypatch.undo()
+        rgb = slides.read_region(slide, path, loc, level, (200, 120))
+        np.testing.assert_array_equal(rgb, slides.premultiplied_to_rgb(native))
+    slide.close()
+
+
+def test_rgba_to_rgb_composites_non_premultiplied_pixels():
+    """openslide-python gives non-premultiplied RGBA: half-covered red is pink, not clipped to white."""
+    from histo_utils.slides import premultiplied_to_rgb, rgba_to_rgb
+
+    px = np.array([[[200, 100, 50, 128], [10, 20, 30, 255], [0, 0, 0, 0]]], np.uint8)
+    np.testing.assert_array_equal(rgba_to_rgb(px), [[[227, 177, 152], [10, 20, 30], [255, 255, 255]]])
+    pre = np.array([[[25, 50, 100, 128], [30, 20, 10, 255], [0, 0, 0, 0]]], np.uint8)  # B, G, R, A
+    np.testing.assert_array_equal(premultiplied_to_rgb(pre), [[[227, 177, 152], [10, 20, 30], [255, 255, 255]]])
 
 
 def test_tile_slides_reports_bad_slides_and_resumes(tiny_cohort, tmp_path, monkeypatch):

@@ -211,7 +211,8 @@ def test_read_mode_is_validated_and_carried_by_subsets():
     with pytest.raises(ValueError, match="level='coarse' not available"):
         training.TileDataset(ds.tiles, ds.paths, input_px=16, level="coarse")
     auto = training.TileDataset(ds.tiles, ds.paths, input_px=16, level="auto")
-    assert auto.subset([0, 1]).level == "auto" and auto.read_key == {"input_px": 16, "read_level": "auto"}
+    assert auto.subset([0, 1]).level == "auto" and auto.read_key == {"input_px": 16, "read_level": "auto",
+                                                           "resampling": tiling.TILE_RESAMPLING}
 
 
 def test_table_names_of_several_networks():
