@@ -27,6 +27,8 @@ numbers up to floating-point rounding.
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
@@ -218,9 +220,7 @@ class _Backend:
 # --------------------------------------------------------------------------
 # correlations
 # --------------------------------------------------------------------------
-def _native_blocks(f: np.ndarray, g: np.ndarray, *, groups, block_size: int, be: "_Backend", dtype,
-                   progress: bool):
-    """(genes slice, r block) with the block in the backend's own array type (device memory for CUDA)."""
+def _check_scan_inputs(f: np.ndarray, g: np.ndarray, groups, block_size: int) -> None:
     if f.shape[0] != g.shape[0]:
         raise ValueError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
                          f"(data.match_samples).")
@@ -228,6 +228,12 @@ def _native_blocks(f: np.ndarray, g: np.ndarray, *, groups, block_size: int, be:
         raise ValueError(f"{f.shape[0]} samples are too few for a correlation test.")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}.")
+
+
+def _native_blocks(f: np.ndarray, g: np.ndarray, *, groups, block_size: int, be: "_Backend", dtype,
+                   progress: bool):
+    """(genes slice, r block) with the block in the backend's own array type (device memory for CUDA)."""
+    _check_scan_inputs(f, g, groups, block_size)
     zf = be.put(standardize(f, groups=groups, dtype=dtype, name="features"))
     n_genes = g.shape[1]
     for start in tqdm(range(0, n_genes, block_size), desc="gene blocks", disable=not progress):
@@ -353,6 +359,8 @@ class ScanResult:
         return self.n_features * self.n_genes
 
 
+#: gene blocks multiplied and screened at once by the NumPy scan (one BLAS thread each); memory: this many blocks
+SCAN_THREADS = max(1, min(os.cpu_count() or 1, 8))
 _GRID = 200  # bins over [-1, 1] of the per-block histogram that drives the screen (0.01 wide)
 _CHUNK = 1 << 18  # values binned at a time (stays in cache)
 _MIN_REJECTIONS = 1000  # the screen's cut assumes at least this many BH rejections (a recount covers more)
@@ -619,8 +627,15 @@ def _screen_job(r: np.ndarray, cut: float, may_nan: bool, histogram_bins: int):
     return idx, vals, counts, extra
 
 
+def _multiply_and_screen(zf: np.ndarray, g: np.ndarray, sl: slice, groups, dtype, cut: float, may_nan: bool,
+                         histogram_bins: int):
+    """One gene block: its correlations with every feature, then :func:`_screen_job` (the block is dropped)."""
+    zg = standardize(g[:, sl], groups=groups, dtype=dtype, name="expression")
+    return _screen_job(zf.T @ zg, cut, may_nan, histogram_bins)
+
+
 def _scan_binned(f, g, *, groups, block_size, dtype, progress, r_min, screen, fdr_keep, histogram_bins, n,
-                 k_cond):
+                 k_cond, threads: int = SCAN_THREADS):
     """The NumPy screen: one binned pass per block gives the histogram and the BH counts.
 
     Each block is binned on a grid of 0.01 in r (:func:`_screen_binned`) and only its pairs with |r| at least
@@ -658,17 +673,25 @@ def _scan_binned(f, g, *, groups, block_size, dtype, progress, r_min, screen, fd
         if extra_total is not None:
             extra_total[:] += extra
 
-    pending = None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for sl, r in _native_blocks(f, g, groups=groups, block_size=block_size, be=_Backend("numpy"), dtype=dtype,
-                                    progress=progress):
+    # Each block is multiplied and screened by one thread with one BLAS thread, ``threads`` blocks at a time.
+    # (Multiplying on all BLAS threads while another thread screens made the two fight for the cores: the
+    # BLAS threads wait for the slowest at every step.) Block j's cut depends only on blocks 0 .. j - threads,
+    # collected in order, so for a given number of threads the work done, like the result (the same for any
+    # number), is the same in every run.
+    _check_scan_inputs(f, g, groups, block_size)
+    zf = standardize(f, groups=groups, dtype=dtype, name="features")
+    starts = range(0, g.shape[1], block_size)
+    inflight: deque = deque()
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=threads) as pool:
+        for start in tqdm(starts, desc="gene blocks", disable=not progress):
+            if len(inflight) >= threads:
+                collect(*inflight.popleft())
+            sl = slice(start, min(start + block_size, g.shape[1]))
             cut = next_cut()
-            job = (sl, cut, pool.submit(_screen_job, r, cut, may_nan, histogram_bins))
-            if pending is not None:
-                collect(*pending)
-            pending = job
-        if pending is not None:
-            collect(*pending)
+            inflight.append((sl, cut, pool.submit(_multiply_and_screen, zf, g, sl, groups, dtype, cut, may_nan,
+                                                  histogram_bins)))
+        while inflight:
+            collect(*inflight.popleft())
 
     r_keep = r_min
     if use_bh:

@@ -280,3 +280,32 @@ def test_binned_screen_partial_with_constant_columns_and_other_bins():
     np.testing.assert_array_equal(res.histogram, hist)
     assert res.r_keep == r_keep and len(res.pairs) == len(rr) > 0
     np.testing.assert_array_equal(res.pairs.r.to_numpy(), rr)
+
+
+def test_binned_screen_is_the_same_with_any_number_of_threads(monkeypatch):
+    """Blocks multiplied and screened in 1, 2 or 3 threads give the same pairs, histogram and cut; a rerun with
+    the same threads recomputes the same blocks (a block's screen cut depends only on the blocks collected
+    before it was started, in order, never on timing)."""
+    monkeypatch.setattr(hc, "_MIN_REJECTIONS", 1)
+    rng = np.random.default_rng(3)
+    n, nf, ng = 40, 25, 400
+    f = rng.normal(size=(n, nf))
+    g = rng.normal(size=(n, ng))
+    g[:, 300:] += 0.7 * f[:, rng.integers(0, nf, 100)]
+    screen = min(0.6, hc.critical_r(0.05, n))
+    out = {}
+    for threads in (1, 2, 3, "2 again"):
+        logged = []
+        monkeypatch.setattr(hc.log, "info", lambda msg, *a: logged.append(msg % a))
+        out[threads] = (hc._scan_binned(f, g, groups=None, block_size=32, dtype=np.float64, progress=False, r_min=0.6,
+                                        screen=screen, fdr_keep=0.05, histogram_bins=200, n=n, k_cond=0,
+                                        threads=int(str(threads)[0])), [m for m in logged if "recomputing" in m])
+    for threads in (2, 3):
+        (fi, gi, rr, hist, r_keep), recomputed = out[threads]
+        (fi1, gi1, rr1, hist1, r_keep1), recomputed1 = out[1]
+        np.testing.assert_array_equal(fi, fi1)
+        np.testing.assert_array_equal(gi, gi1)
+        np.testing.assert_array_equal(rr, rr1)
+        np.testing.assert_array_equal(hist, hist1)
+        assert r_keep == r_keep1 and len(rr1) > 50
+    assert out[2][1] == out["2 again"][1] and out[2][1]  # blocks were recomputed, the same ones
