@@ -718,6 +718,10 @@ def shrink_premultiplied(pixels: np.ndarray, out_px: int) -> np.ndarray:
     -------
     ndarray, shape (out_px, out_px, c), uint8 (``pixels`` itself when it already has that size)
     """
+    if pixels.ndim != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be (h, w, channels) uint8, got shape {pixels.shape} {pixels.dtype}.")
+    if out_px < 1:
+        raise ValueError(f"out_px must be at least 1, got {out_px}.")
     if pixels.shape[:2] == (out_px, out_px):
         return pixels
     import torch
