@@ -81,6 +81,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block with torch on one intra-op thread, then restore the caller's setting (also on error).
+
+    For small networks trained side by side in worker processes (08's tile models, 09's folds): one thread
+    per model is faster than two sharing a tiny convolution, and the numbers are the same in any process.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def one_blas_thread(func: Callable) -> Callable:
     """Decorator: run ``func`` with BLAS on one thread (threadpoolctl), for code made of many small SVDs and
     regressions, which BLAS threads slow down (15-25x on a loaded 2-core machine) rather than speed up."""

@@ -245,21 +245,18 @@ def _fit_fold(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, fold
     """
     from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            sc = Standardizer().fit(x[tr])
-            xtr, xte = sc.transform(x[tr]), sc.transform(x[te])
-            net = fit_trait_net(xtr, y[tr], config=config, encoder=encoder, seed=config.seed + fold)
-            out = {"nn": predict_proba(net, xte)}
-            for name, make in models.items():
-                m = make()
-                if "n_jobs" in m.get_params():
-                    m.set_params(n_jobs=1)  # same trees, no processes inside a worker
-                out[name] = m.fit(xtr, y[tr]).predict_proba(xte)[:, 1]
-    finally:
-        torch.set_num_threads(threads)
+    from .distributed import one_torch_thread
+
+    with one_torch_thread(), threadpool_limits(1):
+        sc = Standardizer().fit(x[tr])
+        xtr, xte = sc.transform(x[tr]), sc.transform(x[te])
+        net = fit_trait_net(xtr, y[tr], config=config, encoder=encoder, seed=config.seed + fold)
+        out = {"nn": predict_proba(net, xte)}
+        for name, make in models.items():
+            m = make()
+            if "n_jobs" in m.get_params():
+                m.set_params(n_jobs=1)  # same trees, no processes inside a worker
+            out[name] = m.fit(xtr, y[tr]).predict_proba(xte)[:, 1]
     return out
 
 

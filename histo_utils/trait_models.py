@@ -123,6 +123,7 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
     import torch
 
     from . import models, training
+    from .distributed import one_torch_thread
 
     ds = job["ds"] if "ds" in job else _POOL_DS
     t, i, tr, va, label, config = job["trait"], job["split"], job["tr"], job["va"], job["label"], job["config"]
@@ -137,9 +138,7 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
         return (auc(s.to_numpy(), _lab.loc[s.index].to_numpy())
                 + 1e-4 * float(((p[:, 1] > 0.5) == _y).mean()))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         train_ds = ds.subset(tr, labels=label[tr]).with_augmentation(True, colour=job["colour_jitter"])
         for attempt in range(job["restarts"] + 1):
             torch.manual_seed(config.seed + 101 * i + 7919 * attempt)
@@ -154,8 +153,6 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
             log.warning("trait %s split %d: training loss stayed at %.3f (log 2 = constant calls)%s", t, i,
                         h.train_loss.min(), "; restarting from new weights" if attempt < job["restarts"] else "")
         p = training.predict_tiles(model, ds, batch_size=256, device=job["device"], progress=progress)[:, 1]
-    finally:
-        torch.set_num_threads(threads)
     h = h.assign(attempt=attempt, trait=t, split=i, n_train_tiles=len(tr), n_val_tiles=len(va),
                  n_train_slides=len(set(tile_slides[tr])), n_val_slides=len(slide_label))
     p = p.astype(np.float32)

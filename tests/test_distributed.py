@@ -160,3 +160,20 @@ def test_client_for_local_none_and_unreachable_address():
     with pytest.raises(ConnectionError, match=r"tcp://127\.0\.0\.1:9"):
         with hd.client_for("tcp://127.0.0.1:9", timeout=1):
             pass
+
+
+def test_one_torch_thread_restores_the_callers_setting_also_on_error():
+    import torch
+
+    from histo_utils.distributed import one_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="inside"):
+            with one_torch_thread():
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
