@@ -704,8 +704,7 @@ def _scan_binned(f, g, *, groups, block_size, dtype, progress, r_min, screen, fd
             if stale:
                 log.info("BH cut |r| >= %.3f below the screen's cut in %d of %d blocks: recomputing them",
                          t_up, len(stale), len(blocks))
-                zf = standardize(f, groups=groups, dtype=dtype, name="features")
-                for b in stale:
+                for b in stale:  # zf: the standardised features of the pass above
                     zg = standardize(g[:, b["sl"]], groups=groups, dtype=dtype, name="expression")
                     flat = (zf.T @ zg).reshape(-1)
                     idx = np.flatnonzero((flat >= t_up) | (flat <= -t_up))

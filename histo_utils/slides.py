@@ -218,7 +218,6 @@ def _native_reader():
 
 
 _NATIVE = _native_reader()
-_LITTLE_ENDIAN = np.little_endian
 
 
 def read_region_premultiplied(slide: openslide.OpenSlide, path: str | os.PathLike, location: tuple[int, int],
@@ -256,10 +255,15 @@ def read_region_premultiplied(slide: openslide.OpenSlide, path: str | os.PathLik
         except openslide.OpenSlideError as e:
             raise _read_error(path, level, location, e) from None
         bgra = words.view(np.uint8).reshape(h, w, 4)
-        return bgra if _LITTLE_ENDIAN else np.ascontiguousarray(bgra[..., ::-1])
-    rgba = np.asarray(read_region_rgba(slide, path, location, level, size)).astype(np.uint16)
-    rgba[..., :3] = (rgba[..., :3] * rgba[..., 3:] + 127) // 255  # premultiply, rounded
-    return np.ascontiguousarray(rgba[..., [2, 1, 0, 3]].astype(np.uint8))
+        return bgra if np.little_endian else np.ascontiguousarray(bgra[..., ::-1])
+    return _premultiply(np.asarray(read_region_rgba(slide, path, location, level, size)))
+
+
+def _premultiply(rgba: np.ndarray) -> np.ndarray:
+    """openslide-python's RGBA (not premultiplied), shape (h, w, 4), as premultiplied B, G, R, A, rounded."""
+    x = rgba.astype(np.uint16)
+    x[..., :3] = (x[..., :3] * x[..., 3:] + 127) // 255
+    return np.ascontiguousarray(x[..., [2, 1, 0, 3]].astype(np.uint8))
 
 
 def premultiplied_to_rgb(bgra: np.ndarray) -> np.ndarray:
@@ -299,12 +303,9 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     """
     if rgba.shape[-1] == 3:
         return rgba
-    alpha = rgba[..., 3]
-    if alpha.min() == 255:  # fully opaque: the usual case inside a scan
+    if rgba[..., 3].min() == 255:  # fully opaque: the usual case inside a scan
         return np.ascontiguousarray(rgba[..., :3])
-    a = alpha[..., None].astype(np.uint16)
-    rgb = (rgba[..., :3].astype(np.uint16) * a + 127) // 255 + (255 - a)
-    return rgb.astype(np.uint8)
+    return premultiplied_to_rgb(_premultiply(rgba))
 
 
 def write_aperio_svs(
