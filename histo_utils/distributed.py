@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SchedulerSpec", "SlideResults", "client_for", "map_slides", "is_local", "process_pool"]
+__all__ = ["SchedulerSpec", "SlideResults", "client_for", "map_slides", "is_local", "process_pool", "forked_pool",
+           "forked_state", "one_torch_thread", "one_blas_thread"]
 
 #: what a ``scheduler`` argument may be (see the module docstring)
 SchedulerSpec = Union[str, None, "Client"]
@@ -122,6 +123,34 @@ def process_pool(workers: int, *, fork: bool = False) -> ProcessPoolExecutor:
 
     return ProcessPoolExecutor(max_workers=max(1, int(workers)), initializer=_die_with_parent,
                                initargs=(os.getpid(),), mp_context=mp.get_context("fork") if fork else None)
+
+
+#: what the workers of the running :func:`forked_pool` inherit (``None`` outside one)
+_FORKED_STATE: Any = None
+
+
+@contextlib.contextmanager
+def forked_pool(workers: int, state: Any) -> Iterator[ProcessPoolExecutor]:
+    """A :func:`process_pool` of forked workers that inherit ``state`` without pickling it.
+
+    For large read-only inputs shared by many small jobs (08's preloaded tile cache, 09's expression
+    matrix): the workers read it with :func:`forked_state`, copy-on-write. This process drops its
+    reference when the pool closes, also on error.
+    """
+    global _FORKED_STATE
+    _FORKED_STATE = state
+    try:
+        with process_pool(workers, fork=True) as pool:
+            yield pool
+    finally:
+        _FORKED_STATE = None
+
+
+def forked_state() -> Any:
+    """The ``state`` of the :func:`forked_pool` this worker was forked from."""
+    if _FORKED_STATE is None:
+        raise RuntimeError("forked_state() is only available in the workers of distributed.forked_pool.")
+    return _FORKED_STATE
 
 
 @contextlib.contextmanager

@@ -232,10 +232,6 @@ def comparison_models(seed: int = 0, *, n_jobs: int = 1) -> dict[str, Callable[[
     }
 
 
-#: what the forked workers of :func:`compare_models` inherit: ``(x, models, config, encoder)``
-_POOL_STATE = None
-
-
 def _fit_fold(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, fold: int, *, config: NetConfig,
               encoder: Autoencoder | None, models: Mapping[str, Callable[[], object]]) -> dict[str, np.ndarray]:
     """The out-of-fold P(positive) of the network and every comparison model for one fold, shape (len(te),) each.
@@ -261,8 +257,10 @@ def _fit_fold(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, fold
 
 
 def _fold_job(job: tuple) -> dict[str, np.ndarray]:
-    """Worker of :func:`compare_models`: one (trait, fold) from the inherited ``_POOL_STATE``."""
-    x, models, config, encoder = _POOL_STATE
+    """Worker of :func:`compare_models`: one (trait, fold); ``(x, models, config, encoder)`` inherited."""
+    from .distributed import forked_state
+
+    x, models, config, encoder = forked_state()
     y, tr, te, fold = job
     return _fit_fold(x, y, tr, te, fold, config=config, encoder=encoder, models=models)
 
@@ -482,7 +480,6 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     """
     from sklearn.model_selection import StratifiedKFold
 
-    global _POOL_STATE
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
     models = dict(comparison_models(seed) if models is None else models)
@@ -494,14 +491,10 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     if workers == 1:
         preds = [_fit_fold(x, y, tr, te, f, config=config, encoder=encoder, models=models) for y, tr, te, f in jobs]
     else:
-        from .distributed import process_pool
+        from .distributed import forked_pool
 
-        _POOL_STATE = (x, models, config, encoder)
-        try:
-            with process_pool(min(workers, len(jobs)), fork=True) as pool:
-                preds = list(pool.map(_fold_job, jobs))
-        finally:
-            _POOL_STATE = None
+        with forked_pool(min(workers, len(jobs)), (x, models, config, encoder)) as pool:
+            preds = list(pool.map(_fold_job, jobs))
     fold_auc, oofs, boots = [], {}, []
     for k, t in enumerate(traits.columns):
         auc_t, oof = _fold_table(ys[t], folds[t], preds[k * n_folds:(k + 1) * n_folds], names)

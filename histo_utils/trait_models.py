@@ -109,13 +109,9 @@ def _per_slide(tile_slides: np.ndarray, index: np.ndarray, k: int, rng: np.rando
     return np.sort(np.concatenate([index[g[rng.permutation(len(g))[:k]]] for _, g in sorted(groups.items())]))
 
 
-#: the tile dataset of a parallel :func:`fit_trait_models`, inherited by its forked worker processes
-_POOL_DS = None
-
-
 def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
     """Train one (trait, split) tile model with its restarts and predict every tile (worker of
-    :func:`fit_trait_models`; ``job["ds"]`` or, in a forked worker, the inherited ``_POOL_DS``).
+    :func:`fit_trait_models`; ``job["ds"]`` or, in a forked worker, the inherited dataset).
 
     Torch runs on one thread here (with the channels-last convolutions of :func:`histo_utils.training.to_device`),
     in the parent as in a worker, so a model's numbers do not depend on ``workers``.
@@ -123,9 +119,9 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
     import torch
 
     from . import models, training
-    from .distributed import one_torch_thread
+    from .distributed import forked_state, one_torch_thread
 
-    ds = job["ds"] if "ds" in job else _POOL_DS
+    ds = job["ds"] if "ds" in job else forked_state()
     t, i, tr, va, label, config = job["trait"], job["split"], job["tr"], job["va"], job["label"], job["config"]
     d, arch, progress = Path(job["dir"]), job["arch"], job["progress"]
     tile_slides = ds.tiles["image_id"].to_numpy()
@@ -205,9 +201,8 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     """
     from tqdm.auto import tqdm
 
-    from .distributed import process_pool
+    from .distributed import forked_pool
 
-    global _POOL_DS
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
     work = Path(work_dir)
@@ -254,14 +249,10 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
             done[(job["trait"], job["split"])] = _fit_one({**job, "ds": ds})
     else:
         ds.close()  # open slide handles stay in this process; workers open their own
-        _POOL_DS = ds
-        try:
-            with process_pool(n_proc, fork=True) as pool:
-                futures = {pool.submit(_fit_one, job): (job["trait"], job["split"]) for job in jobs}
-                for fut in tqdm(futures, desc="tile models", unit="model", disable=not progress):
-                    done[futures[fut]] = fut.result()
-        finally:
-            _POOL_DS = None
+        with forked_pool(n_proc, ds) as pool:
+            futures = {pool.submit(_fit_one, job): (job["trait"], job["split"]) for job in jobs}
+            for fut in tqdm(futures, desc="tile models", unit="model", disable=not progress):
+                done[futures[fut]] = fut.result()
     keys = [(t, i) for t in traits for i in range(len(splits))]
     prob = pd.DataFrame({k: done[k][0] for k in keys}, index=ds.tiles.index)
     prob.columns = pd.MultiIndex.from_tuples(prob.columns, names=["trait", "split"])

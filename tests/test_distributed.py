@@ -177,3 +177,25 @@ def test_one_torch_thread_restores_the_callers_setting_also_on_error():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_forked_pool_workers_inherit_the_state_and_the_parent_drops_it():
+    from histo_utils.distributed import forked_pool, forked_state
+
+    state = {"x": np.arange(5)}
+    with forked_pool(2, state) as pool:
+        got = list(pool.map(_worker_reads_state, range(3)))
+    assert all(np.array_equal(g, state["x"]) for g in got)
+    with pytest.raises(RuntimeError, match="only available in the workers of distributed.forked_pool"):
+        forked_state()  # the parent's reference is gone once the pool is closed
+    with pytest.raises(ZeroDivisionError):
+        with forked_pool(1, state):
+            1 / 0
+    with pytest.raises(RuntimeError):
+        forked_state()
+
+
+def _worker_reads_state(_):
+    from histo_utils.distributed import forked_state
+
+    return forked_state()["x"]
