@@ -10,6 +10,11 @@ residual. All columns share the design, so one orthonormal basis ``Q`` of the
 design serves all of them: ``residual = Y - Q (Q^T Y)`` — one matrix product
 for 56,202 genes instead of 56,202 model fits (checked against statsmodels).
 
+Rare category levels (GTEx's batches) are pooled, terms left without a
+contrast are left out, and a tissue whose design leaves no residual degrees
+of freedom is skipped, each logged and noted in the design report
+(:func:`build_design`, :func:`build_designs`).
+
 Variance partition per term (type-II sums of squares): the increase of the
 residual sum of squares when the term's columns are dropped from the full
 model, as a fraction of the column's total sum of squares (``unique_r2``)
@@ -34,7 +39,8 @@ __all__ = ["log_ischemic_time", "Design", "build_design", "residualize", "fit_rs
            "sample_covariates", "build_designs", "expressed_genes", "residual_table", "residualize_by_tissue",
            "residualize_expression_by_tissue", "VarianceByConfounder", "variance_by_confounder", "Diagnostics",
            "strongest_columns", "compare_model_choices", "largest_term_share", "KINDS", "GTEX_COLUMNS", "transform",
-           "age_bracket_midpoint", "source_columns", "numeric_terms", "confounder_levels", "ols_formula"]
+           "age_bracket_midpoint", "source_columns", "numeric_terms", "confounder_levels", "ols_formula",
+           "POOLED_LEVEL"]
 
 #: confounder name -> (source column, kind)
 DEFAULT_CONFOUNDERS = {
@@ -64,8 +70,28 @@ def log_ischemic_time(minutes) -> np.ndarray:
     minutes, the shortest possible time, before the log. Negative values are
     not errors; NaN stays NaN (see :func:`build_design`).
     """
-    t = np.asarray(minutes, dtype=np.float64)
+    t = _float_array(minutes)
     return np.log1p(np.clip(t, 0, None))
+
+
+def _float_array(values) -> np.ndarray:
+    """float64 array of a vector or table; pandas' missing values (``pd.NA`` of the nullable dtypes Int64,
+    Float64, boolean) become NaN. Every number handed to NumPy, statsmodels or patsy passes through here."""
+    if isinstance(values, (pd.Series, pd.DataFrame, pd.Index)):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(values, pd.api.extensions.ExtensionArray):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _level_text(values: pd.Series) -> pd.Series:
+    """The levels of a categorical confounder as text, as the design names its columns (``term[level]``).
+
+    Nullable dtypes (Int64 ``1`` -> ``"1"``, boolean, string) give the text of their values; missing values
+    stay missing (they are dropped before, see :func:`build_design`).
+    """
+    text = values.astype(object).where(values.notna(), None).astype(str)
+    return text.where(values.notna(), None)
 
 
 @dataclass
@@ -76,7 +102,11 @@ class Design:
     ----------
     matrix : DataFrame, shape (n_samples, n_columns), intercept first
     terms : dict, term -> list of column names (the intercept is not a term)
-    dropped : dict, what was left out and why (constant terms, samples with missing values, merged levels)
+    dropped : dict, what was left out or changed and why: ``constant_terms`` (list: no variation, or one
+        level left after merging), ``rare_terms`` (term -> levels: every level rarer than ``min_level_size``,
+        term left out), ``samples_missing`` (list of samples), ``pooled_levels`` (term -> the rare levels
+        pooled into :data:`POOLED_LEVEL`), ``merged_levels`` (term -> the rare levels merged into the most
+        frequent level), ``notes`` (list of str: each change in words, as logged)
     """
 
     matrix: pd.DataFrame
@@ -89,33 +119,103 @@ class Design:
         return ["intercept"] + [c for t in use for c in self.terms[t]]
 
 
+#: the level that the rare levels of a categorical confounder are pooled into (:func:`build_design`)
+POOLED_LEVEL = "other (pooled)"
+
+
+def _level_list(counts: pd.Series, *, limit: int = 6) -> str:
+    """``"BP-1 (2), BP-7 (1), ... (23 levels, 40 samples)"``: levels with their sample counts, for messages."""
+    shown = ", ".join(f"{lev} ({int(n)})" for lev, n in counts.iloc[:limit].items())
+    more = f", ... ({len(counts)} levels, {int(counts.sum())} samples)" if len(counts) > limit else ""
+    return shown + more
+
+
+def _pool_rare_levels(v: pd.Series, term: str, min_level_size: int, dropped: dict, where: str
+                      ) -> tuple[pd.Series | None, str | None]:
+    """The levels of one categorical term after pooling its rare levels (see :func:`build_design`), and the
+    name of the pooled level (None: nothing pooled); levels None when the term is left out. Each change is
+    recorded in ``dropped`` and logged."""
+    counts = v.value_counts()
+    rare = counts[counts < min_level_size]
+    if len(rare) and len(rare) == len(counts):
+        dropped["rare_terms"][term] = list(rare.index)
+        msg = (f"{where}: {term} left out: all its {len(counts)} levels have fewer than {min_level_size} "
+               f"samples ({_level_list(rare)}); pooled they would be one level")
+        dropped["notes"].append(msg)
+        log.warning("%s.", msg)
+        return None, None
+    if not len(rare):
+        return v, None
+    if rare.sum() >= min_level_size:
+        name = POOLED_LEVEL
+        while name in counts.index:  # a real level of that name: keep the pooled one apart
+            name += "*"
+        dropped["pooled_levels"][term] = list(rare.index)
+        msg = (f"{where}: {term} levels with fewer than {min_level_size} samples pooled into '{name}': "
+               f"{_level_list(rare)}")
+        v = v.where(~v.isin(rare.index), name)
+    else:
+        name = None  # pooled they would still be rarer than min_level_size: into the most frequent level
+        dropped["merged_levels"][term] = list(rare.index)
+        msg = (f"{where}: {term} levels with fewer than {min_level_size} samples (together {int(rare.sum())}, "
+               f"too few to pool) merged into the most frequent level '{counts.index[0]}': {_level_list(rare)}")
+        v = v.where(~v.isin(rare.index), counts.index[0])
+        if len(counts) - len(rare) == 1:  # the only common level: nothing left to contrast
+            msg = f"{where}: {term} left out: one level left after merging; " + msg.split(f"{term} ", 1)[1]
+            dropped["notes"].append(msg)
+            log.warning("%s.", msg)
+            return v, None
+    dropped["notes"].append(msg)
+    log.info("%s.", msg)
+    return v, name
+
+
 def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_level_size: int = 2,
-                 on_missing: str = "drop") -> Design:
+                 on_missing: str = "drop", tissue: str | None = None) -> Design:
     """Design matrix of the confounders of the given samples.
 
     Parameters
     ----------
-    samples : DataFrame, one row per sample, with the source columns (``SMTSISCH, SMRIN, SMCENTER, AGE, SEX``)
+    samples : DataFrame, one row per sample, with the source columns (``SMTSISCH, SMRIN, SMCENTER, AGE, SEX``);
+        numeric or categorical columns of any dtype, pandas' nullable ones (Int64, Float64, boolean, string
+        with ``pd.NA``) included
     confounders : term -> (source column, kind), kind one of :data:`KINDS` (:func:`confounder_spec`); default
         :data:`DEFAULT_CONFOUNDERS` (ischemic time through :func:`log_ischemic_time`)
-    min_level_size : category levels with fewer samples are merged into the most frequent level (a
-        level of one sample would be fitted exactly and leave it a zero residual)
+    min_level_size : a category level with fewer samples is *rare* (a level of one sample would be fitted
+        exactly and leave it a zero residual; a batch of two spends a degree of freedom on two samples).
+        The rare levels of a term are pooled into one level, :data:`POOLED_LEVEL`, when together they have
+        at least ``min_level_size`` samples, else merged into the most frequent level. A term whose levels
+        are all rare is left out (pooled, they would be one level: no contrast left), as is a term left with
+        one level. Each pooling, merging and leaving-out is logged and reported in ``dropped``.
     on_missing : ``"drop"`` the samples with a missing confounder (reported in ``dropped``) or ``"raise"``
+    tissue : what the samples are, for the messages (e.g. the tissue)
 
     Returns
     -------
     Design
-        Numeric terms are centred; categories are treatment-coded against their most frequent level.
-        Terms without variation in these samples (one centre in a tissue) are left out and reported.
+        Numeric terms are centred; categories are treatment-coded against their most frequent level (never
+        the pooled one). Terms without variation in these samples (one centre in a tissue) are left out and
+        reported.
+
+    Notes
+    -----
+    Pooling rather than merging into the most frequent level: a sample of a rare batch is not a sample of
+    the largest batch, and merging it there biases that level's mean; pooled, the rare batches share one
+    mean of their own. A pooled level of fewer than ``min_level_size`` samples would be the rare level the
+    rule removes, so then (e.g. one singleton) the old merge applies. Rare levels that are all the term
+    has (GTEx's nucleic-acid and expression batches within a tissue: dozens of batches of 1-3 samples)
+    would saturate the design; the term is left out instead.
     """
     confounders = DEFAULT_CONFOUNDERS if confounders is None else confounders
+    where = tissue if tissue is not None else f"{len(samples)} samples"
     missing_cols = [src for src, _ in confounders.values() if src not in samples]
     if missing_cols:
-        where = "; ".join(f"{c} from the {SOURCE_FILES.get(c, 'sample table')}" for c in missing_cols)
+        where_from = "; ".join(f"{c} from the {SOURCE_FILES.get(c, 'sample table')}" for c in missing_cols)
         terms = [t for t, (src, _) in confounders.items() if src in missing_cols]
-        raise ValueError(f"Sample table lacks confounder columns {missing_cols} ({where}). Join that file's "
+        raise ValueError(f"Sample table lacks confounder columns {missing_cols} ({where_from}). Join that file's "
                          f"columns first, or leave the terms {terms} out of confounders=.")
-    dropped: dict = {"constant_terms": [], "samples_missing": [], "merged_levels": {}}
+    dropped: dict = {"constant_terms": [], "rare_terms": {}, "samples_missing": [], "pooled_levels": {},
+                     "merged_levels": {}, "notes": []}
     src = samples[[s for s, _ in confounders.values()]]
     bad = pd.DataFrame({t: transform(samples[c], k) if k in NUMERIC_KINDS else samples[c]
                         for t, (c, k) in confounders.items()}, index=samples.index).isna().any(axis=1)
@@ -124,7 +224,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
                f"{list(src.columns[src.isna().any()])})")
         if on_missing == "raise":
             raise ValueError(msg + "; impute them or pass on_missing='drop'.")
-        log.warning("%s: left out of the regression.", msg)
+        log.warning("%s%s: left out of the regression.", f"{tissue}: " if tissue is not None else "", msg)
         dropped["samples_missing"] = list(samples.index[bad])
     s = samples.loc[~bad]
     cols = {"intercept": np.ones(len(s))}
@@ -133,24 +233,22 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
         v = s[col]
         if kind in NUMERIC_KINDS:
             x = transform(v, kind)
-            if np.ptp(x) == 0:
+            if not len(x) or np.ptp(x) == 0:
                 dropped["constant_terms"].append(term)
                 continue
             cols[term] = x - x.mean()
             terms[term] = [term]
         elif kind == "category":
-            v = v.astype(str)
+            v, pooled = _pool_rare_levels(_level_text(v), term, min_level_size, dropped, where)
+            if v is None:
+                continue
             counts = v.value_counts()
-            small = counts.index[counts < min_level_size]
-            if len(small) and len(counts) > len(small):
-                dropped["merged_levels"][term] = list(small)
-                v = v.where(~v.isin(small), counts.index[0])
-            levels = v.value_counts().index
-            if len(levels) < 2:
+            if len(counts) < 2:  # no variation (one centre in a tissue), or one level left after merging
                 dropped["constant_terms"].append(term)
                 continue
+            ref = counts.drop(pooled).index[0] if pooled is not None else counts.index[0]
             names = []
-            for lev in sorted(levels[1:]):
+            for lev in sorted(lev for lev in counts.index if lev != ref):
                 name = f"{term}[{lev}]"
                 cols[name] = (v == lev).to_numpy(dtype=np.float64)
                 names.append(name)
@@ -158,7 +256,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
         else:
             raise ValueError(f"Confounder kind {kind!r} of {term!r} not available: {', '.join(KINDS)}.")
     if dropped["constant_terms"]:
-        log.info("Confounders without variation here, left out: %s", dropped["constant_terms"])
+        log.info("%s: confounders without variation here, left out: %s", where, dropped["constant_terms"])
     return Design(pd.DataFrame(cols, index=s.index), terms, dropped)
 
 
@@ -183,8 +281,8 @@ def residualize(y, x) -> np.ndarray:
         Equal to ``statsmodels.OLS(y[:, j], x).fit().resid`` for every j (rank-deficient designs
         included: the projection is onto the column space of x).
     """
-    y = np.asarray(y, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64)
+    y = _float_array(y)
+    x = _float_array(x)
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y has {y.shape[0]} samples and the design {x.shape[0]}; align them first.")
     if not (np.isfinite(y.sum()) and np.isfinite(x).all()):  # a sum is NaN/inf iff a value is: one cheap pass
@@ -200,7 +298,8 @@ def residualize(y, x) -> np.ndarray:
 
 def fit_rss(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, int]:
     """Residual sum of squares of every column of y on x, and the rank of x."""
-    q = _basis(np.asarray(x, dtype=np.float64))
+    q = _basis(_float_array(x))
+    y = _float_array(y)
     r = y - q @ (q.T @ y)
     return (r ** 2).sum(0), q.shape[1]
 
@@ -229,8 +328,7 @@ def variance_partition(y, design: Design, *, names: Sequence[str] | None = None)
     """
     if isinstance(y, pd.DataFrame):
         names = list(y.columns) if names is None else names
-        y = y.to_numpy(dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    y = _float_array(y)
     names = list(range(y.shape[1])) if names is None else list(names)
     n = len(y)
     x_full = design.matrix[design.columns()].to_numpy()
@@ -274,7 +372,7 @@ def select_terms(y, design: Design, *, method: str = "all", alpha: float = 0.05)
     -------
     DataFrame of booleans, shape (n_columns, n_terms).
     """
-    y = np.asarray(y, dtype=np.float64)
+    y = _float_array(y)
     terms = list(design.terms)
     if method == "all":
         return pd.DataFrame(True, index=range(y.shape[1]), columns=terms)
@@ -320,7 +418,7 @@ def select_terms(y, design: Design, *, method: str = "all", alpha: float = 0.05)
 
 def residualize_selected(y, design: Design, keep: pd.DataFrame) -> np.ndarray:
     """Residuals of each column on the intercept and its own selected terms (:func:`select_terms`)."""
-    y = np.asarray(y, dtype=np.float64)
+    y = _float_array(y)
     out = np.empty_like(y)
     keys = pd.Series([row.tobytes() for row in keep.to_numpy()])
     for _, idx in keys.groupby(keys).groups.items():
@@ -371,7 +469,7 @@ def age_bracket_midpoint(values) -> np.ndarray:
     text = v.astype("string").str.strip()
     m = text.str.extract(r"^(\d+)\s*-\s*(\d+)$").astype(float)
     mid = (m[0] + m[1]) / 2
-    num = pd.to_numeric(v, errors="coerce")
+    num = pd.Series(_float_array(pd.to_numeric(v, errors="coerce")), index=v.index)
     bad = mid.isna() & num.isna() & v.notna()
     if bad.any():
         raise ValueError(f"Age values {sorted(set(v[bad].astype(str)))[:5]} are neither brackets like '60-69' nor "
@@ -404,7 +502,7 @@ def transform(values, kind: str) -> np.ndarray:
     if bad.any():
         raise ValueError(f"Confounder column {getattr(values, 'name', '')!r} has non-numeric values "
                          f"{sorted(set(v[bad].astype(str)))[:5]}; name it as 'COLUMN:category' or fix the values.")
-    x = num.to_numpy(dtype=np.float64)
+    x = _float_array(num)
     return log_ischemic_time(x) if kind in ("log", "log_ischemic") else x
 
 
@@ -475,33 +573,67 @@ def numeric_terms(spec: dict) -> tuple[str, ...]:
     return tuple(t for t, (_, k) in spec.items() if k in NUMERIC_KINDS)
 
 
-def ols_formula(samples: pd.DataFrame, spec: dict, terms: Sequence[str]) -> tuple[str, pd.DataFrame]:
+def _design_levels(values: pd.Series, term: str, columns: Sequence[str]) -> pd.Series | None:
+    """The levels a design gave a categorical term's values (rare levels pooled or merged as
+    :func:`build_design` did), read back from its columns ``term[level]``; None when nothing was recoded.
+
+    The levels with a column keep their name. The others are the reference (the most frequent of them:
+    a rare level is rarer than any kept one) and the rare levels: pooled when the design has a column for
+    a level absent from the values (:data:`POOLED_LEVEL`), else merged into the reference.
+    """
+    text = _level_text(values)
+    present = text.dropna()
+    own = {c[len(term) + 1:-1] for c in columns if c.startswith(f"{term}[") and c.endswith("]")}
+    rest = present[~present.isin(own)].value_counts()
+    if len(rest) < 2:
+        return None
+    pooled = sorted(own - set(present))
+    into = pooled[0] if pooled else rest.index[0]
+    recode = {lev: into for lev in rest.index[1:]}
+    return text.map(lambda lev: recode.get(lev, lev) if lev is not None else np.nan)
+
+
+def ols_formula(samples: pd.DataFrame, spec: dict, terms: Sequence[str] | dict) -> tuple[str, pd.DataFrame]:
     """The right-hand side of a statsmodels formula for ``terms`` and the frame it reads (for checking the
     batched regression against ``statsmodels.formula.api.ols``).
 
     Parameters
     ----------
-    samples : DataFrame, one row per sample (:func:`sample_covariates`)
+    samples : DataFrame, one row per sample (:func:`sample_covariates`): the design's samples
     spec : :func:`confounder_spec`
-    terms : the terms of a design (``Design.terms``)
+    terms : the terms of a design (``Design.terms``, a dict: then the categorical columns of the frame hold
+        the design's levels, rare levels pooled or merged as :func:`build_design` did, so statsmodels fits
+        the same model), or a list of term names (the levels as they are)
 
     Returns
     -------
     rhs : str, e.g. ``"log_isch + SMRIN + C(SMCENTER) + C(AGE) + C(SEX)"`` for the default terms
-    frame : ``samples`` with a column per transformed numeric term (``<COLUMN>__<kind>``)
+    frame : ``samples`` with a column per transformed numeric term (``<COLUMN>__<kind>``); the columns the
+        formula reads are plain NumPy dtypes (numbers float64 with NaN, categories objects with NaN), as
+        patsy does not read pandas' nullable dtypes (Int64, Float64, boolean, string with ``pd.NA``)
     """
     frame, parts = samples.copy(), []
     for t in terms:
         col, kind = spec[t]
         if (col, kind) == ("SMTSISCH", "log_ischemic") and "log_isch" in frame:
+            frame["log_isch"] = _float_array(frame["log_isch"])
             parts.append("log_isch")
         elif kind == "numeric":
+            if not (isinstance(frame[col].dtype, np.dtype) and frame[col].dtype.kind in "iuf"):
+                frame[col] = transform(frame[col], kind)  # Int64, Float64, booleans, text: float64 with NaN
             parts.append(f"Q('{col}')" if not col.isidentifier() else col)
         elif kind in NUMERIC_KINDS:
             name = f"{col}__{kind}"
             frame[name] = transform(frame[col], kind)
             parts.append(name if name.isidentifier() else f"Q('{name}')")
         else:
+            v = frame[col]
+            coded = _design_levels(v, t, terms[t]) if isinstance(terms, dict) else None
+            if coded is not None:
+                frame[col] = coded
+            elif isinstance(v.dtype, pd.api.extensions.ExtensionDtype) and \
+                    not isinstance(v.dtype, pd.CategoricalDtype):  # Int64, boolean, string: pd.NA -> NaN
+                frame[col] = v.astype(object).where(v.notna(), np.nan)
             parts.append(f"C({col})" if col.isidentifier() else f"C(Q('{col}'))")
     return " + ".join(parts), frame
 
@@ -515,7 +647,8 @@ def confounder_levels(samples: pd.DataFrame, spec: dict, *, min_level_size: int 
     samples : DataFrame, one row per sample with the source columns (:func:`sample_covariates`)
     spec : :func:`confounder_spec`
     min_level_size : a category level with fewer samples (within a ``group``) is flagged ``too_few``; the
-        design merges it into the most frequent level (:func:`build_design`)
+        design pools it with the other rare levels, merges it into the most frequent level or leaves the
+        term out (:func:`build_design`)
     group : column the designs are built within (tissue); None: all samples together
 
     Returns
@@ -544,7 +677,8 @@ def confounder_levels(samples: pd.DataFrame, spec: dict, *, min_level_size: int 
     out = pd.DataFrame(rows)
     few = out[out.groups_too_few > 0]
     if len(few):
-        log.info("%d confounder levels have fewer than %d samples in some tissue (merged there): %s", len(few),
+        log.info("%d confounder levels have fewer than %d samples in some tissue (pooled, merged or left out "
+                 "there, see the designs): %s", len(few),
                  min_level_size, ", ".join(f"{t}={lv}" for t, lv in zip(few.term[:5], few.level[:5])))
     return out
 
@@ -571,35 +705,89 @@ def sample_covariates(samples: pd.DataFrame, subjects: pd.DataFrame, expressed: 
 
 
 def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: dict | None = None,
-                  min_level_size: int = 2) -> tuple[dict[str, Design], pd.DataFrame]:
-    """One design per tissue with at least ``min_samples`` samples, and what each left out.
+                  min_level_size: int = 2, min_resid_df: int = 1, group: str = "SMTS"
+                  ) -> tuple[dict[str, Design], pd.DataFrame]:
+    """One design per tissue with at least ``min_samples`` samples and enough residual degrees of freedom,
+    and what each left out.
 
     Parameters
     ----------
-    samples : DataFrame, shape (n_samples, ...), index SAMPID, with ``SMTS`` and the confounders' source
-        columns (:func:`sample_covariates`)
-    min_samples : tissues with fewer samples get no design
-    confounders, min_level_size : passed to :func:`build_design`
+    samples : DataFrame, shape (n_samples, ...), index SAMPID, with the tissue column ``group`` and the
+        confounders' source columns (:func:`sample_covariates`)
+    min_samples : tissues with fewer samples get no design (and no row; logged)
+    confounders, min_level_size : passed to :func:`build_design` (rare levels pooled, all-rare terms left out)
+    min_resid_df : a tissue whose design leaves fewer residual degrees of freedom (samples minus the rank of
+        the design) is skipped: logged, and its row says why. The default 1 skips only saturated designs
+        (residuals all zero); notebook 06 tests a tissue's associations only with 2 or more.
+    group : the tissue column the designs are built within (the run's ``label_column``: ``SMTS`` or ``SMTSD``)
 
     Returns
     -------
-    designs : dict, tissue -> Design, tissues in alphabetical order
-    notes : DataFrame, one row per tissue: ``samples, design_columns, terms, left_out_terms,
-        samples_missing, merged_levels, ischemic_time_le_0``
+    designs : dict, tissue -> Design, tissues in alphabetical order (the skipped ones left out)
+    notes : DataFrame, one row per tissue with at least ``min_samples`` samples: ``tissue, status``
+        (``"fitted"`` or ``"skipped"``), ``samples, design_columns`` (0 when skipped: no design fitted),
+        ``rank, resid_df`` (of the tissue's design), ``terms, left_out_terms`` (no variation, or all levels
+        rare), ``samples_missing, pooled_levels, merged_levels`` (JSON, term -> levels),
+        ``ischemic_time_le_0, note`` (each pooling, merging, leaving-out and skip in words, as logged)
+
+    Raises
+    ------
+    ValueError
+        Every tissue with ``min_samples`` samples is skipped: the message names the confounders, what
+        each tissue's design needs and the fix (fewer confounders, or more samples per tissue).
     """
     import json
 
-    tissues = [t for t, n in samples.SMTS.value_counts().sort_index().items() if n >= min_samples]
+    if min_resid_df < 1:
+        raise ValueError(f"min_resid_df={min_resid_df}: a design needs at least 1 residual degree of freedom "
+                         "(with 0 every residual is zero); pass 1 or more.")
+    if group not in samples:
+        raise ValueError(f"The samples have no tissue column '{group}' (columns: {list(samples.columns)[:12]} ...). "
+                         "Pass group= the run's label_column (SMTS or SMTSD).")
+    counts = samples[group].value_counts().sort_index()
+    tissues = [t for t, n in counts.items() if n >= min_samples]
+    if len(tissues) < len(counts):
+        log.info("Tissues with fewer than %d samples, no design: %s", min_samples,
+                 ", ".join(f"{t} ({n})" for t, n in counts.items() if n < min_samples))
     designs, notes = {}, []
     for t in tissues:
-        d = build_design(samples[samples.SMTS == t], confounders=confounders, min_level_size=min_level_size)
-        designs[t] = d
-        notes.append({"tissue": t, "samples": len(d.matrix), "design_columns": d.matrix.shape[1],
-                      "terms": ", ".join(d.terms), "left_out_terms": ", ".join(d.dropped["constant_terms"]),
+        d = build_design(samples[samples[group] == t], confounders=confounders, min_level_size=min_level_size,
+                         tissue=t)
+        n = len(d.matrix)
+        rank = _basis(d.matrix.to_numpy()).shape[1] if n else 0
+        resid_df = n - rank
+        said = list(d.dropped["notes"])
+        if resid_df < min_resid_df:
+            cost = ", ".join(f"{term} {len(cols)}" for term, cols in
+                             sorted(d.terms.items(), key=lambda kv: -len(kv[1])))
+            lost = len(d.dropped["samples_missing"])
+            msg = (f"{t}: skipped: {n} samples{f' ({lost} more miss a confounder)' if lost else ''} and a design "
+                   f"of rank {rank} (intercept 1{', ' + cost if cost else ''}) leave {resid_df} residual degrees "
+                   f"of freedom, fewer than {min_resid_df}; it needs {rank + min_resid_df} samples, or fewer "
+                   f"confounders")
+            log.warning("%s.", msg)
+            said.append(msg)
+        else:
+            designs[t] = d
+        notes.append({"tissue": t, "status": "fitted" if t in designs else "skipped", "samples": n,
+                      "design_columns": d.matrix.shape[1] if t in designs else 0, "rank": rank,
+                      "resid_df": resid_df, "terms": ", ".join(d.terms),
+                      "left_out_terms": ", ".join(d.dropped["constant_terms"] + list(d.dropped["rare_terms"])),
                       "samples_missing": len(d.dropped["samples_missing"]),
+                      "pooled_levels": json.dumps(d.dropped["pooled_levels"]),
                       "merged_levels": json.dumps(d.dropped["merged_levels"]),
-                      "ischemic_time_le_0": int((samples.loc[d.matrix.index, "SMTSISCH"] <= 0).sum())
-                      if "SMTSISCH" in samples else 0})
+                      "ischemic_time_le_0": int((_float_array(samples.loc[d.matrix.index, "SMTSISCH"]) <= 0).sum())
+                      if "SMTSISCH" in samples else 0,
+                      "note": "; ".join(m[len(t) + 2:] if m.startswith(f"{t}: ") else m for m in said)})
+    if tissues and not designs:
+        terms = list(DEFAULT_CONFOUNDERS if confounders is None else confounders)
+        close = min(notes, key=lambda r: r["rank"] + min_resid_df - r["samples"])
+        each = "; ".join(f"{r['tissue']}: {r['samples']} samples, design rank {r['rank']}" for r in notes)
+        raise ValueError(f"No tissue has {min_resid_df} residual degree(s) of freedom left with the confounders "
+                         f"{terms} ({each}). Use fewer confounders (a category costs one column per level beyond "
+                         f"the first; batch IDs cost most) or a larger min_level_size (more rare levels pooled), "
+                         f"or more samples per tissue: {close['tissue']} needs at least "
+                         f"{close['rank'] + min_resid_df} with this design (levels new samples add cost more).")
     return designs, pd.DataFrame(notes)
 
 
@@ -639,8 +827,9 @@ def residual_table(table: pd.DataFrame, design: Design, *, method: str = "all", 
     from .correlation import drop_constant
 
     y = drop_constant(table.loc[design.matrix.index])[0]
-    keep = select_terms(y.to_numpy(), design, method=method, alpha=alpha)
-    return pd.DataFrame(residualize_selected(y.to_numpy(), design, keep), index=y.index, columns=y.columns), keep
+    yy = _float_array(y)
+    keep = select_terms(yy, design, method=method, alpha=alpha)
+    return pd.DataFrame(residualize_selected(yy, design, keep), index=y.index, columns=y.columns), keep
 
 
 def residualize_by_tissue(table: pd.DataFrame, designs: dict[str, Design], *, method: str = "all",
@@ -792,7 +981,7 @@ def strongest_columns(partition: VarianceByConfounder, features: pd.DataFrame, l
                 x = pd.Series(transform(x, spec[term][1]), index=idx)
             diag_rows.append(pd.DataFrame({"confounder": term, "kind": kind, "column": name, "tissue": t,
                                            "x": x if term in numeric else x.astype(str), "y": y}))
-            yy = y.to_numpy()[:, None]
+            yy = _float_array(y)[:, None]
             resid = residualize(yy, designs[t].matrix.to_numpy())[:, 0]
             fitted_rows.append(pd.DataFrame({"confounder": term, "kind": kind, "column": name, "tissue": t,
                                              "fitted": yy[:, 0] - resid, "residual": resid}))
