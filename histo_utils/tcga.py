@@ -33,7 +33,8 @@ Two folder layouts are read (:func:`locate_tcga_files` tells them apart; both ne
                                       miRNA: 'Genes,Correction,<aliquots>' (optional; one of the two tables
                                       is enough)
       TCGA-CDR-SupplementalTableS1.xlsx    survival (sheet 'TCGA-CDR'), or cBioPortal's
-                                           data_clinical_patient.txt (one of the two)
+                                           data_clinical_patient.txt; with both, the TCGA-CDR is used
+                                           (the curated survival resource; logged, in TCGAFiles)
       *subtype*.tsv / .csv / .txt          molecular subtypes keyed by sample or patient (optional)
       slides/<uuid>/<slide barcode>.<uuid>.svs (+ <uuid>/logs/) as gdc-client downloads them, or flat
       slides/gdc_manifest*.txt             the manifest (ignored when listing slides)
@@ -65,7 +66,7 @@ __all__ = ["patient_barcode", "sample_barcode", "sample_type", "slide_number", "
            "choose_diagnostic_slides", "choose_aliquots", "list_tumour_slides", "TCGAFiles", "locate_tcga_files",
            "read_expression_matrix", "read_pancan_mrna", "read_pancan_mirna", "read_clinical", "read_cdr",
            "read_cbioportal_patients", "read_subtypes", "stage_group", "DAYS_PER_MONTH", "MRNA_FILE", "MIRNA_FILE",
-           "CDR_FILE", "CBIOPORTAL_FILE", "TumourCohort", "load_tumour_cohort"]
+           "CDR_FILE", "CBIOPORTAL_FILE", "CLINICAL_CHOICES", "TumourCohort", "load_tumour_cohort"]
 
 _BARCODE = re.compile(r"^TCGA-[0-9A-Z]{2}-[0-9A-Z]{4}(-[0-9A-Z]+)*$")
 _DX = re.compile(r"-DX(\d+)$")
@@ -261,6 +262,9 @@ class TCGAFiles:
     ``expression`` is one path (project layout) or a tuple of the PanCanAtlas mRNA and/or miRNA tables
     (download layout); :func:`read_expression_matrix` takes either. ``clinical`` is the project clinical
     table, the TCGA-CDR xlsx or the cBioPortal patient table; :func:`read_clinical` takes any of them.
+    ``clinical_ignored`` lists the clinical tables of the folder that are not read (the cBioPortal table
+    beside a TCGA-CDR xlsx) and ``clinical_reason`` says why ``clinical`` was chosen;
+    :meth:`provenance` gives all of it as JSON-ready text.
     """
 
     data_dir: Path
@@ -270,6 +274,24 @@ class TCGAFiles:
     truth_dir: Path | None
     layout: str = "project"
     subtypes: Path | None = None
+    clinical_ignored: tuple[Path, ...] = ()
+    clinical_reason: str = "the only clinical table"
+
+    def provenance(self) -> dict:
+        """The located files by name, for a run's provenance (JSON-ready).
+
+        Returns
+        -------
+        dict with ``data_dir``, ``layout``, ``expression`` (file names), ``clinical`` (the file read),
+        ``clinical_ignored`` (file names), ``clinical_reason``, ``subtypes`` (or None), ``slides_dir`` and
+        ``truth_dir`` (or None)
+        """
+        expr = self.expression if isinstance(self.expression, tuple) else (self.expression,)
+        return {"data_dir": str(self.data_dir), "layout": self.layout, "expression": [p.name for p in expr],
+                "clinical": self.clinical.name, "clinical_ignored": [p.name for p in self.clinical_ignored],
+                "clinical_reason": self.clinical_reason,
+                "subtypes": self.subtypes.name if self.subtypes else None, "slides_dir": str(self.slides_dir),
+                "truth_dir": str(self.truth_dir) if self.truth_dir else None}
 
 
 def _one(data_dir: Path, pattern: str, what: str) -> Path:
@@ -295,21 +317,58 @@ _CBIO_PATTERNS = ("*data_clinical_patient.txt",)
 _SUBTYPE_PATTERNS = ("*ubtype*.tsv", "*ubtype*.txt", "*ubtype*.csv")
 
 
-def locate_tcga_files(data_dir: str | os.PathLike) -> TCGAFiles:
+#: values of ``clinical`` in :func:`locate_tcga_files` (which survival table a folder with both is read by)
+CLINICAL_CHOICES = ("auto", "cdr", "cbioportal")
+
+
+def _choose_clinical(d: Path, cdr: Path | None, cbio: Path | None, clinical: str
+                     ) -> tuple[Path | None, tuple[Path, ...], str]:
+    """The survival table to read among a TCGA-CDR xlsx and a cBioPortal patient table: (chosen, ignored, why)."""
+    if clinical not in CLINICAL_CHOICES:
+        raise ValueError(f"clinical={clinical!r} is not one of {list(CLINICAL_CHOICES)}: 'auto' (the TCGA-CDR "
+                         f"when present), 'cdr' ({CDR_FILE}) or 'cbioportal' ({CBIOPORTAL_FILE}).")
+    if clinical == "cdr" and cdr is None:
+        raise FileNotFoundError(f"clinical='cdr' but '{d}' has no TCGA-CDR table ({CDR_FILE}): download it "
+                                "into the folder, or pass clinical='auto'.")
+    if clinical == "cbioportal" and cbio is None:
+        raise FileNotFoundError(f"clinical='cbioportal' but '{d}' has no cBioPortal patient table "
+                                f"({CBIOPORTAL_FILE}): download it into the folder, or pass clinical='auto'.")
+    if not (cdr and cbio):
+        return cdr or cbio, (), "the only clinical table"
+    if clinical == "cbioportal":
+        chosen, ignored, why = cbio, cdr, "asked for by clinical='cbioportal'"
+    else:
+        chosen, ignored = cdr, cbio
+        why = ("the curated survival resource (TCGA-CDR), "
+               + ("preferred by clinical='auto'" if clinical == "auto" else "asked for by clinical='cdr'"))
+    other = "cbioportal" if chosen is cdr else "cdr"
+    log.info("'%s' holds two clinical tables, %s and %s: using %s, %s; %s is not read (clinical='%s' reads "
+             "it instead)", d, cdr.name, cbio.name, chosen.name, why, ignored.name, other)
+    return chosen, (ignored,), why
+
+
+def locate_tcga_files(data_dir: str | os.PathLike, *, clinical: str = "auto") -> TCGAFiles:
     """Find the expression, clinical and slide files of a tumour cohort and tell which layout it has.
 
     The project layout has ``<cohort>.expression.tsv*`` and ``<cohort>.clinical.tsv``; the download layout
-    the PanCanAtlas mRNA and/or miRNA tables and the TCGA-CDR xlsx or a cBioPortal patient table. The two
-    kinds of expression file (or of clinical file) in one folder are refused, as are two of one kind.
+    the PanCanAtlas mRNA and/or miRNA tables and the TCGA-CDR xlsx and/or a cBioPortal patient table. When
+    both of these are there (users often download both), the TCGA-CDR is read (Liu et al. 2018, the curated
+    survival resource of the PanCanAtlas, times in days), the choice is logged and recorded in
+    ``TCGAFiles.clinical_ignored`` / ``clinical_reason``; ``clinical`` picks one explicitly. The two kinds of
+    expression file in one folder are refused, as are two files of one kind and a project clinical table
+    beside a downloaded one.
 
     Parameters
     ----------
     data_dir : the cohort's folder (either layout)
+    clinical : which survival table to read when the folder has both: ``auto`` (the TCGA-CDR), ``cdr`` or
+        ``cbioportal`` (the named one must be present)
 
     Returns
     -------
     TCGAFiles with ``expression`` (a path, or a tuple of PanCanAtlas tables), ``clinical``, ``slides_dir``,
-    ``truth_dir`` (None for real data), ``layout`` (``project`` or ``download``) and ``subtypes`` (or None)
+    ``truth_dir`` (None for real data), ``layout`` (``project`` or ``download``), ``subtypes`` (or None),
+    ``clinical_ignored`` and ``clinical_reason``
     """
     d = Path(data_dir)
     if not d.is_dir():
@@ -330,21 +389,21 @@ def locate_tcga_files(data_dir: str | os.PathLike) -> TCGAFiles:
     cdr = _at_most_one(d, _CDR_PATTERNS, "TCGA-CDR")
     cbio = _at_most_one(d, _CBIO_PATTERNS, "cBioPortal patient")
     project_clin = sorted(d.glob("*.clinical.tsv"))
-    n_clin = sum(map(bool, (cdr, cbio, project_clin)))
-    if n_clin > 1:
+    if project_clin and (cdr or cbio):
         have = [p.name for p in (cdr, cbio, *project_clin) if p]
-        raise ValueError(f"'{d}' holds several clinical tables: {have}. Keep one (TCGA-CDR xlsx, cBioPortal "
-                         f"{CBIOPORTAL_FILE} or <cohort>.clinical.tsv).")
+        raise ValueError(f"'{d}' holds a project clinical table and a downloaded one: {have}. Keep the "
+                         f"downloaded ones ({CDR_FILE} and/or {CBIOPORTAL_FILE}) or <cohort>.clinical.tsv.")
+    chosen, ignored, why = _choose_clinical(d, cdr, cbio, clinical)
     subtypes = _at_most_one(d, _SUBTYPE_PATTERNS, "subtype")
     if mrna or mirna:
-        if not (cdr or cbio or project_clin):
+        if not (chosen or project_clin):
             raise FileNotFoundError(f"'{d}' has PanCanAtlas expression but no survival table: add {CDR_FILE} "
                                     f"(TCGA-CDR, sheet 'TCGA-CDR') or cBioPortal's {CBIOPORTAL_FILE}.")
-        clinical = cdr or cbio or project_clin[0]
-        return TCGAFiles(d, tuple(p for p in (mrna, mirna) if p), clinical, slides, truth, "download", subtypes)
+        return TCGAFiles(d, tuple(p for p in (mrna, mirna) if p), chosen or project_clin[0], slides, truth,
+                         "download", subtypes, ignored, why)
     expression = _one(d, "*.expression.tsv*", f"expression (or PanCanAtlas {MRNA_FILE} / {MIRNA_FILE})")
-    clinical = (cdr or cbio) if (cdr or cbio) else _one(d, "*.clinical.tsv", f"clinical (or {CDR_FILE})")
-    return TCGAFiles(d, expression, clinical, slides, truth, "project", subtypes)
+    chosen = chosen or _one(d, "*.clinical.tsv", f"clinical (or {CDR_FILE})")
+    return TCGAFiles(d, expression, chosen, slides, truth, "project", subtypes, ignored, why)
 
 
 # --------------------------------------------------------------------------
@@ -784,13 +843,16 @@ class TumourCohort:
     truth: pd.DataFrame | None
 
 
-def load_tumour_cohort(data_dir: str | os.PathLike, traits: Iterable[str]) -> TumourCohort:
+def load_tumour_cohort(data_dir: str | os.PathLike, traits: Iterable[str], *,
+                       clinical: str = "auto") -> TumourCohort:
     """Read a tumour cohort: trait expression by patient, clinical table, slides with the DX1 choice, truth.
 
     Parameters
     ----------
     data_dir : the cohort's folder (layout in this module's docstring)
     traits : rows of the expression matrix to read (all must exist)
+    clinical : the survival table when the folder has both (:func:`locate_tcga_files`): ``auto`` (the
+        TCGA-CDR), ``cdr`` or ``cbioportal``; the choice is in ``files.clinical_reason``
 
     Returns
     -------
@@ -802,7 +864,7 @@ def load_tumour_cohort(data_dir: str | os.PathLike, traits: Iterable[str]) -> Tu
     >>> cohort.slides[cohort.slides.chosen].patient.is_unique                     # doctest: +SKIP
     True
     """
-    files = locate_tcga_files(data_dir)
+    files = locate_tcga_files(data_dir, clinical=clinical)
     expr = read_expression_matrix(files.expression, genes=traits)
     slides = list_tumour_slides(files.slides_dir)
     dx = choose_diagnostic_slides(slides.image_id)

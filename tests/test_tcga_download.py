@@ -5,6 +5,7 @@ must give back its planted truth: the same patients, DX1 slides, trait values (u
 survival times and events, stages and subtypes.
 """
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,17 @@ def cbio(synthetic, tmp_path_factory):
     src, p = synthetic
     out = tmp_path_factory.mktemp("tcga_flat")
     write_tcga_download(src, out, seed=2, slides_layout="flat", clinical="cbioportal")
+    return out
+
+
+@pytest.fixture(scope="module")
+def both(synthetic, tmp_path_factory):
+    """The gdc folder's download (same seed and options) with cBioPortal's patient table beside the TCGA-CDR."""
+    src, p = synthetic
+    out = tmp_path_factory.mktemp("tcga_both")
+    paths = write_tcga_download(src, out, seed=1, slides_layout="gdc", clinical="both", normal_fraction=0.3,
+                                duplicate_fraction=0.3, n_repeats=1)
+    assert paths["clinical"] == out / tcga.CDR_FILE and paths["cbioportal"] == out / tcga.CBIOPORTAL_FILE
     return out
 
 
@@ -200,6 +212,55 @@ def test_cbioportal_patients_and_flat_slides(synthetic, cbio):
     assert got.loc[sorted(blank), "ajcc_pathologic_tumor_stage"].isna().all()
     slides = tcga.list_tumour_slides(files.slides_dir)
     assert (slides.uuid == "").all() and set(slides.image_id) == set(io.read_table(src / "truth" / "slides.tsv").image_id)
+
+
+def test_both_clinical_tables_read_the_cdr(synthetic, gdc, both, caplog):
+    """A folder with the TCGA-CDR xlsx and cBioPortal's table (users download both): the TCGA-CDR is read, the
+    choice is logged once and kept in TCGAFiles, and notebook 08 gets the CDR-only folder's clinical table."""
+    src, p = synthetic
+    with caplog.at_level(logging.INFO, logger="histo_utils.tcga"):
+        files = tcga.locate_tcga_files(both)
+    assert files.clinical == both / tcga.CDR_FILE
+    assert files.clinical_ignored == (both / tcga.CBIOPORTAL_FILE,)
+    assert "curated survival resource" in files.clinical_reason
+    said = [r.getMessage() for r in caplog.records if r.name == "histo_utils.tcga" and r.levelno == logging.INFO
+            and tcga.CBIOPORTAL_FILE in r.getMessage()]
+    assert len(said) == 1, said
+    assert tcga.CDR_FILE in said[0] and f"using {tcga.CDR_FILE}" in said[0] and "curated" in said[0]
+    prov = files.provenance()
+    assert prov["clinical"] == tcga.CDR_FILE and prov["clinical_ignored"] == [tcga.CBIOPORTAL_FILE]
+    assert json.loads(json.dumps(prov)) == prov
+    only = tcga.locate_tcga_files(gdc)
+    assert only.clinical_ignored == () and only.provenance()["clinical_ignored"] == []
+    want = tcga.read_clinical(only.clinical, subtypes=only.subtypes)
+    pd.testing.assert_frame_equal(tcga.read_clinical(files.clinical, subtypes=files.subtypes), want)
+    # the ignored table is a real cBioPortal table of the same patients
+    assert set(tcga.read_clinical(files.clinical_ignored[0]).index) == set(want.index)
+    # notebook 08's data step
+    cohort = tcga.load_tumour_cohort(both, list(p.traits))
+    pd.testing.assert_frame_equal(cohort.clinical, tcga.load_tumour_cohort(gdc, list(p.traits)).clinical)
+    assert cohort.files.clinical_ignored == (both / tcga.CBIOPORTAL_FILE,)
+
+
+def test_clinical_table_chosen_by_name(both, cbio, tmp_path, caplog):
+    """clinical='cdr' / 'cbioportal' picks one of two tables; a missing or unknown choice is refused with the fix."""
+    with caplog.at_level(logging.INFO, logger="histo_utils.tcga"):
+        files = tcga.locate_tcga_files(both, clinical="cbioportal")
+    assert files.clinical.name == tcga.CBIOPORTAL_FILE and [p.name for p in files.clinical_ignored] == [tcga.CDR_FILE]
+    assert f"using {tcga.CBIOPORTAL_FILE}" in caplog.text and "clinical='cbioportal'" in files.clinical_reason
+    assert tcga.locate_tcga_files(both, clinical="cdr").clinical.name == tcga.CDR_FILE
+    assert tcga.locate_tcga_files(cbio, clinical="cbioportal").clinical.name == tcga.CBIOPORTAL_FILE
+    with pytest.raises(FileNotFoundError, match=f"clinical='cdr'.*{tcga.CDR_FILE}.*clinical='auto'"):
+        tcga.locate_tcga_files(cbio, clinical="cdr")
+    with pytest.raises(ValueError, match="'auto'.*'cdr'.*'cbioportal'"):
+        tcga.locate_tcga_files(both, clinical="xlsx")
+    # a project clinical table beside a downloaded one is still refused (two layouts mixed), naming both
+    mixed = tmp_path / "mixed"
+    (mixed / "slides").mkdir(parents=True)
+    for name in ("TCGA-X.expression.tsv.gz", "TCGA-X.clinical.tsv", tcga.CDR_FILE):
+        (mixed / name).write_text("")
+    with pytest.raises(ValueError, match="project clinical table and a downloaded one.*TCGA-X.clinical.tsv"):
+        tcga.locate_tcga_files(mixed)
 
 
 def test_project_layout_outputs_unchanged(synthetic):

@@ -18,7 +18,9 @@ planted truth:
     every column of ``GTEx_Analysis_v8_Annotations_SampleAttributesDS.txt`` (:data:`GTEX_V8_ATTRIBUTE_COLUMNS`)
     in the v8 order, pathology notes ``SMPTHNTS`` with commas, quotes and semicolons, empty cells, DNA rows
     (``WES``) without RNA metrics, six-part (brain-style) sample IDs, whole-blood and cultured-fibroblast
-    RNA samples without slides, the read-count GCT beside the TPM GCT, the subject table in v8 coding.
+    RNA samples without slides, the read-count GCT beside the TPM GCT, the subject table in v8 coding; batches
+    (``SMNABTCH``, ``SMGEBTCH``) shared by many samples of a tissue and some of one sample, blank ``SMATSSCR`` and
+    ``DTHHRDY`` cells, and (opt-in) a tissue written as two of Badea's merged detailed tissues (heart).
 
 Each writer also copies the cohort's ``truth/`` (slide paths and sample IDs updated) and adds what it planted
 in the formats (``truth/download.json``, ``truth/aliquots.tsv``): which aliquot a correct reader keeps,
@@ -41,7 +43,8 @@ from ..tcga import CBIOPORTAL_FILE, CDR_FILE, DAYS_PER_MONTH, MIRNA_FILE, MRNA_F
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GTEX_V8_ATTRIBUTE_COLUMNS", "GTEX_V8_FILES", "write_tcga_download", "write_gtex_v8_download"]
+__all__ = ["GTEX_V8_ATTRIBUTE_COLUMNS", "GTEX_V8_FILES", "GTEX_V8_MERGED", "MIN_SAMPLES_NINE_CONFOUNDERS",
+           "write_tcga_download", "write_gtex_v8_download"]
 
 #: the 63 columns of GTEx v8 ``SampleAttributesDS``, in the file's order
 GTEX_V8_ATTRIBUTE_COLUMNS = (
@@ -185,8 +188,10 @@ def write_tcga_download(tumour_dir: str | os.PathLike, out_dir: str | os.PathLik
     out_dir : the new folder (its previous content of the same names is replaced)
     seed : seed of the aliquot barcodes, UUIDs, extra columns, NA cells and blanked cells
     slides_layout : ``gdc`` (``slides/<uuid>/<file>`` + ``logs/`` + manifest) or ``flat``
-    clinical : ``cdr`` (the TCGA-CDR xlsx) or ``cbioportal`` (``data_clinical_patient.txt``)
-    subtype_table : write a subtype table keyed by sample barcode (``cdr`` only: cBioPortal's table has one)
+    clinical : ``cdr`` (the TCGA-CDR xlsx), ``cbioportal`` (``data_clinical_patient.txt``) or ``both`` (the
+        two files, same patients, as users often download them; ``clinical`` is then the xlsx and
+        ``cbioportal`` the text file in the returned paths)
+    subtype_table : write a subtype table keyed by sample barcode (``cdr``/``both``: cBioPortal's table has one)
     normal_fraction, duplicate_fraction : patients with a normal (``11A``) / a second tumour aliquot
     n_repeats : columns repeated verbatim in each expression table
     na_fraction : ``NA`` cells among background rows
@@ -195,12 +200,13 @@ def write_tcga_download(tumour_dir: str | os.PathLike, out_dir: str | os.PathLik
 
     Returns
     -------
-    dict of the written paths (``data_dir, slides, mrna, mirna, clinical, subtypes, truth``).
+    dict of the written paths (``data_dir, slides, mrna, mirna, clinical, subtypes, truth``; ``cbioportal``
+    with ``both``).
     """
     if slides_layout not in ("gdc", "flat"):
         raise ValueError(f"slides_layout must be 'gdc' or 'flat', got '{slides_layout}'.")
-    if clinical not in ("cdr", "cbioportal"):
-        raise ValueError(f"clinical must be 'cdr' or 'cbioportal', got '{clinical}'.")
+    if clinical not in ("cdr", "cbioportal", "both"):
+        raise ValueError(f"clinical must be 'cdr', 'cbioportal' or 'both', got '{clinical}'.")
     src = Path(tumour_dir)
     stamp = src / "truth" / "tumour.json"
     if not stamp.exists():
@@ -311,12 +317,12 @@ def write_tcga_download(tumour_dir: str | os.PathLike, out_dir: str | os.PathLik
     for old in (CDR_FILE, CBIOPORTAL_FILE, "TCGA_PanCanAtlas_subtypes.tsv"):
         (out / old).unlink(missing_ok=True)
     paths = {"data_dir": out, "slides": sdir, "mrna": out / MRNA_FILE, "mirna": out / MIRNA_FILE}
-    if clinical == "cdr":
+    if clinical in ("cdr", "both"):
         with io.atomic_path(out / CDR_FILE) as tmp:
             with pd.ExcelWriter(tmp, engine="openpyxl") as xl:
                 cdr.to_excel(xl, sheet_name="TCGA-CDR", index=True)
         paths["clinical"] = out / CDR_FILE
-    else:
+    if clinical in ("cbioportal", "both"):
         cb = pd.DataFrame({
             "PATIENT_ID": cdr.bcr_patient_barcode, "SUBTYPE": np.where(
                 cdr.type == "LUAD", "", "SYN_" + clin.subtype.reindex(range(len(cdr))).fillna("").astype(str)),
@@ -340,8 +346,8 @@ def write_tcga_download(tumour_dir: str | os.PathLike, out_dir: str | os.PathLik
         lines = ["#" + "\t".join(h) for h in heads] + ["\t".join(cb.columns)]
         lines += ["\t".join(map(str, r)) for r in cb.itertuples(index=False)]
         _write_lines(out / CBIOPORTAL_FILE, lines)
-        paths["clinical"] = out / CBIOPORTAL_FILE
-    if subtype_table and clinical == "cdr":
+        paths["cbioportal" if clinical == "both" else "clinical"] = out / CBIOPORTAL_FILE
+    if subtype_table and clinical in ("cdr", "both"):
         st = pd.DataFrame({"pan.samplesID": [f"{p}-01" for p in clin.bcr_patient_barcode], "cancer.type": "SYN",
                            "Subtype_mRNA": clin.subtype, "Subtype_Selected": "SYN." + clin.subtype})
         normals = cols_m[cols_m.role == "normal"].patient.head(2)
@@ -380,6 +386,92 @@ _NOTES = [
 ]
 _QC = [c for c in GTEX_V8_ATTRIBUTE_COLUMNS[17:]]
 
+#: ``merged=GTEX_V8_MERGED``: the painted skeletal muscle written as GTEx's two heart tissues (``SMTS`` ``Heart``,
+#: ``SMTSD`` ``Heart - Atrial Appendage`` / ``Heart - Left Ventricle``, donors alternately): one morphology under
+#: two detailed labels, what Badea's ``badea_33`` merge exists for
+GTEX_V8_MERGED = {"Muscle": "Heart"}
+#: GTEx v8's coarse tissue (``SMTS``) of the members of each group of :data:`histo_utils.gtex.TISSUE_MERGES`
+#: ``badea_33``, and the Uberon IDs (``SMUBRID``) of members (a member not listed keeps its source tissue's)
+GTEX_V8_MERGED_SMTS = {"Artery": "Blood Vessel", "Colon": "Colon", "Esophagus - Muscularis / GE junction": "Esophagus",
+                       "Heart": "Heart", "Skin": "Skin"}
+GTEX_V8_UBERON = {"Artery - Aorta": "0001496", "Artery - Coronary": "0001621", "Artery - Tibial": "0007610",
+                  "Colon - Sigmoid": "0001159", "Colon - Transverse": "0001157",
+                  "Heart - Atrial Appendage": "0006631", "Heart - Left Ventricle": "0006566",
+                  "Skin - Not Sun Exposed (Suprapubic)": "0036149", "Skin - Sun Exposed (Lower leg)": "0004264"}
+#: Fewest samples per tissue, every one of the nine known (no blank), for which notebook 05's design of Jones' nine
+#: confounders ``log_ischemic_time RIN centre age sex SMATSSCR DTHHRDY SMNABTCH SMGEBTCH`` keeps a residual degree
+#: of freedom on a folder of :func:`write_gtex_v8_download` (default batch layout), counting design columns with
+#: rare category levels (< ``min_level_size`` 5 samples) pooled into one level: intercept 1 + numeric terms
+#: (log ischemic time, RIN, SMATSSCR) 3 + centre 3-1 + age brackets 6-1 + sex 2-1 + Hardy scale 0-4 5-1 + each batch
+#: column 1 (one shared batch of >= 5 samples + the pooled singletons: 2 levels, in a tissue of fewer than 27
+#: written samples) = 18 columns, so 19 samples. From 27 written samples on each batch column has a second shared
+#: batch (+2 columns): still fewer columns than samples unless more than a fifth of them have a blank.
+MIN_SAMPLES_NINE_CONFOUNDERS = 19
+
+
+def _merge_tissues(attrs: pd.DataFrame, merged: dict) -> dict:
+    """Relabel the samples of each source tissue (``SMTS``) as the members of a ``badea_33`` group, in place.
+
+    Images (first three ID parts) of a source tissue, sorted (one per donor), take the group's detailed tissues
+    in turn; a second RNA aliquot of an image keeps its image's. Returns ``{SMTS: {image_id: (SMTS, SMTSD,
+    SMUBRID)}}`` of the relabelled images, for the truth table.
+    """
+    from ..gtex import TISSUE_MERGES
+
+    groups = TISSUE_MERGES["badea_33"]
+    done = {}
+    for source, group in merged.items():
+        if group not in groups:
+            raise ValueError(f"merged: '{group}' is not a group of gtex.TISSUE_MERGES['badea_33'] ({sorted(groups)}).")
+        rows = attrs.SMTS.eq(source).to_numpy()
+        if not rows.any():
+            raise ValueError(f"merged: no sample of tissue '{source}' (SMTS) in the cohort (tissues: "
+                             f"{sorted(attrs.SMTS.unique())}).")
+        images = attrs.SAMPID[rows].map(lambda s: "-".join(s.split("-")[:3]))
+        members = groups[group]
+        label = {img: (GTEX_V8_MERGED_SMTS[group], members[i % len(members)])
+                 for i, img in enumerate(sorted(images.unique()))}
+        smtsd = images.map(lambda i: label[i][1])
+        attrs.loc[rows, "SMTS"] = GTEX_V8_MERGED_SMTS[group]
+        attrs.loc[rows, "SMTSD"] = smtsd.to_numpy()
+        attrs.loc[rows, "SMUBRID"] = [GTEX_V8_UBERON.get(t, u) for t, u in zip(smtsd, attrs.SMUBRID[rows])]
+        ubr = dict(zip(images, attrs.SMUBRID[rows]))
+        done[source] = {img: (s, d, ubr[img]) for img, (s, d) in label.items()}
+    return done
+
+
+def _batch_layout(tissue: np.ndarray, rng: np.random.Generator, *, batch_size: int,
+                  singleton_fraction: float) -> np.ndarray:
+    """Batch number of each sample: within each tissue ``round(singleton_fraction * n)`` samples (at least one)
+    alone, the others in ``max(1, rest // batch_size)`` shared batches of near-equal size (>= ``batch_size``
+    each once ``rest >= batch_size``)."""
+    out = np.full(len(tissue), -1, dtype=np.int64)
+    nxt = 0
+    for t in sorted(set(tissue)):
+        idx = rng.permutation(np.flatnonzero(tissue == t))
+        n_single = min(len(idx), max(1, int(singleton_fraction * len(idx) + 0.5)))
+        out[idx[:n_single]] = np.arange(nxt, nxt + n_single)
+        nxt += n_single
+        rest = idx[n_single:]
+        if len(rest):
+            for part in np.array_split(rest, max(1, len(rest) // batch_size)):
+                out[part] = nxt
+                nxt += 1
+    return out
+
+
+def _batch_codes(n: int, rng: np.random.Generator, *, prefix: str, digits: int, used) -> list[str]:
+    """``n`` distinct batch IDs ``<prefix><digits digits>`` not in ``used``."""
+    used = set(used)
+    codes = (f"{prefix}{v}" for v in rng.permutation(np.arange(10 ** (digits - 1), 10 ** digits)))
+    out = []
+    for c in codes:
+        if c not in used:
+            out.append(c)
+            if len(out) == n:
+                break
+    return out
+
 
 def _qc_values(rng: np.random.Generator, n: int) -> pd.DataFrame:
     """Plausible RNA-SeQC metrics (rates 0-1, counts, lengths), a few cells empty."""
@@ -410,22 +502,48 @@ def _write_raw_tsv(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int = 0,
-                           n_six_part: int = 3, n_whole_blood: int = 3, n_cultured: int = 2, n_dna_rows: int = 3
-                           ) -> dict[str, Path]:
+                           n_six_part: int = 3, n_whole_blood: int = 3, n_cultured: int = 2, n_dna_rows: int = 3,
+                           merged: dict | None = None, batch_size: int = 12, singleton_fraction: float = 0.1,
+                           blank_fraction: float = 0.03) -> dict[str, Path]:
     """Write a synthetic GTEx-like cohort with the files, names and columns of the GTEx v8 release.
 
     Parameters
     ----------
     cohort_dir : a folder made by :func:`~histo_utils.synthetic.cohort.make_cohort`
     out_dir : the new folder
-    seed : seed of the notes, QC metrics, renamed IDs and extra samples
+    seed : seed of the notes, QC metrics, renamed IDs, extra samples, batches and blanks
     n_six_part : RNA samples renamed to six-part, brain-style IDs (``GTEX-XXXXX-0126-R10a-SM-XXXXX``; the image
         is still the first three parts)
     n_whole_blood, n_cultured : RNA samples without a slide (``Whole Blood``; ``Cells - Cultured fibroblasts``)
     n_dna_rows : DNA rows (``SMAFRZE`` ``WES``, RNA metrics empty) in the attribute table
+    merged : ``{source SMTS: group}`` (opt-in; default none): the samples of a cohort tissue written as the
+        members of a group of Badea's merge (:data:`histo_utils.gtex.TISSUE_MERGES` ``badea_33``), named exactly
+        as there, e.g. :data:`GTEX_V8_MERGED` ``{"Muscle": "Heart"}``: ``SMTS`` ``Heart``, ``SMTSD`` ``Heart -
+        Atrial Appendage`` and ``Heart - Left Ventricle`` for alternate donors (images sorted by ID), ``SMUBRID``
+        of :data:`GTEX_V8_UBERON`. Same slides painted, two detailed labels: a classifier cannot tell them apart
+        and ``merge: badea_33`` scores them as one class. Sample and image IDs are unchanged (the site code of
+        the third ID part stays the source tissue's; nothing reads it); the attribute table, the median-TPM
+        columns and ``truth/samples.tsv`` carry the new labels. Off by default: it changes the tissue names
+        and classes of every notebook.
+    batch_size, singleton_fraction : the batches ``SMNABTCH`` (``BP-#####``) and ``SMGEBTCH`` (``LCSET-####``)
+        of the RNA samples, drawn apart for each, within each detailed tissue: ``round(singleton_fraction * n)``
+        samples (at least one) in a batch of their own, the others in ``max(1, rest // batch_size)`` shared
+        batches of near-equal size (a tissue of 40: 4 singletons and 3 batches of 12); RNA-less and DNA rows keep
+        batches of their own
+    blank_fraction : blanks as real v8 has them: ``SMATSSCR`` (autolysis 0-3) empty for ``round(blank_fraction
+        * n)`` samples of each tissue with slides, and ``DTHHRDY`` (Hardy scale 0-4) empty for more donors until
+        ``round(blank_fraction * donors)`` are blank (the cohort's own blanks count); read back as missing (float
+        NaN / ``Int64`` NA by :func:`histo_utils.gtex.read_sample_attributes` / ``read_subject_phenotypes``)
 
     The TPM file gets its read-count file beside it and GTEx's median TPM per detailed tissue
-    (``*gene_median_tpm.gct.gz``, medians over every RNA sample of the tissue, 6 significant digits).
+    (``*gene_median_tpm.gct.gz``, medians over every RNA sample of the tissue as written, 6 significant digits).
+
+    Jones' nine confounders in notebook 05 need :data:`MIN_SAMPLES_NINE_CONFOUNDERS` (19) samples without a blank
+    in every tissue the designs are built in (a merged tissue's detailed tissues get about half of its source's
+    samples each). The writer only rewrites a cohort: choose ``samples_per_tissue`` of
+    :class:`~histo_utils.synthetic.cohort.CohortParams` with room for the samples lost to blanks and to the
+    cohort's planted file problems (slides without RNA, corrupt slides): 26 left at least 20 complete samples in
+    every tissue for cohort seeds 0-11 (twice that for a merged source tissue when 05 groups by ``SMTSD``).
 
     Returns
     -------
@@ -446,6 +564,8 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
     symbols = tpm.attrs.pop("description")
     tpm.attrs = {}
     truth_samples = io.read_table(src / "truth" / "samples.tsv", dtype={"SMUBRID": str, "duplicate_of": str})
+    # Badea's merged tissues: a cohort tissue written as the detailed tissues of a badea_33 group (opt-in)
+    relabelled = _merge_tissues(attrs, merged) if merged else {}
 
     # six-part IDs for a few RNA samples that have a slide (the image keeps the first three parts)
     cand = attrs[attrs.SAMPID.isin(tpm.columns)].SAMPID.tolist()
@@ -477,6 +597,26 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
            for d in rng.choice(donors, size=min(n_dna_rows, len(donors)), replace=False)]
     table = pd.concat([attrs, pd.DataFrame(extra), pd.DataFrame(dna)], ignore_index=True)
     n = len(table)
+    # batches: within each detailed tissue a few shared by many RNA samples, some of one sample (own streams)
+    brng = np.random.default_rng(np.random.SeedSequence([seed, 32]))
+    in_batches = table.SMAFRZE.eq("RNASEQ").to_numpy()
+    for col, prefix, digits in (("SMNABTCH", "BP-", 5), ("SMGEBTCH", "LCSET-", 4)):
+        if in_batches.any():
+            layout = _batch_layout(table.SMTSD.to_numpy()[in_batches], brng, batch_size=batch_size,
+                                   singleton_fraction=singleton_fraction)
+            codes = np.array(_batch_codes(int(layout.max()) + 1, brng, prefix=prefix, digits=digits,
+                                          used=table.loc[~in_batches, col].dropna().astype(str)))
+            table.loc[in_batches, col] = codes[layout]
+    # blank autolysis scores: round(blank_fraction * n) samples of each tissue with slides
+    krng = np.random.default_rng(np.random.SeedSequence([seed, 33]))
+    table["SMATSSCR"] = table.SMATSSCR.astype(float)
+    scored = np.flatnonzero((np.arange(n) < len(attrs)) & table.SMATSSCR.notna().to_numpy())
+    blank_scores = []
+    for t in sorted(table.SMTSD.iloc[scored].unique()):
+        rows = scored[table.SMTSD.to_numpy()[scored] == t]
+        pick = np.sort(krng.choice(rows, size=int(blank_fraction * len(rows) + 0.5), replace=False))
+        blank_scores += table.SAMPID.iloc[pick].tolist()
+        table.loc[table.index[pick], "SMATSSCR"] = np.nan
     rna = table.SMAFRZE.eq("RNASEQ").to_numpy()
     has_slide_tissue = ~table.SMTSD.isin(["Whole Blood", "Cells - Cultured fibroblasts"]).to_numpy()
     notes = np.array([_NOTES[i % len(_NOTES)] for i in rng.permutation(n)], dtype=object)
@@ -500,6 +640,11 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
     _write_raw_tsv(table, out / GTEX_V8_FILES["sample_attributes"])
     sub = subjects[["SUBJID", "SEX", "AGE", "DTHHRDY"]].copy()
     sub["DTHHRDY"] = sub.DTHHRDY.astype("Int64")
+    # blank Hardy scales: more donors until round(blank_fraction * donors) are blank (the cohort's own count)
+    known = np.flatnonzero(sub.DTHHRDY.notna().to_numpy())
+    n_more = min(len(known), max(0, int(blank_fraction * len(sub) + 0.5) - int(sub.DTHHRDY.isna().sum())))
+    more = np.sort(krng.choice(known, size=n_more, replace=False))
+    sub.loc[sub.index[more], "DTHHRDY"] = pd.NA
     _write_raw_tsv(sub, out / GTEX_V8_FILES["subject_phenotypes"])
 
     # TPM and read counts, the extra samples appended
@@ -524,8 +669,18 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
     ts = truth_samples.copy()
     ts["SAMPID"] = ts.SAMPID.replace(rename)
     ts["duplicate_of"] = ts.duplicate_of.fillna("").replace(rename)
+    for labels in relabelled.values():
+        rows = ts.image_id.isin(labels).to_numpy()
+        for j, c in enumerate(("SMTS", "SMTSD", "SMUBRID")):
+            ts.loc[rows, c] = [labels[i][j] for i in ts.image_id[rows]]
+    if "SMNABTCH" in ts:
+        ts["SMNABTCH"] = ts.SAMPID.map(table.drop_duplicates("SAMPID").set_index("SAMPID").SMNABTCH).fillna(ts.SMNABTCH)
     io.write_table(ts, truth / "samples.tsv")
     io.write_json({"renamed_six_part": rename, "without_slide": [e["SAMPID"] for e in extra],
-                   "dna_rows": [d["SAMPID"] for d in dna], "files": GTEX_V8_FILES}, truth / "download.json")
+                   "dna_rows": [d["SAMPID"] for d in dna], "files": GTEX_V8_FILES,
+                   "merged": {src_t: {"group": merged[src_t], "images": {i: lab[1] for i, lab in labels.items()}}
+                              for src_t, labels in relabelled.items()},
+                   "blank_SMATSSCR": blank_scores, "blank_DTHHRDY_added": sub.SUBJID.iloc[more].tolist(),
+                   "batch_size": batch_size, "singleton_fraction": singleton_fraction}, truth / "download.json")
     return {**{k: out / v for k, v in GTEX_V8_FILES.items()}, "gene_sets": out / gmt.name, "slides": sdir,
             "truth": truth, "data_dir": out}
