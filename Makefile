@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 
-.PHONY: install strip-outputs browser figures test test-fast bench lab clean
+.PHONY: install strip-outputs browser figures test test-fast bench gpu-check lab clean
 
 # a torch build from another index before the rest, e.g. CPU only (without the 4.1 GB of CUDA libraries that
 # PyPI's Linux torch pulls in):
@@ -64,6 +64,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_correlation.py
 	$(PY) benchmarks/bench_confounders.py
 	$(PY) benchmarks/bench_gsea.py
+
+## GPU readiness (<= 5 min on one GPU): 02's feature extraction (the gtex profile's first network at its
+## input size) and 03's torch correlation engine against NumPy, in tiles/s and seconds; without CUDA it
+## says so and exits 0 (benchmarks/gpu_check.py --device cpu --small checks the script on a CPU)
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
