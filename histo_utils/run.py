@@ -6,6 +6,7 @@ Usage::
     python -m histo_utils.run --profile tiny --only 00 01 --out /tmp/t
     python -m histo_utils.run --params my_gtex.yaml
     python -m histo_utils.run --profile default --publish figures   # also copy the figures
+    python -m histo_utils.run --profile gtex --smoke --out /tmp/g    # the profile as it is, sizes scaled down
 
 A profile (``params/<name>.yaml``) has two sections::
 
@@ -31,6 +32,7 @@ the output directory) the names, sizes and times of the files in it.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import difflib
 import hashlib
@@ -334,6 +336,74 @@ def _expand(value, out: Path):
 
 
 # --------------------------------------------------------------------------
+# smoke scale: a profile as it is, its sizes scaled down
+# --------------------------------------------------------------------------
+#: The size keys that ``--smoke`` scales down, per notebook: ``key -> (cap, zero_means_all)``. A key's value
+#: becomes ``min(value, cap)``; when ``zero_means_all`` a value of 0 ("every tile", "every slide") becomes the
+#: cap too, otherwise 0 ("none") stays 0. Only sizes are listed: how many epochs, tiles, slides shown,
+#: permutations, shuffles, folds, bootstrap draws, steps. Never a method key (architectures, input and tile
+#: sizes, thresholds, confounders, fills, splits, ensemble size): the smoke run exercises the profile's method
+#: at the profile's settings, on less data and fewer repetitions.
+SMOKE_SCALE: dict[str, dict[str, tuple[int, bool]]] = {
+    "01_tiling": {"n_example_slides": (2, False), "check_reads": (1, False)},
+    "02_training": {"epochs": (1, False), "max_train_tiles_per_slide": (1, True), "max_train_slides_per_class": (2, True),
+                    "max_val_tiles_per_slide": (1, True), "max_eval_tiles_per_slide": (1, True),
+                    "max_feature_tiles_per_slide": (1, True)},
+    "03_feature_correlation": {"n_permutations": (50, False)},
+    "04_pca_cross_variance": {"n_shuffles": (5, False)},
+    "05_confounder_regression": {"n_shuffles": (5, False)},
+    "06_gsea": {"permutations": (50, False)},
+    "07_visualization": {"n_features": (1, False), "tiles_per_feature": (1, False), "am_steps": (3, False),
+                         "auroc_tiles": (2, False), "n_random_features": (2, False)},
+    "08_hti_survival": {"n_patients": (40, False), "epochs": (1, False), "tiles_per_slide": (1, True),
+                        "val_tiles_per_slide": (1, True), "restarts": (0, False), "n_boot": (10, False),
+                        "n_example_slides": (2, False), "max_tiles_per_slide": (2, True)},
+    "09_radiogenomic_network": {"n_pretrain": (40, False), "epochs": (3, False), "ae_epochs": (2, False),
+                                "n_folds": (3, False), "n_boot": (10, False), "saliency_permutations": (20, False)},
+}
+
+
+def smoke_scale(prof: Profile) -> list[dict[str, Any]]:
+    """Scale a profile's size keys down in place (:data:`SMOKE_SCALE`); returns what changed.
+
+    Every notebook of the profile gets each of its size keys at the smoke value, whether the profile sets the
+    key or the notebook's parameters cell gives its default. Method keys are left as the profile has them.
+
+    Returns
+    -------
+    list of dict, one per changed key: ``notebook, key, profile`` (the value it would have run with),
+    ``smoke`` (the value it runs with).
+    """
+    changes = []
+    for stem, params in prof.notebooks.items():
+        declared = prof.declared.get(stem, {})
+        for key, (cap, zero_all) in SMOKE_SCALE.get(stem, {}).items():
+            if key not in declared:
+                continue
+            value = None
+            if key in params or key in prof.common:
+                value = params.get(key, prof.common.get(key))
+            else:  # the notebook's default, as papermill reads it: the source text of the value
+                with contextlib.suppress(ValueError, SyntaxError):
+                    value = ast.literal_eval(str(declared[key]))
+            if not isinstance(value, int) or isinstance(value, bool):
+                continue
+            new = cap if (value == 0 and zero_all) else min(value, cap)
+            if new != value:
+                params[key] = new
+                changes.append({"notebook": stem, "key": key, "profile": value, "smoke": new})
+    return changes
+
+
+def describe_smoke(changes: Sequence[dict[str, Any]]) -> str:
+    """The smoke scale as lines for the console: ``notebook: key profile -> smoke, ...``."""
+    by_nb: dict[str, list[str]] = {}
+    for c in changes:
+        by_nb.setdefault(c["notebook"], []).append(f"{c['key']} {c['profile']} -> {c['smoke']}")
+    return "\n".join(f"  {nb}: {', '.join(items)}" for nb, items in by_nb.items()) or "  (nothing to scale)"
+
+
+# --------------------------------------------------------------------------
 # fingerprints
 # --------------------------------------------------------------------------
 def _package_hash() -> str:
@@ -556,7 +626,8 @@ def executed_complete(executed: Path, stamp: dict | None) -> bool:
 
 
 def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, force: bool = False,
-                kernel: str | None = None, finish: Callable[[list[dict]], None] | None = None) -> list[dict]:
+                kernel: str | None = None, finish: Callable[[list[dict]], None] | None = None,
+                smoke: bool = False) -> list[dict]:
     """Run a profile's notebooks in order; returns one record per notebook (ran / skipped, seconds).
 
     The output directory is locked for the run (:func:`output_lock`); the
@@ -564,20 +635,35 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
     stop the notebook's kernel and workers (:func:`stop_on_signals`).
     ``finish(records)`` (publishing figures, writing the report) runs while
     the lock is still held, so no other run can change the outputs it reads.
+    ``smoke``: scale the profile's size keys down first (:func:`smoke_scale`); the scaled keys are logged and
+    written to ``<out>/smoke.json`` and into each notebook's stamp (``.runner/<notebook>.json``).
     """
+    from .io import write_json
+
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     current: dict = {}
     with output_lock(out), stop_on_signals(current):
         clean_interrupted(out)
-        records = _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current)
+        smoke_changes = None
+        if smoke:
+            smoke_changes = smoke_scale(prof)
+            log.info("--smoke: profile '%s' as it is, these size keys scaled down (histo_utils.run.SMOKE_SCALE):"
+                     "\n%s", prof.name, describe_smoke(smoke_changes))
+            write_json({"profile": str(prof.path), "scaled": smoke_changes,
+                        "scale": {nb: {k: list(v) for k, v in keys.items()} for nb, keys in SMOKE_SCALE.items()}},
+                       out / "smoke.json")
+        else:
+            (out / "smoke.json").unlink(missing_ok=True)
+        records = _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current,
+                                 smoke=smoke_changes)
         if finish is not None:
             finish(records)
         return records
 
 
 def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, force: bool, kernel: str | None,
-                   current: dict) -> list[dict]:
+                   current: dict, smoke: list[dict] | None = None) -> list[dict]:
     from papermill.exceptions import PapermillExecutionError
 
     from .io import write_json
@@ -638,6 +724,7 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
         secs = time.perf_counter() - t0
         os.replace(running, executed)
         write_json({"fingerprint": fp, "executed_sha256": _file_hash(executed), "parameters": params,
+                    "smoke": None if smoke is None else [c for c in smoke if c["notebook"] == stem],
                     "seconds": secs, "cell_seconds": progress.cell_seconds,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, _stamp_path(out, stem))
         log.info("%s: done in %.1f s", stem, secs)
@@ -719,6 +806,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--publish", type=Path, default=None, help="copy the run's figures into this folder")
     ap.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     ap.add_argument("--list", action="store_true", help="list the notebooks and their parameters, then stop")
+    ap.add_argument("--smoke", action="store_true",
+                    help="run the profile as it is with its size keys scaled down (epochs, tiles per slide, "
+                         "permutations, folds, ...; histo_utils.run.SMOKE_SCALE): a check that a real-data "
+                         "profile runs end to end, in minutes")
     ap.add_argument("--no-report", action="store_true",
                     help="do not write the HTML report (<out>/report/index.html) after the run")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -752,7 +843,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log.exception("writing the report of %s failed", out)
                     report_failed.append(True)
 
-        run_profile(prof, out, only=args.only, force=args.force, kernel=args.kernel, finish=finish)
+        run_profile(prof, out, only=args.only, force=args.force, kernel=args.kernel, finish=finish,
+                    smoke=args.smoke)
     except (ProfileError, NotebookFailed, OutputLocked) as e:
         log.error("%s", e)
         return 2

@@ -179,7 +179,12 @@ class TileDataset(Dataset):
         return {"input_px": self.input_px, "read_level": self.level, "resampling": TILE_RESAMPLING}
 
     def preload(self, *, num_workers: int = 0, progress: bool = True) -> "TileDataset":
-        """Read every tile once into memory (uint8), in ``num_workers`` processes; for cohorts that fit in RAM."""
+        """Read every tile once into memory (uint8), in ``num_workers`` processes; for cohorts that fit in RAM.
+
+        A dataset already in memory (preloaded, or a subset of one) is returned as it is.
+        """
+        if self._cache is not None:
+            return self
         cache = np.empty((len(self), self.input_px, self.input_px, 3), np.uint8)
         loader = DataLoader(_RawTiles(self), batch_size=64, num_workers=num_workers)
         bar = tqdm(total=len(self), desc="reading tiles", unit="tile", disable=not progress, mininterval=2)
@@ -652,6 +657,70 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
                          "split_fractions: every split needs at least one subject per tissue.")
     if k <= 0:
         return idx
+    groups = tiles.iloc[idx].groupby("image_id", sort=True).indices
+    return np.sort(np.concatenate([idx[g[rng.permutation(len(g))[:k]]] for g in groups.values()]))
+
+
+def limit_slides_per_class(tiles: pd.DataFrame, positions: np.ndarray, *, k: int = 0, label_column: str = "SMTS",
+                           seed: int = 0) -> np.ndarray:
+    """The ``positions`` of tiles that lie on at most ``k`` slides per class (``k = 0``: every slide).
+
+    Parameters
+    ----------
+    tiles : DataFrame, shape (n_tiles, ...), with ``image_id`` and ``label_column``
+    positions : array of int, positions in ``tiles`` (e.g. :func:`sample_per_slide`)
+    k : slides kept per class, drawn at random; 0 keeps every slide
+    label_column : the class column
+    seed : seed of the draw
+
+    Returns
+    -------
+    ndarray of int, the sorted subset of ``positions`` on the kept slides.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if k < 0:
+        raise ValueError(f"k (slides per class) must be 0 (every slide) or positive, got {k}.")
+    if k == 0 or len(positions) == 0:
+        return np.sort(positions)
+    rng = np.random.default_rng(seed)
+    sub = tiles.iloc[positions][["image_id", label_column]].drop_duplicates("image_id")
+    keep = set()
+    for _, g in sub.groupby(label_column, sort=True):
+        ids = np.sort(g.image_id.to_numpy())
+        keep.update(ids[rng.permutation(len(ids))[:k]])
+    return np.sort(positions[np.isin(tiles["image_id"].to_numpy()[positions], sorted(keep))])
+
+
+def draw_per_slide(tiles: pd.DataFrame, *, k: int = 0, seed: int = 0,
+                   splits: Sequence[str] | None = None) -> np.ndarray:
+    """Positions of at most ``k`` tiles per slide, drawn at random (``k = 0``: every tile), of some splits or all.
+
+    Used to cap the tiles a step reads (02's scored and quantified tiles, 08's tiles): the studies use every
+    tile; ``--smoke`` runs cap them.
+
+    Parameters
+    ----------
+    tiles : DataFrame, shape (n_tiles, ...)
+        A tile table with ``image_id`` (and ``split`` when ``splits`` is given).
+    k : int
+        Tiles kept per slide; 0 keeps every tile.
+    seed : int
+        Seed of the draw.
+    splits : sequence of str, optional
+        Only tiles of these splits (``split`` column); None: every tile.
+
+    Returns
+    -------
+    ndarray of int, shape (n_kept,), sorted positions in ``tiles`` (with ``k = 0`` and no ``splits``:
+    ``arange(n_tiles)``).
+    """
+    if k < 0:
+        raise ValueError(f"k (tiles per slide) must be 0 (every tile) or positive, got {k}.")
+    keep = np.ones(len(tiles), dtype=bool) if splits is None else tiles["split"].isin(list(splits)).to_numpy()
+    idx = np.where(keep)[0]
+    if k == 0 or len(idx) == 0:
+        return idx
+    rng = np.random.default_rng(seed)
     groups = tiles.iloc[idx].groupby("image_id", sort=True).indices
     return np.sort(np.concatenate([idx[g[rng.permutation(len(g))[:k]]] for g in groups.values()]))
 

@@ -1,5 +1,6 @@
 """The papermill runner: profile validation, failures, skipping unchanged work."""
 import ast
+import json
 
 import nbformat
 import pytest
@@ -200,3 +201,47 @@ def test_real_data_profiles_declare_their_keys(name):
         assert prof.notebooks["08_hti_survival"]["make_synthetic"] is False
     else:
         assert "08_hti_survival" not in prof.notebooks and prof.common["data_dir"]
+
+
+def test_smoke_scales_only_the_published_size_keys():
+    """--smoke: every key it changes is in SMOKE_SCALE, capped (0 'all' -> the cap), and no method key moves."""
+    import copy
+
+    for name in ("gtex", "tcga", "default"):
+        prof = run.load_profile(run.PARAMS_DIR / f"{name}.yaml")
+        before = copy.deepcopy(prof.notebooks)
+        changes = run.smoke_scale(prof)
+        assert changes, name
+        for c in changes:
+            cap, zero_all = run.SMOKE_SCALE[c["notebook"]][c["key"]]
+            assert c["smoke"] == (cap if c["profile"] == 0 and zero_all else min(c["profile"], cap))
+            assert c["smoke"] < c["profile"] or (c["profile"] == 0 and zero_all)
+            assert prof.notebooks[c["notebook"]][c["key"]] == c["smoke"]
+        moved = {(nb, k) for nb, sec in prof.notebooks.items() for k in sec if before[nb].get(k) != sec[k]}
+        assert moved == {(c["notebook"], c["key"]) for c in changes}
+    prof = run.load_profile(run.PARAMS_DIR / "gtex.yaml")
+    run.smoke_scale(prof)
+    assert prof.notebooks["02_training"]["epochs"] == 1 and prof.notebooks["02_training"]["archs"][0] == "vgg16"
+    assert prof.notebooks["02_training"]["max_feature_tiles_per_slide"] == 1  # the notebook's 0 (all) scaled
+    assert prof.notebooks["05_confounder_regression"]["confounders"][-1] == "SMGEBTCH"
+    assert run.describe_smoke([]).strip() == "(nothing to scale)"
+
+
+def test_smoke_run_writes_its_scale_to_provenance(tmp_path):
+    """The scaled keys are written to <out>/smoke.json and each notebook's stamp; a normal rerun removes the file."""
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    write_toy_notebook(nbdir / "02_training.ipynb", 'out_dir = "x"\nepochs: int = 90\narchs: list = ["vgg16"]',
+                       "import pathlib; pathlib.Path(out_dir, 'seen.txt').write_text(str(epochs))")
+    p = tmp_path / "p.yaml"
+    p.write_text("notebooks:\n  02_training: {archs: [vgg16, alexnet]}\n")
+    prof = run.load_profile(p, notebooks_dir=nbdir)
+    out = tmp_path / "out"
+    run.run_profile(prof, out, smoke=True)
+    assert (out / "seen.txt").read_text() == "1"
+    smoke = json.loads((out / "smoke.json").read_text())
+    assert smoke["scaled"] == [{"notebook": "02_training", "key": "epochs", "profile": 90, "smoke": 1}]
+    stamp = json.loads((out / ".runner" / "02_training.json").read_text())
+    assert stamp["smoke"] == smoke["scaled"] and stamp["parameters"]["archs"] == ["vgg16", "alexnet"]
+    run.run_profile(run.load_profile(p, notebooks_dir=nbdir), out)
+    assert not (out / "smoke.json").exists() and (out / "seen.txt").read_text() == "90"
