@@ -369,6 +369,61 @@ def load_features(out_dir: str | os.PathLike, key: FeatureKey | str, *, notebook
     return io.read_table(path)
 
 
+#: Where notebook 01 records the tissue grouping its split was stratified by (``{"label_column": "SMTSD"}``).
+GROUPING_FILE = "tissue_grouping.json"
+
+
+def write_tissue_grouping(out_dir: str | os.PathLike, label_column: str, *, notebook: str = "01_tiling") -> Path:
+    """Record the run's tissue grouping (notebook 01's ``label_column``) for the notebooks after it.
+
+    Returns
+    -------
+    Path of ``<out_dir>/<notebook>/tissue_grouping.json``.
+    """
+    path = Path(out_dir) / notebook / GROUPING_FILE
+    io.write_json({"label_column": label_column}, path)
+    return path
+
+
+def tissue_of(samples: pd.DataFrame, label_column: str, *, out_dir: str | os.PathLike | None = None,
+              notebook: str = "01_tiling") -> pd.Series:
+    """Each RNA sample's tissue by ``label_column``, the grouping notebook 01 used for the run.
+
+    One grouping across a run: a notebook that groups samples by tissue (04-07, 09) must use the column that
+    notebook 01 stratified its split by, else its tissues are not those of 01-03 (on GTEx, ``SMTS`` gives ~30
+    coarse tissues and ``SMTSD`` Badea's detailed ones).
+
+    Parameters
+    ----------
+    samples : DataFrame, notebook 01's ``samples.tsv`` (``SAMPID`` and the label column), or indexed by
+        SAMPID (:class:`PairedData` ``.samples``)
+    label_column : ``SMTS`` or ``SMTSD`` (the notebook's parameter)
+    out_dir : the run's output directory: when given, ``label_column`` is checked against notebook 01's
+        (``<out_dir>/01_tiling/tissue_grouping.json``; a run made before that file existed is not checked)
+
+    Returns
+    -------
+    Series of str, index SAMPID (one row per sample), name ``label_column``.
+
+    Raises
+    ------
+    ValueError
+        The column is missing or has empty labels, or notebook 01 grouped the run by another column.
+    """
+    gtex.check_label_column(samples, label_column, what="samples of notebook 01 (samples.tsv)")
+    if out_dir is not None:
+        path = Path(out_dir) / notebook / GROUPING_FILE
+        used = json.loads(path.read_text()).get("label_column") if path.exists() else None
+        if used is not None and used != label_column:
+            raise ValueError(f"Notebook {notebook} grouped this run's samples by '{used}' ({path}), but this "
+                             f"notebook was given label_column '{label_column}': its tissues would not be those of "
+                             f"notebooks 01-03. Set label_column once, under 'common:' of the profile (the gtex "
+                             f"profile: SMTSD), or rerun {notebook} with '{label_column}'.")
+    if "SAMPID" not in samples.columns:  # indexed by sample (PairedData.samples)
+        samples = samples.rename_axis("SAMPID").reset_index()
+    return samples.drop_duplicates("SAMPID").set_index("SAMPID")[label_column].astype(str)
+
+
 def features_by_sample(features: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     """Re-index a slide × feature table from image ID to the RNA sample ID (SAMPID).
 

@@ -861,7 +861,7 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
     model, layers : the network and its feature layers
     images : tensor, shape (n_tiles, 3, H, W), normalised tiles
     masks : per tile, {structure: bool array (H, W)} (:class:`PlantedStructures`)
-    tiles : the tiles' rows (index reported as ``tile``; ``SMTS`` reported as ``tissue`` when present)
+    tiles : the tiles' rows (index reported as ``tile``; ``tissue``, the run's tissue label, when present)
     ftruth : :func:`feature_truth` output of the features (``r_program_<name>``)
     trackers : program -> its tracking feature (:func:`program_trackers`)
     random : random features compared with the trackers (:func:`random_features`)
@@ -880,7 +880,7 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
     feats = list(dict.fromkeys([*trackers.values(), *random]))
     maps = feature_maps(model, layers, feats, images, device=device)  # (n_feats, n_tiles, H, W)
     gbp = guided_backprop_features(model, layers, feats, images, device=device, reduce="abs_sum")
-    tissue = tiles["SMTS"].to_numpy() if "SMTS" in tiles else np.full(len(tiles), "")
+    tissue = tiles["tissue"].to_numpy() if "tissue" in tiles else np.full(len(tiles), "")
     rows = []
     for j, i in enumerate(tiles.index):
         for prog, structure in PROGRAM_STRUCTURE.items():
@@ -989,7 +989,7 @@ def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.Da
 
     Parameters
     ----------
-    tiles : candidate tiles, index = dataset index, ``image_id, x, y`` (``SMTS`` when known)
+    tiles : candidate tiles, index = dataset index, ``image_id, x, y`` (``tissue`` when known)
     values : DataFrame indexed like the tile dataset, one column per tracker (feature values)
     ftruth : :func:`feature_truth` output (``r_program_<name>``)
     trackers : program -> tracking feature
@@ -998,7 +998,7 @@ def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.Da
 
     Returns
     -------
-    panels : DataFrame, one row per program: ``program, structure, feature, r_program, tile, image_id, SMTS, x, y,
+    panels : DataFrame, one row per program: ``program, structure, feature, r_program, tile, image_id, tissue, x, y,
         value, mask_fraction``
     masks : program -> bool array, the structure mask under its tile
     """
@@ -1016,7 +1016,7 @@ def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.Da
         i = off.index[int(np.argmin(off.to_numpy()))]  # first tile in range, else the nearest to it
         t = tiles.loc[i]
         rows.append({"program": prog, "structure": structure, "feature": f, "r_program": r, "tile": int(i),
-                     "image_id": t.image_id, "SMTS": t.get("SMTS", ""), "x": t.x, "y": t.y,
+                     "image_id": t.image_id, "tissue": t.get("tissue", ""), "x": t.x, "y": t.y,
                      "value": float(values.loc[i, f]), "mask_fraction": cover.loc[i]})
         chosen_masks[prog] = np.asarray(masks[pos[i]][structure], bool)
     return pd.DataFrame(rows), chosen_masks

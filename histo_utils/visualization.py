@@ -523,7 +523,7 @@ def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame
         g = guided_backprop(model, module, ch, x, device=device)[0]
         axes[i, 0].imshow(ds.read_rgb(int(r0.name)))
         axes[i, 0].set_title(f"{f} – {row.get('symbol', '')} (r = {row.get('r', float('nan')):.2f})\n"
-                             f"{r0.SMTS} {r0.image_id} ({int(r0.x)},{int(r0.y)})", fontsize=6)
+                             f"{r0.tissue} {r0.image_id} ({int(r0.x)},{int(r0.y)})", fontsize=6)
         axes[i, 1].imshow(gbp_rgb(g))
         axes[i, 1].set_title("guided backpropagation", fontsize=7)
         s = synth[f]
@@ -555,7 +555,7 @@ def plot_linked_view(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: 
     model, layers, ds : the network, its feature layers and the test-tile dataset
     gene : the gene (Name); ``symbol`` its symbol for the titles
     gene_pairs : the gene's pairs, one per feature (``feature, scan, r``)
-    reps : feature -> representative tiles (index = tile index of ``ds``; ``image_id, subject_id, SMTS, x, y,
+    reps : feature -> representative tiles (index = tile index of ``ds``; ``image_id, subject_id, tissue, x, y,
         value``)
     synth : feature -> :class:`Synthesis`
     thumbnails : image_id -> (thumbnail, scale) of each feature's first representative slide
@@ -587,7 +587,7 @@ def plot_linked_view(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: 
         for j, (idx, tr) in enumerate(rt.iterrows()):
             ax = axes[i, 2 + j]
             ax.imshow(0.5 * ds.read_rgb(int(idx)) / 255 + 0.5 * gbp_rgb(g[j]))
-            ax.set_title(f"{tr.SMTS}, {tr.subject_id}\nvalue {tr.value:.3g}", fontsize=6)
+            ax.set_title(f"{tr.tissue}, {tr.subject_id}\nvalue {tr.value:.3g}", fontsize=6)
             rows.append({"gene": gene, "symbol": symbol, "feature": f, "r": pr.r, "scan": pr.scan,
                          "image_id": tr.image_id, "x": tr.x, "y": tr.y, "value": tr.value})
         for a in axes[i]:
@@ -758,14 +758,14 @@ def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame
     ----------
     model, layers, ds : the network, its feature layers and the test-tile dataset
     panels : one row per program (:func:`histo_utils.truth.program_panel_tiles`): ``program, structure, feature,
-        r_program, tile`` (index of ``ds``), ``image_id, SMTS, x, y, value, mask_fraction``
+        r_program, tile`` (index of ``ds``), ``image_id, tissue, x, y, value, mask_fraction``
     synth : feature -> :class:`Synthesis`
     masks : program -> bool array (H, W), the structure mask under the program's tile
 
     Returns
     -------
     fig : the figure
-    table : DataFrame, one row per program: ``program, structure, feature, r_program, image_id, SMTS, x, y,
+    table : DataFrame, one row per program: ``program, structure, feature, r_program, image_id, tissue, x, y,
         value, mask_fraction, map_auroc_oriented`` (of this tile), ``am_start, am_end``
     """
     import matplotlib.pyplot as plt
@@ -783,7 +783,7 @@ def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame
         a = auc((sign * fmap).ravel(), masks[p.program].ravel())
         axes[i, 0].imshow(ds.read_rgb(int(p.tile)))
         axes[i, 0].set_title(f"{p.program}: tracker {p.feature} (r = {p.r_program:.2f})\n"
-                             f"{p.SMTS} {p.image_id} ({int(p.x)},{int(p.y)})", fontsize=7)
+                             f"{p.tissue} {p.image_id} ({int(p.x)},{int(p.y)})", fontsize=7)
         axes[i, 1].imshow(gbp_rgb(g))
         axes[i, 1].set_title("guided backpropagation", fontsize=7)
         im = axes[i, 2].imshow(fmap, cmap="viridis")
@@ -797,7 +797,7 @@ def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame
         for ax in axes[i]:
             ax.axis("off")
         rows.append({"program": p.program, "structure": p.structure, "feature": p.feature, "r_program": p.r_program,
-                     "image_id": p.image_id, "SMTS": p.SMTS, "x": p.x, "y": p.y, "value": p.value,
+                     "image_id": p.image_id, "tissue": p.tissue, "x": p.x, "y": p.y, "value": p.value,
                      "mask_fraction": p.mask_fraction, "map_auroc_oriented": a, "am_start": s.history[0],
                      "am_end": s.history[-1]})
     fig.tight_layout()

@@ -120,3 +120,22 @@ def test_match_samples_reports_mismatch():
         data.match_samples(a, b.set_axis(["x", "y", "z"]))
     with pytest.raises(ValueError, match="duplicated"):
         data.match_samples(a, b.set_axis(["s1", "s1", "s2"]))
+
+
+def test_tissue_of_is_notebook_01s_grouping(tmp_path):
+    """One tissue grouping per run: 04-09 take label_column and stop when it is not notebook 01's."""
+    import pytest
+
+    samples = pd.DataFrame({"SAMPID": ["A-1", "A-1", "B-1"], "image_id": ["a", "a2", "b"],
+                            "SMTS": ["Heart", "Heart", "Heart"],
+                            "SMTSD": ["Heart - Left Ventricle", "Heart - Left Ventricle", "Heart - Atrial Appendage"]})
+    assert data.tissue_of(samples, "SMTSD").to_dict() == {"A-1": "Heart - Left Ventricle",
+                                                          "B-1": "Heart - Atrial Appendage"}
+    assert data.tissue_of(samples, "SMTS", out_dir=tmp_path).tolist() == ["Heart", "Heart"]  # no 01 record: taken
+    data.write_tissue_grouping(tmp_path, "SMTSD")
+    by_index = samples.drop_duplicates("SAMPID").set_index("SAMPID")
+    assert data.tissue_of(by_index, "SMTSD", out_dir=tmp_path).index.tolist() == ["A-1", "B-1"]
+    with pytest.raises(ValueError, match="grouped this run's samples by 'SMTSD'.*label_column 'SMTS'"):
+        data.tissue_of(samples, "SMTS", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="label_column 'SMTSX' is not a column"):
+        data.tissue_of(samples, "SMTSX")

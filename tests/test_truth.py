@@ -132,7 +132,7 @@ def _toy_localisation():
         images.append(img)
     ft = pd.DataFrame({"r_program_nuclear_density": [0.6, -0.6, 0.1], "r_program_stroma_fraction": [0.1, 0.2, 0.3],
                        "r_program_lumen_size": [0.5, 0.5, 0.5]}, index=["c_0", "c_1", "c_2"])
-    tiles = pd.DataFrame({"SMTS": ["A", "A", "B", "B"]}, index=[10, 11, 12, 13])
+    tiles = pd.DataFrame({"tissue": ["A", "A", "B", "B"]}, index=[10, 11, 12, 13])
     return net, layers, torch.tensor(np.stack(images)), masks, tiles, ft
 
 
@@ -173,7 +173,7 @@ def test_channel_scores_weigh_tissues_equally():
 
 
 def test_program_panel_tiles_skip_tiles_without_the_structure():
-    tiles = pd.DataFrame({"image_id": list("abcd"), "SMTS": "T", "x": 0, "y": 0}, index=[5, 6, 7, 8])
+    tiles = pd.DataFrame({"image_id": list("abcd"), "tissue": "T", "x": 0, "y": 0}, index=[5, 6, 7, 8])
     values = pd.DataFrame({"f": [4.0, 3.0, 2.0, 1.0], "g": [4.0, 3.0, 2.0, 1.0]}, index=[5, 6, 7, 8])
     masks = []
     for cover in (0.0, 0.3, 0.3, 0.3):  # tile 5: the structure is absent
