@@ -23,7 +23,7 @@ and relative to the full model's residual (``partial_r2``); with its F test.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -815,7 +815,9 @@ def residual_table(table: pd.DataFrame, design: Design, *, method: str = "all", 
 
     Parameters
     ----------
-    table : DataFrame, shape (n_samples, n_columns), index SAMPID (features or expression)
+    table : DataFrame, shape (n_samples, n_columns), index SAMPID (features or expression); samples of the
+        design without a row (a slide without a tile of a large patch size) are left out, logged, and the
+        design fitted on the others
     design : Design of the tissue
     method, alpha : model choice of :func:`select_terms`
 
@@ -826,6 +828,13 @@ def residual_table(table: pd.DataFrame, design: Design, *, method: str = "all", 
     """
     from .correlation import drop_constant
 
+    rows = design.matrix.index
+    have = rows[rows.isin(table.index)]
+    if len(have) < len(rows):
+        log.warning("%d of the %d samples of a design have no row in the table (e.g. %s; a slide without a tile "
+                    "of this size): fitted on the other %d", len(rows) - len(have), len(rows),
+                    list(rows[~rows.isin(table.index)][:2]), len(have))
+        design = replace(design, matrix=design.matrix.loc[have])
     y = drop_constant(table.loc[design.matrix.index])[0]
     yy = _float_array(y)
     keep = select_terms(yy, design, method=method, alpha=alpha)

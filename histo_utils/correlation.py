@@ -1038,7 +1038,8 @@ def significant_counts_by_table(tables: dict, expression: pd.DataFrame, floor: p
     Parameters
     ----------
     tables : dict, :class:`~histo_utils.data.FeatureKey` -> DataFrame, shape (n_samples, n_features),
-        the same samples in the same order as ``expression``
+        indexed by sample like ``expression``; a table that lacks some of its samples (a slide too small for
+        a tile of that size, e.g. 1,024 px) is scanned on the samples it has, logged, its count in ``samples``
     expression : DataFrame, shape (n_samples, n_genes), without constant genes
     floor : DataFrame of :func:`expression_floor`
     r_threshold : one R_T or several (Badea: 0.8, also 0.75 and 0.7); every pair at the lowest is tested by
@@ -1049,21 +1050,29 @@ def significant_counts_by_table(tables: dict, expression: pd.DataFrame, floor: p
     Returns
     -------
     DataFrame, one row per table and R_T: the :func:`threshold_grid` counts with ``network, tile_px,
-    features_tested``
+    features_tested, samples``
     """
     r_list = sorted({float(r) for r in np.atleast_1d(r_threshold)})
     rows = []
     for key, table in tables.items():
+        expr = expression
+        if not table.index.equals(expression.index):
+            common = expression.index[expression.index.isin(table.index)]
+            if len(common) < len(expression):
+                log.warning("Feature table %s has %d of the %d samples (slides without a tile of this size): "
+                            "scanned on those", key, len(common), len(expression))
+            expr, _ = drop_constant(expression.loc[common], what="gene")
+            table = table.loc[common]
         f, _ = drop_constant(table, what="feature")
-        scan = scan_pairs(f, expression, r_min=r_list[0], fdr_keep=0, block_size=block_size, backend=backend,
+        scan = scan_pairs(f, expr, r_min=r_list[0], fdr_keep=0, block_size=block_size, backend=backend,
                           device=device, histogram_bins=0)
-        pairs = named_pairs(scan.pairs, f, expression)
+        pairs = named_pairs(scan.pairs, f, expr)
         pairs = pairs[pairs.gene.map(floor.max_median) >= e_threshold]
-        pp, _ = permutation_pvalues(f, expression, scan.pairs.feature[pairs.index], scan.pairs.gene[pairs.index],
+        pp, _ = permutation_pvalues(f, expr, scan.pairs.feature[pairs.index], scan.pairs.gene[pairs.index],
                                     n_permutations=n_permutations, seed=seed, backend=backend, device=device)
         t = threshold_grid(pairs, floor.max_median, floor.max_tissue, r_thresholds=r_list,
                            e_thresholds=[e_threshold], extra=pp < perm_alpha)
-        rows.append(t.assign(network=key.network, tile_px=key.tile_px, features_tested=f.shape[1]))
+        rows.append(t.assign(network=key.network, tile_px=key.tile_px, features_tested=f.shape[1], samples=len(f)))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 

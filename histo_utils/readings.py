@@ -50,12 +50,15 @@ def _trait(t: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ 05
-def confounder_reading(out_dir: str | os.PathLike, *, notebook: str = "05_confounder_regression") -> str:
+def confounder_reading(out_dir: str | os.PathLike, *, planted: bool = True,
+                       notebook: str = "05_confounder_regression") -> str:
     """Reading of notebook 05 from ``variance_explained_overall.tsv`` and ``shared_variance_residuals.tsv``.
 
     Parameters
     ----------
     out_dir : the run's output directory
+    planted : the data folder is the synthetic cohort (``truth/``): the reading names what was planted (no age
+        effect, the centres' stain shift, the programs); False for a real download, which has no such truth
     notebook : folder of notebook 05's tables
 
     Returns
@@ -73,16 +76,17 @@ def confounder_reading(out_dir: str | os.PathLike, *, notebook: str = "05_confou
                  "(Jones on GTEx: 51.1 % of expression and 40.6 % of image features).")
     for t in tables:
         terms = adj.loc[t].drop(index="(all)", errors="ignore")
-        order = terms.drop(index="age", errors="ignore").mean(1).sort_values(ascending=False)
+        order = terms.drop(index="age" if planted else [], errors="ignore").mean(1).sort_values(ascending=False)
         first, second = order.index[0], order.index[1:3]
-        age = f"; age, with no planted effect, {span(terms.loc['age'])}" if "age" in terms.index else ""
+        age = f"; age, with no planted effect, {span(terms.loc['age'])}" if planted and "age" in terms.index else ""
         lines.append(f"* {t.capitalize()}, above chance (adjusted): **{first}** explains the most "
                      f"({span(terms.loc[first])} per tissue), then "
                      + " and ".join(f"{s} ({span(terms.loc[s])})" for s in second) + age + ".")
     if "image features" in adj.index.get_level_values(0) and ("image features", "centre") in adj.index:
         c = adj.loc[("image features", "centre")].sort_values(ascending=False)
         big = c[c >= 0.1]
-        lines.append("* The collection centre's stain shift was planted in the slides: it explains "
+        lines.append(("* The collection centre's stain shift was planted in the slides: it explains " if planted
+                      else "* The collection centre (stain and scanner differences between sites) explains ")
                      + (f"{span(big)} of the image-feature variance above chance in {', '.join(big.index)}"
                         if len(big) else f"at most {_pct(c.max())} of the image-feature variance above chance")
                      + ".")
@@ -93,7 +97,8 @@ def confounder_reading(out_dir: str | os.PathLike, *, notebook: str = "05_confou
             ["image", "expression"]].mean().sort_index(ascending=False)
         cells = "; ".join(f"{vf:.1%}: expression {_pct(r.expression)}, image {_pct(r.image)}"
                           for vf, r in above.iterrows())
-        lines.append(f"* After regression, the shared variance left is what the programs carry. Fraction of "
+        left = "what the programs carry" if planted else "the image–expression link beyond the confounders"
+        lines.append(f"* After regression, the shared variance left is {left}. Fraction of "
                      f"tissue × network × patch × layer cells above the null (p < 0.05), by variance fraction: "
                      f"{cells} (of {len(s) // max(len(above), 1)} cells each; at 99.9 % the image side is "
                      "degenerate, see notebook 04).")
@@ -132,14 +137,22 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
                  f"puts the difference above 0 (95 % interval) for every model on: "
                  f"{', '.join(all_sure) if all_sure else 'no trait'}. Weakest model on average: {weakest}.")
     gm = read_table(d / "gene_masking.tsv")
-    truth = read_table(d / "masking_truth.tsv")  # each trait's own planted set, its rank among all sets
-    own = truth.merge(gm[["trait", "gene_set", "auc"]], left_on=["trait", "planted_set"],
-                      right_on=["trait", "gene_set"], how="left")
-    decoy = gm[gm.gene_set.str.startswith("DECOY")].groupby("trait").auc.max()
-    ranks = ", ".join(f"{_trait(r.trait)} rank {int(r['rank'])} of {int(r.n_sets)} (AUC {r.auc:.2f})"
-                      for _, r in own.iterrows())
-    lines.append(f"* **Gene masking** of the planted program's genes: {ranks}; the best decoy set reaches "
-                 f"AUC {span(decoy, pct=False)}.")
+    if (d / "masking_truth.tsv").exists():  # synthetic cohort: each trait's planted set, its rank among all sets
+        truth = read_table(d / "masking_truth.tsv")
+        own = truth.merge(gm[["trait", "gene_set", "auc"]], left_on=["trait", "planted_set"],
+                          right_on=["trait", "gene_set"], how="left")
+        decoy = gm[gm.gene_set.str.startswith("DECOY")].groupby("trait").auc.max()
+        ranks = ", ".join(f"{_trait(r.trait)} rank {int(r['rank'])} of {int(r.n_sets)} (AUC {r.auc:.2f})"
+                          for _, r in own.iterrows())
+        lines.append(f"* **Gene masking** of the planted program's genes: {ranks}; the best decoy set reaches "
+                     f"AUC {span(decoy, pct=False)}.")
+    else:  # a real cohort: no planted set to find, the sets masking ranks first
+        first = gm.sort_values(["trait", "rank"]).groupby("trait").head(1)
+        n_sets = gm.groupby("trait").size()
+        top = ", ".join(f"{_trait(r.trait)}: {r.gene_set} (AUC {r.auc:.2f}, first of {int(n_sets[r.trait])} sets)"
+                        for r in first.itertuples())
+        lines.append(f"* **Gene masking** (no planted truth in this data folder): the gene set whose genes carry "
+                     f"most of each trait's prediction is {top}.")
     st = d / "saliency_truth.tsv"
     if st.exists():
         s = read_table(st)

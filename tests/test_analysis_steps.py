@@ -51,6 +51,23 @@ def test_significant_counts_by_table_finds_the_planted_pair_in_each_table():
                                             n_permutations=50).pairs.tolist() == [0, 0]
 
 
+def test_significant_counts_by_table_scans_a_table_missing_samples_on_those_it_has(caplog):
+    """A slide too small for a 1,024-px tile has no row in that size's table: the table is scanned on the
+    samples it has (before: 'features have 9 samples and expression 10' stopped notebook 03)."""
+    f, g = _paired(n=40)
+    f.index = g.index = [f"S{i}" for i in range(40)]
+    floor = pd.DataFrame({"max_median": 12.0, "max_tissue": "Liver"}, index=g.columns)
+    tables = {FeatureKey("trained", 256): f, FeatureKey("trained", 1024): f.iloc[3:]}
+    with caplog.at_level("WARNING", logger="histo_utils.correlation"):
+        out = corr.significant_counts_by_table(tables, g, floor, r_threshold=0.8, e_threshold=10,
+                                               n_permutations=100, perm_alpha=0.05)
+    assert out.samples.tolist() == [40, 37] and out.pairs.tolist() == [1, 1]
+    assert "has 37 of the 40 samples" in caplog.text
+    alone = corr.significant_counts_by_table({FeatureKey("trained", 1024): f.iloc[3:]}, g.iloc[3:], floor,
+                                             r_threshold=0.8, e_threshold=10, n_permutations=100, perm_alpha=0.05)
+    assert alone.drop(columns="samples").equals(out.iloc[[1]].drop(columns="samples").reset_index(drop=True))
+
+
 def test_reproducibility_of_identical_and_unrelated_splits():
     f, g = _paired(n=40)
     reported = pd.DataFrame({"feature": ["0_1"], "gene": ["G0"], "r": [np.corrcoef(f["0_1"], g["G0"])[0, 1]]})

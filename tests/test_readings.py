@@ -88,3 +88,19 @@ def test_correlation_reading_reads_the_grid_and_the_reproducibility(tmp_path):
     assert "pairs fall from 4,000 to 300" in text
     assert "over all 123,456 pairs: r = 0.50 (Fisher z: 0.67)" in text
     assert "Fisher-z correlation 0.99, same sign in 100 %" in text
+
+
+def test_readings_of_a_real_download_claim_nothing_planted(tmp_path):
+    """Without truth/ (every real download): 05 names no planted effect, 09 reads gene masking without
+    masking_truth.tsv (before: 'Table ... masking_truth.tsv does not exist' stopped 09's Reading cell)."""
+    _variance(tmp_path)
+    text = readings.confounder_reading(tmp_path, planted=False)
+    assert "planted" not in text and "programs" not in text
+    assert "The collection centre (stain and scanner differences between sites) explains 17–28 %" in text
+    _radiogenomics(tmp_path, nn_auc=(0.86, 0.77))
+    (tmp_path / "09_radiogenomic_network" / "masking_truth.tsv").unlink()
+    (tmp_path / "09_radiogenomic_network" / "saliency_truth.tsv").unlink()
+    text = readings.radiogenomic_reading(tmp_path)
+    assert "no planted truth in this data folder" in text
+    assert "lumen size: PLANTED_PROGRAM_LUMEN_SIZE (AUC 0.81, first of 2 sets)" in text
+    assert "decoy" not in text.lower().replace("decoy_30_01", "")
