@@ -40,7 +40,7 @@ __all__ = ["log_ischemic_time", "Design", "build_design", "residualize", "fit_rs
            "residualize_expression_by_tissue", "VarianceByConfounder", "variance_by_confounder", "Diagnostics",
            "strongest_columns", "compare_model_choices", "largest_term_share", "KINDS", "GTEX_COLUMNS", "transform",
            "age_bracket_midpoint", "source_columns", "numeric_terms", "confounder_levels", "ols_formula",
-           "POOLED_LEVEL"]
+           "POOLED_LEVEL", "check_confounders_filled"]
 
 #: confounder name -> (source column, kind)
 DEFAULT_CONFOUNDERS = {
@@ -638,6 +638,41 @@ def ols_formula(samples: pd.DataFrame, spec: dict, terms: Sequence[str] | dict) 
     return " + ".join(parts), frame
 
 
+def _blank_columns(samples: pd.DataFrame, confounders: dict) -> dict[str, str]:
+    """term -> its source column, for the confounders whose column is blank (missing) in every sample."""
+    out = {}
+    for term, (col, kind) in confounders.items():
+        if col in samples and len(samples):
+            x = transform(samples[col], kind) if kind in NUMERIC_KINDS else samples[col].isna().to_numpy()
+            if (np.isnan(x) if kind in NUMERIC_KINDS else x).all():
+                out[term] = col
+    return out
+
+
+def check_confounders_filled(samples: pd.DataFrame, confounders: dict | None = None) -> None:
+    """Refuse a confounder whose column is blank for every sample (no sample could enter any design).
+
+    Parameters
+    ----------
+    samples : DataFrame, one row per sample (:func:`sample_covariates`)
+    confounders : term -> (source column, kind) (:func:`confounder_spec`); default :data:`DEFAULT_CONFOUNDERS`
+
+    Raises
+    ------
+    ValueError
+        Naming the term, its column, the file it comes from and the fix (drop the term or fill the column).
+    """
+    confounders = DEFAULT_CONFOUNDERS if confounders is None else confounders
+    blank = _blank_columns(samples, confounders)
+    if blank:
+        term, col = next(iter(blank.items()))
+        raise ValueError(f"Confounder {term!r}: column {col} is blank for all {len(samples)} samples (in the "
+                         f"{SOURCE_FILES.get(col, 'sample table')}), so no sample can enter the regression. Drop "
+                         f"{term!r} from confounders, or fill {col} in that file"
+                         + (f" (also blank: {', '.join(f'{c} ({t})' for t, c in list(blank.items())[1:])})."
+                            if len(blank) > 1 else "."))
+
+
 def confounder_levels(samples: pd.DataFrame, spec: dict, *, min_level_size: int = 2,
                       group: str | None = "SMTS") -> pd.DataFrame:
     """What each confounder holds in the samples: levels of categories, range of numbers, missing values.
@@ -656,7 +691,13 @@ def confounder_levels(samples: pd.DataFrame, spec: dict, *, min_level_size: int 
     DataFrame, one row per term × level (categories) or per term (numbers): ``term, column, kind, level,
     samples, missing, min, max, groups_too_few`` (``groups_too_few``: groups where the level has fewer than
     ``min_level_size`` samples but more than none)
+
+    Raises
+    ------
+    ValueError
+        A confounder whose column is blank for every sample (:func:`check_confounders_filled`).
     """
+    check_confounders_filled(samples, spec)
     rows = []
     for term, (col, kind) in spec.items():
         v = samples[col]
@@ -733,8 +774,10 @@ def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: 
     Raises
     ------
     ValueError
-        Every tissue with ``min_samples`` samples is skipped: the message names the confounders, what
-        each tissue's design needs and the fix (fewer confounders, or more samples per tissue).
+        A confounder whose column is blank for every sample (:func:`check_confounders_filled`; a column
+        blank for every sample of one tissue skips that tissue, its note naming the column). Every tissue
+        with ``min_samples`` samples is skipped: the message names the confounders, what each tissue's
+        design needs and the fix (fewer confounders, or more samples per tissue).
     """
     import json
 
@@ -744,6 +787,7 @@ def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: 
     if group not in samples:
         raise ValueError(f"The samples have no tissue column '{group}' (columns: {list(samples.columns)[:12]} ...). "
                          "Pass group= the run's label_column (SMTS or SMTSD).")
+    check_confounders_filled(samples, confounders)
     counts = samples[group].value_counts().sort_index()
     tissues = [t for t, n in counts.items() if n >= min_samples]
     if len(tissues) < len(counts):
@@ -765,6 +809,11 @@ def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: 
                    f"of rank {rank} (intercept 1{', ' + cost if cost else ''}) leave {resid_df} residual degrees "
                    f"of freedom, fewer than {min_resid_df}; it needs {rank + min_resid_df} samples, or fewer "
                    f"confounders")
+            blank = _blank_columns(samples[samples[group] == t],
+                                   DEFAULT_CONFOUNDERS if confounders is None else confounders)
+            if blank:
+                msg += "; " + "; ".join(f"{c} is blank for all its samples (drop {term!r} from confounders, or "
+                                        f"fill {c})" for term, c in blank.items())
             log.warning("%s.", msg)
             said.append(msg)
         else:

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GTExFiles", "locate_gtex_files", "read_sample_attributes", "read_subject_phenotypes",
            "subject_id", "image_id", "JoinReport", "join_images_to_samples", "LABEL_COLUMNS", "TISSUES_WITHOUT_SLIDES",
-           "TISSUE_MERGES", "check_label_column", "tissue_merge", "read_median_tpm", "tissue_expression_floor"]
+           "TISSUE_MERGES", "check_label_column", "tissue_merge", "read_median_tpm", "tissue_expression_floor",
+           "GTEX_V8_EXPRESSION_FILES", "expression_values_kind", "age_brackets"]
 
 #: Sample-attribute columns that can label tissues: GTEx's ~30 coarse tissues (``SMTS``) or its 54 detailed
 #: ones (``SMTSD``, of which 39 have histology slides in v8: Badea & Stanescu's classes).
@@ -354,11 +355,59 @@ def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+_AGE_BRACKET = r"\d{1,3}-\d{1,3}"
+
+
+def age_brackets(age: pd.Series, *, what: str = "AGE") -> pd.Series:
+    """Ages as GTEx's 10-year brackets (``"60-69"``): brackets kept, ages in years converted, blanks kept.
+
+    GTEx's open-access subject table gives ``AGE`` as brackets; its protected-access table (dbGaP) and
+    hand-made tables give years. Years are *converted* (``63`` and ``63.5`` -> ``"60-69"``, with a logged
+    warning saying how many) rather than refused: the age confounder of notebook 05 is then the same
+    categorical term of six brackets as on open-access data, instead of one level per year (most of them
+    rare, pooled or merged by the design), and exact ages are not needed by any notebook.
+
+    Parameters
+    ----------
+    age : the ``AGE`` column (text or numbers)
+    what : the table, for messages
+
+    Returns
+    -------
+    Series of text brackets (object dtype), NaN where blank
+
+    Raises
+    ------
+    ValueError
+        A value that is neither a bracket nor a number of years in 0-120 (named, with the fix).
+    """
+    text = age.astype("string").str.strip()
+    text = text.mask(text == "").str.replace(r"\s*-\s*", "-", regex=True)  # "60 - 69" -> "60-69"
+    blank = text.isna().to_numpy(dtype=bool)
+    bracket = text.str.fullmatch(_AGE_BRACKET).fillna(False).to_numpy(dtype=bool)
+    years = pd.to_numeric(text.astype(object).where(~bracket & ~blank), errors="coerce").astype(float)
+    bad = ~blank & ~bracket & ~years.between(0, 120).to_numpy(dtype=bool)
+    if bad.any():
+        raise ValueError(f"{what}: AGE must be a GTEx bracket like '60-69' or an age in years (0-120); found "
+                         f"{sorted(set(text[bad].astype(str)))[:5]} for {int(bad.sum())} subjects. Fix those cells "
+                         "(or leave them blank to keep those subjects out of the age confounder).")
+    out = text.astype(object).where(~blank, np.nan)
+    conv = years.notna().to_numpy(dtype=bool) & ~bracket
+    if conv.any():
+        low = (np.floor(years[conv].astype(float) / 10) * 10).astype(int)
+        out[conv] = [f"{lo}-{lo + 9}" for lo in low]
+        log.warning("%s: AGE of %d of %d subjects is in years (e.g. %s), not GTEx's 10-year brackets; converted "
+                    "to brackets (e.g. %s -> %s)", what, int(conv.sum()), int(text.notna().sum()),
+                    list(text[conv][:3]), text[conv].iloc[0], out[conv].iloc[0])
+    return out
+
+
 def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
     """Read a GTEx ``SubjectPhenotypesDS`` table (``SUBJID SEX AGE DTHHRDY``).
 
-    ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``),
-    ``DTHHRDY`` the Hardy scale 0-4 with blanks (read as a nullable integer).
+    ``SEX`` is 1 male / 2 female, ``AGE`` a text bracket (``"60-69"``; ages given in years are converted to
+    these brackets with a logged warning, see :func:`age_brackets`), ``DTHHRDY`` the Hardy scale 0-4 with
+    blanks (read as a nullable integer).
 
     Parameters
     ----------
@@ -380,6 +429,7 @@ def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"Subject phenotypes '{path}': SEX must be 1 (male) or 2 (female) as GTEx codes it; found "
                          f"{codes} for {int(bad.sum())} subjects (e.g. {list(df.loc[bad, 'SUBJID'][:3])}). Recode "
                          "them, or leave the cell blank to keep those subjects out of the confounder regression.")
+    df["AGE"] = age_brackets(df["AGE"], what=f"Subject phenotypes '{path}'")
     if "DTHHRDY" in df.columns:
         df["DTHHRDY"] = df["DTHHRDY"].astype("Int64")
     return df
@@ -405,8 +455,16 @@ class GTExFiles:
     truth_dir: Path | None
 
 
+#: GTEx v8's expression tables (GCT v1.2, same layout): the gene TPM table is the one read; the read counts
+#: and the per-tissue medians sit beside it and are never read in its place
+GTEX_V8_EXPRESSION_FILES = {
+    "tpm": "GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_tpm.gct.gz",
+    "reads": "GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_reads.gct.gz",
+    "median_tpm": "GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_median_tpm.gct.gz",
+}
+
 _PATTERNS = {
-    "expression": ("*gene_tpm.gct.gz", "*gene_tpm.gct", "*.gct.gz", "*.gct"),
+    "expression": ("*gene_tpm.gct.gz", "*gene_tpm.gct"),
     "sample_attributes": ("*SampleAttributesDS.txt",),
     "subject_phenotypes": ("*SubjectPhenotypesDS.txt",),
     "gene_sets": ("*.gmt",),
@@ -432,6 +490,86 @@ def _find_one(data_dir: Path, key: str, required: bool) -> Path | None:
     return None
 
 
+def expression_values_kind(path: str | os.PathLike, *, rows: int = 500) -> str:
+    """Whether a GCT holds read counts or TPM-like values, from its first ``rows`` genes.
+
+    Read counts are whole numbers (GTEx writes them as integers); TPM values have decimals. The first
+    ``rows`` genes of every sample are enough to tell, without reading GTEx's multi-gigabyte tables.
+
+    Parameters
+    ----------
+    path : a ``.gct`` or ``.gct.gz`` file
+    rows : genes read
+
+    Returns
+    -------
+    ``"counts"`` (every value a whole number, some not zero), ``"tpm"`` (some value with decimals) or
+    ``"unknown"`` (no non-zero value, or the file cannot be parsed: :func:`histo_utils.io.check_gct` then
+    names what is wrong)
+    """
+    path = Path(path)
+    try:
+        head = pd.read_csv(path, sep="\t", skiprows=2, nrows=rows, index_col=0, dtype={"Name": str},
+                           compression="gzip" if path.suffix == ".gz" else None, low_memory=False)
+        values = head.drop(columns=["Description"], errors="ignore").apply(pd.to_numeric, errors="coerce")
+        x = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    except Exception as e:  # damaged or not GCT: the reader says what is wrong, here only the kind is asked
+        log.debug("Expression file '%s': values not sniffed (%s: %s)", path, type(e).__name__, e)
+        return "unknown"
+    x = x[np.isfinite(x)]
+    if not (x != 0).any():
+        return "unknown"
+    return "counts" if bool(np.all(x == np.round(x))) else "tpm"
+
+
+def _counts_error(data_dir: Path, found: Path, why: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"Data directory '{data_dir}' has no TPM expression file; '{found.name}' holds read counts ({why}), "
+        "which are not TPM and are not read in their place. Download GTEx's gene TPM table, "
+        f"{GTEX_V8_EXPRESSION_FILES['tpm']} (GTEx portal, v8 bulk tissue expression), into '{data_dir}'.")
+
+
+def _find_expression(data_dir: Path) -> Path:
+    """The TPM table of a data directory: by exact name (``*gene_tpm.gct[.gz]``), else by content.
+
+    A GCT not named as GTEx's TPM is taken only when it is the only candidate and its values are not read
+    counts (:func:`expression_values_kind`); GTEx's read counts (``*gene_reads.gct*``) and per-tissue medians
+    (``*median_tpm.gct*``) are never taken.
+    """
+    named = _find_one(data_dir, "expression", False)
+    if named is not None:
+        return named
+    gcts = sorted(p for p in data_dir.iterdir()
+                  if p.name.endswith((".gct", ".gct.gz")) and not p.name.startswith(".") and p.is_file())
+    reads = [p for p in gcts if "gene_reads" in p.name]
+    medians = [p for p in gcts if "median_tpm" in p.name]
+    others = [p for p in gcts if p not in reads and p not in medians]
+    if len(others) > 1:
+        raise ValueError(
+            f"Data directory '{data_dir}' has no *gene_tpm.gct.gz file and several other GCT files: "
+            f"{[p.name for p in others]}; which one holds TPM is not guessed. Keep only the TPM table, "
+            f"named as GTEx names it ({GTEX_V8_EXPRESSION_FILES['tpm']}).")
+    if others:
+        kind = expression_values_kind(others[0])
+        if kind == "counts":
+            raise _counts_error(data_dir, others[0], "every value of its first genes is a whole number")
+        log.info("Expression file '%s' is not named *gene_tpm.gct.gz; it is the only GCT here and its values "
+                 "have decimals (not read counts): read as TPM", others[0].name)
+        return others[0]
+    if reads:
+        raise _counts_error(data_dir, reads[0], "GTEx's *gene_reads.gct.gz")
+    if medians:
+        raise FileNotFoundError(
+            f"Data directory '{data_dir}' has no TPM expression file, only '{medians[0].name}', GTEx's median TPM "
+            "per tissue (one column per tissue, not per sample). Download GTEx's gene TPM table, "
+            f"{GTEX_V8_EXPRESSION_FILES['tpm']}, into '{data_dir}' (the median file can stay: notebook 03's "
+            "median_tpm reads it).")
+    raise FileNotFoundError(
+        f"Data directory '{data_dir}' has no expression file (looked for "
+        f"{' or '.join(_PATTERNS['expression'])}, or one GCT of TPM values). Put the GTEx file there as "
+        f"downloaded ({GTEX_V8_EXPRESSION_FILES['tpm']}), or run notebook 00 to make the synthetic cohort.")
+
+
 def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slides") -> GTExFiles:
     """Find the expression, annotation, gene-set files and slides of a data directory.
 
@@ -445,6 +583,12 @@ def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slid
           slides/<image id>.svs             one slide per histology image
           truth/                            planted truth (synthetic cohort only)
 
+    The expression table is chosen by exact name (``*gene_tpm.gct.gz``, as GTEx names its TPM table) or,
+    when no file is so named, by content: a single other GCT whose values are not read counts
+    (:func:`expression_values_kind`). GTEx's read counts (``*gene_reads.gct.gz``) and median TPM per tissue
+    (``*median_tpm.gct.gz``) are never read as the TPM table: a folder with only them is refused, naming the
+    TPM file to download.
+
     Parameters
     ----------
     data_dir : path of the data directory
@@ -453,6 +597,14 @@ def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slid
     Returns
     -------
     GTExFiles, the paths (``gene_sets`` and ``truth_dir`` None when absent)
+
+    Raises
+    ------
+    FileNotFoundError
+        No data directory, slides folder, annotation table or TPM table (read counts or medians only: the
+        message names them and the TPM file to download).
+    ValueError
+        Several files of one kind, or several unnamed GCT files.
 
     Examples
     --------
@@ -474,7 +626,7 @@ def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slid
     truth = data_dir / "truth"
     return GTExFiles(
         data_dir=data_dir,
-        expression=_find_one(data_dir, "expression", True),
+        expression=_find_expression(data_dir),
         sample_attributes=_find_one(data_dir, "sample_attributes", True),
         subject_phenotypes=_find_one(data_dir, "subject_phenotypes", True),
         slides_dir=slides_dir,

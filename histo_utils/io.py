@@ -258,8 +258,10 @@ def _named_errors(path: Path):
         raise GCTError(f"Expression file '{path}' is not UTF-8 text ({e}); is it a GCT file?") from e
 
 
-def _read_header(fh, path: Path) -> tuple[list[str], list[str]]:
-    """Lines 1-3 of a GCT file: the dimension fields and the sample IDs (duplicates refused)."""
+def _read_header(fh, path: Path) -> tuple[list[str], list[str], bool]:
+    """Lines 1-3 of a GCT file: the dimension fields, the sample IDs (duplicates refused) and whether the
+    header ends with a tab (an empty last column, as some spreadsheet exports write on every line: the
+    column is then ignored, see :func:`check_gct`)."""
     version = fh.readline().strip()
     if version != "#1.2":
         raise GCTError(
@@ -269,19 +271,43 @@ def _read_header(fh, path: Path) -> tuple[list[str], list[str]]:
     if header[:2] != ["Name", "Description"]:
         raise GCTError(f"Expression file '{path}': third line must start with 'Name\\tDescription', "
                        f"got {header[:2]}.")
-    samples = header[2:]
+    trailing = len(header) > 3 and header[-1] == ""
+    samples = header[2:-1] if trailing else header[2:]
+    empty = [j for j, s in enumerate(samples) if not s.strip()]
+    if empty:
+        raise GCTError(f"Expression file '{path}': the header (line 3) has an empty sample ID in column "
+                       f"{empty[0] + 3} (after '{samples[empty[0] - 1] if empty[0] else 'Description'}'). Every "
+                       "value column needs its sample ID: name it or delete the column.")
     counts = pd.Series(samples).value_counts()
     dup = sorted(counts.index[counts > 1])
     if dup:
         raise GCTError(f"Expression file '{path}' has {len(dup)} sample ID(s) on several columns: {dup[:5]}"
                        f"{' ...' if len(dup) > 5 else ''}. Keep one column per sample.")
-    return dims, samples
+    return dims, samples, trailing
+
+
+def _raise_duplicate_names(path: Path, names: Sequence[str], first_lines: Mapping[str, tuple[int, int]] | None = None
+                           ) -> None:
+    """Refuse gene ``Name`` values on several rows (a Name indexes the expression table and must be unique)."""
+    dup = list(dict.fromkeys(names))
+    where = ""
+    if first_lines and dup[0] in first_lines:
+        a, b = first_lines[dup[0]]
+        where = f" ('{dup[0]}' on lines {a} and {b})"
+    raise GCTError(f"Expression file '{path}' has {len(dup)} gene Name(s) on several rows: {dup[:5]}"
+                   f"{' ...' if len(dup) > 5 else ''}{where}. A GCT Name identifies one gene (GTEx: a versioned "
+                   "Ensembl ID; gene symbols belong in Description): keep one row per Name, or merge the "
+                   "duplicated rows, and write the file again.")
 
 
 def _cache_file() -> Path:
     root = os.environ.get("HISTO_UTILS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) \
         / "histo_utils"
     return Path(root) / "gct_checks.json"
+
+
+#: what :func:`check_gct` checks, in its cache key: files checked by an earlier version are checked again
+_CHECK_VERSION = "v2"  # v2: duplicated gene Names, trailing tabs
 
 
 def check_gct(path: str | os.PathLike, *, cache: bool = True) -> int:
@@ -302,14 +328,23 @@ def check_gct(path: str | os.PathLike, *, cache: bool = True) -> int:
     ------
     GCTError
         Named file and fix: not gzip as named, truncated or damaged gzip, not
-        GCT v1.2, duplicated sample columns, a row with too few or too many
-        fields, or an empty cell (with the gene and sample).
+        GCT v1.2, duplicated sample columns, an empty sample ID, a gene
+        ``Name`` on several rows (the first duplicated Names and their
+        lines), a row with too few or too many fields, or an empty cell
+        (with the gene and sample).
+
+    Notes
+    -----
+    A tab at the end of every line (the header included: an empty last
+    column, as some exports write) is read as no column at all; a header
+    that ends with a tab while a row does not, or the reverse, is refused
+    saying so.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Expression file '{path}' does not exist.")
     st = path.stat()
-    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    key = f"{_CHECK_VERSION}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     store = _cache_file()
     known: dict = {}
     if cache:
@@ -320,14 +355,25 @@ def check_gct(path: str | os.PathLike, *, cache: bool = True) -> int:
         if key in known:
             return int(known[key])
     n = 0
+    seen: dict[str, int] = {}
+    dup_names: list[str] = []
+    dup_lines: dict[str, tuple[int, int]] = {}
     with _named_errors(path), _open_text(path) as fh:
-        _, samples = _read_header(fh, path)
+        _, samples, trailing = _read_header(fh, path)
         expected = len(samples) + 2
         for n, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
+            line = _row_without_trailing_tab(path, line.rstrip("\r\n"), n, trailing)
             fields = line.count("\t") + 1
             if fields != expected or "\t\t" in line or line.endswith("\t"):
                 _raise_bad_row(path, n, line.split("\t"), samples)
+            name = line[:line.index("\t")]
+            if name in seen:
+                dup_names.append(name)
+                dup_lines.setdefault(name, (seen[name] + 3, n + 3))
+            else:
+                seen[name] = n
+    if dup_names:
+        _raise_duplicate_names(path, dup_names, dup_lines)
     if cache:
         known[key] = n
         with contextlib.suppress(OSError):  # a read-only home only costs the next check
@@ -335,9 +381,26 @@ def check_gct(path: str | os.PathLike, *, cache: bool = True) -> int:
     return n
 
 
+def _row_without_trailing_tab(path: Path, line: str, row: int, trailing: bool) -> str:
+    """A data line (``row`` 1 = line 4) without the trailing tab of a header that ends with one; a row whose
+    end disagrees with the header's is refused (the values would be read one column off)."""
+    if trailing:  # the header ends with a tab: every row must too, and that empty column is dropped
+        if not line.endswith("\t"):
+            gene = line.split("\t", 1)[0]
+            raise GCTError(f"Expression file '{path}': the header (line 3) ends with a tab (an empty last column) "
+                           f"but the row of gene '{gene}' (line {row + 3}) does not. Remove the trailing tab from "
+                           "every line, or from none.")
+        return line[:-1]
+    return line
+
+
 def _raise_bad_row(path: Path, row: int, fields: list[str], samples: list[str]):
     gene = fields[0] if fields else "?"
     values = fields[2:]
+    if len(values) == len(samples) + 1 and values[-1] == "":
+        raise GCTError(f"Expression file '{path}': the row of gene '{gene}' (line {row + 3}) ends with a tab (an "
+                       "empty extra column) but the header (line 3) does not. Remove the trailing tabs, or end "
+                       "the header with a tab too.")
     if len(values) < len(samples):
         raise GCTError(f"Expression file '{path}': the row of gene '{gene}' (line {row + 3}) has "
                        f"{len(values)} values for {len(samples)} samples (first missing: sample "
@@ -378,20 +441,26 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
         Every value must be a number: a missing value (empty cell, ``NA``, a
         short row) or a non-numeric one is refused with the file, gene and
         sample named, never passed on as NaN. Also: duplicated sample columns,
-        ``samples`` repeated or not in the file, gzip named otherwise,
-        truncated gzip.
+        a gene ``Name`` on several rows, ``samples`` repeated or not in the
+        file, gzip named otherwise, truncated gzip.
 
     Notes
     -----
     Real subsets of GTEx files keep the original dimension line, so a count
-    mismatch is logged as a warning rather than raised.
+    mismatch is logged as a warning rather than raised. A tab at the end of
+    every line (an empty last header column) is ignored.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Expression file '{path}' does not exist.")
     with _named_errors(path), _open_text(path) as fh:
-        dims, columns = _read_header(fh, path)
-    usecols = None
+        dims, columns, trailing = _read_header(fh, path)
+        first = fh.readline().rstrip("\r\n")  # a row ending otherwise than the header would shift the values
+    if first:
+        fields = _row_without_trailing_tab(path, first, 1, trailing).split("\t")
+        if len(fields) == len(columns) + 3 and fields[-1] == "":
+            _raise_bad_row(path, 1, fields, columns)
+    usecols = ["Name", "Description", *columns] if trailing else None  # the empty last column left out
     if samples is not None:
         samples = list(samples)
         rep = sorted({s for s in samples if samples.count(s) > 1})
@@ -423,6 +492,8 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
             _check_values(df, path)
             raise GCTError(f"Expression file '{path}' cannot be parsed as GCT: {e}") from e
     desc = df.pop("Description")
+    if df.index.has_duplicates:
+        _raise_duplicate_names(path, df.index[df.index.duplicated()])
     _check_values(df, path)
     if (df.dtypes != np.dtype(dtype)).any():
         df = df.astype(dtype)
@@ -473,7 +544,7 @@ def read_gct_samples(path: str | os.PathLike, *, check: bool = True) -> list[str
     if check:
         check_gct(path)
     with _named_errors(path), _open_text(path) as fh:
-        _, samples = _read_header(fh, path)
+        _, samples, _ = _read_header(fh, path)
     return samples
 
 

@@ -34,6 +34,9 @@ __all__ = [
     "premultiplied_to_rgb",
     "rgba_to_rgb",
     "write_aperio_svs",
+    "DICOM_SUFFIX",
+    "dicom_slide_file",
+    "is_dicom_wsi",
 ]
 
 #: microns per pixel of a plausible level 0 (a 100x oil scan to a 1.25x overview)
@@ -73,13 +76,33 @@ class SlideInfo:
     objective_power: float | None
 
 
+def _permission_error(path: Path) -> SlideError:
+    return SlideError(
+        path, "the file cannot be read: permission denied.",
+        f"Fix its permissions (e.g. chmod a+r '{path}'), or run as a user allowed to read it.",
+    )
+
+
 def open_slide(path: str | os.PathLike) -> openslide.OpenSlide:
-    """Open a whole-slide image, raising :class:`SlideError` with a fix when it cannot be opened."""
+    """Open a whole-slide image, raising :class:`SlideError` with a fix when it cannot be opened.
+
+    A file the process may not read is reported as such (OpenSlide itself reports it as an unsupported
+    format); a DICOM whole-slide image is opened by any one of its ``.dcm`` files (OpenSlide finds the other
+    files of the series in the same folder).
+    """
     path = Path(path)
     if not path.exists():
         raise SlideError(path, "the file does not exist.", "Check the path and the slides folder of data_dir.")
+    if path.is_file():
+        try:
+            with open(path, "rb") as fh:
+                fh.read(1)
+        except PermissionError:
+            raise _permission_error(path) from None
     try:
         return openslide.OpenSlide(str(path))
+    except PermissionError:
+        raise _permission_error(path) from None
     except openslide.OpenSlideUnsupportedFormatError:
         raise SlideError(
             path, "OpenSlide does not recognise this file as a slide (unsupported or missing image format).",
@@ -92,6 +115,48 @@ def open_slide(path: str | os.PathLike) -> openslide.OpenSlide:
             "The file uses a format variant OpenSlide does not support or is damaged; re-export it "
             "(e.g. as a JPEG-compressed pyramidal TIFF) or download it again.",
         ) from None
+
+
+#: DICOM whole-slide images (VL Whole Slide Microscopy Image Storage), read by OpenSlide >= 4.0: one ``.dcm``
+#: file per pyramid level and associated image, usually a folder per slide. Kept apart from
+#: :data:`histo_utils.tiling.SLIDE_SUFFIXES` (which ``tcga.list_slides`` also uses for GDC's SVS
+#: downloads).
+DICOM_SUFFIX = ".dcm"
+
+
+def is_dicom_wsi(path: str | os.PathLike) -> bool:
+    """Whether OpenSlide reads ``path`` as a DICOM whole-slide image file (a level or associated image of
+    one), from its header only.
+
+    Raises
+    ------
+    PermissionError
+        The file cannot be read (OpenSlide would only say it is not a slide).
+    """
+    with open(path, "rb") as fh:
+        fh.read(1)
+    return openslide.OpenSlide.detect_format(str(path)) == "dicom"
+
+
+def dicom_slide_file(folder: str | os.PathLike) -> Path | None:
+    """The ``.dcm`` file of a DICOM whole-slide image folder to hand to OpenSlide, or None.
+
+    OpenSlide opens a DICOM WSI by any one of its files and reads the other files of the same series from
+    that folder; the largest file that OpenSlide detects as DICOM WSI is returned (the base level, usually),
+    so that other DICOM objects of the folder (annotations, a DICOMDIR) are never the one opened. Files that
+    cannot be read are passed over.
+    """
+    folder = Path(folder)
+    files = [f for f in folder.iterdir() if f.suffix.lower() == DICOM_SUFFIX and f.is_file()
+             and not f.name.startswith(".")]
+    for f in sorted(files, key=lambda f: (-f.stat().st_size, f.name)):
+        try:
+            if is_dicom_wsi(f):
+                return f
+        except PermissionError:
+            log.warning("DICOM slide folder '%s': '%s' cannot be read (permission denied); passed over",
+                        folder, f.name)
+    return None
 
 
 def _scanner_mpp(slide: openslide.OpenSlide) -> tuple[float | None, str]:

@@ -37,8 +37,8 @@ from skimage import filters, morphology
 from tqdm.auto import tqdm
 
 from .io import atomic_path, params_key, read_table, write_table
-from .slides import (SlideError, choose_level, open_slide, premultiplied_to_rgb, read_region,
-                     read_region_premultiplied, slide_info)
+from .slides import (DICOM_SUFFIX, SlideError, choose_level, dicom_slide_file, is_dicom_wsi, open_slide,
+                     premultiplied_to_rgb, read_region, read_region_premultiplied, slide_info)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import SchedulerSpec
@@ -774,15 +774,36 @@ def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLID
     """Slide files of a folder as ``image_id, path`` (image ID = file name before the first dot).
 
     Hidden files (among them the temporary files of an interrupted write,
-    ``.<name>.<random>.tmp``) and folders (an MRXS slide's data folder) are
-    ignored. Files that cannot be slides are not dropped silently: a dangling
-    symbolic link or a file of an unsupported format (``.dcm``, ``.jpg``) is
-    logged and listed in ``df.attrs["unusable"]`` (columns ``image_id, path,
-    status, stage, error``), which :func:`tile_slides` adds to its slide report.
+    ``.<name>.<random>.tmp``) and folders without ``.dcm`` files (an MRXS
+    slide's data folder) are ignored. A DICOM whole-slide image (``.dcm``,
+    :data:`histo_utils.slides.DICOM_SUFFIX`) is a folder named by the image
+    ID that holds its ``.dcm`` files, as converters and DICOM archives write
+    it (the path listed is one of them: :func:`histo_utils.slides.dicom_slide_file`),
+    or a single ``.dcm`` file named by the image ID. Files that cannot be
+    slides are not dropped silently: a dangling symbolic link, a file of an
+    unsupported format (``.jpg``) or a folder of ``.dcm`` files none of which
+    is a whole-slide image is logged and listed in ``df.attrs["unusable"]``
+    (columns ``image_id, path, status, stage, error``), which
+    :func:`tile_slides` adds to its slide report.
+
+    Raises
+    ------
+    FileNotFoundError
+        No slide in the folder.
+    PermissionError
+        The folder cannot be listed (named, with the fix).
+    ValueError
+        Several slides with one image ID.
     """
     slides_dir = Path(slides_dir)
+    accepted = tuple(suffixes) + (DICOM_SUFFIX,)
     paths, unusable = [], []
-    for p in sorted(slides_dir.iterdir()):
+    try:
+        entries = sorted(slides_dir.iterdir())
+    except PermissionError as e:
+        raise PermissionError(f"Slides folder '{slides_dir}' cannot be listed: permission denied ({e.strerror}). "
+                              f"Fix its permissions (e.g. chmod a+rx '{slides_dir}').") from None
+    for p in entries:
         if p.name.startswith("."):
             continue
         iid = p.name.split(".")[0]
@@ -790,23 +811,54 @@ def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLID
             unusable.append((iid, p, f"'{p.name}' is a symbolic link to '{os.readlink(p)}', which does not "
                                      "exist. Fix or remove the link."))
         elif p.is_dir():
-            continue
-        elif p.suffix.lower() not in suffixes:
+            try:
+                has_dcm = any(f.suffix.lower() == DICOM_SUFFIX for f in p.iterdir())
+            except PermissionError:
+                unusable.append((iid, p, f"folder '{p.name}' cannot be listed: permission denied. Fix its "
+                                         f"permissions (e.g. chmod a+rx '{p}')."))
+                continue
+            if not has_dcm:
+                continue  # an MRXS slide's data folder, or anything else that is not a slide
+            found = dicom_slide_file(p)
+            if found is None:
+                unusable.append((iid, p, f"folder '{p.name}' holds .dcm files but none that OpenSlide reads as a "
+                                         "DICOM whole-slide image (VL Whole Slide Microscopy Image Storage). "
+                                         "Convert the slide to DICOM WSI or another slide format, or move the "
+                                         "folder out of the slides folder."))
+            else:
+                paths.append((iid, found))
+        elif p.suffix.lower() == DICOM_SUFFIX:
+            try:
+                ok = is_dicom_wsi(p)
+            except PermissionError:
+                unusable.append((iid, p, f"'{p.name}' cannot be read: permission denied. Fix its permissions "
+                                         f"(e.g. chmod a+r '{p}')."))
+                continue
+            if ok:
+                paths.append((iid, p))
+            else:
+                unusable.append((iid, p, f"'{p.name}' (suffix '{p.suffix}') is not a DICOM whole-slide image that "
+                                         "OpenSlide reads (VL Whole Slide Microscopy Image Storage, uncompressed, "
+                                         "JPEG or JPEG 2000 frames). Convert it or move it out of the slides "
+                                         "folder."))
+        elif p.suffix.lower() not in accepted:
             unusable.append((iid, p, f"'{p.name}' is not a slide format OpenSlide reads (suffix "
-                                     f"'{p.suffix or '(none)'}'; supported: {', '.join(suffixes)}). Convert it "
-                                     "or move it out of the slides folder."))
+                                     f"'{p.suffix or '(none)'}'; supported: {', '.join(accepted)}, DICOM WSI as a "
+                                     "folder of .dcm files). Convert it or move it out of the slides folder."))
         else:
-            paths.append(p)
+            paths.append((iid, p))
     for _, _, msg in unusable:
         log.warning("Slides folder '%s': %s", slides_dir, msg)
     if not paths:
-        raise FileNotFoundError(f"No slide files ({', '.join(suffixes)}) in '{slides_dir}'"
+        raise FileNotFoundError(f"No slide files ({', '.join(accepted)}, or DICOM WSI folders) in '{slides_dir}'"
                                 + (f"; unusable: {[str(u[1].name) for u in unusable][:5]}." if unusable else "."))
-    df = pd.DataFrame({"image_id": [p.name.split(".")[0] for p in paths], "path": [str(p) for p in paths]})
+    df = pd.DataFrame({"image_id": [i for i, _ in paths], "path": [str(p) for _, p in paths]})
     dup = df[df.image_id.duplicated(keep=False)]
     if len(dup):
+        dcm = " (a DICOM slide's .dcm files go together in one folder named by its image ID)" \
+            if dup.path.str.lower().str.endswith(DICOM_SUFFIX).any() else ""
         raise ValueError(f"Several slide files share an image ID in '{slides_dir}': {sorted(dup.path)[:4]}. "
-                         "Keep one file per image.")
+                         f"Keep one file per image{dcm}.")
     df.attrs["unusable"] = pd.DataFrame(
         [{"image_id": i, "path": str(p), "status": "error", "stage": "listing", "error": m} for i, p, m in unusable],
         columns=["image_id", "path", "status", "stage", "error"])
