@@ -511,25 +511,30 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
 
     Returns
     -------
-    str, Markdown bullet points.
+    str, Markdown bullet points; trait, comparison and fit names escaped (:func:`histo_utils.readings.md_text`).
     """
     from scipy import stats
+
+    from .readings import md_text
 
     out = []
     if run:
         out.append(f"This run: {run['n_slides']} slides of {run['n_patients']} patients, {run['n_tiles']:,} tiles, "
                    f"{run['n_models']} tile models trained in {run['train_seconds']:.0f} s.")
     ev = evaluation[(evaluation.set == "test") & (evaluation.model == "ensemble")].set_index("trait")
-    parts = [f"{r.trait}: 5-run mean {r.test_runs_mean:.2f} (range {r.test_runs_min:.2f}–{r.test_runs_max:.2f}), "
-             f"ensemble {r.test_ensemble:.2f} on {int(ev.loc[r.trait, 'n_slides'])} test slides "
-             f"({int(ev.loc[r.trait, 'n_high'])} high), OOD-near {r['OOD-near_ensemble']:.2f}, "
-             f"OOD-all {r['OOD-all_ensemble']:.2f}" for _, r in tab1.iterrows()]
+    parts = [(f"{md_text(r.trait)}: 5-run mean {r.test_runs_mean:.2f} "
+              f"(range {r.test_runs_min:.2f}–{r.test_runs_max:.2f}), "
+              f"ensemble {r.test_ensemble:.2f} on {int(ev.loc[r.trait, 'n_slides'])} test slides "
+              f"({int(ev.loc[r.trait, 'n_high'])} high)" if r.trait in ev.index
+              else f"{md_text(r.trait)}: no test AUC (its test slides are not of both classes)")
+             + f", OOD-near {r['OOD-near_ensemble']:.2f}, OOD-all {r['OOD-all_ensemble']:.2f}"
+             for _, r in tab1.iterrows()]
     out.append("**Table 1 / Fig 2 (slide AUC).** " + "; ".join(parts) + ". Lowest 5-run mean: "
                f"{tab1.test_runs_mean.min():.2f} (goal ≥ 0.9).")
     if tile_acc is not None:
         ta = tile_acc[tile_acc.set == "test + OOD slides"].set_index("trait")
         out.append("**Cartographies (tile calls against the clone under each tile, test + OOD slides).** "
-                   + "; ".join(f"{t}: tile AUC {r.tile_auc:.2f}, ensemble calls {100 * r.tile_accuracy:.0f} % "
+                   + "; ".join(f"{md_text(t)}: tile AUC {r.tile_auc:.2f}, ensemble calls {100 * r.tile_accuracy:.0f} % "
                                f"correct ({100 * r.tile_accuracy_smoothed:.0f} % after the majority filter)"
                                for t, r in ta.iterrows())
                    + f" (goal: tile AUC ≥ 0.85; {int(ta.n_tiles.iloc[0]):,} tiles).")
@@ -553,20 +558,20 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
                     "so what separates the estimate from the truth is the tile calls, not the index.")
         out.append(txt)
     lr = logrank.set_index("comparison")
-    bits = [f"{c}: p = {_fmt_p(r.p)} ({int(r.n_high)} high, {int(r.n_low)} low)" for c, r in lr.iterrows()]
+    bits = [f"{md_text(c)}: p = {_fmt_p(r.p)} ({int(r.n_high)} high, {int(r.n_low)} low)" for c, r in lr.iterrows()]
     out.append(f"**Survival (Fig 4; {len(surv)} test + OOD patients, {int(surv.OS.sum())} deaths).** Log-rank: "
                + "; ".join(bits) + ".")
     cx = cox[cox.covariate == "HTI"].set_index("fit")
     if len(cx):
         txt = "**Cox model (HTI per unit, adjusted for age and stage).** "
         for fit, r in cx.iterrows():
-            txt += f"{fit}: {r.coef:.2f} (95 % CI {r['coef lower 95%']:.2f} to {r['coef upper 95%']:.2f})"
+            txt += f"{md_text(fit)}: {r.coef:.2f} (95 % CI {r['coef lower 95%']:.2f} to {r['coef upper 95%']:.2f})"
             if "planted_coef" in r and np.isfinite(r.planted_coef):
                 inside = r["coef lower 95%"] <= r.planted_coef <= r["coef upper 95%"]
                 txt += f", {'covers' if inside else 'misses'} the planted {r.planted_coef:.1f}"
             txt += "; "
         out.append(txt.rstrip("; ") + ".")
-    bl = "; ".join(f"{r.trait}: p = {_fmt_p(r.p)}" for _, r in bulk_logrank.iterrows())
+    bl = "; ".join(f"{md_text(r.trait)}: p = {_fmt_p(r.p)}" for _, r in bulk_logrank.iterrows())
     sub = surv[surv["subtype"].notna()] if "subtype" in surv else surv.iloc[:0]
     groups = [g["hti0"].to_numpy() for _, g in sub.groupby("subtype")]
     kw = (f"; HTI by subtype: Kruskal–Wallis p = {_fmt_p(stats.kruskal(*groups).pvalue)}"

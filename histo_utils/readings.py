@@ -4,11 +4,19 @@ A reading that types its numbers drifts as soon as a parameter or the code chang
 functions read the tables the notebook has just written (``<out_dir>/<notebook>/``) and put
 their numbers, and the claims that depend on them ("beats every comparison model"), into
 Markdown that the notebook displays with ``IPython.display.Markdown``.
+
+Every text that comes from data (tissue names, gene symbols, set names, IDs, trait and model names) goes
+through :func:`md_text` before it is formatted into Markdown, here and in the other readings
+(:func:`histo_utils.hti.reading`, :func:`histo_utils.truth.localisation_reading`,
+:func:`histo_utils.truth.gsea_truth_reading`): the executed notebooks are rendered to HTML for the report,
+and a label such as ``<img src=x onerror=...>`` must reach the page as text, not as an element.
 """
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +24,54 @@ import pandas as pd
 
 from .io import read_table
 
-__all__ = ["confounder_reading", "radiogenomic_reading", "correlation_reading", "span"]
+__all__ = ["confounder_reading", "radiogenomic_reading", "correlation_reading", "span", "md_text"]
+
+# Markdown characters that start inline constructs anywhere (code, emphasis, links, tables, strike, maths);
+# '_' is handled apart (see md_text) and '<', '>', '&' are HTML-escaped
+_MD_INLINE = re.compile(r"([\\`*\[\]|~$])")
+# what makes a block at the start of a line: heading, list item, setext underline, ordered list
+_MD_LINE_START = re.compile(r"^(\d*)([-#+=.)])")
+
+
+def _underscores(m: re.Match) -> str:
+    s, (a, b) = m.string, m.span()
+    inside = a > 0 and b < len(s) and s[a - 1].isalnum() and s[b].isalnum()
+    return m.group(0) if inside else "\\_" * (b - a)
+
+
+def md_text(value) -> str:
+    """A data value as Markdown text that renders as itself: never as HTML, a link, emphasis or a formula.
+
+    The one escape of every reading (module docstring). HTML's special characters become entities
+    (``<`` -> ``&lt;``, ``&``, ``>``, quotes), so no element or attribute of the value reaches the rendered
+    page; Markdown's inline characters (``\\ ` * [ ] | ~ $``) get a backslash, and so does a ``#``, ``-``,
+    ``+``, ``=`` or ``1.`` that opens the value (a block marker when the value starts a line); line breaks
+    become spaces, so a value stays inside its bullet. Underscores between two letters or digits
+    (``PLANTED_PROGRAM_A``, ``nuclear_density``) are kept as they are: CommonMark never reads those as
+    emphasis, and identifiers stay readable in the Markdown source; any other underscore is escaped.
+
+    Parameters
+    ----------
+    value : any object (formatted with ``str``)
+
+    Returns
+    -------
+    str, the Markdown source of the value as plain text
+
+    Examples
+    --------
+    >>> md_text("<img src=x onerror=alert(1)>")
+    '&lt;img src=x onerror=alert(1)&gt;'
+    >>> md_text("[x](javascript:alert(1))")
+    '\\\\[x\\\\](javascript:alert(1))'
+    >>> md_text("PLANTED_PROGRAM_A"), md_text("_tail_")
+    ('PLANTED_PROGRAM_A', '\\\\_tail\\\\_')
+    """
+    text = re.sub(r"[\r\n]+", " ", str(value))
+    text = _MD_INLINE.sub(r"\\\1", text)
+    text = re.sub(r"_+", _underscores, text)
+    text = _MD_LINE_START.sub(r"\1\\\2", text)
+    return html.escape(text, quote=True)
 
 
 def _pct(x: float) -> str:
@@ -46,7 +101,8 @@ def span(values, *, pct: bool = True) -> str:
 
 
 def _trait(t: str) -> str:
-    return t.removesuffix("_feature").replace("_", " ")
+    """A trait's name for a reading: ``lumen_size_feature`` -> ``lumen size``, escaped (:func:`md_text`)."""
+    return md_text(str(t).removesuffix("_feature").replace("_", " "))
 
 
 # ------------------------------------------------------------------------------------------------ 05
@@ -79,15 +135,16 @@ def confounder_reading(out_dir: str | os.PathLike, *, planted: bool = True,
         order = terms.drop(index="age" if planted else [], errors="ignore").mean(1).sort_values(ascending=False)
         first, second = order.index[0], order.index[1:3]
         age = f"; age, with no planted effect, {span(terms.loc['age'])}" if planted and "age" in terms.index else ""
-        lines.append(f"* {t.capitalize()}, above chance (adjusted): **{first}** explains the most "
+        lines.append(f"* {t.capitalize()}, above chance (adjusted): **{md_text(first)}** explains the most "
                      f"({span(terms.loc[first])} per tissue), then "
-                     + " and ".join(f"{s} ({span(terms.loc[s])})" for s in second) + age + ".")
+                     + " and ".join(f"{md_text(s)} ({span(terms.loc[s])})" for s in second) + age + ".")
     if "image features" in adj.index.get_level_values(0) and ("image features", "centre") in adj.index:
         c = adj.loc[("image features", "centre")].sort_values(ascending=False)
         big = c[c >= 0.1]
         lines.append(("* The collection centre's stain shift was planted in the slides: it explains " if planted
                       else "* The collection centre (stain and scanner differences between sites) explains ")
-                     + (f"{span(big)} of the image-feature variance above chance in {', '.join(big.index)}"
+                     + (f"{span(big)} of the image-feature variance above chance in "
+                        f"{', '.join(md_text(t) for t in big.index)}"
                         if len(big) else f"at most {_pct(c.max())} of the image-feature variance above chance")
                      + ".")
     sv = d / "shared_variance_residuals.tsv"
@@ -128,14 +185,14 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
         others = row.drop("nn")
         best = others.idxmax()
         beats_all &= bool(row["nn"] > others.max())
-        per.append(f"{_trait(t)} {row['nn']:.2f} against {others.max():.2f} ({best})")
+        per.append(f"{_trait(t)} {row['nn']:.2f} against {others.max():.2f} ({md_text(best)})")
     sure = boot[boot.low > 0].groupby("trait").model.apply(set)
     all_sure = [_trait(t) for t, m in sure.items() if m >= set(auc.columns.drop("nn"))]
     weakest = auc.drop(columns="nn").mean().idxmin()
     lines.append(f"* **Fig 2.** The network {'beats every comparison model on every trait' if beats_all else 'does not beat every comparison model on every trait'}"
                  f". Mean fold AUC, network against the best other model: {'; '.join(per)}. The paired bootstrap "
                  f"puts the difference above 0 (95 % interval) for every model on: "
-                 f"{', '.join(all_sure) if all_sure else 'no trait'}. Weakest model on average: {weakest}.")
+                 f"{', '.join(all_sure) if all_sure else 'no trait'}. Weakest model on average: {md_text(weakest)}.")
     gm = read_table(d / "gene_masking.tsv")
     if (d / "masking_truth.tsv").exists():  # synthetic cohort: each trait's planted set, its rank among all sets
         truth = read_table(d / "masking_truth.tsv")
@@ -149,7 +206,8 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
     else:  # a real cohort: no planted set to find, the sets masking ranks first
         first = gm.sort_values(["trait", "rank"]).groupby("trait").head(1)
         n_sets = gm.groupby("trait").size()
-        top = ", ".join(f"{_trait(r.trait)}: {r.gene_set} (AUC {r.auc:.2f}, first of {int(n_sets[r.trait])} sets)"
+        top = ", ".join(f"{_trait(r.trait)}: {md_text(r.gene_set)} (AUC {r.auc:.2f}, "
+                        f"first of {int(n_sets[r.trait])} sets)"
                         for r in first.itertuples())
         lines.append(f"* **Gene masking** (no planted truth in this data folder): the gene set whose genes carry "
                      f"most of each trait's prediction is {top}.")
@@ -191,8 +249,8 @@ def correlation_reading(out_dir: str | os.PathLike, *, r_threshold: float, e_thr
                      f"genes, {int(r.features):,} features; from $R_T$ = {lo.R_T.iloc[0]:g} to {lo.R_T.iloc[-1]:g} "
                      f"the pairs fall from {int(lo.pairs.iloc[0]):,} to {int(lo.pairs.iloc[-1]):,}.")
     rc, zc = reproducibility.get("r_correlation", np.nan), reproducibility.get("z_correlation", np.nan)
-    lines.append(f"* Reproducibility between splits ({reproducibility.get('n_samples_split', '?')} and "
-                 f"{reproducibility.get('n_samples_replicate', '?')} samples) over all "
+    lines.append(f"* Reproducibility between splits ({md_text(reproducibility.get('n_samples_split', '?'))} and "
+                 f"{md_text(reproducibility.get('n_samples_replicate', '?'))} samples) over all "
                  f"{int(reproducibility.get('n_pairs', 0)):,} pairs: r = {rc:.2f} (Fisher z: {zc:.2f}); Badea: 0.92 "
                  "with 334 test samples.")
     if "reported_z_correlation" in reproducibility:

@@ -717,11 +717,12 @@ def read_cbioportal_patients(path: str | os.PathLike) -> pd.DataFrame:
         if src in df:
             out[dst] = df[src]
     if "age_at_initial_pathologic_diagnosis" in out:
-        out["age_at_initial_pathologic_diagnosis"] = pd.to_numeric(out["age_at_initial_pathologic_diagnosis"])
+        out["age_at_initial_pathologic_diagnosis"] = _numeric(out["age_at_initial_pathologic_diagnosis"],
+                                                              column="AGE", path=path)
     if "SUBTYPE" in df:
         out["subtype"] = _strip_type_prefix(df["SUBTYPE"])
     out["OS"] = pd.to_numeric(status)
-    out["OS.time"] = pd.to_numeric(df["OS_MONTHS"]) * DAYS_PER_MONTH
+    out["OS.time"] = _numeric(df["OS_MONTHS"], column="OS_MONTHS", path=path) * DAYS_PER_MONTH
     return out
 
 
@@ -736,7 +737,8 @@ def read_subtypes(path: str | os.PathLike, *, column: str | None = None) -> pd.S
     The key column is the first of ``pan.samplesID, SAMPLE_BARCODE, sampleID, sample, bcr_patient_barcode,
     PATIENT_ID, patient``; the value column ``column`` or the first of ``Subtype_Selected, Subtype_mRNA,
     BRCA_Subtype_PAM50, PAM50, SUBTYPE, subtype``. Labels lose a cancer-type prefix (``BRCA.LumA`` -> ``LumA``).
-    A patient with several samples takes its primary-tumour sample's label.
+    A patient with several samples takes its primary-tumour sample's label. Barcodes are stripped and
+    upper-cased first.
 
     Returns
     -------
@@ -751,19 +753,87 @@ def read_subtypes(path: str | os.PathLike, *, column: str | None = None) -> pd.S
         raise ValueError(f"Subtype table '{path}' needs a sample or patient column (one of {list(_SUBTYPE_KEYS)}) "
                          f"and a subtype column ({column or list(_SUBTYPE_VALUES)}); it has {list(df.columns)[:8]}.")
     df = df.dropna(subset=[key, value])
+    df[key] = df[key].str.strip().str.upper()  # as read_clinical: barcodes a spreadsheet lower-cased still match
     df["patient"] = df[key].map(patient_barcode)
     df["_primary"] = [len(k.split("-")) > 3 and k.split("-")[3][:2] == "01" for k in df[key]]
     df = df.sort_values(["patient", "_primary"], ascending=[True, False]).drop_duplicates("patient")
     return _strip_type_prefix(df.set_index("patient")[value]).rename("subtype")
 
 
+def _numeric(values: pd.Series, *, column: str, path: Path) -> pd.Series:
+    """``values`` as numbers; text that is neither a number nor a missing-value code is refused, naming it."""
+    out = pd.to_numeric(values, errors="coerce")
+    bad = out.isna() & values.notna()
+    if bad.any():
+        raise ValueError(f"Clinical table '{path}', column {column}: not a number in {int(bad.sum())} of "
+                         f"{len(values)} rows (e.g. {sorted(map(str, values[bad].unique()))[:3]}). Write the numbers "
+                         f"alone, or leave the cell empty (or one of {NA_CELLS[:2]}) when the value is not known.")
+    return out
+
+
+def _normalise_barcodes(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Patient barcodes stripped of spaces and upper-cased, as the slide and expression files write them."""
+    raw = df["bcr_patient_barcode"]
+    norm = raw.map(lambda b: b.strip().upper() if isinstance(b, str) else b)
+    changed = raw.notna() & (raw != norm)
+    if changed.any():
+        log.info("Clinical table '%s': %d patient barcodes were lower-case or held spaces (e.g. %s); read "
+                 "upper-case and stripped, as the slide and expression files write them", path.name,
+                 int(changed.sum()), [str(b) for b in raw[changed].head(3)])
+        df = df.assign(bcr_patient_barcode=norm)
+    return df
+
+
+def _drop_without_follow_up(df: pd.DataFrame, path: Path, *, source: str) -> pd.DataFrame:
+    """Rows with a usable follow-up only: a barcode, an event and a time of at least 0 (the rest logged)."""
+    cbio = source == "cBioPortal"
+    time_col, event_col, unit = ("OS_MONTHS", "OS_STATUS", "months") if cbio else ("OS.time", "OS", "days")
+    shown = df["OS.time"] / DAYS_PER_MONTH if cbio else df["OS.time"]
+    no_id = df["bcr_patient_barcode"].isna()
+    negative = ~no_id & (df["OS.time"] < 0)
+    missing = ~no_id & (df["OS.time"].isna() | df["OS"].isna())
+
+    def _patients(mask: pd.Series) -> str:
+        n = int(mask.sum())
+        return f"{n} patient{'s' if n != 1 else ''}"
+
+    parts = []
+    if negative.any():
+        eg = ", ".join(f"{b} {v:g} {unit}" for b, v in zip(df.bcr_patient_barcode[negative][:3], shown[negative][:3]))
+        parts.append(f"{_patients(negative)} with a negative {time_col} (e.g. {eg})")
+    if missing.any():
+        parts.append(f"{_patients(missing)} without {event_col} or {time_col} "
+                     f"(e.g. {', '.join(df.bcr_patient_barcode[missing][:3])})")
+    if no_id.any():
+        parts.append(f"{int(no_id.sum())} rows without a patient barcode")
+    if not parts:
+        return df
+    log.warning("Clinical table '%s': %s. These patients are left out of the survival analysis (Kaplan-Meier, "
+                "log-rank, Cox); correct or fill in their survival values in the table to include them.",
+                path, "; ".join(parts))
+    return df[~(negative | missing | no_id)].copy()
+
+
 def read_clinical(path: str | os.PathLike, *, subtypes: str | os.PathLike | None = None,
                   cancer_type: str | None = None) -> pd.DataFrame:
-    """One row per patient with survival, age, stage and subtype, from any supported clinical table.
+    """One row per patient with a usable follow-up, with survival, age, stage and subtype, from any clinical table.
+
+    Values are checked where they are read, for every kind of table:
+
+    * patient barcodes are stripped of spaces and upper-cased (a table saved from a spreadsheet may have
+      ``tcga-a1-a0sb``), so they match the slide and expression barcodes; the change is logged (INFO);
+    * ``OS`` must be 0/1 and ``OS.time`` (cBioPortal: ``OS_MONTHS``, ``AGE``) numbers or a missing-value code;
+      other text is refused with the column and examples;
+    * a patient whose time is negative (a data-entry error: no follow-up ends before the diagnosis) or
+      missing, or whose event is missing, is **left out**, with one WARNING naming the count and example
+      barcodes per cause. They are left out rather than refused: real TCGA-CDR and cBioPortal tables hold
+      such rows, the table is the curated release the user cannot easily correct, and a single bad row
+      should not stop the analysis of the other patients; entering Kaplan-Meier, log-rank and Cox silently
+      would change their results (a negative time counts as an event before time 0). A time of 0 is kept.
 
     Parameters
     ----------
-    path : ``<cohort>.clinical.tsv`` (project layout, read as it is), the TCGA-CDR xlsx or cBioPortal's
+    path : ``<cohort>.clinical.tsv`` (project layout, its columns as they are), the TCGA-CDR xlsx or cBioPortal's
         ``data_clinical_patient.txt`` (``TCGAFiles.clinical``)
     subtypes : optional subtype table (``TCGAFiles.subtypes``, :func:`read_subtypes`); its labels replace any
         subtype column of the clinical table
@@ -796,19 +866,22 @@ def read_clinical(path: str | os.PathLike, *, subtypes: str | os.PathLike | None
     if not need <= set(df.columns):
         raise ValueError(f"Clinical table '{path}' lacks columns {sorted(need - set(df.columns))} "
                          "(TCGA-CDR names: OS = event 0/1, OS.time = days).")
+    df = _normalise_barcodes(df, path)
+    df = df.assign(**{"OS.time": _numeric(df["OS.time"], column="OS.time", path=path)})
     bad = df["OS"].notna() & ~df["OS"].isin([0, 1])
     if bad.any():
         raise ValueError(f"Clinical table '{path}': OS must be 0/1, got {sorted(df.loc[bad, 'OS'].unique())[:5]}.")
-    dup = df["bcr_patient_barcode"].duplicated()
+    dup = df["bcr_patient_barcode"].notna() & df["bcr_patient_barcode"].duplicated()
     if dup.any():
         raise ValueError(f"Clinical table '{path}' has several rows for patients "
-                         f"{df.bcr_patient_barcode[dup].tolist()[:3]}; keep one per patient.")
+                         f"{df.bcr_patient_barcode[dup].tolist()[:3]} (barcodes compared upper-case, without "
+                         "spaces); keep one per patient.")
+    df = _drop_without_follow_up(df, path, source=source)
     if source != "project":
         if "ajcc_pathologic_tumor_stage" in df:
             df["ajcc_pathologic_tumor_stage_raw"] = df["ajcc_pathologic_tumor_stage"]
             df["ajcc_pathologic_tumor_stage"] = df["ajcc_pathologic_tumor_stage"].map(stage_group)
         df["OS"] = df["OS"].astype("float")
-        df["OS.time"] = pd.to_numeric(df["OS.time"], errors="raise")
         if "subtype" not in df:
             df["subtype"] = pd.Series(pd.NA, index=df.index, dtype="string")
     df = df.set_index("bcr_patient_barcode")
@@ -858,6 +931,14 @@ def load_tumour_cohort(data_dir: str | os.PathLike, traits: Iterable[str], *,
     -------
     TumourCohort
 
+    Raises
+    ------
+    ValueError
+        when no patient has both a chosen slide and expression, or when no clinical barcode matches one of
+        those patients (another cohort's table, or barcodes written another way): checked here, before any
+        model is trained, with the count and examples of both sides. Patients with a slide and expression but
+        no follow-up are kept for the tile models and named in a WARNING (they cannot enter the survival set).
+
     Examples
     --------
     >>> cohort = load_tumour_cohort("runs/tiny/tumour", ["MKI67", "miR-17-5p"])   # doctest: +SKIP
@@ -872,5 +953,38 @@ def load_tumour_cohort(data_dir: str | os.PathLike, traits: Iterable[str], *,
     truth = None
     if files.truth_dir is not None:
         truth = read_table(files.truth_dir / "slides.tsv").set_index("image_id")
-    return TumourCohort(files, expr.T.rename(index=patient_barcode), read_clinical(files.clinical, subtypes=files.subtypes),
-                        slides, truth)
+    values = expr.T.rename(index=patient_barcode)
+    clin = read_clinical(files.clinical, subtypes=files.subtypes)
+    _check_patients_match(files, values, slides, clin)
+    return TumourCohort(files, values, clin, slides, truth)
+
+
+def _check_patients_match(files: TCGAFiles, values: pd.DataFrame, slides: pd.DataFrame,
+                          clinical: pd.DataFrame) -> None:
+    """Refuse a cohort whose slides, expression and clinical table share no patient (see load_tumour_cohort)."""
+    def eg(ids) -> list[str]:
+        return [str(i) for i in sorted(ids)[:3]]
+
+    expr = files.expression if isinstance(files.expression, tuple) else (files.expression,)
+    expr_names = ", ".join(f"'{p.name}'" for p in expr)
+    with_slide = set(slides.loc[slides["chosen"].astype(bool), "patient"])
+    with_expr = set(values.index)
+    both = with_slide & with_expr
+    if not both:
+        raise ValueError(f"No patient of '{files.data_dir}' has both a diagnostic slide and expression: "
+                         f"{len(with_slide)} patients with a DX slide in '{files.slides_dir}' (e.g. {eg(with_slide)}), "
+                         f"{len(with_expr)} with expression in {expr_names} (e.g. {eg(with_expr)}). Download the "
+                         "slides and the expression of the same patients (the same cancer type).")
+    matched = both & set(clinical.index)
+    if not matched:
+        raise ValueError(f"No patient barcode of the clinical table '{files.clinical}' matches the {len(both)} "
+                         f"patients with a slide and expression: the clinical table has {len(clinical)} patients "
+                         f"with follow-up (e.g. {eg(clinical.index)}), the slides and expression e.g. {eg(both)}. "
+                         "The clinical table must list these patients by their TCGA patient barcode "
+                         "(bcr_patient_barcode / PATIENT_ID, e.g. TCGA-A1-A0SB): is it another cohort's table, or "
+                         "were its barcodes rewritten (e.g. by a spreadsheet)?")
+    gap = both - matched
+    if gap:
+        log.warning("%d of %d patients with a slide and expression have no follow-up in '%s' (e.g. %s): they are "
+                    "used for the tile models but cannot enter the survival analysis", len(gap), len(both),
+                    files.clinical.name, eg(gap))

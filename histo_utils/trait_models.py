@@ -347,15 +347,18 @@ def table1(evaluation: pd.DataFrame) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame, one row per trait: ``test_runs_mean, test_runs_min, test_runs_max, test_ensemble,
-    OOD-near_ensemble, OOD-all_ensemble``.
+    DataFrame, one row per trait of ``evaluation`` (sorted): ``test_runs_mean, test_runs_min, test_runs_max,
+    test_ensemble, OOD-near_ensemble, OOD-all_ensemble``; NaN where a set has no slide of both classes (a
+    trait without evaluable test slides keeps its row).
     """
     ev = evaluation
     runs = ev[(ev.set == "test") & (ev.model != "ensemble")].groupby("trait").auc.agg(["mean", "min", "max"])
     ens = ev[ev.model == "ensemble"].pivot(index="trait", columns="set", values="auc")
+    traits = pd.Index(sorted(ev.trait.unique()), name="trait")
+    runs = runs.reindex(traits)
     out = pd.DataFrame({"test_runs_mean": runs["mean"], "test_runs_min": runs["min"], "test_runs_max": runs["max"]})
     for s in ("test", "OOD-near", "OOD-all"):
-        out[f"{s}_ensemble"] = ens.get(s)
+        out[f"{s}_ensemble"] = ens[s].reindex(traits) if s in ens else np.nan
     return out.reset_index()
 
 

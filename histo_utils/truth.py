@@ -1058,17 +1058,20 @@ def localisation_reading(per_program: pd.DataFrame, per_tissue: pd.DataFrame) ->
 
     Returns
     -------
-    str, Markdown
+    str, Markdown (program, feature and tissue names escaped: :func:`histo_utils.readings.md_text`)
     """
-    lines = [f"* **{r.program}** (tracker {r.tracker}): oriented feature-map AUROC {r.tracker_auroc:.2f} over "
+    from .readings import md_text
+
+    lines = [f"* **{md_text(r.program)}** (tracker {md_text(r.tracker)}): oriented feature-map AUROC "
+             f"{r.tracker_auroc:.2f} over "
              f"{r.n_tiles} tiles, rank {r.rank_among_random:.0f} of {r.n_random + 1} among random channels "
              f"(their median {r.random_median:.2f}, best {r.random_max:.2f}); the former |gBP| strength ranks it "
              f"{r.gbp_rank:.0f} on the same tiles." for r in per_program.itertuples()]
     for prog, g in per_tissue.groupby("program", sort=False):
-        parts = "; ".join(f"{t.tissue}: map {t.tracker_auroc:.2f} (rank {t.rank_among_random:.0f}), |gBP| "
+        parts = "; ".join(f"{md_text(t.tissue)}: map {t.tracker_auroc:.2f} (rank {t.rank_among_random:.0f}), |gBP| "
                           f"{t.gbp_tracker_auroc:.2f} vs random {t.gbp_random_median:.2f}, structure "
                           f"{t.mean_mask_fraction:.0%} of the tile" for t in g.itertuples())
-        lines.append(f"* {prog} by tissue — {parts}.")
+        lines.append(f"* {md_text(prog)} by tissue — {parts}.")
     return "\n".join(lines)
 
 
@@ -1113,13 +1116,15 @@ def gsea_truth_reading(table: pd.DataFrame) -> str:
 
     Returns
     -------
-    str, Markdown
+    str, Markdown (ranking and set names escaped: :func:`histo_utils.readings.md_text`)
     """
+    from .readings import md_text
+
     p = table[table.kind == "planted"]
     d = table[table.kind == "decoy"]
     first = table[table["rank"] == 1].set_index("ranking").term
-    lines = [f"* {r.ranking}: {r.expected} ranks {r.rank:.0f} of {r.n_sets} (NES {r.nes:.2f}, FDR {r.fdr:.3g})"
-             + (f", after {first.get(r.ranking, '?')}" if r.rank > 1 else "")
+    lines = [f"* {md_text(r.ranking)}: {md_text(r.expected)} ranks {r.rank:.0f} of {r.n_sets} (NES {r.nes:.2f}, "
+             f"FDR {r.fdr:.3g})" + (f", after {md_text(first.get(r.ranking, '?'))}" if r.rank > 1 else "")
              + f"; decoys above it: {r.decoys_above}." for r in p.itertuples()]
     lines.append(f"* Decoys over these {p.ranking.nunique()} rankings: largest |NES| {d.nes.abs().max():.2f}, "
                  f"smallest FDR {d.fdr.min():.3g}.")

@@ -175,6 +175,12 @@ def test_slide_hti_and_evaluation_tables():
     assert scores.set_index("image_id").score.to_dict() == {"s1": 100.0, "s2": 0.0}
     t1 = trait_models.table1(ev)
     assert t1.loc[0, "test_runs_mean"] == 1.0 and t1.loc[0, "test_ensemble"] == 1.0
+    # a trait whose test slides are all of one class has no test AUC: it keeps its row, NaN there
+    ev_b = pd.concat([ev, ev[ev.set != "test"].assign(trait="B")])
+    ev_b = pd.concat([ev_b, pd.DataFrame({"trait": ["B"], "set": ["OOD-all"], "model": ["ensemble"], "auc": [0.7]})])
+    t1 = trait_models.table1(ev_b).set_index("trait")
+    assert t1.index.tolist() == ["A", "B"] and np.isnan(t1.loc["B", "test_runs_mean"])
+    assert np.isnan(t1.loc["B", "test_ensemble"]) and t1.loc["B", "OOD-all_ensemble"] == 0.7
 
 
 def test_smooth_calls_removes_isolated_errors_and_keeps_clones():
