@@ -1166,6 +1166,8 @@ def describe_batch_norm_effect(effect: pd.DataFrame, *, r_threshold: float, e_th
         return ("No architecture was run both with and without batch norm, so its effect is not measured here "
                 "(notebook 02 with `archs: [compact_bn, compact]`, or the `gtex` profile's VGG and VGG_bn, measures it).")
     out = []
+    from .readings import md_text  # readings formats tables; correlation does not import it at module level
+
     for (base, bn), d in effect.groupby(["base", "bn"], sort=False):
         per_px = "; ".join(f"{r.tile_px}-px tiles: {r.genes_bn:,} genes in {r.pairs_bn:,} pairs with batch norm "
                            f"against {r.genes:,} genes in {r.pairs:,} pairs without" for r in d.itertuples())
@@ -1175,7 +1177,7 @@ def describe_batch_norm_effect(effect: pd.DataFrame, *, r_threshold: float, e_th
             verdict = "batch norm does **not** weaken the correlations here (Badea found it did for VGG)"
         else:
             verdict = "the effect of batch norm depends on the tile size here"
-        out.append(f"**{bn} vs {base}** (R_T = {r_threshold:g}, E_T = {e_threshold:g}, test split): {per_px}: "
+        out.append(f"**{md_text(bn)} vs {md_text(base)}** (R_T = {r_threshold:g}, E_T = {e_threshold:g}, test split): {per_px}: "
                    f"{verdict}.")
     return "\n\n".join(out)
 

@@ -26,8 +26,13 @@ it writes under ``<out>/<notebook>/`` and its figures under
 
 A notebook is skipped when its fingerprint matches the last successful run:
 the notebook file, its parameters, the ``histo_utils`` sources, the
-fingerprints of the notebooks before it, and (for a data directory outside
-the output directory) the names, sizes and times of the files in it.
+fingerprints of the notebooks before it, and the names, sizes and times of the
+files under each folder or file its parameters name, unless a notebook of this
+run made them (see :func:`_external_inputs`), wherever they lie.
+
+After the notebooks, one line per notebook that left inputs out (slides it
+could not tile, samples the join dropped) names the count and the file that
+lists them (:data:`REPORT_FILES`).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import argparse
 import ast
 import contextlib
 import difflib
+import errno
 import hashlib
 import json
 import logging
@@ -43,6 +49,7 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +78,10 @@ class NotebookFailed(RuntimeError):
 
 class OutputLocked(RuntimeError):
     """Another runner is writing to the same output directory."""
+
+
+class OutputUnwritable(RuntimeError):
+    """The output directory (or the --publish folder) cannot be written: full, read-only, no permission."""
 
 
 class RunInterrupted(BaseException):
@@ -148,8 +159,26 @@ def _upstream(needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
     return [s for s in earlier if s in needs or s.split("_")[0] in needs]
 
 
+#: Largest profile file read (bytes): a profile holds a few kB of parameters; a bigger file is not one.
+PROFILE_MAX_BYTES = 1_000_000
+
+
+class _RefusedAlias(yaml.MarkedYAMLError):
+    """A YAML alias (``*name``) in a profile."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML safe loader that refuses a key given twice in one mapping (YAML itself keeps the last)."""
+    """YAML safe loader that refuses a key given twice in one mapping (YAML itself keeps the last) and aliases.
+
+    Aliases are refused where the document is composed, before anything is built from them: a few nested
+    aliases of a few hundred bytes stand for billions of values once a value is copied or printed.
+    """
+
+    def compose_node(self, parent, index):  # noqa: D102 - yaml.composer.Composer
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _RefusedAlias(None, None, f"found the alias '*{event.anchor}'", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_unique_mapping(loader, node, deep=False):
@@ -169,12 +198,47 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def read_profile_yaml(path: Path) -> dict:
-    """Parse a profile file: YAML errors name the file and line, duplicated keys are refused.
+    """Parse a profile file: YAML errors name the file and line; duplicated keys, aliases and big files are refused.
 
-    Returns the top-level mapping (empty for an empty file).
+    Parameters
+    ----------
+    path : Path
+        The profile file.
+
+    Returns
+    -------
+    dict
+        The top-level mapping (empty for an empty file).
+
+    Raises
+    ------
+    ProfileError
+        Invalid YAML, a key given twice, a YAML alias (``*name``: a few nested ones expand to gigabytes, the
+        "billion laughs"), a file over :data:`PROFILE_MAX_BYTES`, or a file that cannot be read.
     """
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        with open(path, "rb") as fh:
+            data = fh.read(PROFILE_MAX_BYTES + 1)
+    except OSError as e:
+        raise ProfileError(f"Profile '{path}' cannot be read: {e.strerror or e}. Check the path given to "
+                           "--params (a YAML file) and its permissions.") from None
+    if len(data) > PROFILE_MAX_BYTES:
+        raise ProfileError(f"Profile '{path}' is larger than {PROFILE_MAX_BYTES / 1e6:g} MB "
+                           f"(histo_utils.run.PROFILE_MAX_BYTES); a profile holds a few kB of parameters "
+                           "(see params/tiny.yaml). Check that --params names a profile, not a data file.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"Profile '{path}' is not UTF-8 text (byte {e.start}); a profile is a YAML text file "
+                           "(see params/tiny.yaml). Check that --params names a profile.") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _RefusedAlias as e:
+        mark = e.problem_mark
+        raise ProfileError(
+            f"Profile '{path}' at line {mark.line + 1}, column {mark.column + 1}: {e.problem}. Profiles do not "
+            "accept YAML anchors and aliases (&name, *name, <<: *name): a few nested aliases expand to "
+            "gigabytes. Write the value out in full where it is used.") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "an unknown line"
@@ -414,8 +478,91 @@ def _package_hash() -> str:
     return h.hexdigest()
 
 
-def _external_inputs(params: dict[str, Any], out: Path) -> str:
-    """Fingerprint of directories/files named by parameters that lie outside the output directory."""
+#: Folders of ``<out>`` that the runner, the notebooks' shared helpers and the report write, besides each
+#: notebook's own ``<out>/<notebook>/``: never an input of the run.
+RUN_FOLDERS = ("notebooks", ".runner", "figures", "report", "cache", "store")
+
+#: Folders named by a parameter that a notebook writes (for itself and later notebooks to read):
+#: ``notebook -> {parameter: switch}``; the folder is the notebook's output when ``switch`` is None, or when the
+#: notebook's parameter ``switch`` is true (08 paints the synthetic tumour cohort only with ``make_synthetic``).
+NOTEBOOK_WRITES: dict[str, dict[str, str | None]] = {
+    "00_synthetic_cohort": {"data_dir": None},
+    "08_hti_survival": {"tumour_dir": "make_synthetic"},
+}
+
+
+def _param_value(prof: Profile, stem: str, params: dict[str, Any], key: str) -> Any:
+    """A notebook's parameter as it runs: the profile's (resolved) value, else the parameters cell's default."""
+    if key in params:
+        return params[key]
+    default = prof.declared.get(stem, {}).get(key)
+    with contextlib.suppress(ValueError, SyntaxError):
+        return ast.literal_eval(str(default))
+    return default
+
+
+def written_folders(prof: Profile, stem: str, params: dict[str, Any]) -> list[Path]:
+    """The folders named by parameters that notebook ``stem`` writes with these parameters (:data:`NOTEBOOK_WRITES`).
+
+    Only absolute paths (the runner's profiles give ``{out}/...`` or absolute folders).
+    """
+    found = []
+    for key, switch in NOTEBOOK_WRITES.get(stem, {}).items():
+        value = _param_value(prof, stem, params, key)
+        if not isinstance(value, str) or not value or not Path(value).is_absolute():
+            continue
+        if switch is None or bool(_param_value(prof, stem, params, switch)):
+            found.append(Path(value))
+    return found
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _within(path: Path, roots) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _input_files(path: Path, skip: set[Path]) -> list[Path]:
+    """The files of an input: itself, or every file under the folder (links followed once), ``skip`` left out."""
+    if path.is_file():
+        return [path]
+    files, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        here = _real(dirpath)
+        if here in seen:  # a link back to a folder already walked
+            dirnames[:] = []
+            continue
+        seen.add(here)
+        dirnames[:] = sorted(n for n in dirnames if not _within(_real(Path(dirpath) / n), skip))
+        files.extend(q for q in (Path(dirpath) / n for n in sorted(filenames)) if q.is_file())
+    return files
+
+
+def _external_inputs(params: dict[str, Any], out: Path, *, made: Sequence[Path] = ()) -> str:
+    """Fingerprint of the files and folders named by a notebook's parameters, unless this run made them.
+
+    A run's inputs are fingerprinted wherever they lie, inside the output directory or around it; what a
+    notebook of this run made is not, because its fingerprint already stands for it. For every parameter
+    holding an absolute path that exists (``out_dir`` aside), the names, sizes and modification times of its
+    files enter the hash, except:
+
+    - a path inside ``made``: the run's own folders (``<out>/<notebook>/`` of the profile's notebooks,
+      :data:`RUN_FOLDERS`) and the folders the notebook itself, or a notebook upstream of it, writes
+      (:data:`NOTEBOOK_WRITES`). ``data_dir: "{out}/data"`` with notebook 00 in the profile is 00's output:
+      hashing it as 00's input would rerun 00 every time, and later notebooks see a change of it through
+      00's fingerprint. Without 00 (the gtex profile), the same folder holds the user's download and is
+      hashed, so a deleted or replaced slide reruns the notebooks that read it;
+    - inside a folder being hashed, the output directory itself (``--out`` inside ``data_dir``): the run's
+      results are not its inputs (a user's input inside ``--out`` is named by its own parameter and hashed
+      through it), and folders listed in ``made``.
+
+    Links to folders are followed (a ``slides/`` linked to another disk is part of the data), each real
+    folder once.
+    """
+    out_r = _real(out)
+    made_r = {_real(p) for p in made}
     h = hashlib.sha256()
     for k, v in sorted(params.items()):
         if not isinstance(v, str) or k == "out_dir" or not v or "\n" in v:
@@ -423,25 +570,37 @@ def _external_inputs(params: dict[str, Any], out: Path) -> str:
         p = Path(v)
         if not p.is_absolute() or not p.exists():
             continue
-        try:
-            p.resolve().relative_to(out.resolve())
-            continue  # made by an earlier notebook: covered by its fingerprint
-        except ValueError:
-            pass
-        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-        for q in files:
+        p = _real(p)
+        if p == out_r or _within(p, made_r):
+            continue  # made by a notebook of this run: covered by its fingerprint
+        for q in _input_files(p, made_r | {out_r}):
             st = q.stat()
             h.update(f"{q}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
-def fingerprint(notebook: Path, params: dict[str, Any], upstream: Sequence[str], out: Path) -> str:
-    """Hash of everything a notebook's results depend on."""
+def fingerprint(notebook: Path, params: dict[str, Any], upstream: Sequence[str], out: Path, *,
+                made: Sequence[Path] = ()) -> str:
+    """Hash of everything a notebook's results depend on.
+
+    Parameters
+    ----------
+    notebook : Path
+        The notebook file.
+    params : dict
+        Its parameters as papermill gets them.
+    upstream : sequence of str
+        The fingerprints of the notebooks whose results it reads.
+    out : Path
+        The run's output directory.
+    made : sequence of Path
+        Folders this run's notebooks make, not hashed as inputs (see :func:`_external_inputs`).
+    """
     h = hashlib.sha256()
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(_package_hash().encode())
-    h.update(_external_inputs(params, out).encode())
+    h.update(_external_inputs(params, out, made=made).encode())
     for u in upstream:
         h.update(u.encode())
     return h.hexdigest()
@@ -586,11 +745,29 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def kernel_runtime_dir(out: Path) -> Path:
+    """Where the kernels of a run on ``out`` write their connection files: ``<out>/.runner/kernels/``.
+
+    jupyter_client would write them to ``/tmp/tmp*.json``, where those of a runner killed hard (SIGKILL, power
+    loss) stay forever; here :func:`clean_interrupted` removes them at the start of the next run.
+    """
+    return out / ".runner" / "kernels"
+
+
 def clean_interrupted(out: Path) -> int:
-    """Remove the temporary files an interrupted run left under ``out`` (call only under :func:`output_lock`)."""
+    """Remove what an interrupted run left under ``out``: temporary files, kernel connection files.
+
+    Call only under :func:`output_lock` (no kernel of a live run uses the connection files then).
+    """
     from .io import remove_temporary_files
 
     removed = remove_temporary_files(out)
+    runtime = kernel_runtime_dir(out)
+    if runtime.is_dir():
+        for f in sorted(runtime.iterdir()):
+            if f.is_file() or f.is_symlink():
+                f.unlink(missing_ok=True)
+                removed.append(f)
     if removed:
         log.info("Removed %d temporary files left by an interrupted run (e.g. %s)", len(removed),
                  removed[0].relative_to(out))
@@ -632,7 +809,11 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
 
     The output directory is locked for the run (:func:`output_lock`); the
     temporary files of an interrupted run are removed first; SIGTERM/SIGINT
-    stop the notebook's kernel and workers (:func:`stop_on_signals`).
+    stop the notebook's kernel and workers (:func:`stop_on_signals`). An OS
+    error writing under ``out`` (full disk, read-only, no permission) stops the
+    run as :class:`OutputUnwritable`, the running notebook's temporary copy
+    removed. After the notebooks, :func:`summarise_left_out` logs one line per
+    notebook that skipped slides or dropped samples.
     ``finish(records)`` (publishing figures, writing the report) runs while
     the lock is still held, so no other run can change the outputs it reads.
     ``smoke``: scale the profile's size keys down first (:func:`smoke_scale`); the scaled keys are logged and
@@ -641,25 +822,32 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
     from .io import write_json
 
     out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     current: dict = {}
-    with output_lock(out), stop_on_signals(current):
-        clean_interrupted(out)
-        smoke_changes = None
-        if smoke:
-            smoke_changes = smoke_scale(prof)
-            log.info("--smoke: profile '%s' as it is, these size keys scaled down (histo_utils.run.SMOKE_SCALE):"
-                     "\n%s", prof.name, describe_smoke(smoke_changes))
-            write_json({"profile": str(prof.path), "scaled": smoke_changes,
-                        "scale": {nb: {k: list(v) for k, v in keys.items()} for nb, keys in SMOKE_SCALE.items()}},
-                       out / "smoke.json")
-        else:
-            (out / "smoke.json").unlink(missing_ok=True)
-        records = _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current,
-                                 smoke=smoke_changes)
-        if finish is not None:
-            finish(records)
-        return records
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with output_lock(out), stop_on_signals(current):
+            clean_interrupted(out)
+            smoke_changes = None
+            if smoke:
+                smoke_changes = smoke_scale(prof)
+                log.info("--smoke: profile '%s' as it is, these size keys scaled down "
+                         "(histo_utils.run.SMOKE_SCALE):\n%s", prof.name, describe_smoke(smoke_changes))
+                write_json({"profile": str(prof.path), "scaled": smoke_changes,
+                            "scale": {nb: {k: list(v) for k, v in keys.items()}
+                                      for nb, keys in SMOKE_SCALE.items()}}, out / "smoke.json")
+            else:
+                (out / "smoke.json").unlink(missing_ok=True)
+            records = _run_notebooks(prof, out, only=only, force=force, kernel=kernel, current=current,
+                                     smoke=smoke_changes)
+            summarise_left_out(out, [r["notebook"] for r in records])
+            if finish is not None:
+                finish(records)
+            return records
+    except OSError as e:
+        refusal = unwritable(e, out)
+        if refusal is None:
+            raise
+        raise refusal from e
 
 
 def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, force: bool, kernel: str | None,
@@ -682,10 +870,15 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
     for stem in reversed(list(prof.notebooks)):  # what the selected notebooks need, transitively
         if stem in selected or stem in needed:
             needed.update(upstream_of[stem])
+    run_folders = [out / d for d in RUN_FOLDERS] + [out / s for s in prof.notebooks]
+    written: dict[str, list[Path]] = {}
     for stem in prof.notebooks:
         params = resolve_parameters(prof, stem, out)
-        upstream = [prints[s] for s in upstream_of[stem] if s in prints]
-        fp = fingerprint(prof.notebook_paths[stem], params, upstream, out)
+        written[stem] = written_folders(prof, stem, params)
+        covered = [s for s in upstream_of[stem] if s in prints]  # their fingerprints enter this one
+        upstream = [prints[s] for s in covered]
+        made = run_folders + written[stem] + [p for s in covered for p in written[s]]
+        fp = fingerprint(prof.notebook_paths[stem], params, upstream, out, made=made)
         if stem not in selected:
             stamp = _read_stamp(out, stem)
             if stamp is None:
@@ -713,7 +906,8 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
         t0 = time.perf_counter()
         progress = _progress_of(stem, prof.notebook_paths[stem], stamp)
         try:
-            _execute(prof.notebook_paths[stem], running, params, kernel=kernel, progress=progress)
+            _execute(prof.notebook_paths[stem], running, params, kernel=kernel, progress=progress,
+                     runtime_dir=kernel_runtime_dir(out))
         except PapermillExecutionError as e:
             os.replace(running, executed)  # complete, with the error: kept for reading (no stamp: not skipped)
             src = _cell_source(executed, e.exec_count)
@@ -721,6 +915,10 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
                 f"Notebook '{stem}' failed in cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
                 f"Cell source begins:\n{src}\nThe executed notebook is kept for reading: {executed}"
             ) from None
+        except BaseException:  # a full disk, a stop: nothing half-written stays behind
+            with contextlib.suppress(OSError):
+                running.unlink(missing_ok=True)
+            raise
         secs = time.perf_counter() - t0
         os.replace(running, executed)
         write_json({"fingerprint": fp, "executed_sha256": _file_hash(executed), "parameters": params,
@@ -742,20 +940,160 @@ def _progress_of(stem: str, notebook: Path, stamp: dict | None) -> NotebookProgr
                             previous_cells=stamp.get("cell_seconds"))
 
 
+def _kernel_manager_class(runtime_dir: Path) -> type:
+    """jupyter_client's kernel manager, writing its connection file into ``runtime_dir`` (not ``/tmp``)."""
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class RunKernelManager(AsyncKernelManager):
+        @default("connection_file")
+        def _connection_file_in_run(self) -> str:
+            return str(runtime_dir / f"kernel-{os.getpid()}-{uuid.uuid4().hex[:12]}.json")
+
+    return RunKernelManager
+
+
 def _execute(notebook: Path, executed: Path, params: dict[str, Any], *, kernel: str | None,
-             progress: NotebookProgress) -> None:
-    """Run one notebook with papermill, its cells and inner tqdm bars shown by ``progress``."""
+             progress: NotebookProgress, runtime_dir: Path | None = None) -> None:
+    """Run one notebook with papermill, its cells and inner tqdm bars shown by ``progress``.
+
+    ``runtime_dir``: where the kernel's connection file goes (:func:`kernel_runtime_dir`); jupyter_client's
+    default (a ``/tmp/tmp*.json``) when None.
+    """
     import papermill
 
+    extra = {}
+    if runtime_dir is not None:
+        runtime_dir.mkdir(parents=True, exist_ok=True)
+        extra["kernel_manager_class"] = _kernel_manager_class(runtime_dir)
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=params, kernel_name=kernel,
             progress_bar=False, log_output=False, cwd=str(notebook.parent),
             stderr_file=progress, on_cell_start=progress.on_cell_start,
-            on_cell_executed=progress.on_cell_executed, extra_arguments=KERNEL_ARGUMENTS,
+            on_cell_executed=progress.on_cell_executed, extra_arguments=KERNEL_ARGUMENTS, **extra,
         )
     finally:
         progress.close()
+
+
+# --------------------------------------------------------------------------
+# what the notebooks left out, and OS errors on the output
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportFile:
+    """A table a notebook writes that lists the inputs it left out (see :data:`REPORT_FILES`).
+
+    Parameters
+    ----------
+    notebook : str
+        The notebook (``01_tiling``); the file is ``<out>/<notebook>/<file>``.
+    file : str
+        The table (tab-separated), one row per input or per kind of problem.
+    what : str
+        What a counted row is, for the console line (``slides skipped``).
+    column : str
+        The column that says whether a row was used.
+    ok : tuple of str
+        The values of ``column`` of the rows that were used (not reported).
+    name : str
+        The column naming each row (a few are shown as examples).
+    count : str, optional
+        A column of counts: the row is a kind of problem (``name``) and ``count`` inputs had it; None: one
+        input per row.
+    """
+
+    notebook: str
+    file: str
+    what: str
+    column: str = "status"
+    ok: tuple[str, ...] = ("ok",)
+    name: str = "image_id"
+    count: str | None = None
+
+
+#: The tables that list what each notebook left out, summarised on the console after a run
+#: (:func:`summarise_left_out`). A notebook that writes another such table adds a line here.
+REPORT_FILES: tuple[ReportFile, ...] = (
+    ReportFile("01_tiling", "slides.tsv", "slides skipped"),
+    ReportFile("01_tiling", "join_report.tsv", "left out by the slide-RNA join", column="problem",
+               ok=("expression without slide", "tissue without slides (left out)"), name="problem", count="count"),
+    ReportFile("08_hti_survival", "slides.tsv", "slides skipped"),
+)
+
+
+def left_out(out: Path, notebook: str) -> str | None:
+    """One line saying what a notebook left out and which files list it (:data:`REPORT_FILES`), or None.
+
+    Example: ``01_tiling: 11 of 25 slides skipped (GTEX-1117F-0126, ...), listed with the reason in
+    /runs/x/01_tiling/slides.tsv``. A table that is missing or cannot be read is passed over (logged at
+    debug level): the summary never stops a run.
+    """
+    import pandas as pd
+
+    parts = []
+    for rf in REPORT_FILES:
+        if rf.notebook != notebook:
+            continue
+        path = out / rf.notebook / rf.file
+        if not path.is_file():
+            continue
+        try:
+            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            bad = df[~df[rf.column].isin(rf.ok)]
+            if rf.count is not None:
+                counts = pd.to_numeric(bad[rf.count], errors="coerce").fillna(0).astype(int)
+                kinds = [f"{n} × {k}" for k, n in zip(bad[rf.name], counts) if n > 0]
+                if kinds:
+                    parts.append(f"{rf.what}: {', '.join(kinds)}, listed in {path}")
+                continue
+        except (OSError, ValueError, KeyError) as e:
+            log.debug("could not summarise %s: %s", path, e)
+            continue
+        if len(bad):
+            names = list(bad[rf.name]) if rf.name in bad else []
+            examples = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            parts.append(f"{len(bad)} of {len(df)} {rf.what}" + (f" ({examples})" if examples else "")
+                         + f", listed with the reason in {path} ({rf.column} not {' / '.join(rf.ok)})")
+    return f"{notebook}: " + "; ".join(parts) if parts else None
+
+
+def summarise_left_out(out: Path, notebooks: Sequence[str]) -> list[str]:
+    """Log (warning) one line per notebook that skipped slides or dropped samples (:func:`left_out`)."""
+    lines = [line for nb in notebooks if (line := left_out(out, nb)) is not None]
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
+_UNWRITABLE_FIX = {
+    errno.ENOSPC: "its disk is full: free space on it or choose another {option}",
+    errno.EDQUOT: "your disk quota there is used up: free space or choose another {option}",
+    errno.EROFS: "it is on a read-only file system: choose another {option}",
+    errno.EACCES: "you may not write there: change its permissions or choose another {option}",
+    errno.EPERM: "you may not write there: change its permissions or choose another {option}",
+}
+
+
+def unwritable(error: OSError, folder: Path, *, option: str = "--out",
+               what: str = "the output directory") -> OutputUnwritable | None:
+    """One line for an OS error writing under ``folder`` (full, read-only, no permission); None if not about it.
+
+    An error naming a file is about ``folder`` when the file lies under it; an error naming none (a ``write``
+    that found the disk full) when it is one of full disk, quota or read-only file system.
+    """
+    name = error.filename
+    if name is not None:
+        folder_r = _real(folder)
+        path = Path(os.path.abspath(os.fsdecode(name)))
+        if not (_within(path, {folder, folder_r}) or _within(_real(path), {folder_r})):
+            return None
+    elif error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    cause = error.strerror or str(error)
+    where = f" (writing '{os.fsdecode(name)}')" if name is not None else ""
+    fix = _UNWRITABLE_FIX.get(error.errno, "check the folder or choose another {option}").format(option=option)
+    return OutputUnwritable(f"Cannot write to {what} '{folder}': {cause}{where}. {fix[0].upper()}{fix[1:]}.")
 
 
 def _cell_source(executed: Path, exec_count) -> str:
@@ -834,18 +1172,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in records:
                 log.info("%-28s %-8s %7.1f s", r["notebook"], r["status"], r["seconds"])
             if args.publish:
-                n = publish_figures(out.resolve(), args.publish.resolve(), [r["notebook"] for r in records])
+                try:
+                    n = publish_figures(out.resolve(), args.publish.resolve(), [r["notebook"] for r in records])
+                except OSError as e:
+                    refusal = unwritable(e, args.publish.resolve(), option="--publish", what="the --publish folder")
+                    if refusal is None:
+                        raise
+                    raise refusal from e
                 log.info("published %d figure files to %s", n, args.publish)
             if not args.no_report:
                 try:
                     write_report(out)
-                except Exception:  # the notebooks' results stand; say why the report is missing
-                    log.exception("writing the report of %s failed", out)
+                except Exception as e:  # the notebooks' results stand; say why the report is missing
+                    refusal = unwritable(e, out.resolve()) if isinstance(e, OSError) else None
+                    if refusal is not None:
+                        log.error("The report was not written. %s", refusal)
+                    else:
+                        log.exception("writing the report of %s failed", out)
                     report_failed.append(True)
 
         run_profile(prof, out, only=args.only, force=args.force, kernel=args.kernel, finish=finish,
                     smoke=args.smoke)
-    except (ProfileError, NotebookFailed, OutputLocked) as e:
+    except (ProfileError, NotebookFailed, OutputLocked, OutputUnwritable) as e:
         log.error("%s", e)
         return 2
     except RunInterrupted as e:
