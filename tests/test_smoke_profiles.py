@@ -143,6 +143,8 @@ def test_gtex_smoke_one_tissue_grouping_across_the_run(gtex_smoke):
     grid = io.read_table(out / "04_pca_cross_variance" / "shared_variance.tsv")
     assert set(grid.tissue) <= detailed and set(grid.tissue) & {"Heart - Atrial Appendage", "Heart - Left Ventricle"}
     assert set(io.read_table(out / "05_confounder_regression" / "designs.tsv").tissue) <= detailed
+    counts = io.read_table(out / "06_gsea" / "association_counts.tsv")
+    assert set(counts.scope) - {"pooled"} <= detailed and "Heart - Left Ventricle" in set(counts.scope)
     feats = io.read_table(out / "07_visualization" / "features.tsv")
     assert set(feats.tissue) <= detailed
 
