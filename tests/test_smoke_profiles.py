@@ -76,7 +76,8 @@ def gtex_smoke(tmp_path_factory):
     prof = run.load_profile(path)
     out = tmp / "run"
     records = run.run_profile(prof, out, smoke=True)
-    return out, path, records, folder
+    yield out, path, records, folder
+    shutil.rmtree(tmp, ignore_errors=True)  # 13 networks' checkpoints at 224 px: about 20 GB
 
 
 def test_gtex_smoke_runs_the_profile_as_it_is(gtex_smoke):
@@ -173,7 +174,8 @@ def tcga_smoke(tmp_path_factory):
     path = point_profile_at("tcga", folder["data_dir"], tmp)
     out = tmp / "run"
     records = run.run_profile(run.load_profile(path), out, smoke=True)
-    return out, path, records
+    yield out, path, records
+    shutil.rmtree(tmp, ignore_errors=True)  # ten Inception v3 checkpoints
 
 
 def test_tcga_smoke_runs_inception_at_299_with_five_splits_and_a_top3_ensemble(tcga_smoke):
