@@ -657,6 +657,11 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
                          "split_fractions: every split needs at least one subject per tissue.")
     if k <= 0:
         return idx
+    return _draw_within_slides(tiles, idx, k=k, rng=rng)
+
+
+def _draw_within_slides(tiles: pd.DataFrame, idx: np.ndarray, *, k: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``k`` of the positions ``idx`` per slide (``image_id``), drawn with ``rng``; sorted."""
     groups = tiles.iloc[idx].groupby("image_id", sort=True).indices
     return np.sort(np.concatenate([idx[g[rng.permutation(len(g))[:k]]] for g in groups.values()]))
 
@@ -720,9 +725,7 @@ def draw_per_slide(tiles: pd.DataFrame, *, k: int = 0, seed: int = 0,
     idx = np.where(keep)[0]
     if k == 0 or len(idx) == 0:
         return idx
-    rng = np.random.default_rng(seed)
-    groups = tiles.iloc[idx].groupby("image_id", sort=True).indices
-    return np.sort(np.concatenate([idx[g[rng.permutation(len(g))[:k]]] for g in groups.values()]))
+    return _draw_within_slides(tiles, idx, k=k, rng=np.random.default_rng(seed))
 
 
 # --------------------------------------------------------------------------
