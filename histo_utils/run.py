@@ -444,12 +444,7 @@ def smoke_scale(prof: Profile) -> list[dict[str, Any]]:
         for key, (cap, zero_all) in SMOKE_SCALE.get(stem, {}).items():
             if key not in declared:
                 continue
-            value = None
-            if key in params or key in prof.common:
-                value = params.get(key, prof.common.get(key))
-            else:  # the notebook's default, as papermill reads it: the source text of the value
-                with contextlib.suppress(ValueError, SyntaxError):
-                    value = ast.literal_eval(str(declared[key]))
+            value = _param_value(prof, stem, {**prof.common, **params}, key)  # profile's, else the cell's default
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
             new = cap if (value == 0 and zero_all) else min(value, cap)
