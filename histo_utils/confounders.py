@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from .distributed import one_blas_thread
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
     if missing_cols:
         where_from = "; ".join(f"{c} from the {SOURCE_FILES.get(c, 'sample table')}" for c in missing_cols)
         terms = [t for t, (src, _) in confounders.items() if src in missing_cols]
-        raise ValueError(f"Sample table lacks confounder columns {missing_cols} ({where_from}). Join that file's "
+        raise InputError(f"Sample table lacks confounder columns {missing_cols} ({where_from}). Join that file's "
                          f"columns first, or leave the terms {terms} out of confounders=.")
     dropped: dict = {"constant_terms": [], "rare_terms": {}, "samples_missing": [], "pooled_levels": {},
                      "merged_levels": {}, "notes": []}
@@ -223,7 +224,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
         msg = (f"{int(bad.sum())} samples have missing confounders (e.g. {list(samples.index[bad][:3])} in "
                f"{list(src.columns[src.isna().any()])})")
         if on_missing == "raise":
-            raise ValueError(msg + "; impute them or pass on_missing='drop'.")
+            raise InputError(msg + "; impute them or pass on_missing='drop'.")
         log.warning("%s%s: left out of the regression.", f"{tissue}: " if tissue is not None else "", msg)
         dropped["samples_missing"] = list(samples.index[bad])
     s = samples.loc[~bad]
@@ -254,7 +255,7 @@ def build_design(samples: pd.DataFrame, *, confounders: dict | None = None, min_
                 names.append(name)
             terms[term] = names
         else:
-            raise ValueError(f"Confounder kind {kind!r} of {term!r} not available: {', '.join(KINDS)}.")
+            raise InputError(f"Confounder kind {kind!r} of {term!r} not available: {', '.join(KINDS)}.")
     if dropped["constant_terms"]:
         log.info("%s: confounders without variation here, left out: %s", where, dropped["constant_terms"])
     return Design(pd.DataFrame(cols, index=s.index), terms, dropped)
@@ -284,12 +285,12 @@ def residualize(y, x) -> np.ndarray:
     y = _float_array(y)
     x = _float_array(x)
     if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} samples and the design {x.shape[0]}; align them first.")
+        raise InputError(f"y has {y.shape[0]} samples and the design {x.shape[0]}; align them first.")
     if not (np.isfinite(y.sum()) and np.isfinite(x).all()):  # a sum is NaN/inf iff a value is: one cheap pass
-        raise ValueError("NaN or infinite values in the table or the design; drop those samples first.")
+        raise InputError("NaN or infinite values in the table or the design; drop those samples first.")
     q = _basis(x)
     if q.shape[1] >= len(y):
-        raise ValueError(f"The design has rank {q.shape[1]} with {len(y)} samples: no residual degrees of "
+        raise InputError(f"The design has rank {q.shape[1]} with {len(y)} samples: no residual degrees of "
                          f"freedom. Use fewer confounders or more samples.")
     out = q @ (q.T @ y)
     np.subtract(y, out, out=out)
@@ -335,7 +336,7 @@ def variance_partition(y, design: Design, *, names: Sequence[str] | None = None)
     rss_full, rank_full = fit_rss(y, x_full)
     df_resid = n - rank_full
     if df_resid < 1:
-        raise ValueError(f"{n} samples and a design of rank {rank_full}: no residual degrees of freedom.")
+        raise InputError(f"{n} samples and a design of rank {rank_full}: no residual degrees of freedom.")
     tss = ((y - y.mean(0)) ** 2).sum(0)
     mse = rss_full / df_resid
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -382,7 +383,7 @@ def select_terms(y, design: Design, *, method: str = "all", alpha: float = 0.05)
         return (vp.assign(keep=vp.p < alpha).pivot(index="column", columns="term", values="keep")
                 .reindex(columns=terms).fillna(False).astype(bool))
     if method != "forward":
-        raise ValueError(f"Model choice {method!r} not available. Choose 'all', 'significant' or 'forward'.")
+        raise InputError(f"Model choice {method!r} not available. Choose 'all', 'significant' or 'forward'.")
     n = len(y)
     chosen = np.zeros((y.shape[1], len(terms)), bool)
     active = np.ones(y.shape[1], bool)
@@ -472,7 +473,7 @@ def age_bracket_midpoint(values) -> np.ndarray:
     num = pd.Series(_float_array(pd.to_numeric(v, errors="coerce")), index=v.index)
     bad = mid.isna() & num.isna() & v.notna()
     if bad.any():
-        raise ValueError(f"Age values {sorted(set(v[bad].astype(str)))[:5]} are neither brackets like '60-69' nor "
+        raise InputError(f"Age values {sorted(set(v[bad].astype(str)))[:5]} are neither brackets like '60-69' nor "
                          "numbers; fix the subject phenotypes file.")
     return mid.fillna(num).to_numpy(dtype=np.float64)
 
@@ -500,7 +501,7 @@ def transform(values, kind: str) -> np.ndarray:
     num = pd.to_numeric(v, errors="coerce")
     bad = num.isna() & v.notna() & (v.astype(str).str.strip() != "")
     if bad.any():
-        raise ValueError(f"Confounder column {getattr(values, 'name', '')!r} has non-numeric values "
+        raise InputError(f"Confounder column {getattr(values, 'name', '')!r} has non-numeric values "
                          f"{sorted(set(v[bad].astype(str)))[:5]}; name it as 'COLUMN:category' or fix the values.")
     x = _float_array(num)
     return log_ischemic_time(x) if kind in ("log", "log_ischemic") else x
@@ -534,7 +535,7 @@ def confounder_spec(names: Sequence[str], *, columns: Sequence[str] | None = Non
     spec = {}
     for name in names:
         if name in spec:
-            raise ValueError(f"Confounder {name!r} is listed twice; list each once.")
+            raise InputError(f"Confounder {name!r} is listed twice; list each once.")
         if name in DEFAULT_CONFOUNDERS:
             spec[name] = DEFAULT_CONFOUNDERS[name]
         elif name in GTEX_COLUMNS:
@@ -542,21 +543,21 @@ def confounder_spec(names: Sequence[str], *, columns: Sequence[str] | None = Non
         elif ":" in name:
             col, kind = name.rsplit(":", 1)
             if kind not in KINDS:
-                raise ValueError(f"Confounder {name!r}: kind {kind!r} not available. Available: {list(KINDS)}.")
+                raise InputError(f"Confounder {name!r}: kind {kind!r} not available. Available: {list(KINDS)}.")
             spec[name] = (col, kind)
         else:
             pool = available + [f"{c}:category" for c in (columns or []) if c not in available]
             close = difflib.get_close_matches(name, pool, n=1, cutoff=0.5) or \
                 difflib.get_close_matches(name.upper(), pool, n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"Confounder {name!r} not available.{hint} Available: {available}, or "
+            raise InputError(f"Confounder {name!r} not available.{hint} Available: {available}, or "
                              f"'COLUMN:kind' (kind one of {list(KINDS)}) for another column of the sample table.")
     if columns is not None:
         absent = {t: c for t, (c, _) in spec.items() if c not in set(columns)}
         if absent:
             t, c = next(iter(absent.items()))
             close = difflib.get_close_matches(c, list(columns), n=1, cutoff=0.5)
-            raise ValueError(f"Confounder {t!r} needs column {c!r}, absent from the sample table"
+            raise InputError(f"Confounder {t!r} needs column {c!r}, absent from the sample table"
                              f"{f' (closest: {close[0]!r})' if close else ''}; it comes from the "
                              f"{SOURCE_FILES.get(c, 'sample attributes or subject phenotypes')}.")
     return spec
@@ -666,7 +667,7 @@ def check_confounders_filled(samples: pd.DataFrame, confounders: dict | None = N
     blank = _blank_columns(samples, confounders)
     if blank:
         term, col = next(iter(blank.items()))
-        raise ValueError(f"Confounder {term!r}: column {col} is blank for all {len(samples)} samples (in the "
+        raise InputError(f"Confounder {term!r}: column {col} is blank for all {len(samples)} samples (in the "
                          f"{SOURCE_FILES.get(col, 'sample table')}), so no sample can enter the regression. Drop "
                          f"{term!r} from confounders, or fill {col} in that file"
                          + (f" (also blank: {', '.join(f'{c} ({t})' for t, c in list(blank.items())[1:])})."
@@ -782,10 +783,10 @@ def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: 
     import json
 
     if min_resid_df < 1:
-        raise ValueError(f"min_resid_df={min_resid_df}: a design needs at least 1 residual degree of freedom "
+        raise InputError(f"min_resid_df={min_resid_df}: a design needs at least 1 residual degree of freedom "
                          "(with 0 every residual is zero); pass 1 or more.")
     if group not in samples:
-        raise ValueError(f"The samples have no tissue column '{group}' (columns: {list(samples.columns)[:12]} ...). "
+        raise InputError(f"The samples have no tissue column '{group}' (columns: {list(samples.columns)[:12]} ...). "
                          "Pass group= the run's label_column (SMTS or SMTSD).")
     check_confounders_filled(samples, confounders)
     counts = samples[group].value_counts().sort_index()
@@ -832,7 +833,7 @@ def build_designs(samples: pd.DataFrame, *, min_samples: int = 10, confounders: 
         terms = list(DEFAULT_CONFOUNDERS if confounders is None else confounders)
         close = min(notes, key=lambda r: r["rank"] + min_resid_df - r["samples"])
         each = "; ".join(f"{r['tissue']}: {r['samples']} samples, design rank {r['rank']}" for r in notes)
-        raise ValueError(f"No tissue has {min_resid_df} residual degree(s) of freedom left with the confounders "
+        raise InputError(f"No tissue has {min_resid_df} residual degree(s) of freedom left with the confounders "
                          f"{terms} ({each}). Use fewer confounders (a category costs one column per level beyond "
                          f"the first; batch IDs cost most) or a larger min_level_size (more rare levels pooled), "
                          f"or more samples per tissue: {close['tissue']} needs at least "

@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def drop_constant(df: pd.DataFrame, *, what: str = "column", tol: float = 0.0) -
     values = df.to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values).all(0)
     if bad.any():
-        raise ValueError(f"{int(bad.sum())} {what}s contain NaN or infinite values (e.g. "
+        raise InputError(f"{int(bad.sum())} {what}s contain NaN or infinite values (e.g. "
                          f"{list(df.columns[bad][:3])}); impute or drop them before correlating.")
     keep = ~_flat(values - values.mean(0), values, tol)
     dropped = list(df.columns[~keep])
@@ -124,23 +125,23 @@ def standardize(x: np.ndarray, *, groups: Sequence | None = None, dtype=np.float
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples x columns), got shape {x.shape}.")
+        raise InputError(f"{name} must be 2-D (samples x columns), got shape {x.shape}.")
     if not np.isfinite(x).all():
         cols = np.where(~np.isfinite(x).all(0))[0]
-        raise ValueError(f"{name} has NaN or infinite values in {len(cols)} columns (e.g. {cols[:5].tolist()}); "
+        raise InputError(f"{name} has NaN or infinite values in {len(cols)} columns (e.g. {cols[:5].tolist()}); "
                          f"impute or drop them before correlating.")
     if groups is None:
         z = x - x.mean(0)
     else:
         groups = np.asarray(groups)
         if len(groups) != len(x):
-            raise ValueError(f"groups has {len(groups)} entries for {len(x)} samples of {name}.")
+            raise InputError(f"groups has {len(groups)} entries for {len(x)} samples of {name}.")
         z = x - _group_means(x, groups)
     norm = np.sqrt((z ** 2).sum(0))
     flat = _flat(z, x)
     if flat.any():
         if groups is None:
-            raise ValueError(f"{name} has {int(flat.sum())} constant columns (e.g. {np.where(flat)[0][:5].tolist()}); "
+            raise InputError(f"{name} has {int(flat.sum())} constant columns (e.g. {np.where(flat)[0][:5].tolist()}); "
                              f"drop them first (correlation.drop_constant).")
         norm = np.where(flat, np.nan, norm)
     return (z / norm).astype(dtype, copy=False)
@@ -160,7 +161,7 @@ class _Backend:
 
     def __init__(self, backend: str = "numpy", device: str = "auto"):
         if backend not in BACKENDS:
-            raise ValueError(f"Backend {backend!r} not available. Available backends: {', '.join(BACKENDS)}.")
+            raise InputError(f"Backend {backend!r} not available. Available backends: {', '.join(BACKENDS)}.")
         self.name = backend
         self.device = None
         if backend == "torch":
@@ -169,7 +170,7 @@ class _Backend:
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             if device == "cuda" and not torch.cuda.is_available():
-                raise ValueError("device='cuda' requested but no CUDA device is available; use 'cpu' or 'auto'.")
+                raise InputError("device='cuda' requested but no CUDA device is available; use 'cpu' or 'auto'.")
             self.device = torch.device(device)
 
     def put(self, a: np.ndarray):
@@ -222,12 +223,12 @@ class _Backend:
 # --------------------------------------------------------------------------
 def _check_scan_inputs(f: np.ndarray, g: np.ndarray, groups, block_size: int) -> None:
     if f.shape[0] != g.shape[0]:
-        raise ValueError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
+        raise InputError(f"features have {f.shape[0]} samples and expression {g.shape[0]}: align them first "
                          f"(data.match_samples).")
     if f.shape[0] < 3 + (0 if groups is None else len(np.unique(groups)) - 1):
-        raise ValueError(f"{f.shape[0]} samples are too few for a correlation test.")
+        raise InputError(f"{f.shape[0]} samples are too few for a correlation test.")
     if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}.")
+        raise InputError(f"block_size must be >= 1, got {block_size}.")
 
 
 def _native_blocks(f: np.ndarray, g: np.ndarray, *, groups, block_size: int, be: "_Backend", dtype,
@@ -279,7 +280,7 @@ def critical_r(alpha: float, n: int, *, n_conditioning: int = 0) -> float:
     """
     df = n - 2 - n_conditioning
     if df < 1:
-        raise ValueError(f"{n} samples leave {df} degrees of freedom; at least 1 is needed.")
+        raise InputError(f"{n} samples leave {df} degrees of freedom; at least 1 is needed.")
     t = stats.t.isf(alpha / 2, df)
     return float(t / np.sqrt(df + t * t))
 
@@ -291,7 +292,7 @@ def pearson_pvalues(r: np.ndarray, n: int, *, n_conditioning: int = 0) -> np.nda
     """
     df = n - 2 - n_conditioning
     if df < 1:
-        raise ValueError(f"{n} samples leave {df} degrees of freedom; at least 1 is needed.")
+        raise InputError(f"{n} samples leave {df} degrees of freedom; at least 1 is needed.")
     r = np.clip(np.asarray(r, dtype=np.float64), -1.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = r * np.sqrt(df / ((1.0 - r) * (1.0 + r)))
@@ -319,7 +320,7 @@ def bh_adjust(pvalues: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
     p = np.asarray(pvalues, dtype=np.float64)
     m = len(p) if n_tests is None else int(n_tests)
     if m < len(p):
-        raise ValueError(f"n_tests={m} is smaller than the {len(p)} p-values given.")
+        raise InputError(f"n_tests={m} is smaller than the {len(p)} p-values given.")
     if len(p) == 0:
         return p.copy()
     order = np.argsort(p, kind="stable")
@@ -782,9 +783,9 @@ def permutation_pvalues(features, expression, feature_idx, gene_idx, *, n_permut
     fi = np.asarray(feature_idx, dtype=np.int64)
     gi = np.asarray(gene_idx, dtype=np.int64)
     if fi.shape != gi.shape:
-        raise ValueError(f"feature_idx ({fi.shape}) and gene_idx ({gi.shape}) must have the same length.")
+        raise InputError(f"feature_idx ({fi.shape}) and gene_idx ({gi.shape}) must have the same length.")
     if n_permutations < 1:
-        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}.")
+        raise InputError(f"n_permutations must be >= 1, got {n_permutations}.")
     n = len(zf)
     rng = np.random.default_rng(seed)
     perms = np.stack([rng.permutation(n) for _ in range(n_permutations)])  # (N, n)
@@ -845,7 +846,7 @@ def compare_scans(features_a, expression_a, features_b, expression_b, *, block_s
     fa, ga = _as_matrix(features_a, "features_a"), _as_matrix(expression_a, "expression_a")
     fb, gb = _as_matrix(features_b, "features_b"), _as_matrix(expression_b, "expression_b")
     if fa.shape[1] != fb.shape[1] or ga.shape[1] != gb.shape[1]:
-        raise ValueError(f"The two sample sets must have the same features and genes: "
+        raise InputError(f"The two sample sets must have the same features and genes: "
                          f"{fa.shape[1]}/{fb.shape[1]} features, {ga.shape[1]}/{gb.shape[1]} genes.")
     sums = {k: np.zeros(5) for k in ("r", "z")}  # sum a, sum b, sum a2, sum b2, sum ab
     n_pairs = fa.shape[1] * ga.shape[1]
@@ -923,7 +924,7 @@ def conditional_independence(r: np.ndarray, r_partial: np.ndarray, eta2_gene: np
     rp = np.asarray(r_partial, dtype=np.float64)
     df_full = n - n_groups - 1
     if df_full < 1:
-        raise ValueError(f"{n} samples and {n_groups} groups leave {df_full} residual degrees of freedom.")
+        raise InputError(f"{n} samples and {n_groups} groups leave {df_full} residual degrees of freedom.")
     p_gtf = pearson_pvalues(rp, n, n_conditioning=n_groups - 1)
 
     def f_test(eta2_y):
@@ -954,7 +955,7 @@ def expression_floor(log_expression: pd.DataFrame, tissues: Sequence) -> pd.Data
     """
     tissues = np.asarray(tissues)
     if len(tissues) != len(log_expression):
-        raise ValueError(f"tissues has {len(tissues)} entries for {len(log_expression)} samples.")
+        raise InputError(f"tissues has {len(tissues)} entries for {len(log_expression)} samples.")
     med = log_expression.groupby(tissues).median()  # (n_tissues, n_genes)
     return pd.DataFrame({"max_tissue": med.idxmax(0), "max_median": med.max(0)})
 
@@ -1100,7 +1101,7 @@ def network_comparison(by_table: pd.DataFrame, provenance: Mapping, accuracy: pd
     d = by_table.assign(arch=by_table.network.map(meta),
                         weights=np.where(by_table.network.str.endswith("untrained"), "untrained", "trained"))
     if d.arch.isna().any():
-        raise ValueError(f"Networks {sorted(d.network[d.arch.isna()].unique())} are not in the provenance's "
+        raise InputError(f"Networks {sorted(d.network[d.arch.isna()].unique())} are not in the provenance's "
                          "tables: pass the features_provenance.json of the same run.")
     wide = d.pivot_table(index=["arch", "weights", "tile_px"], columns="R_T",
                          values=["pairs", "genes", "features", "tissues"], sort=False)
@@ -1142,7 +1143,7 @@ def batch_norm_effect(comparison: pd.DataFrame, *, r_threshold: float) -> pd.Dat
     archs = set(trained.index.get_level_values("arch"))
     g, p = f"genes @ R_T {r_threshold:g}", f"pairs @ R_T {r_threshold:g}"
     if g not in trained.columns:
-        raise ValueError(f"R_T {r_threshold} is not among the comparison's thresholds: "
+        raise InputError(f"R_T {r_threshold} is not among the comparison's thresholds: "
                          f"{[c for c in trained.columns if c.startswith('genes')]}.")
     rows = []
     for bn in sorted(a for a in archs if a.endswith("_bn") and a[:-3] in archs):

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .distributed import one_blas_thread
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,15 @@ def pca(x, *, var_fraction: float = 0.999, max_components: int | None = None, na
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (samples x variables), got shape {x.shape}.")
+        raise InputError(f"{name} must be 2-D (samples x variables), got shape {x.shape}.")
     if not 0 < var_fraction <= 1:
-        raise ValueError(f"var_fraction must be in (0, 1], got {var_fraction}.")
+        raise InputError(f"var_fraction must be in (0, 1], got {var_fraction}.")
     _check_table(x, name)
     n = len(x)
     limit = n - 1
     if max_components is not None:
         if max_components < 1:
-            raise ValueError(f"max_components must be >= 1, got {max_components}.")
+            raise InputError(f"max_components must be >= 1, got {max_components}.")
         if max_components > limit:
             log.warning("%s: %d components requested but %d samples have at most %d; using %d.", name,
                         max_components, n, limit, limit)
@@ -106,7 +107,7 @@ class _SVD:
         var = s ** 2
         total = var.sum()
         if total <= 0:
-            raise ValueError(f"{name} has no variance.")
+            raise InputError(f"{name} has no variance.")
         return cls(u, s, var / total)
 
     def truncate(self, var_fraction: float, *, limit: int) -> PCA:
@@ -117,9 +118,9 @@ class _SVD:
 
 def _check_table(x: np.ndarray, name: str) -> None:
     if not np.isfinite(x).all():
-        raise ValueError(f"{name} has NaN or infinite values; impute or drop them before the PCA.")
+        raise InputError(f"{name} has NaN or infinite values; impute or drop them before the PCA.")
     if len(x) < 3:
-        raise ValueError(f"{name} has {len(x)} samples; a PCA needs at least 3.")
+        raise InputError(f"{name} has {len(x)} samples; a PCA needs at least 3.")
 
 
 def cross_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -196,7 +197,7 @@ def shared_variance_of_pcas(image_pca: PCA, expression_pca: PCA) -> SharedVarian
     SharedVariance
     """
     if len(image_pca.scores) != len(expression_pca.scores):
-        raise ValueError(f"image features have {len(image_pca.scores)} samples and expression "
+        raise InputError(f"image features have {len(image_pca.scores)} samples and expression "
                          f"{len(expression_pca.scores)}: align them first (data.match_samples).")
     cross = cross_correlation(image_pca.scores, expression_pca.scores)
     si, se = _shared(cross, image_pca.explained, expression_pca.explained)
@@ -260,13 +261,13 @@ def shuffle_expression(expression_pca: PCA, *, n_shuffles: int = 200, seed: int 
     ShuffledExpression, stacks of shape (n_shuffles, n_samples, k)
     """
     if n_shuffles < 1:
-        raise ValueError(f"n_shuffles must be >= 1, got {n_shuffles}.")
+        raise InputError(f"n_shuffles must be >= 1, got {n_shuffles}.")
     rng = np.random.default_rng(seed)
     scores = expression_pca.scores
     n, k = scores.shape
     m = _residual_maker(design)
     if m is not None and m.shape[0] != n:
-        raise ValueError(f"design has {m.shape[0]} rows for {n} samples.")
+        raise InputError(f"design has {m.shape[0]} rows for {n} samples.")
     perms = np.stack([rng.permutation(n) for _ in range(n_shuffles)])
     shuffled = scores[perms]  # (B, n, k)
     lam = np.broadcast_to(expression_pca.explained, (n_shuffles, k)).copy()
@@ -309,11 +310,11 @@ def shared_variance_null(image_pca: PCA, expression_pca: PCA | None = None, *, n
     """
     if shuffled is None:
         if expression_pca is None:
-            raise ValueError("shared_variance_null needs expression_pca or shuffled.")
+            raise InputError("shared_variance_null needs expression_pca or shuffled.")
         shuffled = shuffle_expression(expression_pca, n_shuffles=n_shuffles, seed=seed, design=design)
     n = len(image_pca.scores)
     if shuffled.z.shape[1] != n:
-        raise ValueError(f"image features have {n} samples and the shuffled expression {shuffled.z.shape[1]}: "
+        raise InputError(f"image features have {n} samples and the shuffled expression {shuffled.z.shape[1]}: "
                          f"align them first (data.match_samples).")
     zi = _normalized_columns(image_pca.scores)
     r2 = np.matmul(zi.T, shuffled.z) ** 2  # (B, n_pc_image, k)

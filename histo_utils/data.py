@@ -28,6 +28,7 @@ import pandas as pd
 
 from . import gtex, io
 from .tiling import load_tiling
+from .errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,13 @@ class FeatureKey:
 
     def __post_init__(self):
         if not isinstance(self.network, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.network):
-            raise ValueError(f"Network name {self.network!r} not valid: use letters, digits, '-' or '_' "
+            raise InputError(f"Network name {self.network!r} not valid: use letters, digits, '-' or '_' "
                              f"(e.g. 'trained').")
         if isinstance(self.tile_px, bool) or not isinstance(self.tile_px, (int, np.integer)) or self.tile_px <= 0:
-            raise ValueError(f"Tile size {self.tile_px!r} not valid: a positive whole number of pixels (e.g. 256).")
+            raise InputError(f"Tile size {self.tile_px!r} not valid: a positive whole number of pixels (e.g. 256).")
         object.__setattr__(self, "tile_px", int(self.tile_px))
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"Aggregation {self.aggregation!r} not available. Available: {list(AGGREGATIONS)}.")
+            raise InputError(f"Aggregation {self.aggregation!r} not available. Available: {list(AGGREGATIONS)}.")
 
     @classmethod
     def parse(cls, text: str, *, aggregation: str | None = None) -> "FeatureKey":
@@ -101,11 +102,11 @@ class FeatureKey:
         """
         m = _KEY_PATTERN.match(str(text))
         if m is None:
-            raise ValueError(f"Feature table name {text!r} not understood: expected '<network>_<px>px' "
+            raise InputError(f"Feature table name {text!r} not understood: expected '<network>_<px>px' "
                              f"(e.g. 'trained_256px') or '<network>_<px>px_<aggregation>' (e.g. 'trained_256px_mean').")
         written = m["aggregation"]
         if written is not None and aggregation is not None and written != aggregation:
-            raise ValueError(f"Feature table name {text!r} says aggregation {written!r} but {aggregation!r} was "
+            raise InputError(f"Feature table name {text!r} says aggregation {written!r} but {aggregation!r} was "
                              f"asked for; drop the suffix or make them agree.")
         return cls(m["network"], int(m["tile_px"]), written or aggregation or DEFAULT_AGGREGATION)
 
@@ -137,12 +138,12 @@ def read_feature_provenance(out_dir: str | os.PathLike, *, notebook: str = "02_t
     """
     path = Path(out_dir) / notebook / PROVENANCE_FILE
     if not path.exists():
-        raise FileNotFoundError(f"Feature provenance '{path}' does not exist: run notebook {notebook} first "
+        raise MissingInputError(f"Feature provenance '{path}' does not exist: run notebook {notebook} first "
                                 f"(it writes the feature tables and this file).")
     provenance = json.loads(path.read_text())
     missing = {"aggregation", "tables"} - set(provenance)
     if missing:
-        raise ValueError(f"Feature provenance '{path}' lacks {sorted(missing)}: rerun notebook {notebook}.")
+        raise InputError(f"Feature provenance '{path}' lacks {sorted(missing)}: rerun notebook {notebook}.")
     return provenance
 
 
@@ -188,7 +189,7 @@ def find_key(keys: Iterable[FeatureKey], name: str | FeatureKey, *, what: str = 
         explicit = _KEY_PATTERN.match(name)["aggregation"] is not None
         hits = [k for k in keys if (k == wanted if explicit else k.name == wanted.name)]
     if len(hits) != 1:
-        raise ValueError(f"{what} {str(name)!r} not available. Available: {[str(k) for k in keys] or 'none'}.")
+        raise InputError(f"{what} {str(name)!r} not available. Available: {[str(k) for k in keys] or 'none'}.")
     return hits[0]
 
 
@@ -281,7 +282,7 @@ def load_log_expression(path: str | os.PathLike, *, samples=None, cache_dir: str
     tpm.attrs = {}
     values = tpm.to_numpy().T  # samples x genes, no copy of the float32 block beyond the transpose
     if (values < 0).any():
-        raise ValueError(f"Expression file '{path}' has negative values: expected TPM (>= 0), "
+        raise InputError(f"Expression file '{path}' has negative values: expected TPM (>= 0), "
                          f"not log-transformed data.")
     if not values.flags.writeable:
         values = values.copy()
@@ -339,7 +340,7 @@ def joined_log_expression(out_dir: str | os.PathLike, path: str | os.PathLike, *
     in_file = io.read_gct_samples(path, check=False)
     keep = [s for s in in_file if s in with_slide]
     if not keep:
-        raise ValueError(f"No sample of notebook 01's join ({len(with_slide)} samples) is a column of the expression "
+        raise InputError(f"No sample of notebook 01's join ({len(with_slide)} samples) is a column of the expression "
                          f"file '{path}'. Rerun notebook 01 against this expression file.")
     return load_log_expression(path, samples=keep, dtype=dtype,
                                cache_dir=Path(out_dir) / "cache" if cache else None)
@@ -364,7 +365,7 @@ def load_features(out_dir: str | os.PathLike, key: FeatureKey | str, *, notebook
     path = Path(out_dir) / notebook / key.file_name
     if not path.exists():
         have = sorted(p.name for p in path.parent.glob("features_*px.parquet")) if path.parent.exists() else []
-        raise FileNotFoundError(f"Feature table '{path}' does not exist. Available: {have or 'none'}; "
+        raise MissingInputError(f"Feature table '{path}' does not exist. Available: {have or 'none'}; "
                                 f"run notebook {notebook} with feature_tile_px including {key.tile_px}.")
     return io.read_table(path)
 
@@ -415,7 +416,7 @@ def tissue_of(samples: pd.DataFrame, label_column: str, *, out_dir: str | os.Pat
         path = Path(out_dir) / notebook / GROUPING_FILE
         used = json.loads(path.read_text()).get("label_column") if path.exists() else None
         if used is not None and used != label_column:
-            raise ValueError(f"Notebook {notebook} grouped this run's samples by '{used}' ({path}), but this "
+            raise InputError(f"Notebook {notebook} grouped this run's samples by '{used}' ({path}), but this "
                              f"notebook was given label_column '{label_column}': its tissues would not be those of "
                              f"notebooks 01-03. Set label_column once, under 'common:' of the profile (the gtex "
                              f"profile: SMTSD), or rerun {notebook} with '{label_column}'.")
@@ -439,7 +440,7 @@ def features_by_sample(features: pd.DataFrame, samples: pd.DataFrame) -> pd.Data
     m = samples.drop_duplicates("image_id").set_index("image_id")["SAMPID"]
     missing = features.index.difference(m.index)
     if len(missing):
-        raise ValueError(f"{len(missing)} feature rows have no sample in the samples table "
+        raise InputError(f"{len(missing)} feature rows have no sample in the samples table "
                          f"(e.g. {list(missing[:3])}); use the samples.tsv of the same run.")
     out = features.copy()
     out.index = pd.Index(m.loc[features.index].to_numpy(), name="SAMPID")
@@ -465,17 +466,17 @@ def match_samples(features: pd.DataFrame, expression: pd.DataFrame, *, on_mismat
     features, expression : DataFrames with identical indexes (sorted).
     """
     if on_mismatch not in ("raise", "intersect"):
-        raise ValueError(f"on_mismatch={on_mismatch!r} not available. Choose 'raise' or 'intersect'.")
+        raise InputError(f"on_mismatch={on_mismatch!r} not available. Choose 'raise' or 'intersect'.")
     for name, df in (("feature", features), ("expression", expression)):
         dup = df.index[df.index.duplicated()]
         if len(dup):
-            raise ValueError(f"The {name} table has duplicated sample IDs (e.g. {list(dup[:3])}); "
+            raise InputError(f"The {name} table has duplicated sample IDs (e.g. {list(dup[:3])}); "
                              f"aggregate or drop them first.")
     shared = features.index.intersection(expression.index).sort_values()
     only_f = features.index.difference(expression.index)
     only_e = expression.index.difference(features.index)
     if len(shared) == 0:
-        raise ValueError(f"The feature table ({len(features)} samples, e.g. {list(features.index[:2])}) and the "
+        raise InputError(f"The feature table ({len(features)} samples, e.g. {list(features.index[:2])}) and the "
                          f"expression table ({len(expression)} samples, e.g. {list(expression.index[:2])}) share "
                          f"no sample ID. Map image IDs to sample IDs (SAMPID) before correlating.")
     if len(only_f) or len(only_e):
@@ -483,7 +484,7 @@ def match_samples(features: pd.DataFrame, expression: pd.DataFrame, *, on_mismat
                f"{len(only_f)} only in features (e.g. {list(only_f[:3])}), "
                f"{len(only_e)} only in expression (e.g. {list(only_e[:3])}).")
         if on_mismatch == "raise":
-            raise ValueError(msg + " Pass on_mismatch='intersect' to use the shared samples.")
+            raise InputError(msg + " Pass on_mismatch='intersect' to use the shared samples.")
         log.warning("%s Using the shared samples.", msg)
     return features.loc[shared], expression.loc[shared]
 
@@ -523,7 +524,7 @@ class PairedData:
         names = [name] if isinstance(name, str) else list(name)
         keep = self.samples.index[self.samples["split"].isin(names)]
         if len(keep) == 0:
-            raise ValueError(f"Split {name!r} has no samples. Available splits: "
+            raise InputError(f"Split {name!r} has no samples. Available splits: "
                              f"{sorted(self.samples['split'].unique())}.")
         return PairedData(self.features.loc[keep], self.expression.loc[keep], self.samples.loc[keep],
                           self.symbols)
@@ -559,9 +560,9 @@ def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: 
     key = key if isinstance(key, FeatureKey) else FeatureKey.parse(key)
     _, samples = load_tiling(out_dir)
     if expression is None and symbols is not None:
-        raise ValueError("symbols were given without expression: pass both (from data.load_log_expression).")
+        raise InputError("symbols were given without expression: pass both (from data.load_log_expression).")
     if expression is not None and symbols is None:
-        raise ValueError("expression was given without symbols: pass both (from data.load_log_expression).")
+        raise InputError("expression was given without symbols: pass both (from data.load_log_expression).")
     try:
         gct = gtex.locate_gtex_files(data_dir).expression
     except (FileNotFoundError, ValueError):

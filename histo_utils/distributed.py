@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Union
 
 from tqdm.auto import tqdm
+from .errors import InputError, InputTypeError, SchedulerUnreachable, StateError
 
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
@@ -149,7 +150,7 @@ def forked_pool(workers: int, state: Any) -> Iterator[ProcessPoolExecutor]:
 def forked_state() -> Any:
     """The ``state`` of the :func:`forked_pool` this worker was forked from."""
     if _FORKED_STATE is None:
-        raise RuntimeError("forked_state() is only available in the workers of distributed.forked_pool.")
+        raise StateError("forked_state() is only available in the workers of distributed.forked_pool.")
     return _FORKED_STATE
 
 
@@ -200,7 +201,7 @@ def client_for(scheduler: SchedulerSpec = "", workers: int = 2, *, timeout: floa
         yield scheduler
         return
     if not isinstance(scheduler, str):
-        raise TypeError(f"scheduler must be '', 'local', a scheduler address or a distributed.Client, "
+        raise InputTypeError(f"scheduler must be '', 'local', a scheduler address or a distributed.Client, "
                         f"got {type(scheduler).__name__}.")
     spec = scheduler.strip()
     if spec.lower() == "local":
@@ -229,7 +230,7 @@ def client_for(scheduler: SchedulerSpec = "", workers: int = 2, *, timeout: floa
         else:
             client = Client(spec, timeout=timeout)
     except Exception as e:  # OSError/TimeoutError (nothing listening), ValueError (malformed address)
-        raise ConnectionError(
+        raise SchedulerUnreachable(
             f"Cannot connect to the Dask scheduler at '{spec}' ({type(e).__name__}: {e}). Check that "
             "`dask scheduler` runs there and that this machine can reach its port, or set scheduler to "
             "'' (local worker processes) or 'local' (a cluster on this machine).") from e
@@ -311,7 +312,7 @@ def map_slides(func: Callable[..., Any], items: Mapping[str, Any] | Iterable[tup
     ids = [sid for sid, _ in pairs]
     if len(set(ids)) != len(ids):
         dup = sorted({s for s in ids if ids.count(s) > 1})
-        raise ValueError(f"map_slides needs one item per slide; repeated slide IDs: {dup[:5]}.")
+        raise InputError(f"map_slides needs one item per slide; repeated slide IDs: {dup[:5]}.")
     shared = dict(shared or {})
     done: dict[str, Any] = {}
     errors: dict[str, str] = {}

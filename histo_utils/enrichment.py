@@ -18,6 +18,7 @@ import pandas as pd
 
 from .distributed import process_pool
 from .io import read_gmt
+from .errors import InputError, InputKeyError, InputTypeError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,13 @@ def load_gene_sets(path: str | os.PathLike | None, *, universe: Sequence[str] | 
     dict, set name -> list of symbols (in the file's order).
     """
     if path is None or not Path(path).exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Gene-set file {str(path)!r} not found. Put a GMT file (e.g. MSigDB's c5.go.v2023.2.Hs.symbols.gmt, "
             f"downloaded once by hand) in the data directory or name it with the gmt_path parameter; "
             f"the synthetic cohort writes synthetic_gene_sets.gmt.")
     sets = read_gmt(path)
     if not sets:
-        raise ValueError(f"Gene-set file '{path}' holds no gene sets.")
+        raise InputError(f"Gene-set file '{path}' holds no gene sets.")
     if universe is not None:
         u = set(universe)
         sets = {k: [g for g in v if g in u] for k, v in sets.items()}
@@ -200,7 +201,7 @@ def associations_by_scope(features: Mapping[str, pd.DataFrame], expression: pd.D
                            "associations_bonferroni": int((a.p_bonferroni < fdr).sum()),
                            "genes_associated": a.gene.nunique(), "features_associated": a.feature.nunique()})
     if not pairs:
-        raise ValueError("No tissue (nor the pooled residuals) has enough samples left after the confounders for "
+        raise InputError("No tissue (nor the pooled residuals) has enough samples left after the confounders for "
                          "an association test; use fewer confounders in notebook 05 or more samples.")
     return pd.concat(pairs, ignore_index=True), pd.DataFrame(counts)
 
@@ -275,7 +276,7 @@ def choose_features(per_feature: pd.DataFrame, tables: Mapping[str, pd.DataFrame
     for item in named:
         name, feat = item.split("/", 1)
         if name not in tables or feat not in tables[name].columns:
-            raise ValueError(f"Feature {item!r} not available: give table/feature with a table of {list(tables)}.")
+            raise InputError(f"Feature {item!r} not available: give table/feature with a table of {list(tables)}.")
         chosen[(name, feat)] = "named"
     for name, by_program in (trackers or {}).items():
         for prog, best in by_program.items():
@@ -449,7 +450,7 @@ def annotation_filter(pairs: pd.DataFrame, floor: pd.DataFrame, symbols: pd.Seri
     """
     missing = sorted(set(annotation_sets) - set(gene_sets))
     if missing:
-        raise ValueError(f"Annotation sets {missing} are not in the GMT; available e.g. {sorted(gene_sets)[:5]}.")
+        raise InputError(f"Annotation sets {missing} are not in the GMT; available e.g. {sorted(gene_sets)[:5]}.")
     tested = floor.index[floor.max_median >= e_threshold]  # the genes notebook 03 could report
     sig = pairs[(pairs.r.abs() >= r_threshold) & (pairs.max_median >= e_threshold) & (pairs.perm_p < perm_alpha)]
     correlated = sorted(sig.symbol.dropna().unique())
@@ -482,7 +483,7 @@ class RunningSums(Mapping):
 
     def __getitem__(self, term):
         if term not in self._stats.index:
-            raise KeyError(f"Gene set {term!r} was not tested in this list ({len(self._stats)} sets were).")
+            raise InputKeyError(f"Gene set {term!r} was not tested in this list ({len(self._stats)} sets were).")
         if term not in self._cache:
             import gseapy
 
@@ -504,7 +505,7 @@ class RunningSums(Mapping):
 
 def _check_engine(engine: str) -> None:
     if engine not in ENGINES:
-        raise ValueError(f"GSEA engine {engine!r} not available. Available engines: {', '.join(ENGINES)}.")
+        raise InputError(f"GSEA engine {engine!r} not available. Available engines: {', '.join(ENGINES)}.")
 
 
 def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permutations: int = 1000,
@@ -533,7 +534,7 @@ def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permut
     """
     _check_engine(engine)
     if scores.isna().any():
-        raise ValueError(f"The ranking has {int(scores.isna().sum())} NaN scores; drop them first.")
+        raise InputError(f"The ranking has {int(scores.isna().sum())} NaN scores; drop them first.")
     if engine == "numpy":
         from .gsea import prerank_lists
 
@@ -582,10 +583,10 @@ def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, w
         kw = {k: kwargs[k] for k in ("permutations", "min_size", "max_size", "seed") if k in kwargs}
         unknown = set(kwargs) - set(kw) - {"threads"}
         if unknown:
-            raise TypeError(f"prerank_many got unexpected options {sorted(unknown)}.")
+            raise InputTypeError(f"prerank_many got unexpected options {sorted(unknown)}.")
         for k, v in rankings.items():
             if v.isna().any():
-                raise ValueError(f"Ranking {k!r} has {int(v.isna().sum())} NaN scores; drop them first.")
+                raise InputError(f"Ranking {k!r} has {int(v.isna().sum())} NaN scores; drop them first.")
         groups: list[tuple[pd.Index, list]] = []  # lists over the same genes share one computation
         for k, v in rankings.items():
             for idx, keys in groups:
@@ -689,7 +690,7 @@ def plot_planted_vs_decoys(table: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     if table.empty:
-        raise ValueError("No ranking with a planted set to show (is the GMT the synthetic cohort's, with "
+        raise InputError("No ranking with a planted set to show (is the GMT the synthetic cohort's, with "
                          "PLANTED_* and DECOY* sets?).")
     order = list(dict.fromkeys(table.ranking))
     fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(order) + 1.6))

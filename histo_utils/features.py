@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import InputError, StateError
 from .io import atomic_path
 from .training import TileDataset, resolve_device, to_device
 
@@ -61,11 +62,11 @@ def spatial_aggregate(y: torch.Tensor, p: float = 1.0) -> torch.Tensor:
     Tensor, shape (batch, channels)
     """
     if p <= 0:
-        raise ValueError(f"p must be positive, got {p}.")
+        raise InputError(f"p must be positive, got {p}.")
     if y.dim() == 2:
         y = y[:, :, None, None]
     if y.dim() != 4:
-        raise ValueError(f"layer output must be (batch, channels, h, w), got shape {tuple(y.shape)}.")
+        raise InputError(f"layer output must be (batch, channels, h, w), got shape {tuple(y.shape)}.")
     if p == 1:
         v = y
     elif float(p).is_integer():
@@ -91,12 +92,12 @@ def token_aggregate(y: torch.Tensor, tokens: tuple[str, int], p: float = 1.0) ->
     Tensor, shape (batch, dim)
     """
     if y.dim() != 3:
-        raise ValueError(f"transformer layer output must be (batch, tokens, dim), got shape {tuple(y.shape)}.")
+        raise InputError(f"transformer layer output must be (batch, tokens, dim), got shape {tuple(y.shape)}.")
     how, n_prefix = tokens
     if how == "cls":
         return y[:, 0]
     if how != "patch_mean":
-        raise ValueError(f"token reduction must be 'patch_mean' or 'cls', got {how!r}.")
+        raise InputError(f"token reduction must be 'patch_mean' or 'cls', got {how!r}.")
     patches = y[:, n_prefix:].transpose(1, 2)  # (batch, dim, n_patches): channels first, as a CNN map
     return spatial_aggregate(patches[..., None], p)
 
@@ -136,7 +137,7 @@ class LayerRecorder:
     def collect(self) -> torch.Tensor:
         missing = [n for n in self.layers if n not in self._out]
         if missing:
-            raise RuntimeError(f"Layers {missing[:3]} produced no output in the forward pass.")
+            raise StateError(f"Layers {missing[:3]} produced no output in the forward pass.")
         parts = [self._out[n] for n in self.layers]
         self.channels = {n: t.shape[1] for n, t in zip(self.layers, parts)}
         self._out = {}
@@ -192,10 +193,10 @@ def reduce_tiles(values: np.ndarray, how: str = "sum") -> np.ndarray:
     ndarray, shape (n_features,), the input's float type (float32 stays float32).
     """
     if how not in ("sum", "mean", "median"):
-        raise ValueError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
+        raise InputError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
     values = np.asarray(values)
     if values.ndim != 2:
-        raise ValueError(f"values must be (n_tiles, n_features), got shape {values.shape}.")
+        raise InputError(f"values must be (n_tiles, n_features), got shape {values.shape}.")
     out_dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
     if len(values) == 0:
         return np.full(values.shape[1], np.nan, out_dtype)
@@ -220,11 +221,11 @@ def aggregate_slides(tile_features: np.ndarray, image_ids: Sequence[str], *, how
     DataFrame, shape (n_slides, n_features), indexed by ``image_id`` (sorted).
     """
     if how not in ("sum", "mean", "median"):
-        raise ValueError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
+        raise InputError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
     ids = np.asarray(image_ids)
     f = np.asarray(tile_features)
     if len(ids) != len(f):
-        raise ValueError("image_ids must have one entry per tile.")
+        raise InputError("image_ids must have one entry per tile.")
     order = np.argsort(ids, kind="stable")  # stable: each slide's tiles keep their order
     uniq, starts = np.unique(ids[order], return_index=True)
     bounds = [*starts[1:], len(order)]
@@ -262,7 +263,7 @@ def slide_feature_vector(model: nn.Module, layers: Mapping[str, nn.Module], ds: 
     """
     ids = pd.unique(ds.tiles["image_id"])
     if len(ids) != 1:
-        raise ValueError(f"slide_feature_vector needs the tiles of exactly one slide, got {len(ids)} slides.")
+        raise InputError(f"slide_feature_vector needs the tiles of exactly one slide, got {len(ids)} slides.")
     f, names, _ = extract_tile_features(model, layers, ds, p=p, batch_size=batch_size, device=device,
                                         num_workers=num_workers, progress=False)
     return reduce_tiles(f, how), names
@@ -409,7 +410,7 @@ def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds
     from .distributed import is_local, map_slides
 
     if how not in ("sum", "mean", "median"):
-        raise ValueError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
+        raise InputError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
     tiles = ds.tiles
     groups = tiles.groupby("image_id", sort=True).indices
     keys = {iid: _tiles_key(tiles.iloc[idx], str(ds.paths[iid])) for iid, idx in groups.items()}
@@ -477,7 +478,7 @@ def layer_program_correlation(features: pd.DataFrame, programs: pd.DataFrame, gr
     DataFrame with ``layer, program, feature, r, abs_r``, layers in network order.
     """
     if not features.index.equals(programs.index):
-        raise ValueError("features and programs must have the same index (slides) in the same order.")
+        raise InputError("features and programs must have the same index (slides) in the same order.")
     groups = np.asarray(groups)
     prog = programs.copy()
     if permute_seed is not None:
@@ -582,14 +583,14 @@ def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os
     from .io import atomic_path
 
     if "image_id" not in samples.columns:
-        raise ValueError(f"samples must have an image_id column (notebook 01's samples.tsv), got {list(samples.columns)}.")
+        raise InputError(f"samples must have an image_id column (notebook 01's samples.tsv), got {list(samples.columns)}.")
     obs_all = samples.drop_duplicates("image_id").set_index("image_id")
     obs_cols = [c for c in OBS_COLUMNS if c in obs_all.columns]
     written = []
     for key, table in tables.items():
         missing = table.index.difference(obs_all.index)
         if len(missing):
-            raise ValueError(f"Feature table {key}: {len(missing)} slides are not in samples (e.g. "
+            raise InputError(f"Feature table {key}: {len(missing)} slides are not in samples (e.g. "
                              f"{list(missing[:3])}); pass the samples table of the same run.")
         obs = obs_all.loc[table.index, obs_cols].copy()
         obs.index = obs.index.astype(str).rename("image_id")
@@ -598,7 +599,7 @@ def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os
                 obs[c] = obs[c].astype(str)
         layer_channel = [str(n).rsplit("_", 1) for n in table.columns]
         if any(len(lc) != 2 or not lc[1].isdigit() for lc in layer_channel):
-            raise ValueError(f"Feature table {key}: column names must be '<layer>_<channel>', got e.g. "
+            raise InputError(f"Feature table {key}: column names must be '<layer>_<channel>', got e.g. "
                              f"{list(table.columns[:3])}.")
         var = pd.DataFrame({"network": key.network, "layer": [lc[0] for lc in layer_channel],
                             "channel": [int(lc[1]) for lc in layer_channel], "tile_px": key.tile_px,

@@ -46,6 +46,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+from .errors import InputError, InputTypeError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def random_subsets(n: int, k: int, n_draws: int, rng: np.random.Generator) -> np
     array of int64, shape (n_draws, k), rows strictly increasing
     """
     if not 0 < k <= n:
-        raise ValueError(f"Subset size {k} must be between 1 and the {n} genes of the ranking.")
+        raise InputError(f"Subset size {k} must be between 1 and the {n} genes of the ranking.")
     if 2 * k > n:  # dense subsets: a random order's first k
         return np.sort(np.argsort(rng.random((n_draws, n)), axis=1)[:, :k], axis=1)
     x = rng.integers(0, n, size=(n_draws, k))
@@ -269,17 +270,17 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
     sorted by list (column order) and, within a list, by |NES| descending (stable).
     """
     if not isinstance(rankings, pd.DataFrame):
-        raise TypeError(f"rankings must be a DataFrame (genes x lists), got {type(rankings).__name__}.")
+        raise InputTypeError(f"rankings must be a DataFrame (genes x lists), got {type(rankings).__name__}.")
     if rankings.index.has_duplicates:
         dup = rankings.index[rankings.index.duplicated()]
-        raise ValueError(f"The ranking has duplicated genes (e.g. {list(dup[:3])}); keep one score per gene "
+        raise InputError(f"The ranking has duplicated genes (e.g. {list(dup[:3])}); keep one score per gene "
                          f"(enrichment.to_symbols does).")
     values = rankings.to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         bad = rankings.columns[~np.isfinite(values).all(0)]
-        raise ValueError(f"{len(bad)} ranked lists have NaN or infinite scores (e.g. {list(bad[:3])}); drop them.")
+        raise InputError(f"{len(bad)} ranked lists have NaN or infinite scores (e.g. {list(bad[:3])}); drop them.")
     if permutations < 1:
-        raise ValueError(f"permutations must be >= 1, got {permutations}.")
+        raise InputError(f"permutations must be >= 1, got {permutations}.")
     n = len(rankings)
     terms, idx = _prepare_sets(rankings.index, gene_sets, min_size, max_size)
     cols = ["list", "term", "es", "nes", "pval", "fdr", "fwer", "matched", "lead_genes"]
@@ -288,7 +289,7 @@ def prerank_lists(rankings: pd.DataFrame, gene_sets: Mapping[str, Sequence[str]]
         return pd.DataFrame(columns=cols)
     sizes = np.array([len(m) for m in idx])
     if (sizes >= n).any():
-        raise ValueError(f"A gene set covers all {n} genes of the ranking; nothing to compare it with.")
+        raise InputError(f"A gene set covers all {n} genes of the ranking; nothing to compare it with.")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     hits = np.concatenate(idx)
     seg = np.repeat(np.arange(len(terms)), sizes)

@@ -34,6 +34,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from .errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,12 @@ def check_label_column(table: pd.DataFrame, label_column: str, *, what: str = "s
     what : name of ``table`` in the message
     """
     if label_column not in table.columns:
-        raise ValueError(f"label_column '{label_column}' is not a column of the {what} (tissue columns present: "
+        raise InputError(f"label_column '{label_column}' is not a column of the {what} (tissue columns present: "
                          f"{[c for c in LABEL_COLUMNS if c in table.columns]}). Set label_column to SMTS (GTEx's "
                          "coarse tissues) or SMTSD (detailed tissues, Badea's 39 classes).")
     n_missing = int(table[label_column].isna().sum())
     if n_missing:
-        raise ValueError(f"{n_missing} rows of the {what} have no {label_column} (e.g. "
+        raise InputError(f"{n_missing} rows of the {what} have no {label_column} (e.g. "
                          f"{list(table.loc[table[label_column].isna()].iloc[:3, 0])}); every sample needs a tissue.")
 
 
@@ -98,7 +99,7 @@ def tissue_merge(name: str = "", groups: Mapping[str, Sequence[str]] | None = No
     dict, group name -> member tissues (empty when neither is given)
     """
     if name and name not in TISSUE_MERGES:
-        raise ValueError(f"Unknown tissue merge '{name}'. Available: {sorted(TISSUE_MERGES)} (or empty for none).")
+        raise InputError(f"Unknown tissue merge '{name}'. Available: {sorted(TISSUE_MERGES)} (or empty for none).")
     out = {g: list(m) for g, m in TISSUE_MERGES.get(name, {}).items()} if name else {}
     out.update({g: list(m) for g, m in (groups or {}).items()})
     return out
@@ -126,7 +127,7 @@ def read_median_tpm(path: str | os.PathLike, tissues: Sequence[str] | None = Non
     if tissues is not None:
         absent = sorted(set(tissues) - set(med.columns))
         if absent:
-            raise ValueError(f"Median-TPM file '{path}' has no column for the tissues {absent[:5]} (its columns: "
+            raise InputError(f"Median-TPM file '{path}' has no column for the tissues {absent[:5]} (its columns: "
                              f"{list(med.columns)[:5]} ...). It is keyed by detailed tissue: use label_column SMTSD "
                              "with it, or leave median_tpm empty to compute the floor from the samples.")
         med = med[list(dict.fromkeys(tissues))]
@@ -138,12 +139,12 @@ _ID = re.compile(r"^[A-Z]+-[0-9A-Z]+(-[0-9A-Za-z]+)*$")
 
 def _parts(sample_or_image: str, n: int, what: str) -> str:
     if not isinstance(sample_or_image, str) or not _ID.match(sample_or_image):
-        raise ValueError(
+        raise InputError(
             f"'{sample_or_image}' is not a GTEx-style ID (expected e.g. GTEX-1117F-0226-SM-5GZZ7)."
         )
     parts = sample_or_image.split("-")
     if len(parts) < n:
-        raise ValueError(f"'{sample_or_image}' has {len(parts)} parts; a {what} ID needs at least {n}.")
+        raise InputError(f"'{sample_or_image}' has {len(parts)} parts; a {what} ID needs at least {n}.")
     return "-".join(parts[:n])
 
 
@@ -260,7 +261,7 @@ def join_images_to_samples(
     joined = attrs.loc[attrs["kept"]].drop(columns=["_rin", "kept"])
     if joined.empty:
         n_attr = int(attributes["SAMPID"].isin(expr).sum())
-        raise ValueError(
+        raise InputError(
             f"No slide pairs with an RNA sample: {len(images)} slides (e.g. {list(images[:3])}), {len(expr)} "
             f"expression samples (e.g. {sorted(expr)[:3]}), {n_attr} of them in the sample attributes. A slide "
             "pairs with the samples whose first three dash parts are its image ID (GTEX-XXXXX-NNNN.svs with "
@@ -307,7 +308,7 @@ def tissue_expression_floor(expression_path: str | os.PathLike, attributes: pd.D
     tissues = sorted(set(tissues))
     if median_tpm:
         if label_column != "SMTSD":
-            raise ValueError(f"median_tpm '{median_tpm}' has one column per detailed tissue (SMTSD), but the "
+            raise InputError(f"median_tpm '{median_tpm}' has one column per detailed tissue (SMTSD), but the "
                              f"labels are {label_column}: set label_column to SMTSD or leave median_tpm empty.")
         med = read_median_tpm(median_tpm, tissues)
         log.info("Expression floor from the median-TPM file %s (%d tissues, %d genes)", median_tpm, len(tissues),
@@ -348,7 +349,7 @@ def read_sample_attributes(path: str | os.PathLike) -> pd.DataFrame:
     # ('"Mild" autolysis; ...'), which CSV quoting would strip or run on into the next rows
     df = pd.read_csv(path, sep="\t", dtype=_ATTR_DTYPES, low_memory=False, quoting=csv.QUOTE_NONE)
     if "SAMPID" not in df.columns:
-        raise ValueError(
+        raise InputError(
             f"Sample attributes '{path}' have no SAMPID column (columns: {list(df.columns)[:8]}...). "
             "Is this a GTEx SampleAttributesDS file?"
         )
@@ -388,7 +389,7 @@ def age_brackets(age: pd.Series, *, what: str = "AGE") -> pd.Series:
     years = pd.to_numeric(text.astype(object).where(~bracket & ~blank), errors="coerce").astype(float)
     bad = ~blank & ~bracket & ~years.between(0, 120).to_numpy(dtype=bool)
     if bad.any():
-        raise ValueError(f"{what}: AGE must be a GTEx bracket like '60-69' or an age in years (0-120); found "
+        raise InputError(f"{what}: AGE must be a GTEx bracket like '60-69' or an age in years (0-120); found "
                          f"{sorted(set(text[bad].astype(str)))[:5]} for {int(bad.sum())} subjects. Fix those cells "
                          "(or leave them blank to keep those subjects out of the age confounder).")
     out = text.astype(object).where(~blank, np.nan)
@@ -421,12 +422,12 @@ def read_subject_phenotypes(path: str | os.PathLike) -> pd.DataFrame:
     df = pd.read_csv(path, sep="\t", dtype={"SUBJID": str, "AGE": str})
     missing = {"SUBJID", "SEX", "AGE"} - set(df.columns)
     if missing:
-        raise ValueError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
+        raise InputError(f"Subject phenotypes '{path}' lack columns {sorted(missing)}.")
     sex = pd.to_numeric(df["SEX"], errors="coerce")
     bad = df["SEX"].notna() & ~sex.isin([1, 2])
     if bad.any():
         codes = sorted(map(str, df.loc[bad, "SEX"].unique()))
-        raise ValueError(f"Subject phenotypes '{path}': SEX must be 1 (male) or 2 (female) as GTEx codes it; found "
+        raise InputError(f"Subject phenotypes '{path}': SEX must be 1 (male) or 2 (female) as GTEx codes it; found "
                          f"{codes} for {int(bad.sum())} subjects (e.g. {list(df.loc[bad, 'SUBJID'][:3])}). Recode "
                          "them, or leave the cell blank to keep those subjects out of the confounder regression.")
     df["AGE"] = age_brackets(df["AGE"], what=f"Subject phenotypes '{path}'")
@@ -477,12 +478,12 @@ def _find_one(data_dir: Path, key: str, required: bool) -> Path | None:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise ValueError(
+            raise InputError(
                 f"Data directory '{data_dir}' holds several {key.replace('_', ' ')} files matching "
                 f"'{pattern}': {[h.name for h in hits]}. Keep one, or name it in the parameter file."
             )
     if required:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Data directory '{data_dir}' has no {key.replace('_', ' ')} file (looked for "
             f"{' or '.join(_PATTERNS[key])}). Put the GTEx file there as downloaded, "
             "or run notebook 00 to make the synthetic cohort."
@@ -522,8 +523,8 @@ def expression_values_kind(path: str | os.PathLike, *, rows: int = 500) -> str:
     return "counts" if bool(np.all(x == np.round(x))) else "tpm"
 
 
-def _counts_error(data_dir: Path, found: Path, why: str) -> FileNotFoundError:
-    return FileNotFoundError(
+def _counts_error(data_dir: Path, found: Path, why: str) -> MissingInputError:
+    return MissingInputError(
         f"Data directory '{data_dir}' has no TPM expression file; '{found.name}' holds read counts ({why}), "
         "which are not TPM and are not read in their place. Download GTEx's gene TPM table, "
         f"{GTEX_V8_EXPRESSION_FILES['tpm']} (GTEx portal, v8 bulk tissue expression), into '{data_dir}'.")
@@ -545,7 +546,7 @@ def _find_expression(data_dir: Path) -> Path:
     medians = [p for p in gcts if "median_tpm" in p.name]
     others = [p for p in gcts if p not in reads and p not in medians]
     if len(others) > 1:
-        raise ValueError(
+        raise InputError(
             f"Data directory '{data_dir}' has no *gene_tpm.gct.gz file and several other GCT files: "
             f"{[p.name for p in others]}; which one holds TPM is not guessed. Keep only the TPM table, "
             f"named as GTEx names it ({GTEX_V8_EXPRESSION_FILES['tpm']}).")
@@ -559,12 +560,12 @@ def _find_expression(data_dir: Path) -> Path:
     if reads:
         raise _counts_error(data_dir, reads[0], "GTEx's *gene_reads.gct.gz")
     if medians:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Data directory '{data_dir}' has no TPM expression file, only '{medians[0].name}', GTEx's median TPM "
             "per tissue (one column per tissue, not per sample). Download GTEx's gene TPM table, "
             f"{GTEX_V8_EXPRESSION_FILES['tpm']}, into '{data_dir}' (the median file can stay: notebook 03's "
             "median_tpm reads it).")
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"Data directory '{data_dir}' has no expression file (looked for "
         f"{' or '.join(_PATTERNS['expression'])}, or one GCT of TPM values). Put the GTEx file there as "
         f"downloaded ({GTEX_V8_EXPRESSION_FILES['tpm']}), or run notebook 00 to make the synthetic cohort.")
@@ -613,13 +614,13 @@ def locate_gtex_files(data_dir: str | os.PathLike, *, slides_subdir: str = "slid
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Data directory '{data_dir}' does not exist. Set data_dir in the parameter file "
             "to a folder with GTEx files, or run notebook 00 to make the synthetic cohort."
         )
     slides_dir = data_dir / slides_subdir
     if not slides_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Data directory '{data_dir}' has no '{slides_subdir}/' folder of slides. "
             "Put the .svs files there, named by histology image ID (GTEX-XXXXX-NNNN.svs)."
         )

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,10 @@ def cartography(tiles: pd.DataFrame, values: np.ndarray, *, fill: float = np.nan
     top-left tile.
     """
     if tiles["size0"].nunique() != 1:
-        raise ValueError("A cartography needs tiles of one size; select one tile_px first.")
+        raise InputError("A cartography needs tiles of one size; select one tile_px first.")
     v = np.asarray(values, dtype=float)
     if len(v) != len(tiles):
-        raise ValueError(f"{len(v)} values for {len(tiles)} tiles.")
+        raise InputError(f"{len(v)} values for {len(tiles)} tiles.")
     r, c = _grid_index(tiles)
     grid = np.full((r.max() + 1, c.max() + 1, *v.shape[1:]), fill, dtype=float)
     grid[r, c] = v
@@ -87,7 +88,7 @@ def combination_codes(tile_traits: np.ndarray) -> np.ndarray:
     """
     t = np.asarray(tile_traits).astype(int)
     if t.ndim != 2 or not np.isin(t, (0, 1)).all():
-        raise ValueError("tile_traits must be a binary (n_tiles, k) array.")
+        raise InputError("tile_traits must be a binary (n_tiles, k) array.")
     return t @ (1 << np.arange(t.shape[1]))
 
 
@@ -106,12 +107,12 @@ def hti_from_proportions(weights: np.ndarray, *, k: int, empty: str = "exclude")
     float in [0, 1]; NaN when no weight is left.
     """
     if k < 2:
-        raise ValueError(f"HTI needs k >= 2 traits, got k = {k}.")
+        raise InputError(f"HTI needs k >= 2 traits, got k = {k}.")
     if empty not in ("exclude", "category"):
-        raise ValueError(f"empty={empty!r} not available: 'exclude' or 'category'.")
+        raise InputError(f"empty={empty!r} not available: 'exclude' or 'category'.")
     w = np.asarray(weights, dtype=float)
     if w.shape != (2 ** k,) or (w < 0).any():
-        raise ValueError(f"weights must be {2 ** k} non-negative numbers (one per combination code), got {w.shape}.")
+        raise InputError(f"weights must be {2 ** k} non-negative numbers (one per combination code), got {w.shape}.")
     c = 2 ** k - 1
     if empty == "exclude":
         w = w[1:]
@@ -139,7 +140,7 @@ def hti(tile_traits: np.ndarray, *, empty: str = "exclude") -> float:
     """
     t = np.asarray(tile_traits)
     if t.ndim != 2 or t.shape[1] < 2:
-        raise ValueError(f"HTI needs k >= 2 traits: tile_traits of shape (n_tiles, k), got {t.shape}.")
+        raise InputError(f"HTI needs k >= 2 traits: tile_traits of shape (n_tiles, k), got {t.shape}.")
     k = t.shape[1]
     return hti_from_proportions(np.bincount(combination_codes(t), minlength=2 ** k), k=k, empty=empty)
 
@@ -177,9 +178,9 @@ def smooth_calls(tiles: pd.DataFrame, calls: np.ndarray, *, size: int = 3) -> np
 
     c = np.asarray(calls, dtype=float)
     if c.ndim != 2 or len(c) != len(tiles):
-        raise ValueError(f"calls must be (n_tiles, k) with n_tiles = {len(tiles)}, got {c.shape}.")
+        raise InputError(f"calls must be (n_tiles, k) with n_tiles = {len(tiles)}, got {c.shape}.")
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be a positive odd number of tiles, got {size}.")
+        raise InputError(f"size must be a positive odd number of tiles, got {size}.")
     out = c.copy()
     if size == 1:
         return out.astype(int)
@@ -241,10 +242,10 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
     if n_boot and model_calls is not None:
         mc = np.asarray(model_calls)
         if mc.shape[:2] != t.shape or mc.ndim != 3:
-            raise ValueError(f"model_calls must be (n_tiles, k, n_models) with (n_tiles, k) = {t.shape}, "
+            raise InputError(f"model_calls must be (n_tiles, k, n_models) with (n_tiles, k) = {t.shape}, "
                              f"got {mc.shape}.")
         if top < 1:
-            raise ValueError(f"top must be a positive number of models, got {top}.")
+            raise InputError(f"top must be a positive number of models, got {top}.")
         if top > mc.shape[2]:  # fewer split models than the ensemble's size: as ensemble_predictions, all of them
             log.info("HTI interval: %d models per resampled vote (top=%d, only %d split models)",
                      mc.shape[2], top, mc.shape[2])
@@ -462,7 +463,7 @@ def plot_hti_vs_truth(slide_table: pd.DataFrame, sets: pd.Series, *, smooth_wind
 
     bad = set(sets.dropna().unique()) - set(SET_COLOURS)
     if bad:
-        raise ValueError(f"Unknown slide sets {sorted(bad)}; expected {list(SET_COLOURS)}.")
+        raise InputError(f"Unknown slide sets {sorted(bad)}; expected {list(SET_COLOURS)}.")
     d = slide_table.dropna(subset=["true_hti"])
     d = d.assign(set=sets.reindex(d.index).to_numpy())
     m_held = d.set.isin(["test", "OOD", "unused"])

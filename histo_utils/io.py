@@ -29,6 +29,7 @@ from typing import IO, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from .errors import InputError, InputTypeError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, *, index: bool = Fals
             compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
             df.to_csv(tmp, sep="," if kind == ".csv" else "\t", index=index, compression=compression)
         else:
-            raise ValueError(
+            raise InputError(
                 f"Cannot write table '{path}': unknown suffix '{kind}'. "
                 "Use .parquet, .tsv, .txt or .csv (optionally + .gz)."
             )
@@ -180,7 +181,7 @@ def read_table(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Table '{path}' does not exist. Run the notebook that writes it first.")
+        raise MissingInputError(f"Table '{path}' does not exist. Run the notebook that writes it first.")
     suffixes = [s for s in path.suffixes if s != ".gz"]
     kind = suffixes[-1] if suffixes else ""
     if kind == ".parquet":
@@ -217,13 +218,13 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
-    raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
+    raise InputTypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
 
 
 # --------------------------------------------------------------------------
 # GCT
 # --------------------------------------------------------------------------
-class GCTError(ValueError):
+class GCTError(InputError):
     """An expression file that cannot be read as GCT v1.2; the message names the file and the fix."""
 
 
@@ -342,7 +343,7 @@ def check_gct(path: str | os.PathLike, *, cache: bool = True) -> int:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Expression file '{path}' does not exist.")
+        raise MissingInputError(f"Expression file '{path}' does not exist.")
     st = path.stat()
     key = f"{_CHECK_VERSION}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     store = _cache_file()
@@ -452,7 +453,7 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Expression file '{path}' does not exist.")
+        raise MissingInputError(f"Expression file '{path}' does not exist.")
     with _named_errors(path), _open_text(path) as fh:
         dims, columns, trailing = _read_header(fh, path)
         first = fh.readline().rstrip("\r\n")  # a row ending otherwise than the header would shift the values
@@ -465,7 +466,7 @@ def read_gct(path: str | os.PathLike, *, samples: Sequence[str] | None = None,
         samples = list(samples)
         rep = sorted({s for s in samples if samples.count(s) > 1})
         if rep:
-            raise ValueError(f"read_gct('{path}'): samples lists {rep[:5]} more than once.")
+            raise InputError(f"read_gct('{path}'): samples lists {rep[:5]} more than once.")
         absent = [s for s in samples if s not in set(columns)]
         if absent:
             raise GCTError(f"Expression file '{path}' has no column for {len(absent)} requested samples: "
@@ -540,7 +541,7 @@ def read_gct_samples(path: str | os.PathLike, *, check: bool = True) -> list[str
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Expression file '{path}' does not exist.")
+        raise MissingInputError(f"Expression file '{path}' does not exist.")
     if check:
         check_gct(path)
     with _named_errors(path), _open_text(path) as fh:
@@ -577,7 +578,7 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 3:
                 if line.strip():
-                    raise ValueError(f"GMT '{path}' line {n}: expected name, description and genes.")
+                    raise InputError(f"GMT '{path}' line {n}: expected name, description and genes.")
                 continue
             sets[parts[0]] = [g for g in parts[2:] if g]
     return sets

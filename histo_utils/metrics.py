@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from .errors import InputError
 
 __all__ = ["auc"]
 
@@ -41,7 +42,7 @@ def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels).astype(int)
     if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in shape; give one label per score.")
+        raise InputError(f"scores {s.shape} and labels {y.shape} differ in shape; give one label per score.")
     n1, n0 = int((y == 1).sum()), int((y == 0).sum())
     if n1 == 0 or n0 == 0:
         return float("nan")

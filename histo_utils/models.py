@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import torchvision
+from .errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Weights file '{path}' does not exist. Download the encoder's weights once (see the README, "
             "'Foundation-model encoders') and set weights_path to the file, or leave weights_path empty for "
             "random weights.")
@@ -149,7 +150,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"Weights file '{path}' is not a state_dict (a dict of tensor name -> tensor).")
+        raise InputError(f"Weights file '{path}' is not a state_dict (a dict of tensor name -> tensor).")
     out = {}
     for k, v in state.items():
         for prefix in ("module.", "backbone."):
@@ -205,7 +206,7 @@ def _build_timm(arch: str, n_classes: int, weights_path, *, random_weights: bool
     name = arch[len(TIMM_PREFIX):]
     if not name or name not in timm.list_models():
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8] if name else []
-        raise ValueError(f"timm architecture '{name}' not available in timm {timm.__version__}. "
+        raise InputError(f"timm architecture '{name}' not available in timm {timm.__version__}. "
                          f"Write arch as 'timm:<model name>', e.g. 'timm:vit_base_patch16_224'"
                          f"{f'; similar names: {close}' if close else ''}.")
     state = read_state_dict(weights_path) if weights_path is not None else None
@@ -213,10 +214,10 @@ def _build_timm(arch: str, n_classes: int, weights_path, *, random_weights: bool
     try:
         model = timm.create_model(name, pretrained=False, num_classes=n_classes, dynamic_img_size=True, **kw)
     except TypeError as e:  # not a VisionTransformer (e.g. a CNN of timm): no ViT options
-        raise ValueError(f"timm architecture '{name}' is not a Vision Transformer ({e}); use a timm ViT "
+        raise InputError(f"timm architecture '{name}' is not a Vision Transformer ({e}); use a timm ViT "
                          f"(vit_*) or one of the torchvision names {list(ARCHITECTURES)}.") from None
     if not (hasattr(model, "blocks") and hasattr(model, "num_prefix_tokens")):
-        raise ValueError(f"timm architecture '{name}' is not a Vision Transformer with transformer blocks; "
+        raise InputError(f"timm architecture '{name}' is not a Vision Transformer with transformer blocks; "
                          f"use a timm ViT such as 'timm:vit_base_patch16_224'.")
     if state is not None and not random_weights:
         _load_backbone_strict(model, state, Path(weights_path), arch)
@@ -230,7 +231,7 @@ def _load_backbone_strict(model: nn.Module, state: dict, path: Path, arch: str) 
     wrong = [f"{k} {tuple(state[k].shape)} (model {tuple(own[k].shape)})" for k in own
              if k in state and state[k].shape != own[k].shape]
     if missing or wrong:
-        raise ValueError(
+        raise InputError(
             f"Weights file '{path}' does not fit {arch}: {len(missing)} backbone tensors missing "
             f"(e.g. {missing[:4]}), {len(wrong)} of another shape (e.g. {wrong[:3]}). Pick the timm name of the "
             f"same encoder (UNI: timm:vit_large_patch16_224; Phikon: timm:vit_base_patch16_224, its Hugging Face "
@@ -268,11 +269,11 @@ def build_model(arch: str, n_classes: int, *, weights_path: str | os.PathLike | 
         The network; its output has shape (batch, n_classes) for input (batch, 3, H, W).
     """
     if n_classes < 2:
-        raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
+        raise InputError(f"n_classes must be at least 2, got {n_classes}.")
     if is_timm(arch):
         return _build_timm(arch, n_classes, weights_path, random_weights=random_weights)
     if arch not in ARCHITECTURES:
-        raise ValueError(f"Architecture '{arch}' not available. Available: {list(ARCHITECTURES)} or "
+        raise InputError(f"Architecture '{arch}' not available. Available: {list(ARCHITECTURES)} or "
                          f"'timm:<name>' (a timm Vision Transformer, e.g. 'timm:vit_base_patch16_224').")
     if arch in ("compact", "compact_bn"):
         model: nn.Module = CompactVGG(n_classes, batch_norm=arch == "compact_bn")
@@ -299,7 +300,7 @@ def build_model(arch: str, n_classes: int, *, weights_path: str | os.PathLike | 
 
 def _load_matching(model: nn.Module, path: Path) -> None:
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Weights file '{path}' does not exist. ImageNet weights are optional: leave weights_path empty "
             "to start from random weights, or put a torchvision state_dict file there.")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -309,7 +310,7 @@ def _load_matching(model: nn.Module, path: Path) -> None:
     use = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(use))
     if not use:
-        raise ValueError(f"Weights file '{path}' has no tensor matching this architecture's names and shapes.")
+        raise InputError(f"Weights file '{path}' has no tensor matching this architecture's names and shapes.")
     model.load_state_dict(use, strict=False)
     log.info("Loaded %d tensors from %s (%d skipped: %s...)", len(use), path, len(skipped), skipped[:3])
 
@@ -353,7 +354,7 @@ def feature_layers(model: nn.Module, arch: str) -> "OrderedDict[str, nn.Module]"
             if isinstance(m, BasicConv2d) or (name in ("maxpool1", "maxpool2", "avgpool")):
                 out[name] = m
         return out
-    raise ValueError(f"No feature-layer rule for architecture '{arch}'.")
+    raise InputError(f"No feature-layer rule for architecture '{arch}'.")
 
 
 def _vit_feature_layers(model: nn.Module, arch: str) -> "OrderedDict[str, nn.Module]":
@@ -363,7 +364,7 @@ def _vit_feature_layers(model: nn.Module, arch: str) -> "OrderedDict[str, nn.Mod
     :class:`histo_utils.features.LayerRecorder` to reduce the (batch, tokens, dim) output to (batch, dim).
     """
     if not hasattr(model, "blocks") or not hasattr(model, "num_prefix_tokens"):
-        raise ValueError(f"Architecture '{arch}': the model has no transformer blocks; build it with build_model.")
+        raise InputError(f"Architecture '{arch}': the model has no transformer blocks; build it with build_model.")
     n_prefix = int(model.num_prefix_tokens)
     out: "OrderedDict[str, nn.Module]" = OrderedDict()
     for i, block in enumerate(model.blocks):
@@ -395,7 +396,7 @@ def convert_hf_vit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
            "norm.weight": s["layernorm.weight"], "norm.bias": s["layernorm.bias"]}
     layers = sorted({int(m[1]) for k in s if (m := re.match(r"encoder\.layer\.(\d+)\.", k))})
     if not layers:
-        raise ValueError("The state_dict has no 'encoder.layer.<i>' tensors: not a Hugging Face ViT.")
+        raise InputError("The state_dict has no 'encoder.layer.<i>' tensors: not a Hugging Face ViT.")
     for i in layers:
         h, b = f"encoder.layer.{i}.", f"blocks.{i}."
         for t in ("weight", "bias"):

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from .io import atomic_path, write_table
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def figure_formats(figure_format: str | Sequence[str]) -> tuple[str, ...]:
     names = [n.strip().lower().lstrip(".") for n in names if n.strip()]
     bad = [n for n in names if n not in FIGURE_FORMATS]
     if bad:
-        raise ValueError(f"figure_format {figure_format!r}: {bad} not available. Available: {list(FIGURE_FORMATS)} "
+        raise InputError(f"figure_format {figure_format!r}: {bad} not available. Available: {list(FIGURE_FORMATS)} "
                          "(several joined by commas, e.g. 'svg,pdf'; the PNG is always written).")
     return ("png", *dict.fromkeys(n for n in names if n != "png"))
 
@@ -117,7 +118,7 @@ def set_style(*, figure_format: str | Sequence[str] = "png", dpi: int = DEFAULT_
     """
     formats = figure_formats(figure_format)
     if not isinstance(dpi, (int, np.integer)) or not 50 <= dpi <= 1200:
-        raise ValueError(f"figure_dpi must be an integer between 50 and 1200 (e.g. {DEFAULT_DPI} for the screen, "
+        raise InputError(f"figure_dpi must be an integer between 50 and 1200 (e.g. {DEFAULT_DPI} for the screen, "
                          f"300 for print), got {dpi!r}.")
     mpl.rcParams.update({
         "axes.prop_cycle": cycler(color=list(CATEGORICAL)),
@@ -173,7 +174,7 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike
     """
     if table is None or len(table) == 0:
         if table is None or empty is None:
-            raise ValueError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots "
+            raise InputError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots "
                              "(or pass empty='why it is empty' when no rows is a valid result).")
         show_empty(fig, empty)
     formats = _output["formats"] if figure_format is None else figure_formats(figure_format)

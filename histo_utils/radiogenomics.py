@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .metrics import auc
+from .errors import InputError, InputKeyError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def pretrain_autoencoder(x: np.ndarray, *, config: NetConfig = NetConfig(), prog
     history : DataFrame ``epoch, loss``
     """
     if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"Autoencoder input must be (n_samples >= 2, n_genes), got {x.shape}.")
+        raise InputError(f"Autoencoder input must be (n_samples >= 2, n_genes), got {x.shape}.")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     ae = Autoencoder(x.shape[1], config.hidden)
@@ -162,7 +163,7 @@ def transfer_encoder(net: TraitNet, ae: Autoencoder, *, freeze_first: bool = Tru
     tgt = [net.layers[1], net.layers[4]]
     for src, dst in zip(enc, tgt):
         if src.weight.shape != dst.weight.shape:
-            raise ValueError(f"Autoencoder layer {tuple(src.weight.shape)} does not fit the network's "
+            raise InputError(f"Autoencoder layer {tuple(src.weight.shape)} does not fit the network's "
                              f"{tuple(dst.weight.shape)}; use the same genes and hidden sizes.")
         dst.load_state_dict(src.state_dict())
     for p in net.first.parameters():
@@ -179,7 +180,7 @@ def fit_trait_net(x: np.ndarray, y: np.ndarray, *, config: NetConfig = NetConfig
     """
     y = np.asarray(y).astype(int)
     if set(np.unique(y)) - {0, 1} or len(np.unique(y)) < 2:
-        raise ValueError(f"y must hold both classes 0 and 1, got {sorted(set(np.unique(y)))}.")
+        raise InputError(f"y must hold both classes 0 and 1, got {sorted(set(np.unique(y)))}.")
     s = config.seed if seed is None else seed
     torch.manual_seed(s)
     gen = torch.Generator().manual_seed(s)
@@ -358,7 +359,7 @@ def gene_masking(net: nn.Module, x: np.ndarray, gene_sets: Mapping[str, Sequence
     DataFrame, shape (n_samples, n_sets)
     """
     if output not in ("probability", "log_odds"):
-        raise ValueError(f"output must be 'probability' or 'log_odds', got '{output}'.")
+        raise InputError(f"output must be 'probability' or 'log_odds', got '{output}'.")
     predict = predict_proba if output == "probability" else predict_log_odds
     x = np.asarray(x, np.float32)
     base = np.broadcast_to(np.asarray(fill, np.float32), x.shape[1:])
@@ -366,7 +367,7 @@ def gene_masking(net: nn.Module, x: np.ndarray, gene_sets: Mapping[str, Sequence
     for name, idx in gene_sets.items():
         idx = np.asarray(idx, dtype=int)
         if len(idx) and (idx.min() < 0 or idx.max() >= x.shape[1]):
-            raise IndexError(f"Gene set '{name}' has indices outside 0..{x.shape[1] - 1}.")
+            raise InputError(f"Gene set '{name}' has indices outside 0..{x.shape[1] - 1}.")
         masked = np.tile(base, (len(x), 1))
         masked[:, idx] = x[:, idx]
         out[name] = predict(net, masked)
@@ -383,7 +384,7 @@ def rank_gene_sets(masked: pd.DataFrame, y: Sequence[int], *, scores: str = "pro
     from scipy.special import expit
 
     if scores not in ("probability", "log_odds"):
-        raise ValueError(f"scores must be 'probability' or 'log_odds', got '{scores}'.")
+        raise InputError(f"scores must be 'probability' or 'log_odds', got '{scores}'.")
     y = np.asarray(y).astype(int)
     prob = masked if scores == "probability" else masked.apply(expit)
     rows = [{"gene_set": c, "auc": auc(masked[c].to_numpy(), y),
@@ -419,10 +420,10 @@ def feature_traits(features: Sequence[str], available: Sequence[str]) -> pd.Data
     DataFrame ``trait, program`` (empty), ``feature, r_within_tissue`` (NaN: not oriented).
     """
     if not features:
-        raise ValueError("Real data: list the image features that define the traits in trait_features.")
+        raise InputError("Real data: list the image features that define the traits in trait_features.")
     missing = [f for f in features if f not in set(available)]
     if missing:
-        raise KeyError(f"trait_features {missing} are not columns of the feature table; e.g. {list(available)[:3]}.")
+        raise InputKeyError(f"trait_features {missing} are not columns of the feature table; e.g. {list(available)[:3]}.")
     return pd.DataFrame({"trait": [f"{f}_high" for f in features], "program": "", "feature": list(features),
                          "r_within_tissue": np.nan})
 
@@ -481,7 +482,7 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     from sklearn.model_selection import StratifiedKFold
 
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}.")
+        raise InputError(f"workers must be at least 1, got {workers}.")
     models = dict(comparison_models(seed) if models is None else models)
     names = ["nn", *models]
     ys = {t: traits[t].to_numpy().astype(int) for t in traits.columns}
@@ -621,7 +622,7 @@ def mask_fill(scaler: Standardizer, how: str) -> np.ndarray | float:
     array, shape (n_genes,), or 0.0
     """
     if how not in ("zero", "mean"):
-        raise ValueError(f"mask_fill must be 'zero' or 'mean', got '{how}'.")
+        raise InputError(f"mask_fill must be 'zero' or 'mean', got '{how}'.")
     return -scaler.mean_ / scaler.sd_ if how == "zero" else 0.0
 
 
@@ -815,7 +816,7 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
     from .data import load_log_expression
 
     if source not in ("auto", "join", "simulate"):
-        raise ValueError(f"source must be auto, join or simulate, not '{source}'.")
+        raise InputError(f"source must be auto, join or simulate, not '{source}'.")
     synthetic = data_dir is not None and (Path(data_dir) / "truth" / "cohort.json").exists()
     if not gct and source == "auto":
         source = "simulate" if synthetic else "join"
@@ -826,21 +827,21 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
             from . import gtex
 
             if out_dir is None:
-                raise ValueError("source 'join' needs out_dir (the run with notebook 01's slide list).")
+                raise InputError("source 'join' needs out_dir (the run with notebook 01's slide list).")
             expression = gtex.locate_gtex_files(data_dir).expression
             ids = expression_only_samples(out_dir, expression)
             if not ids:
-                raise ValueError(f"No sample of '{expression}' lacks a slide: nothing to pre-train the autoencoder "
+                raise InputError(f"No sample of '{expression}' lacks a slide: nothing to pre-train the autoencoder "
                                  "on. Give pretrain_gct (expression-only samples) or simulate them (synthetic).")
             log.info("Autoencoder pre-trained on the %d expression-only samples of the join", len(ids))
             pre_log, _ = load_log_expression(expression, samples=ids, cache_dir=Path(out_dir) / "cache")
         overlap = pre_log.index.intersection(pd.Index(trait_samples))
         if len(overlap):
-            raise ValueError(f"{len(overlap)} pre-training samples are also trait samples (e.g. {list(overlap[:3])}); "
+            raise InputError(f"{len(overlap)} pre-training samples are also trait samples (e.g. {list(overlap[:3])}); "
                              "the autoencoder must not see them.")
     else:
         if not synthetic:
-            raise ValueError(f"'{data_dir}' holds no synthetic cohort (truth/cohort.json) to simulate pre-training "
+            raise InputError(f"'{data_dir}' holds no synthetic cohort (truth/cohort.json) to simulate pre-training "
                              "samples from: use source 'join' or give pretrain_gct.")
         from .synthetic.cohort import expression_only_cohort, load_cohort_params
 
@@ -848,7 +849,7 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
         pre_log = np.log2(1 + pre_tpm.T)
     missing = pd.Index(genes).difference(pre_log.columns)
     if len(missing):
-        raise ValueError(f"{len(missing)} genes of the trait samples are absent from the pre-training expression "
+        raise InputError(f"{len(missing)} genes of the trait samples are absent from the pre-training expression "
                          f"(e.g. {list(missing[:3])}).")
     return pre_log[genes]
 
@@ -881,7 +882,7 @@ def choose_traits(features: pd.DataFrame, expression: pd.DataFrame, tissue: Sequ
     from . import correlation
 
     if len(features) != len(expression) or not features.index.equals(expression.index):
-        raise ValueError("features and expression must have the same samples in the same order "
+        raise InputError("features and expression must have the same samples in the same order "
                          "(data.paired_tables gives both).")
     f, _ = correlation.drop_constant(features, what="feature")
     g, _ = correlation.drop_constant(expression, what="gene")
@@ -889,7 +890,7 @@ def choose_traits(features: pd.DataFrame, expression: pd.DataFrame, tissue: Sequ
     pairs = correlation.named_pairs(scan.pairs, f, g)
     pairs = pairs[pairs.q < fdr]
     if pairs.empty:
-        raise ValueError(f"No image feature correlates with any gene within tissue at BH q < {fdr} "
+        raise InputError(f"No image feature correlates with any gene within tissue at BH q < {fdr} "
                          f"({len(f)} samples): name the trait features in trait_features.")
     per = pairs.assign(abs_r=pairs.r.abs()).groupby("feature").agg(
         genes=("gene", "nunique"), best=("abs_r", "max"), r_within_tissue=("r", "median"))

@@ -59,6 +59,7 @@ import yaml
 
 from .progress import KERNEL_ARGUMENTS, NotebookProgress, QuietPapermill
 from .report import write_report
+from .errors import HistoUtilsError, InputError, StateError
 
 log = logging.getLogger("histo_utils.run")
 
@@ -68,19 +69,19 @@ PARAMS_DIR = ROOT / "params"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A parameter profile that cannot be run as written."""
 
 
-class NotebookFailed(RuntimeError):
+class NotebookFailed(StateError):
     """A notebook raised; the message names it and the failing cell."""
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(StateError):
     """Another runner is writing to the same output directory."""
 
 
-class OutputUnwritable(RuntimeError):
+class OutputUnwritable(StateError):
     """The output directory (or the --publish folder) cannot be written: full, read-only, no permission."""
 
 
@@ -163,7 +164,7 @@ def _upstream(needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
 PROFILE_MAX_BYTES = 1_000_000
 
 
-class _RefusedAlias(yaml.MarkedYAMLError):
+class _RefusedAlias(HistoUtilsError, yaml.MarkedYAMLError):
     """A YAML alias (``*name``) in a profile."""
 
 

@@ -19,6 +19,7 @@ import openslide
 from PIL import Image
 
 from .io import atomic_path
+from .errors import InputError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ PLAUSIBLE_MPP = (0.05, 10.0)
 _DEFAULT_DPI = (72.0, 96.0, 150.0, 200.0, 300.0, 600.0)
 
 
-class SlideError(RuntimeError):
+class SlideError(StateError):
     """A slide that cannot be used, with the file named and a fix suggested."""
 
     def __init__(self, path: str | os.PathLike, problem: str, fix: str, *, stage: str = "open"):
@@ -209,7 +210,7 @@ def slide_info(slide: openslide.OpenSlide, path: str | os.PathLike, *,
                 stage="resolution",
             )
         if assume_mpp <= 0:
-            raise ValueError(f"assume_mpp must be positive, got {assume_mpp}.")
+            raise InputError(f"assume_mpp must be positive, got {assume_mpp}.")
         mpp, source = float(assume_mpp), "assumed"
         log.warning("Slide '%s': %s; using assume_mpp = %g um/px", Path(path).name, why, mpp)
     power = slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
@@ -233,9 +234,9 @@ def choose_level(info: SlideInfo, target_mpp: float, *, tolerance: float = 0.02)
     read at level 0 and shrunk 2x.
     """
     if target_mpp <= 0:
-        raise ValueError(f"target_mpp must be positive, got {target_mpp}.")
+        raise InputError(f"target_mpp must be positive, got {target_mpp}.")
     if target_mpp < info.mpp * (1 - tolerance):
-        raise ValueError(
+        raise InputError(
             f"Target resolution {target_mpp} um/px is finer than level 0 of '{Path(info.path).name}' "
             f"({info.mpp:.4g} um/px); the slide cannot be read at that resolution without upsampling."
         )
@@ -261,7 +262,7 @@ def read_region_rgba(slide: openslide.OpenSlide, path: str | os.PathLike, locati
 
 def _check_level(slide: openslide.OpenSlide, level: int) -> None:
     if not 0 <= level < slide.level_count:
-        raise ValueError(f"Level {level} not available. Number of available levels: {slide.level_count}")
+        raise InputError(f"Level {level} not available. Number of available levels: {slide.level_count}")
 
 
 def _read_error(path: str | os.PathLike, level: int, location: tuple[int, int], e: Exception) -> SlideError:
@@ -310,7 +311,7 @@ def read_region_premultiplied(slide: openslide.OpenSlide, path: str | os.PathLik
     _check_level(slide, level)
     w, h = (int(v) for v in size)
     if w <= 0 or h <= 0:
-        raise ValueError(f"Region size {size} of slide '{Path(path).name}' must be positive.")
+        raise InputError(f"Region size {size} of slide '{Path(path).name}' must be positive.")
     osr = getattr(slide, "_osr", None)
     if _NATIVE is not None and osr is not None:
         fn, ptr = _NATIVE
@@ -413,15 +414,15 @@ def write_aperio_svs(
     import tifffile
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}.")
+        raise InputError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}.")
     if list(downsamples)[0] != 1:
-        raise ValueError("The first downsample must be 1 (level 0).")
+        raise InputError("The first downsample must be 1 (level 0).")
     h, w = rgb.shape[:2]
     kv = {"AppMag": f"{objective_power:g}", "MPP": f"{mpp:.4f}", **(extra or {})}
     meta = "|".join(f"{k} = {v}" for k, v in kv.items())
     head = "Aperio Image Library v12.0.15"
     if image is not None and (image.mode != "RGB" or image.size != (w, h)):
-        raise ValueError(f"image must be the RGB {w}x{h} copy of rgb, got {image.mode} {image.size[0]}x{image.size[1]}.")
+        raise InputError(f"image must be the RGB {w}x{h} copy of rgb, got {image.mode} {image.size[0]}x{image.size[1]}.")
     base = Image.fromarray(rgb) if image is None else image
     opts = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb",
                 metadata=None, subsampling=(2, 2))

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,12 @@ def split_subjects(samples: pd.DataFrame, *, fractions: Sequence[float] = (0.6, 
     """
     fractions = np.asarray(fractions, float)
     if len(fractions) != len(names):
-        raise ValueError(f"fractions ({len(fractions)}) and names ({len(names)}) must have the same length.")
+        raise InputError(f"fractions ({len(fractions)}) and names ({len(names)}) must have the same length.")
     if np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"fractions must be non-negative and sum to 1, got {list(fractions)}.")
+        raise InputError(f"fractions must be non-negative and sum to 1, got {list(fractions)}.")
     for col in (subject_col, stratum_col):
         if col not in samples.columns:
-            raise ValueError(f"samples has no column '{col}' (columns: {list(samples.columns)}).")
+            raise InputError(f"samples has no column '{col}' (columns: {list(samples.columns)}).")
     rng = np.random.default_rng(seed)
     strata = sorted(samples[stratum_col].unique())
     counts = pd.crosstab(samples[subject_col], samples[stratum_col]).reindex(columns=strata, fill_value=0)
@@ -87,7 +88,7 @@ def check_split(samples: pd.DataFrame, split: pd.Series, *, subject_col: str = "
     per_subject = pd.DataFrame({"s": samples[subject_col], "split": split}).groupby("s")["split"].nunique()
     leaked = per_subject[per_subject > 1]
     if len(leaked):
-        raise ValueError(f"{len(leaked)} subjects are in several splits (e.g. {list(leaked.index[:3])}).")
+        raise InputError(f"{len(leaked)} subjects are in several splits (e.g. {list(leaked.index[:3])}).")
 
 
 def split_patients(patients: Sequence[str], *, test_fraction: float = 0.1, n_splits: int = 5,
@@ -118,14 +119,14 @@ def split_patients(patients: Sequence[str], *, test_fraction: float = 0.1, n_spl
     """
     ids = np.array(sorted(set(patients)))
     if len(ids) < 3:
-        raise ValueError(f"{len(ids)} patients are too few for test, training and validation sets.")
+        raise InputError(f"{len(ids)} patients are too few for test, training and validation sets.")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(ids)
     n_test = max(1, int(round(test_fraction * len(ids))))
     test, rest = sorted(perm[:n_test]), perm[n_test:]
     n_val = max(1, int(round(val_fraction * len(ids))))
     if n_val >= len(rest):
-        raise ValueError(f"{len(rest)} patients left after the test set cannot give {n_val} for validation.")
+        raise InputError(f"{len(rest)} patients left after the test set cannot give {n_val} for validation.")
     splits = []
     for _ in range(n_splits):
         p = rng.permutation(rest)
@@ -149,5 +150,5 @@ def check_patient_splits(test: Sequence[str], splits: Sequence[tuple[Sequence[st
     for i, (train, val) in enumerate(splits):
         both = (set(train) & set(val)) | ((set(train) | set(val)) & test)
         if both:
-            raise ValueError(f"Split {i}: {len(both)} patients are in two of test/train/validation "
+            raise InputError(f"Split {i}: {len(both)} patients are in two of test/train/validation "
                              f"(e.g. {sorted(both)[:3]}).")

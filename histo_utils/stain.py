@@ -7,6 +7,7 @@ OD, which is why fading (ischemic autolysis) and stain batches show up there.
 from __future__ import annotations
 
 import numpy as np
+from .errors import InputError
 
 __all__ = ["optical_density", "mean_optical_density"]
 
@@ -26,7 +27,7 @@ def optical_density(rgb: np.ndarray, *, background: float = 250.0) -> np.ndarray
     """
     rgb = np.asarray(rgb)
     if rgb.shape[-1] < 3:
-        raise ValueError(f"rgb must end in 3 channels, got shape {rgb.shape}.")
+        raise InputError(f"rgb must end in 3 channels, got shape {rgb.shape}.")
     i = rgb[..., :3].astype(np.float32)
     return np.clip(-np.log10((i + 1.0) / (background + 1.0)), 0.0, None)
 
@@ -34,7 +35,7 @@ def optical_density(rgb: np.ndarray, *, background: float = 250.0) -> np.ndarray
 def mean_optical_density(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Mean OD (R, G, B) over the pixels of ``mask`` (e.g. the tissue); NaN if the mask is empty."""
     if mask.shape != rgb.shape[:2]:
-        raise ValueError(f"mask shape {mask.shape} does not match image shape {rgb.shape[:2]}.")
+        raise InputError(f"mask shape {mask.shape} does not match image shape {rgb.shape[:2]}.")
     if not mask.any():
         return np.full(3, np.nan, np.float32)
     return optical_density(rgb)[mask].mean(0)

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .errors import InputError, InputKeyError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def input_fingerprints(out_dir: str | os.PathLike, expression_path: str | os.Pat
     files = [out / "01_tiling" / "samples.tsv", prov_path]
     for p in files:
         if not p.exists():
-            raise FileNotFoundError(f"Store input '{p}' does not exist: run notebooks 01 and 02 first.")
+            raise MissingInputError(f"Store input '{p}' does not exist: run notebooks 01 and 02 first.")
     files += [out / notebook / name for name in json.loads(prov_path.read_text())["tables"]]
     prints = {str(p.relative_to(out)): _file_print(p) for p in files}
     if expression_path is not None:
@@ -147,7 +148,7 @@ def build_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike, 
     samples = samples.drop_duplicates("image_id")
     dup = samples.SAMPID[samples.SAMPID.duplicated()]
     if len(dup):
-        raise ValueError(f"samples.tsv of '{out}' has RNA samples with two slides (e.g. {list(dup[:3])}); "
+        raise InputError(f"samples.tsv of '{out}' has RNA samples with two slides (e.g. {list(dup[:3])}); "
                          f"rerun notebook 01 (it keeps one slide per sample).")
     obs = samples.set_index("SAMPID")
     obs.index = obs.index.astype(str)
@@ -168,7 +169,7 @@ def build_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike, 
         table = data.load_features(out, key, notebook=notebook)
         missing = table.index.difference(image_to_row.index)
         if len(missing):
-            raise ValueError(f"Feature table {key}: {len(missing)} slides are not in samples.tsv (e.g. "
+            raise InputError(f"Feature table {key}: {len(missing)} slides are not in samples.tsv (e.g. "
                              f"{list(missing[:3])}); rerun notebook 02 after notebook 01.")
         m = np.full((len(obs), table.shape[1]), np.nan, np.float32)
         m[image_to_row.loc[table.index].to_numpy()] = table.to_numpy(np.float32)
@@ -263,7 +264,7 @@ class JoinedStore:
         from anndata.io import read_elem
 
         if key not in self._features:
-            raise KeyError(f"Feature table {key!r} not in the store {self.path}. Available: {self.keys}.")
+            raise InputKeyError(f"Feature table {key!r} not in the store {self.path}. Available: {self.keys}.")
         meta = self._features[key]
         with h5py.File(self.path, "r") as f:
             m = read_elem(f["obsm"][key])

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def logrank_groups(duration: Sequence[float], event: Sequence[int], group: Seque
     e = np.asarray(event, dtype=int)
     g = np.asarray(group, dtype=bool)
     if g.all() or (~g).all():
-        raise ValueError("Both groups need at least one patient for a log-rank test.")
+        raise InputError("Both groups need at least one patient for a log-rank test.")
     res = logrank_test(d[~g], d[g], event_observed_A=e[~g], event_observed_B=e[g])
     km = {flag: KaplanMeierFitter(label=str(flag)).fit(d[g == flag], e[g == flag]) for flag in (False, True)}
     return LogRank(p=float(res.p_value), statistic=float(res.test_statistic), n=(int((~g).sum()), int(g.sum())),
@@ -81,10 +82,10 @@ def cox_hti(df: pd.DataFrame, *, duration: str = "time", event: str = "event", c
     cols = [duration, event, *covariates]
     missing = [c for c in cols if c not in df]
     if missing:
-        raise ValueError(f"Columns {missing} missing from the survival table.")
+        raise InputError(f"Columns {missing} missing from the survival table.")
     data = df[cols].dropna()
     if data[event].sum() == 0:
-        raise ValueError(f"No events in column '{event}' among {len(data)} complete cases: a Cox model needs "
+        raise InputError(f"No events in column '{event}' among {len(data)} complete cases: a Cox model needs "
                          "at least one event.")
     constant = [c for c in covariates if data[c].nunique() < 2]
     if constant:

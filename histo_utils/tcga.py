@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from .io import read_table
+from .errors import InputError, InputKeyError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ _MISSING_TOKENS = {"", "NA", "NaN", "nan", "null", "NULL"}
 
 def _check(barcode: str) -> list[str]:
     if not isinstance(barcode, str) or not _BARCODE.match(barcode.split(".")[0]):
-        raise ValueError(f"'{barcode}' is not a TCGA barcode (expected e.g. TCGA-A1-A0SB-01Z-00-DX1).")
+        raise InputError(f"'{barcode}' is not a TCGA barcode (expected e.g. TCGA-A1-A0SB-01Z-00-DX1).")
     return barcode.split(".")[0].split("-")
 
 
@@ -101,7 +102,7 @@ def sample_barcode(barcode: str) -> str:
     """Sample of a slide barcode (``TCGA-A1-A0SB-01Z-00-DX1`` -> ``TCGA-A1-A0SB-01``), two-digit type only."""
     parts = _check(barcode)
     if len(parts) < 4:
-        raise ValueError(f"'{barcode}' names a patient, not a sample or slide.")
+        raise InputError(f"'{barcode}' names a patient, not a sample or slide.")
     return "-".join(parts[:3] + [parts[3][:2]])
 
 
@@ -128,7 +129,7 @@ def parse_aliquot(barcode: str) -> dict:
     """
     m = _ALIQUOT.match(barcode) if isinstance(barcode, str) else None
     if m is None:
-        raise ValueError(f"'{barcode}' is not a TCGA aliquot or sample barcode (expected e.g. "
+        raise InputError(f"'{barcode}' is not a TCGA aliquot or sample barcode (expected e.g. "
                          "TCGA-A1-A0SB-01A-11R-A144-07, as in the columns of the PanCanAtlas tables).")
     keys = ("patient", "sample_type", "vial", "portion", "analyte", "plate", "centre")
     return {k: v or "" for k, v in zip(keys, m.groups())}
@@ -214,14 +215,14 @@ def list_tumour_slides(slides_dir: str | os.PathLike, *, sample_types: Sequence[
     suffixes = tuple(s.lower() for s in (suffixes or SLIDE_SUFFIXES))
     root = Path(slides_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"Slide folder '{root}' does not exist. Download the slides into it with "
+        raise MissingInputError(f"Slide folder '{root}' does not exist. Download the slides into it with "
                                 "gdc-client (gdc-client download -m <manifest> -d <folder>) or copy them there.")
     paths = []
     for d, dirs, files in os.walk(root):
         dirs[:] = sorted(x for x in dirs if x != "logs" and not x.startswith("."))
         paths += [Path(d) / f for f in sorted(files) if Path(f).suffix.lower() in suffixes and not f.startswith(".")]
     if not paths:
-        raise FileNotFoundError(f"No slide files ({', '.join(suffixes)}) in '{root}' or its GDC folders.")
+        raise MissingInputError(f"No slide files ({', '.join(suffixes)}) in '{root}' or its GDC folders.")
     rows, foreign = [], []
     for p in paths:
         iid = p.name.split(".")[0]
@@ -235,13 +236,13 @@ def list_tumour_slides(slides_dir: str | os.PathLike, *, sample_types: Sequence[
         rows.append({"image_id": iid, "path": str(p), "patient": patient, "sample_type": stype,
                      "dx": slide_number(iid), "uuid": rel.parts[0] if rel.parts else ""})
     if foreign:
-        raise ValueError(f"{len(foreign)} slide files in '{root}' are not named by a TCGA slide barcode "
+        raise InputError(f"{len(foreign)} slide files in '{root}' are not named by a TCGA slide barcode "
                          f"(e.g. {foreign[:2]}); GDC names them <barcode>.<uuid>.svs. Move them out.")
     df = pd.DataFrame(rows)
     df["dx"] = df["dx"].astype("Int64")
     dup = df[df.image_id.duplicated(keep=False)]
     if len(dup):
-        raise ValueError(f"Several slide files share a slide barcode in '{root}': {sorted(dup.path)[:4]}. "
+        raise InputError(f"Several slide files share a slide barcode in '{root}': {sorted(dup.path)[:4]}. "
                          "Keep one file per slide (a file downloaded twice?).")
     if sample_types is not None:
         drop = ~df.sample_type.isin(list(sample_types))
@@ -298,7 +299,7 @@ def _one(data_dir: Path, pattern: str, what: str) -> Path:
     hits = sorted(data_dir.glob(pattern))
     if len(hits) != 1:
         found = "none" if not hits else ", ".join(h.name for h in hits)
-        raise FileNotFoundError(f"Need exactly one {what} file '{pattern}' in '{data_dir}', found {found}. "
+        raise MissingInputError(f"Need exactly one {what} file '{pattern}' in '{data_dir}', found {found}. "
                                 "See the layout in histo_utils.tcga.")
     return hits[0]
 
@@ -306,7 +307,7 @@ def _one(data_dir: Path, pattern: str, what: str) -> Path:
 def _at_most_one(data_dir: Path, patterns: Sequence[str], what: str) -> Path | None:
     hits = sorted({h for p in patterns for h in data_dir.glob(p) if h.is_file()})
     if len(hits) > 1:
-        raise ValueError(f"'{data_dir}' holds several {what} files: {[h.name for h in hits]}. Keep one.")
+        raise InputError(f"'{data_dir}' holds several {what} files: {[h.name for h in hits]}. Keep one.")
     return hits[0] if hits else None
 
 
@@ -325,13 +326,13 @@ def _choose_clinical(d: Path, cdr: Path | None, cbio: Path | None, clinical: str
                      ) -> tuple[Path | None, tuple[Path, ...], str]:
     """The survival table to read among a TCGA-CDR xlsx and a cBioPortal patient table: (chosen, ignored, why)."""
     if clinical not in CLINICAL_CHOICES:
-        raise ValueError(f"clinical={clinical!r} is not one of {list(CLINICAL_CHOICES)}: 'auto' (the TCGA-CDR "
+        raise InputError(f"clinical={clinical!r} is not one of {list(CLINICAL_CHOICES)}: 'auto' (the TCGA-CDR "
                          f"when present), 'cdr' ({CDR_FILE}) or 'cbioportal' ({CBIOPORTAL_FILE}).")
     if clinical == "cdr" and cdr is None:
-        raise FileNotFoundError(f"clinical='cdr' but '{d}' has no TCGA-CDR table ({CDR_FILE}): download it "
+        raise MissingInputError(f"clinical='cdr' but '{d}' has no TCGA-CDR table ({CDR_FILE}): download it "
                                 "into the folder, or pass clinical='auto'.")
     if clinical == "cbioportal" and cbio is None:
-        raise FileNotFoundError(f"clinical='cbioportal' but '{d}' has no cBioPortal patient table "
+        raise MissingInputError(f"clinical='cbioportal' but '{d}' has no cBioPortal patient table "
                                 f"({CBIOPORTAL_FILE}): download it into the folder, or pass clinical='auto'.")
     if not (cdr and cbio):
         return cdr or cbio, (), "the only clinical table"
@@ -372,11 +373,11 @@ def locate_tcga_files(data_dir: str | os.PathLike, *, clinical: str = "auto") ->
     """
     d = Path(data_dir)
     if not d.is_dir():
-        raise FileNotFoundError(f"Tumour data directory '{d}' does not exist. Point tumour_dir at a folder laid "
+        raise MissingInputError(f"Tumour data directory '{d}' does not exist. Point tumour_dir at a folder laid "
                                 "out as described in histo_utils.tcga, or set make_synthetic: true.")
     slides = d / "slides"
     if not slides.is_dir():
-        raise FileNotFoundError(f"'{d}' has no 'slides/' folder with the diagnostic slides (*.svs): download "
+        raise MissingInputError(f"'{d}' has no 'slides/' folder with the diagnostic slides (*.svs): download "
                                 "them into it with gdc-client (-d slides) or copy them there.")
     truth = d / "truth"
     truth = truth if truth.is_dir() else None
@@ -384,20 +385,20 @@ def locate_tcga_files(data_dir: str | os.PathLike, *, clinical: str = "auto") ->
     mrna = _at_most_one(d, _MRNA_PATTERNS, "PanCanAtlas mRNA")
     mirna = _at_most_one(d, _MIRNA_PATTERNS, "PanCanAtlas miRNA")
     if project_expr and (mrna or mirna):
-        raise ValueError(f"'{d}' holds both a project expression file ({project_expr[0].name}) and PanCanAtlas "
+        raise InputError(f"'{d}' holds both a project expression file ({project_expr[0].name}) and PanCanAtlas "
                          f"tables ({', '.join(p.name for p in (mrna, mirna) if p)}). Keep one kind.")
     cdr = _at_most_one(d, _CDR_PATTERNS, "TCGA-CDR")
     cbio = _at_most_one(d, _CBIO_PATTERNS, "cBioPortal patient")
     project_clin = sorted(d.glob("*.clinical.tsv"))
     if project_clin and (cdr or cbio):
         have = [p.name for p in (cdr, cbio, *project_clin) if p]
-        raise ValueError(f"'{d}' holds a project clinical table and a downloaded one: {have}. Keep the "
+        raise InputError(f"'{d}' holds a project clinical table and a downloaded one: {have}. Keep the "
                          f"downloaded ones ({CDR_FILE} and/or {CBIOPORTAL_FILE}) or <cohort>.clinical.tsv.")
     chosen, ignored, why = _choose_clinical(d, cdr, cbio, clinical)
     subtypes = _at_most_one(d, _SUBTYPE_PATTERNS, "subtype")
     if mrna or mirna:
         if not (chosen or project_clin):
-            raise FileNotFoundError(f"'{d}' has PanCanAtlas expression but no survival table: add {CDR_FILE} "
+            raise MissingInputError(f"'{d}' has PanCanAtlas expression but no survival table: add {CDR_FILE} "
                                     f"(TCGA-CDR, sheet 'TCGA-CDR') or cBioPortal's {CBIOPORTAL_FILE}.")
         return TCGAFiles(d, tuple(p for p in (mrna, mirna) if p), chosen or project_clin[0], slides, truth,
                          "download", subtypes, ignored, why)
@@ -427,7 +428,7 @@ def _parse_values(fields: list[str], path: Path, row: str) -> np.ndarray:
         try:
             out[i] = float(f)
         except ValueError:
-            raise ValueError(f"Expression table '{path}', row '{row}', column {i + 1}: '{f}' is not a number "
+            raise InputError(f"Expression table '{path}', row '{row}', column {i + 1}: '{f}' is not a number "
                              "(missing values must be NA or empty). Is the file truncated or edited?") from None
     return out
 
@@ -447,7 +448,7 @@ def _stream_rows(path: Path, sep: str, n_keys: int, match) -> tuple[list[str], d
                 continue
             fields = line.rstrip("\r\n").split(sep)
             if len(fields) != width:
-                raise ValueError(f"Expression table '{path}' line {n} ('{key}') has {len(fields)} fields, the "
+                raise InputError(f"Expression table '{path}' line {n} ('{key}') has {len(fields)} fields, the "
                                  f"header {width}. Is the file truncated? Download it again.")
             keys = [f.strip().strip('"') for f in fields[:n_keys]]
             found.setdefault(want, []).append((keys, _parse_values(fields[n_keys:], path, key)))
@@ -460,7 +461,7 @@ def _log_matrix(values: dict[str, np.ndarray], barcodes: list[str], path: Path, 
     choice = choose_aliquots(barcodes, sample_types=sample_types)
     kept = choice[choice.chosen]
     if kept.empty:
-        raise ValueError(f"{what} table '{path}' has no aliquot of sample type {list(sample_types)} "
+        raise InputError(f"{what} table '{path}' has no aliquot of sample type {list(sample_types)} "
                          f"(columns like {barcodes[:2]}).")
     dropped = choice[~choice.chosen]
     if len(dropped):
@@ -499,7 +500,7 @@ def read_pancan_mrna(path: str | os.PathLike, *, genes: Sequence[str],
     path = Path(path)
     genes = list(genes)
     if not genes:
-        raise ValueError("read_pancan_mrna needs the genes to read (the whole table is many GB as numbers).")
+        raise InputError("read_pancan_mrna needs the genes to read (the whole table is many GB as numbers).")
     by_id = {g: g for g in genes if "|" in g}
     by_symbol = {g: g for g in genes if "|" not in g}
 
@@ -511,16 +512,16 @@ def read_pancan_mrna(path: str | os.PathLike, *, genes: Sequence[str],
 
     header, found = _stream_rows(path, "\t", 1, match)
     if header[0] != "gene_id":
-        raise ValueError(f"'{path}' is not the PanCanAtlas mRNA table: its first column is '{header[0]}', "
+        raise InputError(f"'{path}' is not the PanCanAtlas mRNA table: its first column is '{header[0]}', "
                          "expected 'gene_id'.")
     missing = [g for g in genes if g not in found]
     if missing:
-        raise KeyError(f"Genes {missing} are not rows of '{path}' (rows are SYMBOL|ENTREZ, e.g. MKI67|4288).")
+        raise InputKeyError(f"Genes {missing} are not rows of '{path}' (rows are SYMBOL|ENTREZ, e.g. MKI67|4288).")
     values = {}
     for g in genes:
         hits = found[g]
         if len(hits) > 1:
-            raise ValueError(f"Gene symbol '{g}' names {len(hits)} rows of '{path}': "
+            raise InputError(f"Gene symbol '{g}' names {len(hits)} rows of '{path}': "
                              f"{[h[0][0] for h in hits]}. Ask for one by its full id (SYMBOL|ENTREZ).")
         values[g] = hits[0][1]
     return _log_matrix(values, header[1:], path, "mRNA", sample_types=sample_types)
@@ -536,25 +537,25 @@ def read_pancan_mirna(path: str | os.PathLike, *, mirnas: Sequence[str],
     path = Path(path)
     mirnas = list(mirnas)
     if not mirnas:
-        raise ValueError("read_pancan_mirna needs the miRNAs to read.")
+        raise InputError("read_pancan_mirna needs the miRNAs to read.")
     wanted = {}
     for m in mirnas:
         wanted[m] = m
         wanted[m if m.startswith("hsa-") else f"hsa-{m}"] = m
     header, found = _stream_rows(path, ",", 2, wanted.get)
     if header[:2] != ["Genes", "Correction"]:
-        raise ValueError(f"'{path}' is not the PanCanAtlas miRNA table: it starts with {header[:2]}, expected "
+        raise InputError(f"'{path}' is not the PanCanAtlas miRNA table: it starts with {header[:2]}, expected "
                          "['Genes', 'Correction'].")
     missing = [m for m in mirnas if m not in found]
     if missing:
-        raise KeyError(f"miRNAs {missing} are not rows of '{path}' (rows look like hsa-miR-17-5p).")
+        raise InputKeyError(f"miRNAs {missing} are not rows of '{path}' (rows look like hsa-miR-17-5p).")
     values, correction = {}, {}
     for m in mirnas:
         hits = found[m]
         if len(hits) > 1:
             corrected = [h for h in hits if h[0][1] == "Corrected"]
             if len(corrected) != 1:
-                raise ValueError(f"miRNA '{m}' has {len(hits)} rows in '{path}' and not one 'Corrected' among them.")
+                raise InputError(f"miRNA '{m}' has {len(hits)} rows in '{path}' and not one 'Corrected' among them.")
             hits = corrected
         values[m], correction[m] = hits[0][1], hits[0][0][1]
     df = _log_matrix(values, header[2:], path, "miRNA", sample_types=sample_types)
@@ -571,7 +572,7 @@ def _read_project_matrix(path: Path, genes: Iterable[str] | None) -> pd.DataFram
         genes = list(genes)
         missing = [g for g in genes if g not in df.index]
         if missing:
-            raise KeyError(f"Traits {missing} are not rows of '{path}'. Rows include: {list(df.index[:5])} ...")
+            raise InputKeyError(f"Traits {missing} are not rows of '{path}'. Rows include: {list(df.index[:5])} ...")
         df = df.loc[genes]
     for c in df.columns:
         _check(c)  # every column must be a TCGA barcode
@@ -605,14 +606,14 @@ def read_expression_matrix(path: str | os.PathLike | Sequence[str | os.PathLike]
     paths = [Path(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
     for p in paths:
         if not p.exists():
-            raise FileNotFoundError(f"Expression file '{p}' does not exist.")
+            raise MissingInputError(f"Expression file '{p}' does not exist.")
     kinds = {p: _kind(p) for p in paths}
     if list(kinds.values()) == ["project"]:
         return _read_project_matrix(paths[0], genes)
     if "project" in kinds.values():
-        raise ValueError(f"Cannot mix a project expression file with PanCanAtlas tables: {[p.name for p in paths]}.")
+        raise InputError(f"Cannot mix a project expression file with PanCanAtlas tables: {[p.name for p in paths]}.")
     if genes is None:
-        raise ValueError("Name the traits to read (genes=[...]): the PanCanAtlas tables are read row by row for "
+        raise InputError("Name the traits to read (genes=[...]): the PanCanAtlas tables are read row by row for "
                          "the requested traits only.")
     genes = list(genes)
     by_kind = {k: p for p, k in kinds.items()}
@@ -625,7 +626,7 @@ def read_expression_matrix(path: str | os.PathLike | Sequence[str | os.PathLike]
             continue
         if kind not in by_kind:
             want = MRNA_FILE if kind == "mrna" else MIRNA_FILE
-            raise FileNotFoundError(f"Traits {names} need the PanCanAtlas {kind[:-3]}RNA table ({want}), which is "
+            raise MissingInputError(f"Traits {names} need the PanCanAtlas {kind[:-3]}RNA table ({want}), which is "
                                     f"not among {[p.name for p in paths]}. Download it into the tumour folder.")
         parts.append(reader(by_kind[kind], **{arg: names}, sample_types=sample_types))
     out = pd.concat(parts, axis=0, join="outer") if len(parts) > 1 else parts[0]
@@ -673,15 +674,15 @@ def read_cdr(path: str | os.PathLike, *, cancer_type: str | None = None) -> pd.D
                            dtype={"bcr_patient_barcode": str})
     except ValueError as e:
         if "Worksheet" in str(e):
-            raise ValueError(f"'{path}' has no sheet 'TCGA-CDR'. Is it TCGA-CDR-SupplementalTableS1.xlsx?") from None
+            raise InputError(f"'{path}' has no sheet 'TCGA-CDR'. Is it TCGA-CDR-SupplementalTableS1.xlsx?") from None
         raise
     df = df.loc[:, [not str(c).startswith("Unnamed") for c in df.columns]]
     need = {"bcr_patient_barcode", "OS", "OS.time"}
     if not need <= set(df.columns):
-        raise ValueError(f"TCGA-CDR table '{path}' lacks columns {sorted(need - set(df.columns))}.")
+        raise InputError(f"TCGA-CDR table '{path}' lacks columns {sorted(need - set(df.columns))}.")
     if cancer_type is not None:
         if cancer_type not in set(df["type"]):
-            raise ValueError(f"No '{cancer_type}' rows in '{path}'. Types: {sorted(df['type'].dropna().unique())}.")
+            raise InputError(f"No '{cancer_type}' rows in '{path}'. Types: {sorted(df['type'].dropna().unique())}.")
         df = df[df["type"] == cancer_type]
     return df
 
@@ -704,12 +705,12 @@ def read_cbioportal_patients(path: str | os.PathLike) -> pd.DataFrame:
                      quoting=3)
     need = {"PATIENT_ID", "OS_STATUS", "OS_MONTHS"}
     if not need <= set(df.columns):
-        raise ValueError(f"cBioPortal patient table '{path}' lacks columns {sorted(need - set(df.columns))} "
+        raise InputError(f"cBioPortal patient table '{path}' lacks columns {sorted(need - set(df.columns))} "
                          f"(after {skip} '#' header lines; columns: {list(df.columns)[:6]} ...).")
     status = df["OS_STATUS"].str.split(":").str[0]
     bad = status.notna() & ~status.isin(["0", "1"])
     if bad.any():
-        raise ValueError(f"'{path}': OS_STATUS must be '0:LIVING' or '1:DECEASED', got "
+        raise InputError(f"'{path}': OS_STATUS must be '0:LIVING' or '1:DECEASED', got "
                          f"{sorted(df.OS_STATUS[bad].unique())[:3]}.")
     out = pd.DataFrame({"bcr_patient_barcode": df["PATIENT_ID"]})
     for src, dst in (("CANCER_TYPE_ACRONYM", "type"), ("AGE", "age_at_initial_pathologic_diagnosis"),
@@ -750,7 +751,7 @@ def read_subtypes(path: str | os.PathLike, *, column: str | None = None) -> pd.S
     key = next((c for c in _SUBTYPE_KEYS if c in df.columns), None)
     value = column or next((c for c in _SUBTYPE_VALUES if c in df.columns), None)
     if key is None or value not in df.columns:
-        raise ValueError(f"Subtype table '{path}' needs a sample or patient column (one of {list(_SUBTYPE_KEYS)}) "
+        raise InputError(f"Subtype table '{path}' needs a sample or patient column (one of {list(_SUBTYPE_KEYS)}) "
                          f"and a subtype column ({column or list(_SUBTYPE_VALUES)}); it has {list(df.columns)[:8]}.")
     df = df.dropna(subset=[key, value])
     df[key] = df[key].str.strip().str.upper()  # as read_clinical: barcodes a spreadsheet lower-cased still match
@@ -765,7 +766,7 @@ def _numeric(values: pd.Series, *, column: str, path: Path) -> pd.Series:
     out = pd.to_numeric(values, errors="coerce")
     bad = out.isna() & values.notna()
     if bad.any():
-        raise ValueError(f"Clinical table '{path}', column {column}: not a number in {int(bad.sum())} of "
+        raise InputError(f"Clinical table '{path}', column {column}: not a number in {int(bad.sum())} of "
                          f"{len(values)} rows (e.g. {sorted(map(str, values[bad].unique()))[:3]}). Write the numbers "
                          f"alone, or leave the cell empty (or one of {NA_CELLS[:2]}) when the value is not known.")
     return out
@@ -848,7 +849,7 @@ def read_clinical(path: str | os.PathLike, *, subtypes: str | os.PathLike | None
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Clinical table '{path}' does not exist.")
+        raise MissingInputError(f"Clinical table '{path}' does not exist.")
     if path.suffix == ".xlsx":
         df = read_cdr(path, cancer_type=cancer_type)
         source = "TCGA-CDR"
@@ -864,16 +865,16 @@ def read_clinical(path: str | os.PathLike, *, subtypes: str | os.PathLike | None
             df = df[df["type"] == cancer_type]
     need = {"bcr_patient_barcode", "OS", "OS.time"}
     if not need <= set(df.columns):
-        raise ValueError(f"Clinical table '{path}' lacks columns {sorted(need - set(df.columns))} "
+        raise InputError(f"Clinical table '{path}' lacks columns {sorted(need - set(df.columns))} "
                          "(TCGA-CDR names: OS = event 0/1, OS.time = days).")
     df = _normalise_barcodes(df, path)
     df = df.assign(**{"OS.time": _numeric(df["OS.time"], column="OS.time", path=path)})
     bad = df["OS"].notna() & ~df["OS"].isin([0, 1])
     if bad.any():
-        raise ValueError(f"Clinical table '{path}': OS must be 0/1, got {sorted(df.loc[bad, 'OS'].unique())[:5]}.")
+        raise InputError(f"Clinical table '{path}': OS must be 0/1, got {sorted(df.loc[bad, 'OS'].unique())[:5]}.")
     dup = df["bcr_patient_barcode"].notna() & df["bcr_patient_barcode"].duplicated()
     if dup.any():
-        raise ValueError(f"Clinical table '{path}' has several rows for patients "
+        raise InputError(f"Clinical table '{path}' has several rows for patients "
                          f"{df.bcr_patient_barcode[dup].tolist()[:3]} (barcodes compared upper-case, without "
                          "spaces); keep one per patient.")
     df = _drop_without_follow_up(df, path, source=source)
@@ -971,13 +972,13 @@ def _check_patients_match(files: TCGAFiles, values: pd.DataFrame, slides: pd.Dat
     with_expr = set(values.index)
     both = with_slide & with_expr
     if not both:
-        raise ValueError(f"No patient of '{files.data_dir}' has both a diagnostic slide and expression: "
+        raise InputError(f"No patient of '{files.data_dir}' has both a diagnostic slide and expression: "
                          f"{len(with_slide)} patients with a DX slide in '{files.slides_dir}' (e.g. {eg(with_slide)}), "
                          f"{len(with_expr)} with expression in {expr_names} (e.g. {eg(with_expr)}). Download the "
                          "slides and the expression of the same patients (the same cancer type).")
     matched = both & set(clinical.index)
     if not matched:
-        raise ValueError(f"No patient barcode of the clinical table '{files.clinical}' matches the {len(both)} "
+        raise InputError(f"No patient barcode of the clinical table '{files.clinical}' matches the {len(both)} "
                          f"patients with a slide and expression: the clinical table has {len(clinical)} patients "
                          f"with follow-up (e.g. {eg(clinical.index)}), the slides and expression e.g. {eg(both)}. "
                          "The clinical table must list these patients by their TCGA patient barcode "

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .io import atomic_path, params_key, read_table, write_table
 from .slides import (DICOM_SUFFIX, SlideError, choose_level, dicom_slide_file, is_dicom_wsi, open_slide,
                      premultiplied_to_rgb, read_region, read_region_premultiplied, slide_info)
+from .errors import InputError, InputPermissionError, MissingInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import SchedulerSpec
@@ -129,20 +130,20 @@ class TilingParams:
         sizes = tuple(int(s) for s in np.atleast_1d(self.tile_sizes_px))
         object.__setattr__(self, "tile_sizes_px", sizes)
         if not sizes or min(sizes) < 16:
-            raise ValueError(f"tile_sizes_px must be a non-empty list of sizes >= 16 px, got {sizes}.")
+            raise InputError(f"tile_sizes_px must be a non-empty list of sizes >= 16 px, got {sizes}.")
         if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be between 0 and 1, got {self.min_tissue}.")
+            raise InputError(f"min_tissue must be between 0 and 1, got {self.min_tissue}.")
         for name in ("target_mpp", "mask_mpp"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.threshold not in MASK_THRESHOLDS:
-            raise ValueError(f"threshold must be one of {MASK_THRESHOLDS}, got '{self.threshold}'.")
+            raise InputError(f"threshold must be one of {MASK_THRESHOLDS}, got '{self.threshold}'.")
         if self.assume_mpp is not None and (isinstance(self.assume_mpp, bool) or not isinstance(
                 self.assume_mpp, (int, float)) or not self.assume_mpp > 0):
-            raise ValueError(f"assume_mpp must be None or a positive number of µm/px (e.g. 0.5), got "
+            raise InputError(f"assume_mpp must be None or a positive number of µm/px (e.g. 0.5), got "
                              f"{type(self.assume_mpp).__name__} {self.assume_mpp!r}.")
         if self.out_px < 8:
-            raise ValueError(f"out_px must be at least 8, got {self.out_px}.")
+            raise InputError(f"out_px must be at least 8, got {self.out_px}.")
 
     def key(self) -> str:
         """A short hash of the parameters (per-slide results are cached under it)."""
@@ -179,7 +180,7 @@ def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
         uniform thumbnail (no tissue found).
     """
     if thumb.ndim != 3 or thumb.shape[2] < 3:
-        raise ValueError(f"thumb must be (h, w, 3), got shape {thumb.shape}.")
+        raise InputError(f"thumb must be (h, w, 3), got shape {thumb.shape}.")
     grey = thumb[..., :3].astype(np.float32) @ np.array([0.2125, 0.7154, 0.0721], np.float32) / 255.0
     blurred = filters.gaussian(grey, sigma=max(blur_sigma_um / mpp, 0.0), preserve_range=True)
     if float(blurred.max() - blurred.min()) < 1e-3:
@@ -192,7 +193,7 @@ def tissue_mask(thumb: np.ndarray, *, mpp: float, blur_sigma_um: float = 16.0,
     elif threshold == "otsu":
         thr = float(filters.threshold_otsu(blurred))
     else:
-        raise ValueError(f"threshold must be one of {MASK_THRESHOLDS}, got '{threshold}'.")
+        raise InputError(f"threshold must be one of {MASK_THRESHOLDS}, got '{threshold}'.")
     mask = blurred < thr
     min_px = int(round(min_object_um2 / (mpp * mpp)))
     if min_px > 1:
@@ -260,7 +261,7 @@ def grid_origins(width: int, height: int, size: int) -> tuple[np.ndarray, np.nda
         Row-major order (all x of the first row, then the next row).
     """
     if size <= 0:
-        raise ValueError(f"size must be positive, got {size}.")
+        raise InputError(f"size must be positive, got {size}.")
     nx, ny = width // size, height // size
     gx, gy = np.meshgrid(np.arange(nx, dtype=np.int64) * size, np.arange(ny, dtype=np.int64) * size)
     return gx.ravel(), gy.ravel()
@@ -523,7 +524,7 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
     from .distributed import map_slides
 
     if not {"image_id", "path"} <= set(slides.columns):
-        raise ValueError(f"slides must have columns image_id and path, got {list(slides.columns)}.")
+        raise InputError(f"slides must have columns image_id and path, got {list(slides.columns)}.")
     cache = Path(cache_dir) / params.key()
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "params.json").write_text(json.dumps(asdict(params), indent=2))
@@ -590,7 +591,7 @@ def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingPara
     return out
 
 
-class EmptyGridError(ValueError):
+class EmptyGridError(InputError):
     """A notebook needs a tile grid that notebook 01 left empty."""
 
 
@@ -696,7 +697,7 @@ def read_tile(slide, tile: pd.Series | dict, *, path: str | os.PathLike = "", ou
     elif level == "table":
         lv, size = int(tile["level"]), int(tile["read_px"])
     else:
-        raise ValueError(f"level={level!r} not available. Choose 'auto' or 'table'.")
+        raise InputError(f"level={level!r} not available. Choose 'auto' or 'table'.")
     bgra = read_region_premultiplied(slide, path, (int(tile["x"]), int(tile["y"])), lv, (size, size))
     return premultiplied_to_rgb(shrink_premultiplied(bgra, out))
 
@@ -719,9 +720,9 @@ def shrink_premultiplied(pixels: np.ndarray, out_px: int) -> np.ndarray:
     ndarray, shape (out_px, out_px, c), uint8 (``pixels`` itself when it already has that size)
     """
     if pixels.ndim != 3 or pixels.dtype != np.uint8:
-        raise ValueError(f"pixels must be (h, w, channels) uint8, got shape {pixels.shape} {pixels.dtype}.")
+        raise InputError(f"pixels must be (h, w, channels) uint8, got shape {pixels.shape} {pixels.dtype}.")
     if out_px < 1:
-        raise ValueError(f"out_px must be at least 1, got {out_px}.")
+        raise InputError(f"out_px must be at least 1, got {out_px}.")
     if pixels.shape[:2] == (out_px, out_px):
         return pixels
     import torch
@@ -801,7 +802,7 @@ def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLID
     try:
         entries = sorted(slides_dir.iterdir())
     except PermissionError as e:
-        raise PermissionError(f"Slides folder '{slides_dir}' cannot be listed: permission denied ({e.strerror}). "
+        raise InputPermissionError(f"Slides folder '{slides_dir}' cannot be listed: permission denied ({e.strerror}). "
                               f"Fix its permissions (e.g. chmod a+rx '{slides_dir}').") from None
     for p in entries:
         if p.name.startswith("."):
@@ -850,14 +851,14 @@ def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLID
     for _, _, msg in unusable:
         log.warning("Slides folder '%s': %s", slides_dir, msg)
     if not paths:
-        raise FileNotFoundError(f"No slide files ({', '.join(accepted)}, or DICOM WSI folders) in '{slides_dir}'"
+        raise MissingInputError(f"No slide files ({', '.join(accepted)}, or DICOM WSI folders) in '{slides_dir}'"
                                 + (f"; unusable: {[str(u[1].name) for u in unusable][:5]}." if unusable else "."))
     df = pd.DataFrame({"image_id": [i for i, _ in paths], "path": [str(p) for _, p in paths]})
     dup = df[df.image_id.duplicated(keep=False)]
     if len(dup):
         dcm = " (a DICOM slide's .dcm files go together in one folder named by its image ID)" \
             if dup.path.str.lower().str.endswith(DICOM_SUFFIX).any() else ""
-        raise ValueError(f"Several slide files share an image ID in '{slides_dir}': {sorted(dup.path)[:4]}. "
+        raise InputError(f"Several slide files share an image ID in '{slides_dir}': {sorted(dup.path)[:4]}. "
                          f"Keep one file per image{dcm}.")
     df.attrs["unusable"] = pd.DataFrame(
         [{"image_id": i, "path": str(p), "status": "error", "stage": "listing", "error": m} for i, p, m in unusable],
@@ -986,17 +987,17 @@ def write_coords_h5(tiles: pd.DataFrame, report: pd.DataFrame, out_dir: str | os
 
     need = {"image_id", "tile_px", "x", "y", "level", "read_px", "size0", "target_mpp", "effective_mpp", "out_px"}
     if not need <= set(tiles.columns):
-        raise ValueError(f"tiles lacks columns {sorted(need - set(tiles.columns))}; pass the tile table of "
+        raise InputError(f"tiles lacks columns {sorted(need - set(tiles.columns))}; pass the tile table of "
                          "tiling.tile_slides.")
     meta_cols = ["image_id", "path", "width", "height", "mpp", "mpp_source", "objective_power"]
     if not set(meta_cols) <= set(report.columns):
-        raise ValueError(f"report lacks columns {sorted(set(meta_cols) - set(report.columns))}; pass the slide "
+        raise InputError(f"report lacks columns {sorted(set(meta_cols) - set(report.columns))}; pass the slide "
                          "report of tiling.tile_slides.")
     meta = report.loc[report.get("status", pd.Series("ok", index=report.index)) == "ok", meta_cols]
     meta = meta.drop_duplicates("image_id").set_index("image_id")
     missing = set(tiles["image_id"]) - set(meta.index)
     if missing:
-        raise ValueError(f"{len(missing)} slides of the tile table are not 'ok' in the report "
+        raise InputError(f"{len(missing)} slides of the tile table are not 'ok' in the report "
                          f"(e.g. {sorted(missing)[:3]}); pass the report that came with these tiles.")
     written = []
     for (iid, px), t in tiles.groupby(["image_id", "tile_px"], sort=True):
@@ -1004,7 +1005,7 @@ def write_coords_h5(tiles: pd.DataFrame, report: pd.DataFrame, out_dir: str | os
         first = t.iloc[0]
         for col in ("level", "read_px", "size0"):
             if t[col].nunique() != 1:
-                raise ValueError(f"Slide {iid}, {px} px tiles: '{col}' varies within one grid; a coordinate "
+                raise InputError(f"Slide {iid}, {px} px tiles: '{col}' varies within one grid; a coordinate "
                                  "file holds one patch level and size.")
         level, read_px, size0 = int(first["level"]), int(first["read_px"]), int(first["size0"])
         downsample = size0 / read_px
@@ -1066,10 +1067,10 @@ def resolution_survey(report: pd.DataFrame, tiles: pd.DataFrame | None = None, *
     hold the cohort references.
     """
     if not 0 < tolerance < 1:
-        raise ValueError(f"tolerance must be a fraction between 0 and 1 (e.g. 0.1 for ±10 %), got {tolerance}.")
+        raise InputError(f"tolerance must be a fraction between 0 and 1 (e.g. 0.1 for ±10 %), got {tolerance}.")
     need = {"image_id", "mpp", "mpp_source", "objective_power"}
     if not need <= set(report.columns):
-        raise ValueError(f"report lacks columns {sorted(need - set(report.columns))}; pass the slide report "
+        raise InputError(f"report lacks columns {sorted(need - set(report.columns))}; pass the slide report "
                          "of tiling.tile_slides.")
     ok = report[report["status"] == "ok"] if "status" in report else report
     res = ok[["image_id", *(["vendor"] if "vendor" in ok else []), "mpp", "mpp_source", "objective_power"]].copy()

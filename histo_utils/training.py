@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from .io import atomic_path, params_key
 from .slides import open_slide
 from .tiling import TILE_RESAMPLING, read_tile
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available here. Use device: auto or cpu.")
+        raise InputError(f"device '{device}' requested but CUDA is not available here. Use device: auto or cpu.")
     return torch.device(device)
 
 
@@ -132,10 +133,10 @@ class TileDataset(Dataset):
     def __init__(self, tiles: pd.DataFrame, slide_paths: Mapping[str, str], *, input_px: int,
                  labels: Sequence[int] | None = None, augment: bool = False, level: str = "table"):
         if level not in ("table", "auto"):
-            raise ValueError(f"level={level!r} not available. Choose 'table' (the tiling's level) or 'auto'.")
+            raise InputError(f"level={level!r} not available. Choose 'table' (the tiling's level) or 'auto'.")
         missing = set(tiles["image_id"]) - set(slide_paths)
         if missing:
-            raise ValueError(f"{len(missing)} tiles' slides have no path (e.g. {sorted(missing)[:3]}).")
+            raise InputError(f"{len(missing)} tiles' slides have no path (e.g. {sorted(missing)[:3]}).")
         self.tiles = tiles.reset_index(drop=True)
         self._rows = self.tiles[["image_id", "x", "y", "level", "read_px"]].to_dict("records")
         self.paths = dict(slide_paths)
@@ -143,7 +144,7 @@ class TileDataset(Dataset):
         self.labels = (np.full(len(tiles), -1, np.int64) if labels is None
                        else np.asarray(labels, np.int64))
         if len(self.labels) != len(self.tiles):
-            raise ValueError("labels must have one entry per tile.")
+            raise InputError("labels must have one entry per tile.")
         self._slides: dict = {}
         self._cache: np.ndarray | None = None
         self.augment = augment
@@ -271,7 +272,7 @@ class TileDataset(Dataset):
         """
         if self._cache is None or num_workers > 0:
             if self.augment and self.batched_augment:
-                raise ValueError("Batched augmentation needs preloaded tiles read in this process: call "
+                raise InputError("Batched augmentation needs preloaded tiles read in this process: call "
                                  ".preload() first, or with_augmentation(batched=False).")
             yield from DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
                                   num_workers=num_workers, persistent_workers=False)
@@ -316,7 +317,7 @@ def augment_batch(x: torch.Tensor, *, colour: bool = True, brightness: float = 0
     Tensor, shape (b, 3, h, w), values in [0, 1]
     """
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"x must be a batch of RGB images (b, 3, h, w), got shape {tuple(x.shape)}.")
+        raise InputError(f"x must be a batch of RGB images (b, 3, h, w), got shape {tuple(x.shape)}.")
     b = len(x)
     x = torch.where((torch.rand(b) < 0.5).view(b, 1, 1, 1), x.flip(3), x)
     x = torch.where((torch.rand(b) < 0.5).view(b, 1, 1, 1), x.flip(2), x)
@@ -466,14 +467,14 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
     elif config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got '{config.optimizer}'.")
+        raise InputError(f"optimizer must be 'sgd' or 'adam', got '{config.optimizer}'.")
     if config.schedule == "step":
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
     elif config.schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=config.gamma,
                                                            patience=config.step_size)
     else:
-        raise ValueError(f"schedule must be 'step' or 'plateau', got '{config.schedule}'.")
+        raise InputError(f"schedule must be 'step' or 'plateau', got '{config.schedule}'.")
     history: list[dict] = []
     start, best_acc = 0, -1.0
     last = ckdir / "last.pt"
@@ -647,13 +648,13 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
     idx = np.where(tiles["split"].to_numpy() == split)[0]
     if len(tiles) == 0:
         grid = f"{tile_px}-px " if tile_px is not None else ""
-        raise ValueError(
+        raise InputError(
             f"No tiles in split '{split}': there are no {grid}tiles at all, so the {grid}grid was not made by "
             f"notebook 01. Add {tile_px if tile_px is not None else 'it'} to 01's tile_sizes_px and rerun 01, or "
             "set 02's train_tile_px (and feature_tile_px) to a grid 01 made.")
     if len(idx) == 0:
         present = sorted(map(str, pd.unique(tiles["split"])))
-        raise ValueError(f"No tiles in split '{split}' ({len(tiles)} tiles in splits {present}). Check 01's "
+        raise InputError(f"No tiles in split '{split}' ({len(tiles)} tiles in splits {present}). Check 01's "
                          "split_fractions: every split needs at least one subject per tissue.")
     if k <= 0:
         return idx
@@ -684,7 +685,7 @@ def limit_slides_per_class(tiles: pd.DataFrame, positions: np.ndarray, *, k: int
     """
     positions = np.asarray(positions, dtype=np.int64)
     if k < 0:
-        raise ValueError(f"k (slides per class) must be 0 (every slide) or positive, got {k}.")
+        raise InputError(f"k (slides per class) must be 0 (every slide) or positive, got {k}.")
     if k == 0 or len(positions) == 0:
         return np.sort(positions)
     rng = np.random.default_rng(seed)
@@ -720,7 +721,7 @@ def draw_per_slide(tiles: pd.DataFrame, *, k: int = 0, seed: int = 0,
     ``arange(n_tiles)``).
     """
     if k < 0:
-        raise ValueError(f"k (tiles per slide) must be 0 (every tile) or positive, got {k}.")
+        raise InputError(f"k (tiles per slide) must be 0 (every tile) or positive, got {k}.")
     keep = np.ones(len(tiles), dtype=bool) if splits is None else tiles["split"].isin(list(splits)).to_numpy()
     idx = np.where(keep)[0]
     if k == 0 or len(idx) == 0:
@@ -755,13 +756,13 @@ def tissue_tile_dataset(tiles: pd.DataFrame, samples: pd.DataFrame, *, tile_px: 
     >>> ds = tissue_tile_dataset(tiles, samples, tile_px=256, classes=sorted(samples.SMTS.unique()))  # doctest: +SKIP
     """
     if label_column not in samples.columns:
-        raise ValueError(f"label_column '{label_column}' is not a column of notebook 01's samples "
+        raise InputError(f"label_column '{label_column}' is not a column of notebook 01's samples "
                          f"({list(samples.columns)[:10]} ...). Use SMTS or SMTSD.")
     cls = {c: i for i, c in enumerate(classes)}
     t = tiles[tiles.tile_px == tile_px].merge(samples[["image_id", label_column, "split"]], on="image_id")
     unknown = sorted(set(t[label_column]) - set(cls))
     if unknown:
-        raise ValueError(f"Tissues {unknown} are not among the classes {list(classes)}.")
+        raise InputError(f"Tissues {unknown} are not among the classes {list(classes)}.")
     return TileDataset(t, dict(zip(samples.image_id, samples.path)), input_px=input_px,
                        labels=t[label_column].map(cls).to_numpy(), level=level)
 
@@ -905,9 +906,9 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
 
     archs = list(archs)
     if not archs:
-        raise ValueError("archs is empty: give at least one architecture, e.g. ['compact'].")
+        raise InputError("archs is empty: give at least one architecture, e.g. ['compact'].")
     if len(set(archs)) != len(archs):
-        raise ValueError(f"archs has repeats: {archs}. Give each architecture once.")
+        raise InputError(f"archs has repeats: {archs}. Give each architecture once.")
     train_ds = ds.subset(train_idx).with_augmentation(augment, batched=batched_augment and ds._cache is not None)
     val_ds, eval_ds = ds.subset(val_idx), ds.subset(eval_idx)
     runs: dict[str, NetworkRun] = {}

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .io import atomic_path, read_table, write_table
 from .metrics import auc
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ def trait_labels(values: pd.Series, *, ood_low: float = 0.2, ood_high: float = 0
     ``ood`` (bool), ``ood_near`` (bool).
     """
     if values.isna().any():
-        raise ValueError(f"{int(values.isna().sum())} slides have no expression value; drop them first.")
+        raise InputError(f"{int(values.isna().sum())} slides have no expression value; drop them first.")
     if not 0 <= ood_low < 0.5 < ood_high <= 1:
-        raise ValueError(f"Need 0 <= ood_low < 0.5 < ood_high <= 1, got {ood_low}, {ood_high}.")
+        raise InputError(f"Need 0 <= ood_low < 0.5 < ood_high <= 1, got {ood_low}, {ood_high}.")
     pct = (values.rank(method="average") - 1) / max(len(values) - 1, 1)
     eps = 1e-9  # band edges are inclusive of their rounding (0.8 - 0.1 is not 0.7 in floating point)
     ood = (pct > ood_low + eps) & (pct < ood_high - eps)
@@ -87,7 +88,7 @@ def ensemble_vote(predictions: np.ndarray) -> np.ndarray:
     """Majority vote of binary tile predictions, shape (n_models, n_tiles) -> (n_tiles,); ties count as 0."""
     p = np.asarray(predictions)
     if p.ndim != 2:
-        raise ValueError(f"predictions must be (n_models, n_tiles), got shape {p.shape}.")
+        raise InputError(f"predictions must be (n_models, n_tiles), got shape {p.shape}.")
     return (p.sum(0) * 2 > p.shape[0]).astype(int)
 
 
@@ -204,12 +205,12 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     from .distributed import forked_pool
 
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}.")
+        raise InputError(f"workers must be at least 1, got {workers}.")
     work = Path(work_dir)
     tile_slides = ds.tiles["image_id"].to_numpy()
     unknown = set(tile_slides) - set(slides.index)
     if unknown:
-        raise ValueError(f"{len(unknown)} tiled slides have no labels (e.g. {sorted(unknown)[:3]}); "
+        raise InputError(f"{len(unknown)} tiled slides have no labels (e.g. {sorted(unknown)[:3]}); "
                          "drop their tiles first.")
     patient = slides.loc[tile_slides, "patient"].to_numpy()
     # finished models are filed under everything that made them: a rerun with other settings, tiles, labels,
@@ -233,7 +234,7 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
             tr = _per_slide(tile_slides, np.where(np.isin(patient, train_p) & ~ood)[0], tiles_per_slide, rng)
             va = _per_slide(tile_slides, np.where(np.isin(patient, val_p) & ~ood)[0], val_tiles_per_slide, rng)
             if len(tr) == 0 or len(va) == 0:
-                raise ValueError(f"Trait {t}, split {i}: {len(tr)} training and {len(va)} validation tiles; "
+                raise InputError(f"Trait {t}, split {i}: {len(tr)} training and {len(va)} validation tiles; "
                                  "the cohort is too small for these splits.")
             if (d / "tile_prob.npy").exists() and (d / "history.tsv").exists():
                 done[(t, i)] = (np.load(d / "tile_prob.npy"), read_table(d / "history.tsv"))
@@ -537,6 +538,6 @@ def split_calls(prob: pd.DataFrame, traits: Sequence[str], *, threshold: float =
     """
     missing = [t for t in traits if t not in prob.columns.get_level_values(0)]
     if missing:
-        raise ValueError(f"prob has no models for traits {missing}; available: "
+        raise InputError(f"prob has no models for traits {missing}; available: "
                          f"{sorted(set(prob.columns.get_level_values(0)))}.")
     return np.stack([(prob[t].to_numpy() > threshold).astype(int) for t in traits], 1)

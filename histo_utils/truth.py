@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from .errors import InputError, MissingInputError
 
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
            "IMAGE_LINKED", "decoupled_log_expression", "planted_vs_recovered", "planted_agreement", "r2_by_role",
@@ -43,7 +44,7 @@ def gene_groups(genes: pd.DataFrame) -> pd.DataFrame:
     ``group`` (program, tissue, ischemia, null) and ``target`` (the program or tissue, else "").
     """
     if "role" not in genes or "Name" not in genes:
-        raise ValueError("genes table needs 'Name' and 'role' columns (truth/genes.tsv of a synthetic cohort).")
+        raise InputError("genes table needs 'Name' and 'role' columns (truth/genes.tsv of a synthetic cohort).")
     role = genes.set_index("Name")["role"].astype(str)
     group = role.str.split("_", n=1).str[0]
     group = group.where(group.isin(IMAGE_LINKED), "null")
@@ -71,7 +72,7 @@ def gene_recovery(found: Iterable[str], groups: pd.DataFrame, *, tested: Sequenc
     found = pd.Index(pd.unique(np.asarray(list(found), dtype=object)))
     unknown = found.difference(groups.index)
     if len(unknown):
-        raise ValueError(f"{len(unknown)} found genes are not in the truth table (e.g. {list(unknown[:3])}).")
+        raise InputError(f"{len(unknown)} found genes are not in the truth table (e.g. {list(unknown[:3])}).")
     is_found = g.index.isin(found)
     per_role = (g.assign(found=is_found).groupby("role")
                 .agg(group=("group", "first"), tested=("found", "size"), found=("found", "sum")))
@@ -431,7 +432,7 @@ def read_true_mask(truth_dir, image_id: str) -> np.ndarray:
 
     path = Path(truth_dir) / "masks" / f"{image_id}.png"
     if not path.exists():
-        raise FileNotFoundError(f"True mask '{path}' does not exist: is '{truth_dir}' the truth/ folder of a "
+        raise MissingInputError(f"True mask '{path}' does not exist: is '{truth_dir}' the truth/ folder of a "
                                 f"synthetic cohort that has slide {image_id}?")
     return np.asarray(Image.open(path)) > 127
 
@@ -643,7 +644,7 @@ def program_trackers(ftruth: pd.DataFrame, programs: Sequence[str] | None = None
         programs = [c.removeprefix("r_program_") for c in ftruth.columns if c.startswith("r_program_")]
     missing = [p for p in programs if f"r_program_{p}" not in ftruth]
     if missing:
-        raise ValueError(f"Programs {missing} not planted; available: "
+        raise InputError(f"Programs {missing} not planted; available: "
                          f"{[c.removeprefix('r_program_') for c in ftruth.columns if c.startswith('r_program_')]}.")
     return {p: ftruth[f"r_program_{p}"].abs().idxmax() for p in programs}
 
@@ -875,7 +876,7 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
     from .visualization import feature_maps, guided_backprop_features
 
     if len(masks) != len(tiles) or len(images) != len(tiles):
-        raise ValueError(f"{len(images)} images, {len(masks)} masks and {len(tiles)} tile rows: give one of each "
+        raise InputError(f"{len(images)} images, {len(masks)} masks and {len(tiles)} tile rows: give one of each "
                          "per tile.")
     feats = list(dict.fromkeys([*trackers.values(), *random]))
     maps = feature_maps(model, layers, feats, images, device=device)  # (n_feats, n_tiles, H, W)
@@ -958,7 +959,7 @@ def tracker_localisation_rank(loc: pd.DataFrame, trackers: dict[str, str], *, by
     """
     by = list(by)
     if by not in (["program"], ["program", "tissue"]):
-        raise ValueError(f"by={by}: group by ('program',) or ('program', 'tissue').")
+        raise InputError(f"by={by}: group by ('program',) or ('program', 'tissue').")
     d = loc.dropna(subset=[column])
     score = channel_scores(loc, column=column, per_tissue="tissue" in by)
     rows = []
@@ -1003,7 +1004,7 @@ def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.Da
     masks : program -> bool array, the structure mask under its tile
     """
     if len(tiles) == 0 or len(masks) != len(tiles):
-        raise ValueError(f"{len(tiles)} candidate tiles and {len(masks)} masks: give at least one tile and one "
+        raise InputError(f"{len(tiles)} candidate tiles and {len(masks)} masks: give at least one tile and one "
                          "mask dict per tile.")
     pos = {i: j for j, i in enumerate(tiles.index)}
     rows, chosen_masks = [], {}

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .metrics import auc
 from .training import IMAGENET_MEAN, IMAGENET_STD
+from .errors import HistoUtilsError, InputError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def feature_channel(feature: str, layers: dict) -> tuple[nn.Module, int]:
     """
     layer, _, ch = str(feature).rpartition("_")
     if layer not in layers:
-        raise ValueError(f"Layer {layer!r} of feature {feature!r} not available. Available layers: "
+        raise InputError(f"Layer {layer!r} of feature {feature!r} not available. Available layers: "
                          f"{', '.join(list(layers)[:8])}{' ...' if len(layers) > 8 else ''}")
     return layers[layer], int(ch)
 
@@ -72,7 +73,7 @@ def _guided(model: nn.Module) -> Iterator[None]:
             m.inplace = flag
 
 
-class _StopForward(Exception):
+class _StopForward(HistoUtilsError):
     """Raised by a forward hook once every wanted layer has run: the rest of the network is not needed."""
 
 
@@ -102,13 +103,13 @@ def _layer_outputs(model: nn.Module, modules: Sequence[nn.Module], x: torch.Tens
             h.remove()
     missing = [k for k in wanted if k not in out]
     if missing:
-        raise RuntimeError(f"{len(missing)} of the feature layers produced no output in the forward pass.")
+        raise StateError(f"{len(missing)} of the feature layers produced no output in the forward pass.")
     return out
 
 
 def _channel_mean(y: torch.Tensor, channel: int) -> torch.Tensor:
     if channel >= y.shape[1]:
-        raise ValueError(f"Channel {channel} not available: the layer has {y.shape[1]} channels.")
+        raise InputError(f"Channel {channel} not available: the layer has {y.shape[1]} channels.")
     return y[:, channel].flatten(1).mean(1)
 
 
@@ -158,7 +159,7 @@ def guided_backprop_features(model: nn.Module, layers: dict, features: Sequence[
     array, shape (n_features, batch, 3, H, W), or (n_features, batch, H, W) with ``reduce="abs_sum"``
     """
     if reduce not in (None, "abs_sum"):
-        raise ValueError(f"reduce must be None or 'abs_sum', got {reduce!r}.")
+        raise InputError(f"reduce must be None or 'abs_sum', got {reduce!r}.")
     chans = [feature_channel(f, layers) for f in features]
     model.eval()
     x = images.detach().to(device).clone().requires_grad_(True)
@@ -265,9 +266,9 @@ def select_representative_tiles(tiles: pd.DataFrame, values: Sequence[float], *,
     """
     values = np.asarray(values, dtype=np.float64)
     if len(values) != len(tiles):
-        raise ValueError(f"values has {len(values)} entries for {len(tiles)} tiles.")
+        raise InputError(f"values has {len(values)} entries for {len(tiles)} tiles.")
     if subject_col not in tiles:
-        raise ValueError(f"tiles need a {subject_col!r} column to spread the choice over donors.")
+        raise InputError(f"tiles need a {subject_col!r} column to spread the choice over donors.")
     t = tiles.assign(value=values)  # the original index is kept (the tile's index in the dataset)
     n_cand = max(k, int(np.ceil(top_fraction * len(t))))
     cand = t.iloc[np.argsort(-values, kind="stable")[:n_cand]]
@@ -293,7 +294,7 @@ def localisation_auroc(saliency: np.ndarray, mask: np.ndarray) -> float:
     s = np.asarray(saliency, dtype=np.float64).ravel()
     m = np.asarray(mask, dtype=bool).ravel()
     if s.shape != m.shape:
-        raise ValueError(f"saliency {np.shape(saliency)} and mask {np.shape(mask)} differ in shape.")
+        raise InputError(f"saliency {np.shape(saliency)} and mask {np.shape(mask)} differ in shape.")
     return auc(s, m)
 
 
@@ -675,7 +676,7 @@ def find_gene(gene: str, cand: pd.DataFrame, symbols: pd.Series) -> str:
         return gene
     if (symbols == gene).any():
         return symbols[symbols == gene].index[0]
-    raise ValueError(f"Gene {gene!r} has no pair in notebook 03 (give a symbol or Name from pairs.parquet).")
+    raise InputError(f"Gene {gene!r} has no pair in notebook 03 (give a symbol or Name from pairs.parquet).")
 
 
 # --------------------------------------------------------------------------
@@ -699,7 +700,7 @@ def interior_tiles(tiles: pd.DataFrame, *, min_tissue: float = 0.9) -> pd.DataFr
     """
     need = {"image_id", "tile_px", "x", "y", "size0", "tissue_fraction"}
     if not need <= set(tiles.columns):
-        raise ValueError(f"tiles need columns {sorted(need)}; missing {sorted(need - set(tiles.columns))} "
+        raise InputError(f"tiles need columns {sorted(need)}; missing {sorted(need - set(tiles.columns))} "
                          "(pass notebook 01's tile table).")
     key = tiles[["image_id", "tile_px", "x", "y"]].copy()
     have = pd.MultiIndex.from_frame(key)
@@ -741,7 +742,7 @@ def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images
     for m, ch in chans:
         y = out[id(m)]
         if ch >= y.shape[1]:
-            raise ValueError(f"Channel {ch} not available: the layer has {y.shape[1]} channels.")
+            raise InputError(f"Channel {ch} not available: the layer has {y.shape[1]} channels.")
         maps.append(nn.functional.interpolate(y[:, ch:ch + 1].float(), size=tuple(images.shape[-2:]),
                                               mode="bilinear", align_corners=False)[:, 0].cpu().numpy())
     return np.stack(maps).astype(np.float32)

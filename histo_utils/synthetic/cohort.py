@@ -40,6 +40,7 @@ from ..distributed import process_pool
 from ..io import atomic_path, params_key, write_gct, write_gmt, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide
+from ..errors import InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,9 @@ def design_cohort(p: CohortParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     for t in p.tissues:
         if t not in TISSUES:
-            raise ValueError(f"Unknown tissue '{t}'. Available: {list(TISSUES)}")
+            raise InputError(f"Unknown tissue '{t}'. Available: {list(TISSUES)}")
     if p.tissues_per_donor > len(p.tissues):
-        raise ValueError(f"tissues_per_donor ({p.tissues_per_donor}) exceeds the number of tissues ({len(p.tissues)}).")
+        raise InputError(f"tissues_per_donor ({p.tissues_per_donor}) exceeds the number of tissues ({len(p.tissues)}).")
     rng = np.random.default_rng(np.random.SeedSequence([p.seed, 1]))
     n_t = len(p.tissues)
     n_donors = int(np.ceil(p.samples_per_tissue * n_t / p.tissues_per_donor))
@@ -241,7 +242,7 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
     def take(k, name):
         nonlocal pos
         if pos + k > n:
-            raise ValueError(f"n_genes={n} is too small for the planted modules; raise it.")
+            raise InputError(f"n_genes={n} is too small for the planted modules; raise it.")
         idx = perm[pos:pos + k]
         role[idx] = name
         pos += k
@@ -289,7 +290,7 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
     cj = rna["SMCENTER"].map({c: j for j, c in enumerate(centers)}).to_numpy()
     rin = rna["SMRIN"].to_numpy(dtype=np.float64)
     if decouple not in (False, True, "all", "programs"):
-        raise ValueError(f"decouple={decouple!r} not available: False, True/'all' or 'programs'.")
+        raise InputError(f"decouple={decouple!r} not available: False, True/'all' or 'programs'.")
     if decouple:
         other = np.random.default_rng(np.random.SeedSequence([p.seed, 4]))
         P = other.standard_normal(P.shape)
@@ -332,7 +333,7 @@ def simulate_expression(p: CohortParams, subjects: pd.DataFrame, samples: pd.Dat
         sets[f"PLANTED_TISSUE_{t.upper().replace(' ', '_')}"] = sorted(symbols[idx])
     pool = symbols[role == "noise"]
     if len(pool) < max(p.module_size, p.tissue_genes):
-        raise ValueError(f"n_genes={n} leaves {len(pool)} noise genes, too few to draw decoy sets of "
+        raise InputError(f"n_genes={n} leaves {len(pool)} noise genes, too few to draw decoy sets of "
                          f"{max(p.module_size, p.tissue_genes)}; raise n_genes or lower the module sizes.")
     for size in sorted({p.module_size, p.tissue_genes}):
         for d in range(p.n_decoys_per_size * (len(modules) if size == p.module_size else 1)):
@@ -467,7 +468,7 @@ def make_cohort(out_dir: str | os.PathLike, params: CohortParams = CohortParams(
     if stamp.exists():
         old = json.loads(stamp.read_text()).get("key")
         if old != params.key():
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"'{out}' holds a synthetic cohort made with other parameters (key {old}, now "
                 f"{params.key()}). Delete the folder or set another data_dir."
             )

@@ -40,6 +40,7 @@ import pandas as pd
 
 from .. import io
 from ..tcga import CBIOPORTAL_FILE, CDR_FILE, DAYS_PER_MONTH, MIRNA_FILE, MRNA_FILE
+from ..errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +205,13 @@ def write_tcga_download(tumour_dir: str | os.PathLike, out_dir: str | os.PathLik
     with ``both``).
     """
     if slides_layout not in ("gdc", "flat"):
-        raise ValueError(f"slides_layout must be 'gdc' or 'flat', got '{slides_layout}'.")
+        raise InputError(f"slides_layout must be 'gdc' or 'flat', got '{slides_layout}'.")
     if clinical not in ("cdr", "cbioportal", "both"):
-        raise ValueError(f"clinical must be 'cdr', 'cbioportal' or 'both', got '{clinical}'.")
+        raise InputError(f"clinical must be 'cdr', 'cbioportal' or 'both', got '{clinical}'.")
     src = Path(tumour_dir)
     stamp = src / "truth" / "tumour.json"
     if not stamp.exists():
-        raise FileNotFoundError(f"'{src}' is not a synthetic tumour folder (no truth/tumour.json). "
+        raise MissingInputError(f"'{src}' is not a synthetic tumour folder (no truth/tumour.json). "
                                 "Make one with histo_utils.synthetic.tumour.make_tumour_cohort.")
     meta = json.loads(stamp.read_text())
     traits = list(meta["params"]["traits"])
@@ -422,10 +423,10 @@ def _merge_tissues(attrs: pd.DataFrame, merged: dict) -> dict:
     done = {}
     for source, group in merged.items():
         if group not in groups:
-            raise ValueError(f"merged: '{group}' is not a group of gtex.TISSUE_MERGES['badea_33'] ({sorted(groups)}).")
+            raise InputError(f"merged: '{group}' is not a group of gtex.TISSUE_MERGES['badea_33'] ({sorted(groups)}).")
         rows = attrs.SMTS.eq(source).to_numpy()
         if not rows.any():
-            raise ValueError(f"merged: no sample of tissue '{source}' (SMTS) in the cohort (tissues: "
+            raise InputError(f"merged: no sample of tissue '{source}' (SMTS) in the cohort (tissues: "
                              f"{sorted(attrs.SMTS.unique())}).")
         images = attrs.SAMPID[rows].map(lambda s: "-".join(s.split("-")[:3]))
         members = groups[group]
@@ -553,7 +554,7 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
 
     src = Path(cohort_dir)
     if not (src / "truth" / "cohort.json").exists():
-        raise FileNotFoundError(f"'{src}' is not a synthetic GTEx-like folder (no truth/cohort.json). "
+        raise MissingInputError(f"'{src}' is not a synthetic GTEx-like folder (no truth/cohort.json). "
                                 "Make one with histo_utils.synthetic.make_cohort.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

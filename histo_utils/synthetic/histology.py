@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
+from ..errors import InputError
 
 __all__ = [
     "PROGRAMS",
@@ -475,9 +476,9 @@ def render_slide(spec: SlideSpec, *, fields: dict[str, np.ndarray] | None = None
         :func:`program_fields` (the tumour cohort passes its clone maps here).
     """
     if spec.tissue not in TISSUES:
-        raise ValueError(f"Unknown tissue '{spec.tissue}'. Available: {list(TISSUES)}")
+        raise InputError(f"Unknown tissue '{spec.tissue}'. Available: {list(TISSUES)}")
     if spec.center not in CENTER_STAINS:
-        raise ValueError(f"Unknown centre '{spec.center}'. Available: {list(CENTER_STAINS)}")
+        raise InputError(f"Unknown centre '{spec.center}'. Available: {list(CENTER_STAINS)}")
     rng = np.random.default_rng(spec.seed)
     shape = (int(round(spec.height_um / spec.px_um)), int(round(spec.width_um / spec.px_um)))
     if fields is None:

@@ -51,6 +51,7 @@ from ..hti import combination_codes, hti_from_proportions
 from ..io import atomic_path, params_key, read_table, write_json, write_table
 from ..slides import write_aperio_svs
 from .histology import PROGRAMS, TISSUES, SlideSpec, render_slide, smooth_noise
+from ..errors import InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +92,24 @@ class TumourParams:
 
     def __post_init__(self):
         if len(self.traits) < 2:
-            raise ValueError(f"A tumour cohort needs k >= 2 traits for HTI, got {list(self.traits)}.")
+            raise InputError(f"A tumour cohort needs k >= 2 traits for HTI, got {list(self.traits)}.")
         if np.ndim(self.trait_effect) == 0:  # one shift for every trait
             object.__setattr__(self, "trait_effect", (float(self.trait_effect),) * len(self.traits))
         object.__setattr__(self, "trait_effect", tuple(float(e) for e in self.trait_effect))
         if len(self.trait_effect) != len(self.traits) or min(self.trait_effect) <= 0:
-            raise ValueError(f"trait_effect must be one positive shift per trait ({len(self.traits)}), got "
+            raise InputError(f"trait_effect must be one positive shift per trait ({len(self.traits)}), got "
                              f"{list(self.trait_effect)}.")
         if len(self.trait_programs) != len(self.traits):
-            raise ValueError(f"trait_programs ({len(self.trait_programs)}) must name one program per trait "
+            raise InputError(f"trait_programs ({len(self.trait_programs)}) must name one program per trait "
                              f"({len(self.traits)}).")
         bad = [p for p in self.trait_programs if p not in PROGRAMS]
         if bad or len(set(self.trait_programs)) != len(self.trait_programs):
-            raise ValueError(f"trait_programs must be distinct programs of {list(PROGRAMS)}, got "
+            raise InputError(f"trait_programs must be distinct programs of {list(PROGRAMS)}, got "
                              f"{list(self.trait_programs)}.")
         if self.tissue not in TISSUES:
-            raise ValueError(f"Tumour tissue '{self.tissue}' has no painter. Available: {list(TISSUES)}.")
+            raise InputError(f"Tumour tissue '{self.tissue}' has no painter. Available: {list(TISSUES)}.")
         if abs(sum(self.clone_probs) - 1) > 1e-6:
-            raise ValueError(f"clone_probs must sum to 1, got {sum(self.clone_probs)}.")
+            raise InputError(f"clone_probs must sum to 1, got {sum(self.clone_probs)}.")
 
     def key(self) -> str:
         return params_key(self)
@@ -269,7 +270,7 @@ def make_tumour_cohort(out_dir: str | os.PathLike, params: TumourParams = Tumour
     if stamp.exists():
         old = json.loads(stamp.read_text()).get("key")
         if old != params.key():
-            raise FileExistsError(f"'{out}' holds a tumour cohort made with other parameters (key {old}, now "
+            raise OutputExistsError(f"'{out}' holds a tumour cohort made with other parameters (key {old}, now "
                                   f"{params.key()}). Delete the folder or set another tumour_dir.")
     patients, clones, slides = design_tumours(params)
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, 13]))
