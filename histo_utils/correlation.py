@@ -38,6 +38,8 @@ import pandas as pd
 from scipy import stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
+
+from . import data, gtex, io
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -1283,3 +1285,45 @@ def indirect_dependencies(features: pd.DataFrame, expression: pd.DataFrame, pair
                            **{name: int((out[f"p_{name.replace('–', '_')}"] > a).sum())
                               for name in ("g–t–f", "f–g–t", "g–f–t")}} for a in alphas])
     return out, table
+
+
+def tissue_expression_floor(expression_path: str | os.PathLike, attributes: pd.DataFrame, *, tissues: Sequence[str],
+                            label_column: str = "SMTS", median_tpm: str | os.PathLike = "",
+                            cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Badea's expression floor: per gene, the tissue of maximal median expression and that median.
+
+    Medians are over the tissues of the study only (those with slides; whole blood and cultured cells left
+    out), as log2(1 + median TPM) (the median commutes with the monotone log, up to the mean of the two
+    middle values of an even count).
+
+    Parameters
+    ----------
+    expression_path : the TPM GCT (``GTExFiles.expression``)
+    attributes : sample attributes indexed by ``SAMPID``, with ``label_column``
+    tissues : the study's tissues (values of ``label_column``)
+    label_column : ``SMTS`` or ``SMTSD``
+    median_tpm : GTEx's ``*gene_median_tpm.gct.gz`` (columns are ``SMTSD`` tissues): when given, the floor
+        is read from it and the 17,382-sample TPM table is not read at all; empty: medians over the RNA
+        samples of ``tissues`` (only their columns read, float32, cached in ``cache_dir``)
+    cache_dir : the run's cache directory (:func:`histo_utils.data.load_log_expression`)
+
+    Returns
+    -------
+    DataFrame indexed by gene (``Name``) with ``max_tissue`` and ``max_median`` (log2(1 + TPM))
+    """
+    tissues = sorted(set(tissues))
+    if median_tpm:
+        if label_column != "SMTSD":
+            raise InputError(f"median_tpm '{median_tpm}' has one column per detailed tissue (SMTSD), but the "
+                             f"labels are {label_column}: set label_column to SMTSD or leave median_tpm empty.")
+        med = gtex.read_median_tpm(median_tpm, tissues)
+        log.info("Expression floor from the median-TPM file %s (%d tissues, %d genes)", median_tpm, len(tissues),
+                 med.shape[1])
+        return pd.DataFrame({"max_tissue": med.idxmax(0), "max_median": med.max(0)}).rename_axis("Name")
+    gtex.check_label_column(attributes.reset_index(), label_column)
+    in_file = set(io.read_gct_samples(expression_path, check=False))
+    rna = attributes.index[attributes[label_column].isin(tissues) & attributes.index.isin(in_file)]
+    order = [s for s in io.read_gct_samples(expression_path, check=False) if s in set(rna)]
+    log_expr, _ = data.load_log_expression(expression_path, samples=order, cache_dir=cache_dir)
+    log.info("Expression floor over %d RNA samples of %d tissues", len(order), len(tissues))
+    return expression_floor(log_expr, attributes.loc[log_expr.index, label_column])

@@ -19,22 +19,23 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import gtex, io
-from .tiling import load_tiling
+from . import gtex, io, store
 from .errors import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FeatureKey", "AGGREGATIONS", "read_feature_provenance", "feature_keys", "find_key", "feature_tables",
            "load_log_expression", "joined_log_expression", "expression_cache_key", "load_features", "features_by_sample", "match_samples", "PairedData",
-           "paired_tables", "feature_layer"]
+           "paired_tables", "feature_layer", "load_tiling", "select_grid", "EmptyGridError",
+           "TILES_PER_SIZE", "build_store", "open_store", "tissue_of"]
 
 AGGREGATIONS = ("sum", "mean", "median")  # tile-to-slide reductions of notebook 02 (features.reduce_tiles)
 DEFAULT_AGGREGATION = "sum"
@@ -232,11 +233,9 @@ def _has_features(out_dir) -> bool:
 
 def _store_for(out_dir, samples: pd.DataFrame | None, notebook: str, expression_path=None):
     """The run's joined store when it holds what the caller asks for (the run's own samples), else None."""
-    from . import store
-
     if notebook != "02_training" or not _has_features(out_dir):
         return None
-    st = store.open_store(out_dir, expression_path, notebook=notebook)
+    st = open_store(out_dir, expression_path, notebook=notebook)
     if st is None or samples is None:
         return st
     mine = st.samples["image_id"]
@@ -332,9 +331,7 @@ def joined_log_expression(out_dir: str | os.PathLike, path: str | os.PathLike, *
     symbols : Series, Name -> gene symbol
     """
     if use_store and cache and dtype == "float32" and _has_features(out_dir):
-        from . import store
-
-        return store.open_store(out_dir, path).expression()
+            return open_store(out_dir, path).expression()
     _, samples = load_tiling(out_dir)
     with_slide = set(samples.SAMPID)
     in_file = io.read_gct_samples(path, check=False)
@@ -583,3 +580,181 @@ def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: 
     s = samples.drop_duplicates("SAMPID").set_index("SAMPID").loc[f.index]
     log.info("%d samples with image features (%s) and expression", len(f), key)
     return PairedData(f, e, s, symbols)
+
+
+# --------------------------------------------------------------------------
+# notebook 01's tiling, as later notebooks read it
+# --------------------------------------------------------------------------
+#: file (in ``cache_dir`` of :func:`tile_slides`) with the slides and tiles of each tile size
+TILES_PER_SIZE = "tiles_per_size.tsv"
+
+
+class EmptyGridError(InputError):
+    """A notebook needs a tile grid that notebook 01 left empty."""
+
+
+def select_grid(tiles: pd.DataFrame, tile_px: int, *, what: str = "this notebook") -> pd.DataFrame:
+    """The tiles of one grid size; an empty grid stops with the size and the parameters to change.
+
+    Parameters
+    ----------
+    tiles : DataFrame (:data:`TILE_COLUMNS`), the tile table of notebook 01
+    tile_px : the grid size needed
+    what : who needs it (for the message), e.g. ``"02_training's feature_tile_px"``
+
+    Raises
+    ------
+    EmptyGridError
+        No tile of that size (no slide holds such a square with enough tissue, or 01 did not tile it).
+    """
+    sel = tiles[tiles["tile_px"] == int(tile_px)]
+    if sel.empty:
+        have = sorted(int(v) for v in tiles["tile_px"].unique())
+        raise EmptyGridError(
+            f"Tile size {int(tile_px)} px has no tiles, but {what} needs it (sizes with tiles: {have}). Either no "
+            f"slide holds a {int(tile_px)}-px square with at least min_tissue of tissue, or notebook 01 did not "
+            f"cut that size. Change 01_tiling's tile_sizes_px (smaller), min_tissue (lower) or target_mpp (finer), "
+            f"or use one of {have} "
+            "in this notebook's tile-size parameters (train_tile_px, feature_tile_px, tile_px).")
+    return sel
+
+
+def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling", *,
+                tile_sizes: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tile table and the slide-sample table (with splits) that notebook 01 wrote.
+
+    Parameters
+    ----------
+    out_dir : output directory of the run
+    notebook : name of the tiling notebook
+    tile_sizes : the grid sizes the caller needs: each must hold tiles, else :class:`EmptyGridError` names
+        the size and the parameters to change. Without it, a size notebook 01 was asked for and left empty is
+        logged as a warning.
+
+    Returns
+    -------
+    tiles : DataFrame (:data:`TILE_COLUMNS`)
+    samples : DataFrame, one row per usable image (``image_id, SAMPID, subject_id, SMTS, ..., split, path``)
+    """
+    d = Path(out_dir) / notebook
+    tiles, samples = io.read_table(d / "tiles.parquet"), io.read_table(d / "samples.tsv")
+    per_size = d / "per_slide" / TILES_PER_SIZE
+    if per_size.exists():
+        for r in io.read_table(per_size).itertuples():
+            if r.tiles == 0:
+                log.warning("Notebook 01 cut no tile of %d px: a notebook that uses that grid will stop", r.tile_px)
+    for px in tile_sizes or []:
+        select_grid(tiles, px, what=f"the caller of load_tiling (tile_sizes={list(tile_sizes)})")
+    return tiles, samples
+
+
+# --------------------------------------------------------------------------
+# the run's joined store (the format lives in store.py)
+# --------------------------------------------------------------------------
+def _runner_parameters(out: Path) -> dict:
+    params = {}
+    for stem in ("00_synthetic_cohort", "01_tiling", "02_training"):
+        stamp = out / ".runner" / f"{stem}.json"
+        if stamp.exists():
+            d = json.loads(stamp.read_text())
+            params[stem] = {"parameters": d.get("parameters", {}), "fingerprint": d.get("fingerprint"),
+                            "finished": d.get("finished")}
+    return params
+
+
+def build_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike, *,
+                notebook: str = "02_training") -> Path:
+    """Join samples, feature tables and expression of a run into ``<out_dir>/store/joined.h5ad``, atomically.
+
+    Also writes ``<out_dir>/store/expression.h5ad`` (:func:`histo_utils.store.write_expression_h5ad`).
+
+    Parameters
+    ----------
+    out_dir : output directory of the run (notebooks 01 and 02 done)
+    expression_path : GCT file of TPM values (``GTExFiles.expression``)
+    notebook : the notebook that wrote the feature tables
+
+    Returns
+    -------
+    Path of the store
+    """
+    import anndata as ad
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    prints = store.input_fingerprints(out, expression_path, notebook=notebook)
+    _, samples = load_tiling(out)
+    samples = samples.drop_duplicates("image_id")
+    dup = samples.SAMPID[samples.SAMPID.duplicated()]
+    if len(dup):
+        raise InputError(f"samples.tsv of '{out}' has RNA samples with two slides (e.g. {list(dup[:3])}); "
+                         f"rerun notebook 01 (it keeps one slide per sample).")
+    obs = samples.set_index("SAMPID")
+    obs.index = obs.index.astype(str)
+    expr, symbols = joined_log_expression(out, expression_path, cache=True, use_store=False)
+    rank = pd.Series(np.arange(len(expr)), index=expr.index)
+    obs["expression_rank"] = rank.reindex(obs.index).fillna(-1).astype(np.int64).to_numpy()
+    for c in obs.columns:
+        if obs[c].dtype == object:
+            obs[c] = obs[c].astype(str)
+    X = np.full((len(obs), expr.shape[1]), np.nan, np.float32)
+    have = obs["expression_rank"].to_numpy() >= 0
+    X[have] = expr.loc[obs.index[have]].to_numpy(np.float32)
+    var = pd.DataFrame({"Description": symbols.astype(str).to_numpy()}, index=pd.Index(expr.columns.astype(str),
+                                                                                        name="Name"))
+    obsm, feats_uns = {}, {}
+    image_to_row = pd.Series(np.arange(len(obs)), index=obs["image_id"].to_numpy())
+    for key in feature_keys(out, notebook=notebook):
+        table = load_features(out, key, notebook=notebook)
+        missing = table.index.difference(image_to_row.index)
+        if len(missing):
+            raise InputError(f"Feature table {key}: {len(missing)} slides are not in samples.tsv (e.g. "
+                             f"{list(missing[:3])}); rerun notebook 02 after notebook 01.")
+        m = np.full((len(obs), table.shape[1]), np.nan, np.float32)
+        m[image_to_row.loc[table.index].to_numpy()] = table.to_numpy(np.float32)
+        obsm[str(key)] = m
+        feats_uns[str(key)] = {"names": np.asarray(table.columns.astype(str)),
+                               "image_ids": np.asarray(table.index.astype(str)), **key.fields()}
+    prov_path = out / notebook / PROVENANCE_FILE
+    provenance = {"version": store.STORE_VERSION, "fingerprints": prints, "expression_path": str(Path(expression_path).resolve()),
+                  "feature_provenance": json.loads(prov_path.read_text()), "runner": _runner_parameters(out),
+                  "notebook": notebook}
+    adata = ad.AnnData(X=X, obs=obs, var=var, obsm=obsm,
+                       uns={"features": feats_uns, "provenance_json": json.dumps(provenance, sort_keys=True,
+                                                                                 default=str)})
+    dest = store.store_path(out)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(dest) as tmp:
+        adata.write_h5ad(tmp)
+    store.write_expression_h5ad(expr, samples, dest.parent / store.EXPRESSION_FILE, symbols=symbols, provenance=provenance)
+    log.info("Joined store of %d samples, %d genes, %d feature tables written to %s in %.1f s (%.1f MB)",
+             len(obs), expr.shape[1], len(obsm), dest, time.perf_counter() - t0, dest.stat().st_size / 2**20)
+    return dest
+
+
+def open_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike | None = None, *,
+               notebook: str = "02_training") -> store.JoinedStore | None:
+    """The run's joined store, built first when missing or when an input's fingerprint changed.
+
+    Parameters
+    ----------
+    out_dir : output directory of the run (notebooks 01 and 02 done)
+    expression_path : GCT file of TPM values; None: the one recorded in an existing store (no store yet:
+        None is returned, the caller joins the files itself)
+    notebook : the notebook that wrote the feature tables
+
+    Returns
+    -------
+    store.JoinedStore, or None (``expression_path`` None and no usable store)
+    """
+    st = store.fresh_store(out_dir, expression_path, notebook=notebook)
+    if st is not None:
+        return st
+    if expression_path is None:
+        try:
+            expression_path = store.JoinedStore(store.store_path(out_dir)).provenance.get("expression_path")
+        except Exception:
+            return None
+        if not expression_path or not Path(expression_path).exists():
+            return None
+    return store.JoinedStore(build_store(out_dir, expression_path, notebook=notebook))

@@ -24,6 +24,7 @@ from .errors import InputError, StateError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SLIDE_SUFFIXES",
     "SlideError",
     "SlideInfo",
     "open_slide",
@@ -39,6 +40,8 @@ __all__ = [
     "dicom_slide_file",
     "is_dicom_wsi",
 ]
+
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".svslide", ".bif")
 
 #: microns per pixel of a plausible level 0 (a 100x oil scan to a 1.25x overview)
 PLAUSIBLE_MPP = (0.05, 10.0)
@@ -120,7 +123,7 @@ def open_slide(path: str | os.PathLike) -> openslide.OpenSlide:
 
 #: DICOM whole-slide images (VL Whole Slide Microscopy Image Storage), read by OpenSlide >= 4.0: one ``.dcm``
 #: file per pyramid level and associated image, usually a folder per slide. Kept apart from
-#: :data:`histo_utils.tiling.SLIDE_SUFFIXES` (which ``tcga.list_slides`` also uses for GDC's SVS
+#: :data:`SLIDE_SUFFIXES` (which ``tcga.list_slides`` also uses for GDC's SVS
 #: downloads).
 DICOM_SUFFIX = ".dcm"
 

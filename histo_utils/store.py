@@ -50,13 +50,13 @@ from .errors import InputError, InputKeyError, MissingInputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STORE_DIR", "STORE_FILE", "EXPRESSION_FILE", "store_path", "input_fingerprints", "build_store",
-           "open_store", "fresh_store", "JoinedStore", "write_expression_h5ad"]
+__all__ = ["STORE_DIR", "STORE_FILE", "EXPRESSION_FILE", "store_path", "input_fingerprints", 
+           "fresh_store", "JoinedStore", "write_expression_h5ad"]
 
 STORE_DIR = "store"
 STORE_FILE = "joined.h5ad"
 EXPRESSION_FILE = "expression.h5ad"
-_VERSION = 1
+STORE_VERSION = 1
 #: sample-table columns that go to ``obs`` of the AnnData feature and expression tables when present (GTEx names)
 OBS_COLUMNS = ("SAMPID", "subject_id", "SMTS", "SMTSD", "split", "SMCENTER", "SMRIN", "SMTSISCH", "SMATSSCR",
                "SMNABTCH", "SMGEBTCH", "SMUBRID", "SMAFRZE")
@@ -108,89 +108,6 @@ def input_fingerprints(out_dir: str | os.PathLike, expression_path: str | os.Pat
         prints[str(e)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     return prints
 
-
-def _runner_parameters(out: Path) -> dict:
-    params = {}
-    for stem in ("00_synthetic_cohort", "01_tiling", "02_training"):
-        stamp = out / ".runner" / f"{stem}.json"
-        if stamp.exists():
-            d = json.loads(stamp.read_text())
-            params[stem] = {"parameters": d.get("parameters", {}), "fingerprint": d.get("fingerprint"),
-                            "finished": d.get("finished")}
-    return params
-
-
-def build_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike, *,
-                notebook: str = "02_training") -> Path:
-    """Join samples, feature tables and expression of a run into ``<out_dir>/store/joined.h5ad``, atomically.
-
-    Also writes ``<out_dir>/store/expression.h5ad`` (:func:`write_expression_h5ad`).
-
-    Parameters
-    ----------
-    out_dir : output directory of the run (notebooks 01 and 02 done)
-    expression_path : GCT file of TPM values (``GTExFiles.expression``)
-    notebook : the notebook that wrote the feature tables
-
-    Returns
-    -------
-    Path of the store
-    """
-    import anndata as ad
-
-    from . import data
-    from .tiling import load_tiling
-
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    prints = input_fingerprints(out, expression_path, notebook=notebook)
-    _, samples = load_tiling(out)
-    samples = samples.drop_duplicates("image_id")
-    dup = samples.SAMPID[samples.SAMPID.duplicated()]
-    if len(dup):
-        raise InputError(f"samples.tsv of '{out}' has RNA samples with two slides (e.g. {list(dup[:3])}); "
-                         f"rerun notebook 01 (it keeps one slide per sample).")
-    obs = samples.set_index("SAMPID")
-    obs.index = obs.index.astype(str)
-    expr, symbols = data.joined_log_expression(out, expression_path, cache=True, use_store=False)
-    rank = pd.Series(np.arange(len(expr)), index=expr.index)
-    obs["expression_rank"] = rank.reindex(obs.index).fillna(-1).astype(np.int64).to_numpy()
-    for c in obs.columns:
-        if obs[c].dtype == object:
-            obs[c] = obs[c].astype(str)
-    X = np.full((len(obs), expr.shape[1]), np.nan, np.float32)
-    have = obs["expression_rank"].to_numpy() >= 0
-    X[have] = expr.loc[obs.index[have]].to_numpy(np.float32)
-    var = pd.DataFrame({"Description": symbols.astype(str).to_numpy()}, index=pd.Index(expr.columns.astype(str),
-                                                                                        name="Name"))
-    obsm, feats_uns = {}, {}
-    image_to_row = pd.Series(np.arange(len(obs)), index=obs["image_id"].to_numpy())
-    for key in data.feature_keys(out, notebook=notebook):
-        table = data.load_features(out, key, notebook=notebook)
-        missing = table.index.difference(image_to_row.index)
-        if len(missing):
-            raise InputError(f"Feature table {key}: {len(missing)} slides are not in samples.tsv (e.g. "
-                             f"{list(missing[:3])}); rerun notebook 02 after notebook 01.")
-        m = np.full((len(obs), table.shape[1]), np.nan, np.float32)
-        m[image_to_row.loc[table.index].to_numpy()] = table.to_numpy(np.float32)
-        obsm[str(key)] = m
-        feats_uns[str(key)] = {"names": np.asarray(table.columns.astype(str)),
-                               "image_ids": np.asarray(table.index.astype(str)), **key.fields()}
-    prov_path = out / notebook / data.PROVENANCE_FILE
-    provenance = {"version": _VERSION, "fingerprints": prints, "expression_path": str(Path(expression_path).resolve()),
-                  "feature_provenance": json.loads(prov_path.read_text()), "runner": _runner_parameters(out),
-                  "notebook": notebook}
-    adata = ad.AnnData(X=X, obs=obs, var=var, obsm=obsm,
-                       uns={"features": feats_uns, "provenance_json": json.dumps(provenance, sort_keys=True,
-                                                                                 default=str)})
-    dest = store_path(out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(dest) as tmp:
-        adata.write_h5ad(tmp)
-    write_expression_h5ad(expr, samples, dest.parent / EXPRESSION_FILE, symbols=symbols, provenance=provenance)
-    log.info("Joined store of %d samples, %d genes, %d feature tables written to %s in %.1f s (%.1f MB)",
-             len(obs), expr.shape[1], len(obsm), dest, time.perf_counter() - t0, dest.stat().st_size / 2**20)
-    return dest
 
 
 def write_expression_h5ad(expression: pd.DataFrame, samples: pd.DataFrame, dest: str | os.PathLike, *,
@@ -312,7 +229,7 @@ def fresh_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike |
         log.warning("Joined store %s unreadable (%s): it will be rebuilt", path, e)
         return None
     recorded = st.provenance.get("expression_path")
-    if st.provenance.get("version") != _VERSION or st.provenance.get("notebook") != notebook:
+    if st.provenance.get("version") != STORE_VERSION or st.provenance.get("notebook") != notebook:
         return None
     want = expression_path if expression_path is not None else recorded
     if want is None or not Path(want).exists() or Path(want).resolve() != Path(recorded).resolve():
@@ -323,29 +240,3 @@ def fresh_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike |
     return st
 
 
-def open_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike | None = None, *,
-               notebook: str = "02_training") -> JoinedStore | None:
-    """The run's joined store, built first when missing or when an input's fingerprint changed.
-
-    Parameters
-    ----------
-    out_dir : output directory of the run (notebooks 01 and 02 done)
-    expression_path : GCT file of TPM values; None: the one recorded in an existing store (no store yet:
-        None is returned, the caller joins the files itself)
-    notebook : the notebook that wrote the feature tables
-
-    Returns
-    -------
-    JoinedStore, or None (``expression_path`` None and no usable store)
-    """
-    st = fresh_store(out_dir, expression_path, notebook=notebook)
-    if st is not None:
-        return st
-    if expression_path is None:
-        try:
-            expression_path = JoinedStore(store_path(out_dir)).provenance.get("expression_path")
-        except Exception:
-            return None
-        if not expression_path or not Path(expression_path).exists():
-            return None
-    return JoinedStore(build_store(out_dir, expression_path, notebook=notebook))

@@ -60,6 +60,7 @@ import pandas as pd
 
 from .io import read_table
 from .errors import InputError, InputKeyError, MissingInputError
+from .slides import SLIDE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,13 @@ def list_tumour_slides(slides_dir: str | os.PathLike, *, sample_types: Sequence[
     ----------
     slides_dir : the folder gdc-client downloaded into (or a flat folder of slide files)
     sample_types : keep slides of these sample types (default primary tumour ``01``); None keeps all
-    suffixes : slide file suffixes (default: those of :func:`histo_utils.tiling.list_slides`)
+    suffixes : slide file suffixes (default: those of :func:`histo_utils.tiling.list_slides`, :data:`histo_utils.slides.SLIDE_SUFFIXES`)
 
     Returns
     -------
     DataFrame, one row per slide: ``image_id`` (slide barcode), ``path``, ``patient``, ``sample_type``,
     ``dx`` (DX number, missing for frozen sections), ``uuid`` (the GDC folder name; empty when flat).
     """
-    from .tiling import SLIDE_SUFFIXES
-
     suffixes = tuple(s.lower() for s in (suffixes or SLIDE_SUFFIXES))
     root = Path(slides_dir)
     if not root.is_dir():

@@ -39,7 +39,9 @@ from tqdm.auto import tqdm
 from .io import atomic_path, params_key, read_table, write_table
 from .slides import (DICOM_SUFFIX, SlideError, choose_level, dicom_slide_file, is_dicom_wsi, open_slide,
                      premultiplied_to_rgb, read_region, read_region_premultiplied, slide_info)
+from .data import TILES_PER_SIZE, EmptyGridError, select_grid
 from .errors import InputError, InputPermissionError, MissingInputError
+from .slides import SLIDE_SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import SchedulerSpec
@@ -57,9 +59,7 @@ __all__ = [
     "tile_slides",
     "read_tile",
     "read_plan",
-    "select_grid",
     "tiles_per_size",
-    "EmptyGridError",
     "mask_agreement",
     "deepest_point",
     "TILE_COLUMNS",
@@ -561,9 +561,6 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
     return tiles, report
 
 
-#: file (in ``cache_dir`` of :func:`tile_slides`) with the slides and tiles of each tile size
-TILES_PER_SIZE = "tiles_per_size.tsv"
-
 
 def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingParams) -> pd.DataFrame:
     """How many slides got tiles of each size, logged; a size that no slide could hold is a loud warning.
@@ -590,35 +587,6 @@ def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingPara
                         params.target_mpp, 100 * params.min_tissue)
     return out
 
-
-class EmptyGridError(InputError):
-    """A notebook needs a tile grid that notebook 01 left empty."""
-
-
-def select_grid(tiles: pd.DataFrame, tile_px: int, *, what: str = "this notebook") -> pd.DataFrame:
-    """The tiles of one grid size; an empty grid stops with the size and the parameters to change.
-
-    Parameters
-    ----------
-    tiles : DataFrame (:data:`TILE_COLUMNS`), the tile table of notebook 01
-    tile_px : the grid size needed
-    what : who needs it (for the message), e.g. ``"02_training's feature_tile_px"``
-
-    Raises
-    ------
-    EmptyGridError
-        No tile of that size (no slide holds such a square with enough tissue, or 01 did not tile it).
-    """
-    sel = tiles[tiles["tile_px"] == int(tile_px)]
-    if sel.empty:
-        have = sorted(int(v) for v in tiles["tile_px"].unique())
-        raise EmptyGridError(
-            f"Tile size {int(tile_px)} px has no tiles, but {what} needs it (sizes with tiles: {have}). Either no "
-            f"slide holds a {int(tile_px)}-px square with at least min_tissue of tissue, or notebook 01 did not "
-            f"cut that size. Change 01_tiling's tile_sizes_px (smaller), min_tissue (lower) or target_mpp (finer), "
-            f"or use one of {have} "
-            "in this notebook's tile-size parameters (train_tile_px, feature_tile_px, tile_px).")
-    return sel
 
 
 def load_mask(cache_dir: str | os.PathLike, params: TilingParams, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -768,8 +736,6 @@ def write_tile_images(tiles: pd.DataFrame, slide_paths: dict[str, str], out_dir:
     return n
 
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".svslide", ".bif")
-
 
 def list_slides(slides_dir: str | os.PathLike, *, suffixes: Sequence[str] = SLIDE_SUFFIXES) -> pd.DataFrame:
     """Slide files of a folder as ``image_id, path`` (image ID = file name before the first dot).
@@ -894,34 +860,6 @@ def compare_masks_with_truth(image_ids: Iterable[str], *, cache_dir: str | os.Pa
             rows.append({"image_id": iid, "threshold": method, **mask_agreement(mask, truth)})
     return pd.DataFrame(rows, columns=["image_id", "threshold", "dice", "iou", "accuracy"])
 
-
-def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling", *,
-                tile_sizes: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The tile table and the slide-sample table (with splits) that notebook 01 wrote.
-
-    Parameters
-    ----------
-    out_dir : output directory of the run
-    notebook : name of the tiling notebook
-    tile_sizes : the grid sizes the caller needs: each must hold tiles, else :class:`EmptyGridError` names
-        the size and the parameters to change. Without it, a size notebook 01 was asked for and left empty is
-        logged as a warning.
-
-    Returns
-    -------
-    tiles : DataFrame (:data:`TILE_COLUMNS`)
-    samples : DataFrame, one row per usable image (``image_id, SAMPID, subject_id, SMTS, ..., split, path``)
-    """
-    d = Path(out_dir) / notebook
-    tiles, samples = read_table(d / "tiles.parquet"), read_table(d / "samples.tsv")
-    per_size = d / "per_slide" / TILES_PER_SIZE
-    if per_size.exists():
-        for r in read_table(per_size).itertuples():
-            if r.tiles == 0:
-                log.warning("Notebook 01 cut no tile of %d px: a notebook that uses that grid will stop", r.tile_px)
-    for px in tile_sizes or []:
-        select_grid(tiles, px, what=f"the caller of load_tiling (tile_sizes={list(tile_sizes)})")
-    return tiles, samples
 
 
 def tiles_per_group(tiles: pd.DataFrame, samples: pd.DataFrame, by: Sequence[str] = ("SMTS", "split")) -> pd.DataFrame:

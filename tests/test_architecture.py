@@ -34,7 +34,7 @@ def test_every_exception_of_the_package_sits_under_one_root():
                 if qual not in SIGNALS and not issubclass(obj, HistoUtilsError):
                     stray.append(qual)
     assert not stray, f"exception classes outside HistoUtilsError: {stray}"
-    assert "histo_utils.tiling.EmptyGridError" in found and "histo_utils.io.GCTError" in found
+    assert "histo_utils.data.EmptyGridError" in found and "histo_utils.io.GCTError" in found
 
 
 @pytest.mark.parametrize("call, builtin", [

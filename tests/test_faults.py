@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_toy_notebook
-from histo_utils import gtex, io, tiling
+from histo_utils import data, gtex, io, tiling
 from histo_utils.slides import write_aperio_svs
 
 
@@ -505,9 +505,9 @@ def test_tile_size_no_slide_holds_is_reported_and_stops_its_users(tmp_path, capl
     io.write_table(pd.DataFrame({"image_id": ["GTEX-A-0001"]}), tmp_path / "01_tiling" / "samples.tsv")
     with pytest.raises(ValueError, match=r"Tile size 512 px has no tiles.*sizes with tiles: \[64\].*"
                                                     r"tile_sizes_px.*min_tissue.*feature_tile_px"):
-        tiling.load_tiling(tmp_path, tile_sizes=[64, 512])
-    assert len(tiling.load_tiling(tmp_path, tile_sizes=[64])[0]) == len(tiles)
-    assert len(tiling.select_grid(tiles, 64)) == len(tiles)
+        data.load_tiling(tmp_path, tile_sizes=[64, 512])
+    assert len(data.load_tiling(tmp_path, tile_sizes=[64])[0]) == len(tiles)
+    assert len(data.select_grid(tiles, 64)) == len(tiles)
 
 
 # --------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histo_utils import gtex, io, training
+from histo_utils import correlation, gtex, io, training
 
 DETAILED = {"GTEX-AAAA1-0126": ("Artery", "Artery - Tibial"), "GTEX-AAAA1-0226": ("Artery", "Artery - Aorta"),
             "GTEX-AAAA2-0126": ("Artery", "Artery - Tibial"), "GTEX-AAAA2-0326": ("Skin", "Skin - Sun Exposed (Lower leg)"),
@@ -85,12 +85,12 @@ def test_expression_floor_from_median_file_equals_the_samples(tmp_path):
     med = pd.DataFrame({t: tpm.loc[:, attrs.SMTSD == t].median(1) for t in ["Liver", "Lung", "Whole Blood"]})
     io.write_gct(med, tmp_path / "median_tpm.gct.gz", description=sym, float_format="%.6g")
     kw = dict(tissues=["Liver", "Lung", "Liver"], label_column="SMTSD")
-    from_samples = gtex.tissue_expression_floor(tmp_path / "tpm.gct.gz", attrs, **kw, cache_dir=tmp_path / "c")
-    from_file = gtex.tissue_expression_floor(tmp_path / "nothing.gct.gz", attrs, median_tpm=tmp_path / "median_tpm.gct.gz",
+    from_samples = correlation.tissue_expression_floor(tmp_path / "tpm.gct.gz", attrs, **kw, cache_dir=tmp_path / "c")
+    from_file = correlation.tissue_expression_floor(tmp_path / "nothing.gct.gz", attrs, median_tpm=tmp_path / "median_tpm.gct.gz",
                                              **kw)
     assert set(from_samples.max_tissue) <= {"Liver", "Lung"}  # whole blood is not a study tissue
     assert (from_file.max_tissue == from_samples.max_tissue.reindex(from_file.index)).all()
     np.testing.assert_allclose(from_file.max_median, from_samples.max_median.reindex(from_file.index), rtol=1e-5)
     with pytest.raises(ValueError, match="label_column to SMTSD"):
-        gtex.tissue_expression_floor(tmp_path / "tpm.gct.gz", attrs.rename(columns={"SMTSD": "SMTS"}),
+        correlation.tissue_expression_floor(tmp_path / "tpm.gct.gz", attrs.rename(columns={"SMTSD": "SMTS"}),
                                      tissues=["Liver"], median_tpm=tmp_path / "median_tpm.gct.gz")

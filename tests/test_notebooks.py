@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from histo_utils import features, io, models, run, tiling
+from histo_utils import data, features, io, models, run
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_figures_each_with_their_numbers(tiny_run):
 
 def test_tiling_outputs_match_planted_truth(tiny_run):
     out, _, _ = tiny_run
-    tiles, samples = tiling.load_tiling(out)
+    tiles, samples = data.load_tiling(out)
     truth = io.read_table(out / "data" / "truth" / "samples.tsv")
     slides = io.read_table(out / "01_tiling" / "slides.tsv")
     # the planted damaged slide is reported and skipped, all others tiled
@@ -71,7 +71,7 @@ def test_rerun_skips_and_param_change_reruns(tiny_run, tmp_path):
     prof.notebooks["01_tiling"] = {**prof.notebooks["01_tiling"], "min_tissue": 0.9}
     recs = run.run_profile(prof, out, only=["00", "01"])
     assert [r["status"] for r in recs] == ["skipped", "ran"]
-    tiles, _ = tiling.load_tiling(out)
+    tiles, _ = data.load_tiling(out)
     assert tiles.tissue_fraction.min() >= 0.9
 
 
@@ -83,7 +83,7 @@ def test_training_outputs(tiny_run):
     acc = io.read_table(d / "accuracy.tsv")
     assert {"tile", "slide"} <= set(acc.level) and {"validation", "test"} <= set(acc.split)
     assert acc.accuracy.between(0, 1).all()
-    _, samples = tiling.load_tiling(out)
+    _, samples = data.load_tiling(out)
     prov = json.loads((d / "features_provenance.json").read_text())
     first = prof.notebooks["02_training"]["archs"][0]
     net = models.build_model(first, 3)  # every channel of every feature layer of the first network
@@ -119,7 +119,7 @@ def test_feature_correlation_outputs(tiny_run):
     d = out / "03_feature_correlation"
     par = prof.notebooks["03_feature_correlation"]
     pairs = io.read_table(d / "pairs.parquet")
-    _, samples = tiling.load_tiling(out)
+    _, samples = data.load_tiling(out)
     n_split = (samples.split == par["split"]).sum()
     tested = pairs[pairs.perm_p.notna()]
     assert len(tested) > 0 and (tested.perm_p >= 1 / (par["n_permutations"] + 1)).all()
@@ -155,7 +155,7 @@ def test_cross_variance_and_confounder_outputs(tiny_run):
     assert (grid.n_pc_image < grid.n_samples).all() and (grid.n_pc_expression < grid.n_samples).all()
     d = out / "05_confounder_regression"
     res = io.read_table(d / "residual_expression.parquet")
-    _, samples = tiling.load_tiling(out)
+    _, samples = data.load_tiling(out)
     tissue = samples.drop_duplicates("SAMPID").set_index("SAMPID").SMTS.reindex(res.index)
     # residuals have mean zero within each tissue (the intercept is in every model)
     assert np.nanmax(np.abs(res.groupby(tissue.to_numpy()).mean().to_numpy())) < 1e-8
@@ -195,7 +195,7 @@ def test_visualization_outputs(tiny_run):
     d = out / "07_visualization"
     reps = io.read_table(d / "features.tsv")
     par = prof.notebooks["07_visualization"]
-    _, samples = tiling.load_tiling(out)
+    _, samples = data.load_tiling(out)
     test_ids = set(samples.image_id[samples.split == "test"])
     assert set(reps.image_id) <= test_ids  # gBP only on test tiles
     for _, g in reps.groupby("feature"):  # the selector's rules hold on real output
