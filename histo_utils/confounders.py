@@ -32,6 +32,8 @@ from scipy import stats
 
 from .distributed import one_blas_thread
 from .errors import InputError
+from .correlation import drop_constant
+from .crossvariance import select_columns, shared_variance_with_null
 
 log = logging.getLogger(__name__)
 
@@ -853,8 +855,6 @@ def expressed_genes(log_expression: pd.DataFrame, design: Design, *, min_mean: f
     -------
     DataFrame, shape (n_tissue_samples, n_kept_genes).
     """
-    from .correlation import drop_constant
-
     e = log_expression.loc[design.matrix.index]
     return drop_constant(e.loc[:, e.mean() >= min_mean], what="gene")[0]
 
@@ -876,8 +876,6 @@ def residual_table(table: pd.DataFrame, design: Design, *, method: str = "all", 
     residuals : DataFrame, shape (n_tissue_samples, n_kept_columns)
     keep : DataFrame of booleans, shape (n_kept_columns, n_terms), the terms each column used
     """
-    from .correlation import drop_constant
-
     rows = design.matrix.index
     have = rows[rows.isin(table.index)]
     if len(have) < len(rows):
@@ -965,8 +963,6 @@ def variance_by_confounder(features: pd.DataFrame, log_expression: pd.DataFrame,
     -------
     VarianceByConfounder
     """
-    from .correlation import drop_constant
-
     vp_genes, vp_feats, overall = [], [], []
     for t, d in designs.items():
         e = expressed_genes(log_expression, d, min_mean=gene_min_mean)
@@ -1073,8 +1069,6 @@ def compare_model_choices(features: pd.DataFrame, log_expression: pd.DataFrame, 
     feature_variance_removed, terms_per_gene, terms_per_feature, expression_shared, expression_null_mean,
     expression_p``
     """
-    from .crossvariance import select_columns, shared_variance_with_null
-
     rows = []
     for method in methods:
         for t, d in designs.items():

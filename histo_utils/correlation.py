@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import data, gtex, io
 from .errors import InputError
+from .readings import md_text
 
 log = logging.getLogger(__name__)
 
@@ -1169,7 +1170,6 @@ def describe_batch_norm_effect(effect: pd.DataFrame, *, r_threshold: float, e_th
         return ("No architecture was run both with and without batch norm, so its effect is not measured here "
                 "(notebook 02 with `archs: [compact_bn, compact]`, or the `gtex` profile's VGG and VGG_bn, measures it).")
     out = []
-    from .readings import md_text  # readings formats tables; correlation does not import it at module level
 
     for (base, bn), d in effect.groupby(["base", "bn"], sort=False):
         per_px = "; ".join(f"{r.tile_px}-px tiles: {r.genes_bn:,} genes in {r.pairs_bn:,} pairs with batch norm "

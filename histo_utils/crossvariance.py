@@ -27,6 +27,8 @@ import pandas as pd
 
 from .distributed import one_blas_thread
 from .errors import InputError
+from .correlation import drop_constant
+from .data import feature_layer, FeatureKey
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +421,6 @@ def select_columns(x: pd.DataFrame, *, top: int | None = None, min_mean: float |
     DataFrame, shape (n_samples, n_kept), columns in their original order unless ``top`` reorders them by
     variance
     """
-    from .correlation import drop_constant
-
     x = drop_constant(x.dropna(axis=1, how="all"))[0]
     if min_mean is not None:
         x = x.loc[:, x.mean() >= min_mean]
@@ -462,7 +462,6 @@ def shared_variance_grid(feature_tables: dict, expression: pd.DataFrame, tissue:
     """
     from tqdm.auto import tqdm
 
-    from .data import FeatureKey, feature_layer
 
     rows = []
     null_cache: dict = {}  # (tissue, samples, var_fraction) -> (expression PCA, shuffled expression side)

@@ -19,6 +19,8 @@ import pandas as pd
 from .distributed import process_pool
 from .io import read_gmt
 from .errors import InputError, InputKeyError, InputTypeError, MissingInputError
+from .correlation import correlation_blocks, scan_pairs
+from .gsea import prerank_lists
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,6 @@ def associations(features: pd.DataFrame, expression: pd.DataFrame, *, n_conditio
     --------
     >>> pairs = associations(residual_features, residual_expression, n_conditioning=4)   # doctest: +SKIP
     """
-    from .correlation import scan_pairs
-
     res = scan_pairs(features, expression, r_min=1.0, fdr_keep=fdr, block_size=block_size,
                      n_conditioning=n_conditioning)
     p = res.pairs
@@ -301,8 +301,6 @@ def feature_rankings(features: Mapping[str, pd.DataFrame], chosen: Mapping[tuple
     rankings : dict, ``"table/feature"`` -> Series, symbol -> score (sorted, descending)
     reports : dict, ``"table/feature"`` -> the ID mapping report of :func:`to_symbols`
     """
-    from .correlation import correlation_blocks
-
     ids = expression.index
     e_all = _non_constant(expression)
     rankings, reports = {}, {}
@@ -536,8 +534,6 @@ def prerank(scores: pd.Series, gene_sets: Mapping[str, Sequence[str]], *, permut
     if scores.isna().any():
         raise InputError(f"The ranking has {int(scores.isna().sum())} NaN scores; drop them first.")
     if engine == "numpy":
-        from .gsea import prerank_lists
-
         t = prerank_lists(scores.to_frame("list"), gene_sets, permutations=permutations, min_size=min_size,
                           max_size=max_size, seed=seed).drop(columns="list")
         return t, RunningSums(scores, gene_sets, t, min_size=min_size, max_size=max_size)
@@ -578,8 +574,6 @@ def prerank_many(rankings: Mapping, gene_sets: Mapping[str, Sequence[str]], *, w
     """
     _check_engine(engine)
     if engine == "numpy":
-        from .gsea import prerank_lists
-
         kw = {k: kwargs[k] for k in ("permutations", "min_size", "max_size", "seed") if k in kwargs}
         unknown = set(kwargs) - set(kw) - {"threads"}
         if unknown:

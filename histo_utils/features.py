@@ -27,7 +27,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,12 +35,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import FeatureKey
+from .distributed import SchedulerSpec, is_local, map_slides
 from .errors import InputError, StateError
-from .io import atomic_path
+from .io import atomic_path, write_table
+from .models import feature_layers
+from .store import OBS_COLUMNS  # sample-table columns that go to ``obs`` of the AnnData tables
 from .training import TileDataset, resolve_device, to_device
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .distributed import SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -407,8 +408,6 @@ def extract_slide_features(model: nn.Module, layers: Mapping[str, nn.Module], ds
     (sorted). Slides whose computation failed are left out, logged, and
     listed in ``attrs["failed_slides"]`` (``{image_id: error}``).
     """
-    from .distributed import is_local, map_slides
-
     if how not in ("sum", "mean", "median"):
         raise InputError(f"how must be 'sum', 'mean' or 'median', got '{how}'.")
     tiles = ds.tiles
@@ -530,10 +529,6 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
     listing : dict, file name -> ``network, arch, tile_px, tile_mpp, layers, n_features, n_slides,
         failed_slides``: the ``tables`` entry of ``features_provenance.json``
     """
-    from .data import FeatureKey
-    from .io import write_table
-    from .models import feature_layers
-
     tables, listing = {}, {}
     for px, ds in datasets.items():
         for name, net in networks.items():
@@ -551,7 +546,6 @@ def write_feature_tables(networks: Mapping[str, nn.Module], datasets: Mapping[in
     return tables, listing
 
 
-from .store import OBS_COLUMNS  # noqa: E402  sample-table columns that go to ``obs`` of the AnnData tables
 
 
 def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os.PathLike, *,
@@ -580,7 +574,6 @@ def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os
 
     import anndata as ad
 
-    from .io import atomic_path
 
     if "image_id" not in samples.columns:
         raise InputError(f"samples must have an image_id column (notebook 01's samples.tsv), got {list(samples.columns)}.")

@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from .plotting import CATEGORICAL, DIVERGING, HIGHLIGHT, MUTED, seeded_jitter
+from .correlation import fisher_z
 
 __all__ = ["shared_vs_null_dots", "excess_by_layer", "excess_strips", "pc_cross_heatmaps", "correlation_histogram",
            "count_heatmaps", "stacked_layer_bars", "reproducibility_scatter", "training_curves",
@@ -255,8 +256,6 @@ def reproducibility_scatter(sample: pd.DataFrame, reported: pd.DataFrame, summar
     -------
     matplotlib Figure
     """
-    from .correlation import fisher_z
-
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     axes[0].hexbin(fisher_z(sample.r_b), fisher_z(sample.r_a), gridsize=40, cmap="Greys", bins="log")
     axes[0].set(xlabel=f"z(r), {split}", ylabel=f"z(r), {replicate_split}")

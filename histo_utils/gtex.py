@@ -35,6 +35,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from .errors import InputError, MissingInputError
+from . import io
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ def read_median_tpm(path: str | os.PathLike, tissues: Sequence[str] | None = Non
     -------
     DataFrame, shape (n_tissues, n_genes), index tissue, columns ``Name`` (Ensembl ID), float32
     """
-    from histo_utils import io
-
     med = io.read_gct(path, dtype="float32")
     med.attrs = {}
     if tissues is not None:

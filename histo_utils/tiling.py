@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,12 +39,10 @@ from tqdm.auto import tqdm
 from .io import atomic_path, params_key, read_table, write_table
 from .slides import (DICOM_SUFFIX, SlideError, choose_level, dicom_slide_file, is_dicom_wsi, open_slide,
                      premultiplied_to_rgb, read_region, read_region_premultiplied, slide_info)
-from .data import TILES_PER_SIZE, EmptyGridError, select_grid
+from .data import TILES_PER_SIZE
 from .errors import InputError, InputPermissionError, MissingInputError
 from .slides import SLIDE_SUFFIXES
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .distributed import SchedulerSpec
+from .distributed import SchedulerSpec, map_slides
 
 log = logging.getLogger(__name__)
 
@@ -521,8 +519,6 @@ def tile_slides(slides: pd.DataFrame, *, params: TilingParams, cache_dir: str | 
         tried again by a rerun); a task lost with its worker is reported
         with stage ``worker``.
     """
-    from .distributed import map_slides
-
     if not {"image_id", "path"} <= set(slides.columns):
         raise InputError(f"slides must have columns image_id and path, got {list(slides.columns)}.")
     cache = Path(cache_dir) / params.key()

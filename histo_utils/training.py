@@ -44,6 +44,7 @@ from .io import atomic_path, params_key
 from .slides import open_slide
 from .tiling import TILE_RESAMPLING, read_tile
 from .errors import InputError
+from .models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -902,8 +903,6 @@ def train_networks(archs: Sequence[str], ds: TileDataset, *, train_idx: np.ndarr
     """
     import json
 
-    from .models import build_model
-
     archs = list(archs)
     if not archs:
         raise InputError("archs is empty: give at least one architecture, e.g. ['compact'].")
@@ -1010,8 +1009,6 @@ def feature_networks(runs: Mapping[str, NetworkRun], *, n_classes: int, seed: in
     networks : dict, table network name -> model
     archs : dict, table network name -> architecture
     """
-    from .models import build_model
-
     archs = list(runs)
     torch.manual_seed(seed)
     untrained = build_model(archs[0], n_classes, weights_path=weights_path, random_weights=frozen)

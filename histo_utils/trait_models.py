@@ -20,6 +20,9 @@ import pandas as pd
 from .io import atomic_path, read_table, write_table
 from .metrics import auc
 from .errors import InputError
+from . import models, training
+from .distributed import forked_pool, forked_state, one_torch_thread
+from .training import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,6 @@ def _fit_one(job: dict) -> tuple[np.ndarray, pd.DataFrame]:
     """
     import torch
 
-    from . import models, training
-    from .distributed import forked_state, one_torch_thread
-
     ds = job["ds"] if "ds" in job else forked_state()
     t, i, tr, va, label, config = job["trait"], job["split"], job["tr"], job["va"], job["label"], job["config"]
     d, arch, progress = Path(job["dir"]), job["arch"], job["progress"]
@@ -202,8 +202,6 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
     """
     from tqdm.auto import tqdm
 
-    from .distributed import forked_pool
-
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}.")
     work = Path(work_dir)
@@ -242,8 +240,6 @@ def fit_trait_models(ds, slides: pd.DataFrame, *, traits: Sequence[str], splits:
             jobs.append({"trait": t, "split": i, "tr": tr, "va": va, "label": label, "config": config,
                          "dir": str(d), "arch": arch, "colour_jitter": colour_jitter, "device": device,
                          "restarts": restarts, "progress": progress and workers == 1})
-    from .training import resolve_device
-
     n_proc = 1 if resolve_device(device).type == "cuda" else min(workers, len(jobs))  # one GPU: in turn
     if n_proc <= 1:
         for job in jobs:
