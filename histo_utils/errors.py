@@ -22,7 +22,7 @@ This module imports nothing of the package: every layer may import it.
 
 from __future__ import annotations
 
-__all__ = ["HistoUtilsError", "InputError", "MissingInputError", "InputKeyError", "InputTypeError",
+__all__ = ["HistoUtilsError", "InputError", "MissingInputError", "InputKeyError", "InputIndexError", "InputTypeError",
            "StateError", "OutputExistsError", "InputPermissionError",
            "SchedulerUnreachable"]
 
@@ -41,6 +41,10 @@ class MissingInputError(HistoUtilsError, FileNotFoundError):
 
 class InputKeyError(HistoUtilsError, KeyError):
     """A name asked for (gene, trait, feature table, gene set) is not in the input."""
+
+
+class InputIndexError(HistoUtilsError, IndexError):
+    """A position outside the input (e.g. a gene-set index beyond the genes of the table)."""
 
 
 class InputTypeError(HistoUtilsError, TypeError):

@@ -21,13 +21,18 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
 from .errors import InputError
+from .io import read_table
+from .readings import md_text
+from .slides import read_thumbnail
 
 log = logging.getLogger(__name__)
 
 __all__ = ["combination_codes", "combination_names", "COMBINATION_COLOURS", "hti", "hti_from_proportions",
-           "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "combination_cmap", "plot_planted_clones",
-           "plot_cartographies", "plot_hti_vs_truth", "TRAIT_MAP_COLOURS", "SET_COLOURS", "reading"]
+           "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "combination_cmap", "true_combination_map",
+           "plot_planted_clones", "plot_cartographies", "plot_hti_vs_truth", "TRAIT_MAP_COLOURS", "SET_COLOURS",
+           "reading"]
 
 #: colour of each combination code (0: no positive trait), for up to three traits
 COMBINATION_COLOURS = ("#f0f0f0", "#E69F00", "#56B4E9", "#CC79A7", "#0072B2", "#D55E00", "#009E73", "#000000")  # Okabe-Ito
@@ -302,6 +307,27 @@ def _combination_legend(fig, traits: Sequence[str], y: float, *, trait_maps: boo
                bbox_to_anchor=(0.5, y))
 
 
+def true_combination_map(truth_dir, clones: pd.DataFrame, image_id: str, traits: Sequence[str]) -> np.ndarray:
+    """The clone map of a synthetic tumour slide recoloured by each clone's combination code.
+
+    Parameters
+    ----------
+    truth_dir : the tumour cohort's ``truth/`` folder (``clone_maps/<image_id>.png``: clone number + 1)
+    clones : ``truth/clones.tsv`` with ``image_id, clone`` and ``state_<trait>`` columns
+    image_id : the slide
+    traits : the traits, in the column order of the calls
+
+    Returns
+    -------
+    array of int, shape (H, W) of the painted map: :func:`histo_utils.hti.combination_codes` of each pixel's clone
+    """
+    from PIL import Image
+
+    lab = np.asarray(Image.open(Path(truth_dir) / "clone_maps" / f"{image_id}.png")).astype(int) - 1
+    cl = clones[clones.image_id == image_id].set_index("clone")
+    return combination_codes(cl[[f"state_{t}" for t in traits]].to_numpy())[lab]
+
+
 def plot_planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.DataFrame, clinical: pd.DataFrame,
                         traits: Sequence[str], *, hti_split: float = 0.5):
     """What the synthetic tumour cohort planted: clone maps, true HTI, mixes against bulk, survival by true HTI.
@@ -324,10 +350,6 @@ def plot_planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.D
     """
     import matplotlib.pyplot as plt
     from lifelines import KaplanMeierFitter
-
-    from .io import read_table
-    from .slides import read_thumbnail
-    from .truth import true_combination_map
 
     k = len(traits)
     clones = read_table(Path(truth_dir) / "clones.tsv")
@@ -387,8 +409,6 @@ def plot_cartographies(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
-
-    from .slides import read_thumbnail
 
     traits = list(calls.columns)
     k = len(traits)
@@ -515,8 +535,6 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
     str, Markdown bullet points; trait, comparison and fit names escaped (:func:`histo_utils.readings.md_text`).
     """
     from scipy import stats
-
-    from .readings import md_text
 
     out = []
     if run:

@@ -26,8 +26,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import correlation, gtex, io
+from .data import load_log_expression
+from .distributed import forked_pool, forked_state, one_torch_thread
+from .enrichment import prerank_many
+from .errors import InputError, InputIndexError, InputKeyError
 from .metrics import auc
-from .errors import InputError, InputKeyError
+from .plotting import seeded_jitter
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "tran
            "rank_gene_sets", "gene_saliency", "Standardizer", "feature_traits", "binarize_traits", "compare_models",
            "summarize_comparison", "plot_model_comparison", "plot_training_loss", "gene_set_columns", "mask_fill",
            "mask_gene_sets", "plot_gene_masking", "saliency_gsea", "saliency_rates", "plot_saliency_heatmap",
-           "pretraining_expression", "expression_only_samples", "choose_traits", "trait_definitions"]
+           "pretraining_expression", "expression_only_samples", "choose_traits", "tracking_traits", "trait_definitions"]
 
 
 @dataclass(frozen=True)
@@ -242,8 +247,6 @@ def _fit_fold(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, fold
     """
     from threadpoolctl import threadpool_limits
 
-    from .distributed import one_torch_thread
-
     with one_torch_thread(), threadpool_limits(1):
         sc = Standardizer().fit(x[tr])
         xtr, xte = sc.transform(x[tr]), sc.transform(x[te])
@@ -259,8 +262,6 @@ def _fit_fold(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, fold
 
 def _fold_job(job: tuple) -> dict[str, np.ndarray]:
     """Worker of :func:`compare_models`: one (trait, fold); ``(x, models, config, encoder)`` inherited."""
-    from .distributed import forked_state
-
     x, models, config, encoder = forked_state()
     y, tr, te, fold = job
     return _fit_fold(x, y, tr, te, fold, config=config, encoder=encoder, models=models)
@@ -367,7 +368,7 @@ def gene_masking(net: nn.Module, x: np.ndarray, gene_sets: Mapping[str, Sequence
     for name, idx in gene_sets.items():
         idx = np.asarray(idx, dtype=int)
         if len(idx) and (idx.min() < 0 or idx.max() >= x.shape[1]):
-            raise InputError(f"Gene set '{name}' has indices outside 0..{x.shape[1] - 1}.")
+            raise InputIndexError(f"Gene set '{name}' has indices outside 0..{x.shape[1] - 1}.")
         masked = np.tile(base, (len(x), 1))
         masked[:, idx] = x[:, idx]
         out[name] = predict(net, masked)
@@ -438,8 +439,8 @@ def binarize_traits(features: pd.DataFrame, tissue: pd.Series, trait_info: pd.Da
     ----------
     features : DataFrame, shape (n_samples, n_features)
     tissue : Series, sample -> tissue, indexed like ``features``
-    trait_info : ``trait, feature, r_within_tissue`` (:func:`feature_traits` or
-        :func:`histo_utils.truth.program_traits`)
+    trait_info : ``trait, feature, r_within_tissue`` (:func:`feature_traits`, :func:`tracking_traits` or
+        :func:`choose_traits`)
 
     Returns
     -------
@@ -492,8 +493,6 @@ def compare_models(x: np.ndarray, traits: pd.DataFrame, *, n_folds: int = 10, n_
     if workers == 1:
         preds = [_fit_fold(x, y, tr, te, f, config=config, encoder=encoder, models=models) for y, tr, te, f in jobs]
     else:
-        from .distributed import forked_pool
-
         with forked_pool(min(workers, len(jobs)), (x, models, config, encoder)) as pool:
             preds = list(pool.map(_fold_job, jobs))
     fold_auc, oofs, boots = [], {}, []
@@ -545,8 +544,6 @@ def plot_model_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
-
-    from .plotting import seeded_jitter
 
     n_folds = fold_auc["fold"].nunique()
     n_boot = bootstrap["resample"].nunique()
@@ -703,8 +700,6 @@ def saliency_gsea(nets: Mapping[str, nn.Module], z: np.ndarray, traits: pd.DataF
     DataFrame, one row per (trait, sample, set): :func:`histo_utils.enrichment.prerank` columns, ``SAMPID``,
     ``trait``, ``positive`` (the sample's class).
     """
-    from .enrichment import prerank_many
-
     rows = []
     for t in traits.columns:
         sal = gene_saliency(nets[t], z)
@@ -784,15 +779,14 @@ def expression_only_samples(out_dir: str | os.PathLike, expression_path: str | o
     -------
     list of sample IDs, in the file's column order
     """
-    from . import gtex, io
-
     slides = set(io.read_table(Path(out_dir) / "01_tiling" / "slides.tsv").image_id)
     return [s for s in io.read_gct_samples(expression_path, check=False) if gtex.image_id(s) not in slides]
 
 
 def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *, gct: str = "", data_dir=None,
                            n_samples: int = 400, stream: int = 1, source: str = "auto",
-                           out_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+                           out_dir: str | os.PathLike | None = None,
+                           simulate: Callable[..., pd.DataFrame] | None = None) -> pd.DataFrame:
     """log2(1 + TPM) of the expression-only samples the autoencoder is pre-trained on.
 
     Parameters
@@ -805,16 +799,17 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
     stream : random stream of the simulation
     source : where the samples come from when ``gct`` is empty: ``join`` (the samples of the data's
         expression file without a slide, :func:`expression_only_samples`: real data), ``simulate`` (new donors
-        from the synthetic cohort's gene model, :func:`histo_utils.synthetic.cohort.expression_only_cohort`), or
-        ``auto`` (``simulate`` when ``data_dir`` holds a synthetic cohort, else ``join``)
+        from the synthetic cohort's gene model, drawn by ``simulate``), or ``auto`` (``simulate`` when
+        ``data_dir`` holds a synthetic cohort, else ``join``)
     out_dir : output directory of the run (for ``join``: notebook 01's slide list; the run's cache)
+    simulate : for ``source`` ``simulate``: the synthetic cohort's generator of expression-only samples, called as
+        ``simulate(data_dir, n_samples, stream=stream)`` and returning log2(1 + TPM), samples x genes
+        (:func:`histo_utils.synthetic.expression_only_log`; this module does not import the generator)
 
     Returns
     -------
     DataFrame, shape (n_pretrain, n_genes), columns ``genes``
     """
-    from .data import load_log_expression
-
     if source not in ("auto", "join", "simulate"):
         raise InputError(f"source must be auto, join or simulate, not '{source}'.")
     synthetic = data_dir is not None and (Path(data_dir) / "truth" / "cohort.json").exists()
@@ -824,8 +819,6 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
         if gct:
             pre_log, _ = load_log_expression(gct)
         else:
-            from . import gtex
-
             if out_dir is None:
                 raise InputError("source 'join' needs out_dir (the run with notebook 01's slide list).")
             expression = gtex.locate_gtex_files(data_dir).expression
@@ -843,10 +836,11 @@ def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *
         if not synthetic:
             raise InputError(f"'{data_dir}' holds no synthetic cohort (truth/cohort.json) to simulate pre-training "
                              "samples from: use source 'join' or give pretrain_gct.")
-        from .synthetic.cohort import expression_only_cohort, load_cohort_params
-
-        pre_tpm, _ = expression_only_cohort(load_cohort_params(data_dir), n_samples, stream=stream)
-        pre_log = np.log2(1 + pre_tpm.T)
+        if simulate is None:
+            raise InputError(f"'{data_dir}' holds a synthetic cohort: simulating its pre-training samples needs "
+                             "simulate=histo_utils.synthetic.expression_only_log (the generator); or use source "
+                             "'join' or give pretrain_gct.")
+        pre_log = simulate(data_dir, n_samples, stream=stream)
     missing = pd.Index(genes).difference(pre_log.columns)
     if len(missing):
         raise InputError(f"{len(missing)} genes of the trait samples are absent from the pre-training expression "
@@ -859,7 +853,7 @@ def choose_traits(features: pd.DataFrame, expression: pd.DataFrame, tissue: Sequ
     """Trait features chosen from the data, as the default profile chooses them from the planted truth.
 
     On the synthetic cohort a trait is the image feature that tracks one planted expression program best
-    within tissue (:func:`histo_utils.truth.program_traits`). Without a planted truth the programs are found
+    within tissue (:func:`tracking_traits`). Without a planted truth the programs are found
     the same way round: every feature is correlated with every gene within tissue (partial correlation given
     the tissue, BH at ``fdr``; :func:`histo_utils.correlation.scan_pairs`); the features are ranked by how
     many genes they correlate with (a feature that tracks a program correlates with its whole gene module;
@@ -879,8 +873,6 @@ def choose_traits(features: pd.DataFrame, expression: pd.DataFrame, tissue: Sequ
     DataFrame ``trait`` (``<feature>_high``), ``program`` (empty), ``feature``, ``r_within_tissue`` (median r of
     its pairs), ``genes`` (genes correlated within tissue)
     """
-    from . import correlation
-
     if len(features) != len(expression) or not features.index.equals(expression.index):
         raise InputError("features and expression must have the same samples in the same order "
                          "(data.paired_tables gives both).")
@@ -910,6 +902,37 @@ def choose_traits(features: pd.DataFrame, expression: pd.DataFrame, tissue: Sequ
                          "r_within_tissue": out.r_within_tissue.to_numpy(), "genes": out.genes.to_numpy()})
 
 
+def tracking_traits(features: pd.DataFrame, drivers: pd.DataFrame, groups: Sequence) -> pd.DataFrame:
+    """One trait per driver (a sample variable, e.g. a planted program): the feature that tracks it best within groups.
+
+    Every feature is correlated with every driver within groups (both centred within each group,
+    :func:`histo_utils.correlation.standardize`; a feature without variance within groups gets NaN and is never
+    chosen); a driver's trait is the feature of largest |r|, which :func:`binarize_traits` orients by the sign
+    of that r.
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features)
+    drivers : DataFrame indexed like ``features``, one column per driver (its name: the trait's ``program``)
+    groups : sequence, length n_samples, the group (tissue) of each sample
+
+    Returns
+    -------
+    DataFrame ``trait`` (``<driver>_feature``), ``program`` (the driver), ``feature``, ``r_within_tissue``
+    """
+    if not drivers.index.equals(features.index):
+        raise InputError("drivers must have the samples of features in the same order.")
+    groups = np.asarray(groups)
+    zf = correlation.standardize(features.to_numpy(dtype=np.float64), groups=groups)
+    rows = []
+    for name, v in drivers.items():
+        zd = correlation.standardize(v.to_numpy(dtype=np.float64)[:, None], groups=groups)
+        r = pd.Series((zf * zd).sum(0), index=features.columns)
+        best = r.abs().idxmax()
+        rows.append({"trait": f"{name}_feature", "program": name, "feature": best, "r_within_tissue": r[best]})
+    return pd.DataFrame(rows)
+
+
 def trait_definitions(features: pd.DataFrame, expression: pd.DataFrame, tissue: pd.Series, *,
                       trait_features: Sequence[str] = (), truth_dir: str | os.PathLike | None = None,
                       programs: Sequence[str] = (), n_traits: int = 3, fdr: float = 0.05) -> pd.DataFrame:
@@ -920,8 +943,9 @@ def trait_definitions(features: pd.DataFrame, expression: pd.DataFrame, tissue: 
     features, expression : DataFrames, shape (n_samples, ...), the paired samples
     tissue : Series, sample -> tissue
     trait_features : image features (``layer_channel``) that define the traits (:func:`feature_traits`)
-    truth_dir : the synthetic cohort's truth (``truth/``): one trait per planted program in ``programs``
-        (:func:`histo_utils.truth.program_traits`)
+    truth_dir : the synthetic cohort's truth (``truth/``): one trait per planted program in ``programs``, the
+        feature that tracks it best within the planted tissue (``samples.tsv``: ``program_<name>``, ``SMTS``;
+        :func:`tracking_traits`, the same traits as :func:`histo_utils.truth.program_traits`)
     programs : planted programs (synthetic)
     n_traits, fdr : for real data without ``trait_features``: :func:`choose_traits`
 
@@ -932,10 +956,14 @@ def trait_definitions(features: pd.DataFrame, expression: pd.DataFrame, tissue: 
     if trait_features:
         return feature_traits(trait_features, features.columns)
     if truth_dir is not None:
-        from . import io, truth
-
-        samples_truth = io.read_table(Path(truth_dir) / "samples.tsv").drop_duplicates("SAMPID").set_index("SAMPID")
-        return truth.program_traits(truth.feature_truth(features, samples_truth.loc[features.index]), programs)
+        planted = io.read_table(Path(truth_dir) / "samples.tsv").drop_duplicates("SAMPID").set_index("SAMPID")
+        planted = planted.loc[features.index]
+        have = [c.removeprefix("program_") for c in planted.columns if c.startswith("program_")]
+        missing = [p for p in programs if p not in have]
+        if missing:
+            raise InputError(f"Programs {missing} not planted; available: {have}.")
+        drivers = pd.DataFrame({p: planted[f"program_{p}"] for p in dict.fromkeys(programs)}, index=planted.index)
+        return tracking_traits(features, drivers, planted["SMTS"].to_numpy())
     log.info("No trait_features and no planted truth: choosing %d traits from the within-tissue correlations",
              n_traits)
     return choose_traits(features, expression, tissue.reindex(features.index).to_numpy(), n_traits=n_traits, fdr=fdr)

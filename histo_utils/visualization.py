@@ -22,9 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .metrics import auc
-from .training import IMAGENET_MEAN, IMAGENET_STD
 from .errors import HistoUtilsError, InputError, StateError
+from .features import LayerRecorder, feature_names
+from .metrics import auc
+from .plotting import seeded_jitter, show_tiles_on_thumbnail
+from .training import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ __all__ = ["guided_backprop", "guided_backprop_features", "activation_maximizati
            "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
            "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "plot_feature_panels",
            "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene", "interior_tiles", "feature_maps",
-           "plot_program_panels"]
+           "plot_program_panels", "channel_scores"]
 
 
 def feature_channel(feature: str, layers: dict) -> tuple[nn.Module, int]:
@@ -404,8 +406,6 @@ def tile_feature_values(model: nn.Module, ds, layers: dict, features: Sequence[s
     DataFrame, shape (n_tiles, n_features), columns ``features`` (None: ``layer_channel`` of every channel in
     layer order).
     """
-    from .features import LayerRecorder, feature_names
-
     if features is None:
         sel = dict(layers)
     else:
@@ -498,7 +498,9 @@ def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame
     chosen : :func:`choose_features` output (``feature`` and, when known, ``gene, symbol, r``)
     reps : feature -> representative tiles (:func:`select_representative_tiles`, index = tile index of ``ds``)
     synth : feature -> :class:`Synthesis`
-    structures : callable, tile row -> {structure: mask} (synthetic cohort), or None for three columns
+    structures : callable, tile row -> {structure: mask}, whose ``structure_of(role)`` names the structure shown
+        for a gene of that planted role (synthetic cohort: :class:`histo_utils.truth.PlantedStructures`), or
+        None for three columns
     gene_roles : Series, gene -> planted role (``truth/genes.tsv``), or None
 
     Returns
@@ -508,8 +510,6 @@ def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame
         am_end, truth_structure``
     """
     import matplotlib.pyplot as plt
-
-    from .truth import PROGRAM_STRUCTURE
 
     has_truth = structures is not None
     gene_roles = pd.Series(dtype=str) if gene_roles is None else gene_roles
@@ -530,10 +530,8 @@ def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame
         s = synth[f]
         axes[i, 2].imshow(s.image)
         axes[i, 2].set_title(f"synthetic, from {s.start} (f: {s.history[0]:.2g} → {s.history[-1]:.2g})", fontsize=7)
-        structure = "nuclei"
         role = str(gene_roles.get(row.get("gene", ""), ""))
-        if role.startswith("program_"):
-            structure = PROGRAM_STRUCTURE[role.removeprefix("program_")]
+        structure = structures.structure_of(role) if has_truth else ""
         if has_truth:
             axes[i, 3].imshow(structures(r0)[structure], cmap="gray")
             axes[i, 3].set_title(f"planted truth: {structure}\n(gene role: {role or 'n/a'})", fontsize=7)
@@ -542,7 +540,7 @@ def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame
         rows.append({"feature": f, "gene": row.get("gene", ""), "symbol": row.get("symbol", ""),
                      "r": row.get("r", np.nan), "tile": f"{r0.image_id}_{int(r0.x)}_{int(r0.y)}",
                      "feature_value": r0.value, "am_start": s.history[0], "am_end": s.history[-1],
-                     "truth_structure": structure if has_truth else ""})
+                     "truth_structure": structure})
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
@@ -568,8 +566,6 @@ def plot_linked_view(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: 
     table : DataFrame, one row per tile shown: ``gene, symbol, feature, r, scan, image_id, x, y, value``
     """
     import matplotlib.pyplot as plt
-
-    from .plotting import show_tiles_on_thumbnail
 
     fig, axes = plt.subplots(len(gene_pairs), 2 + n_tiles, figsize=(2.4 * (2 + n_tiles), 2.6 * len(gene_pairs)),
                              squeeze=False)
@@ -622,6 +618,26 @@ def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: 
             .sample(frac=1.0, random_state=seed).head(n).sort_values("image_id"))
 
 
+def channel_scores(loc: pd.DataFrame, *, column: str = "map_auroc_oriented", per_tissue: bool = False) -> pd.DataFrame:
+    """Each channel's localisation score per program: mean AUROC over a tissue's tiles, then mean over tissues.
+
+    Parameters
+    ----------
+    loc : :func:`histo_utils.truth.structure_localisation` table (tiles with NaN in ``column`` are left out)
+    column : the AUROC column
+    per_tissue : keep one score per tissue (no mean over tissues)
+
+    Returns
+    -------
+    DataFrame ``program, [tissue,] kind, feature, <column>``
+    """
+    d = loc.dropna(subset=[column])
+    score = d.groupby(["program", "tissue", "kind", "feature"], sort=False)[column].mean()
+    if not per_tissue:
+        score = score.groupby(["program", "kind", "feature"], sort=False).mean()
+    return score.reset_index()
+
+
 def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0,
                       column: str = "map_auroc_oriented"):
     """Each channel's localisation score per program: the program trackers against random channels.
@@ -631,7 +647,7 @@ def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: i
     loc : :func:`histo_utils.truth.structure_localisation` table
     n_random, n_tiles : numbers of random channels and of tiles (title)
     seed : seed of the strip plot's jitter
-    column : the AUROC column scored (:func:`histo_utils.truth.channel_scores`: mean over a tissue's tiles, then
+    column : the AUROC column scored (:func:`channel_scores`: mean over a tissue's tiles, then
         over tissues)
 
     Returns
@@ -641,9 +657,6 @@ def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: i
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
-
-    from .plotting import seeded_jitter
-    from .truth import channel_scores
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     per_feat = channel_scores(loc, column=column)
@@ -770,8 +783,6 @@ def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame
         value, mask_fraction, map_auroc_oriented`` (of this tile), ``am_start, am_end``
     """
     import matplotlib.pyplot as plt
-
-    from .metrics import auc
 
     fig, axes = plt.subplots(len(panels), 5, figsize=(12.5, 2.7 * len(panels)), squeeze=False)
     rows = []

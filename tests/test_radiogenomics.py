@@ -158,6 +158,45 @@ def test_pretraining_expression_from_a_gct_refuses_trait_samples(tmp_path):
         rg.pretraining_expression(pd.Index(["ENSG9"]), ["T1"], gct=str(gct))
 
 
+def test_pretraining_expression_simulates_with_the_generator_it_is_given(tmp_path):
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "truth" / "cohort.json").write_text("{}")  # a synthetic cohort: auto means simulate
+    with pytest.raises(ValueError, match="simulate="):
+        rg.pretraining_expression(pd.Index(["g1"]), [], data_dir=tmp_path)
+    calls = []
+
+    def simulate(data_dir, n_samples, *, stream):
+        calls.append((data_dir, n_samples, stream))
+        return pd.DataFrame({"g0": [1.0, 2.0], "g1": [3.0, 4.0]}, index=["P1", "P2"])
+
+    pre = rg.pretraining_expression(pd.Index(["g1"]), ["T1"], data_dir=tmp_path, n_samples=7, stream=3,
+                                    simulate=simulate)
+    assert calls == [(tmp_path, 7, 3)] and pre.g1.tolist() == [3.0, 4.0] and list(pre.columns) == ["g1"]
+
+
+def test_planted_traits_are_the_truths_program_traits(tmp_path):
+    from histo_utils import io, truth
+
+    rng = np.random.default_rng(1)
+    n = 36
+    idx = pd.Index([f"S{k}" for k in range(n)], name="SAMPID")
+    tissue = np.repeat(["A", "B", "C"], n // 3)
+    planted = pd.DataFrame({"SMTS": tissue, "program_a": rng.normal(size=n), "program_b": rng.normal(size=n),
+                            "ischemic_severity": rng.uniform(size=n)}, index=idx)
+    feats = pd.DataFrame({"f0": planted.program_a + 0.5 * rng.normal(size=n),
+                          "f1": -planted.program_b + 0.3 * rng.normal(size=n),
+                          "f2": rng.normal(size=n),
+                          "f3": pd.Series(tissue, index=idx).map({"A": 1.0, "B": 2.0, "C": 3.0})}, index=idx)
+    rows = pd.concat([planted, planted.iloc[:2]]).reset_index()  # an extra RNA aliquot: SAMPIDs repeat
+    io.write_table(rows, tmp_path / "samples.tsv")
+    expected = truth.program_traits(truth.feature_truth(feats, planted), ["b", "a"])
+    got = rg.trait_definitions(feats, feats, pd.Series(tissue, index=idx), truth_dir=tmp_path, programs=["b", "a"])
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert got.feature.tolist() == ["f1", "f0"]
+    with pytest.raises(ValueError, match="not planted"):
+        rg.trait_definitions(feats, feats, pd.Series(tissue, index=idx), truth_dir=tmp_path, programs=["c"])
+
+
 def test_figures_of_notebook_09_draw_from_their_tables():
     import matplotlib
 

@@ -3,12 +3,14 @@ import hashlib
 import os
 
 import numpy as np
+import pandas as pd
 import openslide
 import pytest
 
 from histo_utils import gtex, io, slides
-from histo_utils.synthetic import (PROGRAMS, CohortParams, design_cohort, make_cohort, planted_coupling,
-                                   render_truth, simulate_expression)
+from histo_utils.synthetic import (PROGRAMS, CohortParams, design_cohort, expression_only_log, make_cohort,
+                                   planted_coupling, render_truth, simulate_expression)
+from histo_utils.synthetic.cohort import expression_only_cohort
 
 
 def test_files_in_gtex_layout_and_formats(tiny_cohort):
@@ -32,6 +34,12 @@ def test_files_in_gtex_layout_and_formats(tiny_cohort):
     gmt = io.read_gmt(files.gene_sets)
     assert all(len(v) == params.module_size for k, v in gmt.items() if k.startswith("PLANTED_PROGRAM"))
     assert sum(k.startswith("DECOY") for k in gmt) >= 3
+
+
+def test_expression_only_log_is_the_log_of_the_expression_only_cohort(tiny_cohort):
+    out, params = tiny_cohort
+    tpm, _ = expression_only_cohort(params, 9, stream=2)
+    pd.testing.assert_frame_equal(expression_only_log(out, 9, stream=2), np.log2(1 + tpm.T))
 
 
 def test_slides_are_aperio_at_20x(tiny_cohort):

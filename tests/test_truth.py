@@ -164,6 +164,13 @@ def test_structure_localisation_orients_feature_maps_by_the_sign_of_r():
         truth.tracker_localisation_rank(loc, trackers, by=("tissue",))
 
 
+def test_planted_structures_name_the_structure_of_a_gene_role():
+    assert truth.PlantedStructures.structure_of("program_lumen_size") == "lumen"
+    assert truth.PlantedStructures.structure_of("program_stroma_fraction") == "stroma"
+    assert truth.PlantedStructures.structure_of("tissue_Liver") == "nuclei"
+    assert truth.PlantedStructures.structure_of("") == "nuclei"
+
+
 def test_channel_scores_weigh_tissues_equally():
     loc = pd.DataFrame({"program": "p", "kind": "random", "feature": "f", "tile": range(4),
                         "tissue": ["A", "A", "A", "B"], "map_auroc_oriented": [1.0, 1.0, 1.0, 0.0]})

@@ -44,8 +44,8 @@ from ..errors import InputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CohortParams", "design_cohort", "simulate_expression", "expression_only_cohort", "make_cohort", "render_truth",
-           "ISCHEMIC_MAX_MIN", "ischemic_severity", "FILE_NAMES"]
+__all__ = ["CohortParams", "design_cohort", "simulate_expression", "expression_only_cohort", "expression_only_log",
+           "make_cohort", "render_truth", "ISCHEMIC_MAX_MIN", "ischemic_severity", "FILE_NAMES"]
 
 #: file names of the synthetic cohort (GTEx v8 style, with 'Synthetic' in place of the release)
 FILE_NAMES = {
@@ -560,6 +560,16 @@ def expression_only_cohort(p: CohortParams, n_samples: int, *, stream: int = 1) 
     samples = samples.iloc[:n_samples].reset_index(drop=True)
     tpm, _, _ = simulate_expression(p, subjects, samples, noise_stream=stream)
     return tpm, samples
+
+
+def expression_only_log(data_dir: str | os.PathLike, n_samples: int, *, stream: int = 1) -> pd.DataFrame:
+    """log2(1 + TPM) of :func:`expression_only_cohort` of the synthetic cohort in ``data_dir``, samples x genes.
+
+    The autoencoder's pre-training samples of notebook 09 (``simulate`` of
+    :func:`histo_utils.radiogenomics.pretraining_expression`).
+    """
+    pre_tpm, _ = expression_only_cohort(load_cohort_params(data_dir), n_samples, stream=stream)
+    return np.log2(1 + pre_tpm.T)
 
 
 def load_cohort_params(data_dir: str | os.PathLike) -> CohortParams:
