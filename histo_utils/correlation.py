@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["drop_constant", "standardize", "correlation_blocks", "scan_pairs", "ScanResult",
            "pair_correlations", "pearson_pvalues", "critical_r", "bh_adjust", "permutation_pvalues",
-           "fisher_z", "compare_scans", "group_r2", "conditional_independence", "expression_floor",
+           "fisher_z", "compare_scans", "group_r2", "within_group_r", "conditional_independence", "expression_floor",
            "threshold_grid", "null_r_density", "named_pairs", "significant_counts_by_table", "network_comparison",
            "batch_norm_effect", "describe_batch_norm_effect", "genes_per_layer",
            "Reproducibility", "reproducibility", "indirect_dependencies"]
@@ -105,6 +105,29 @@ def _flat(centred: np.ndarray, x: np.ndarray, tol: float = 0.0) -> np.ndarray:
     """Columns whose centred values are zero up to rounding (relative 1e-10) or ``tol`` (standard deviation)."""
     sd = np.sqrt((centred ** 2).mean(0))
     return sd <= np.maximum(np.abs(x).max(0) * 1e-10, tol) + 1e-300
+
+
+def within_group_r(features: pd.DataFrame, drivers: pd.DataFrame, *, groups: Sequence) -> pd.DataFrame:
+    """Pearson r of every feature with every driver within groups (group means removed from both).
+
+    Parameters
+    ----------
+    features : DataFrame, shape (n_samples, n_features)
+    drivers : DataFrame, shape (n_samples, n_drivers), rows in the order of ``features`` (e.g. planted programs)
+    groups : sequence, length n_samples, the group (tissue) of each sample
+
+    Returns
+    -------
+    DataFrame, shape (n_features, n_drivers): r within groups; NaN for a feature or driver without variance
+    within groups (:func:`standardize`).
+    """
+    if len(drivers) != len(features):
+        raise InputError(f"drivers has {len(drivers)} rows but features has {len(features)}: give one row per "
+                         "sample of features, in its order.")
+    groups = np.asarray(groups)
+    zf = standardize(features.to_numpy(dtype=np.float64), groups=groups)
+    return pd.DataFrame({name: (zf * standardize(v.to_numpy(dtype=np.float64)[:, None], groups=groups)).sum(0)
+                         for name, v in drivers.items()}, index=features.columns)
 
 
 def standardize(x: np.ndarray, *, groups: Sequence | None = None, dtype=np.float64, name: str = "matrix"

@@ -922,15 +922,10 @@ def tracking_traits(features: pd.DataFrame, drivers: pd.DataFrame, groups: Seque
     """
     if not drivers.index.equals(features.index):
         raise InputError("drivers must have the samples of features in the same order.")
-    groups = np.asarray(groups)
-    zf = correlation.standardize(features.to_numpy(dtype=np.float64), groups=groups)
-    rows = []
-    for name, v in drivers.items():
-        zd = correlation.standardize(v.to_numpy(dtype=np.float64)[:, None], groups=groups)
-        r = pd.Series((zf * zd).sum(0), index=features.columns)
-        best = r.abs().idxmax()
-        rows.append({"trait": f"{name}_feature", "program": name, "feature": best, "r_within_tissue": r[best]})
-    return pd.DataFrame(rows)
+    r = correlation.within_group_r(features, drivers, groups=groups)
+    best = r.abs().idxmax()
+    return pd.DataFrame({"trait": [f"{name}_feature" for name in r.columns], "program": list(r.columns),
+                         "feature": best.to_numpy(), "r_within_tissue": [r.at[best[n], n] for n in r.columns]})
 
 
 def trait_definitions(features: pd.DataFrame, expression: pd.DataFrame, tissue: pd.Series, *,

@@ -309,3 +309,22 @@ def test_binned_screen_is_the_same_with_any_number_of_threads(monkeypatch):
         np.testing.assert_array_equal(hist, hist1)
         assert r_keep == r_keep1 and len(rr1) > 50
     assert out[2][1] == out["2 again"][1] and out[2][1]  # blocks were recomputed, the same ones
+
+
+def test_within_group_r_is_pearson_r_of_the_group_centred_columns():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(["a", "b", "c"], 20)
+    shift = pd.Series({"a": 0.0, "b": 5.0, "c": -3.0})[groups].to_numpy()
+    drivers = pd.DataFrame({"p": rng.normal(size=60) + shift, "q": rng.normal(size=60)})
+    feats = pd.DataFrame({"f1": drivers.p + rng.normal(size=60) + 2 * shift, "f2": rng.normal(size=60) - shift,
+                          "flat": shift})  # constant within every group
+    r = hc.within_group_r(feats, drivers, groups=groups)
+    centre = lambda v: v - pd.Series(v).groupby(groups).transform("mean").to_numpy()  # noqa: E731
+    for f in ("f1", "f2"):
+        for d in ("p", "q"):
+            want = np.corrcoef(centre(feats[f].to_numpy()), centre(drivers[d].to_numpy()))[0, 1]
+            assert r.at[f, d] == pytest.approx(want, abs=1e-12)
+    assert r.loc["flat"].isna().all()  # no variance within groups: never a tracker
+    assert r.at["f1", "p"] > 0.5  # the pooled shift (tissue) is removed, the within-group link stays
+    with pytest.raises(ValueError, match="one row per sample"):
+        hc.within_group_r(feats, drivers.iloc[:10], groups=groups)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..correlation import group_r2, standardize
+from ..correlation import group_r2, within_group_r
 from ..data import feature_layer
 from ..errors import InputError
 
@@ -37,13 +37,9 @@ def feature_truth(features: pd.DataFrame, samples: pd.DataFrame, *, tissue_col: 
     tissue = s[tissue_col].to_numpy()
     x = features.to_numpy(dtype=np.float64)
     out = pd.DataFrame({"eta2_tissue": group_r2(x, tissue)}, index=features.columns)
-    drivers = {c: s[c] for c in s.columns if c.startswith("program_")}
-    drivers["ischemia"] = s["ischemic_severity"]
-    zf = standardize(x, groups=tissue)
-    for name, v in drivers.items():
-        zd = standardize(v.to_numpy(dtype=np.float64)[:, None], groups=tissue)
-        out[f"r_{name}"] = (zf * zd).sum(0)
-    return out
+    drivers = s[[c for c in s.columns if c.startswith("program_")]].assign(ischemia=s["ischemic_severity"])
+    r = within_group_r(features, drivers, groups=tissue)
+    return out.join(r.add_prefix("r_"))
 
 
 def train_validation_feature_truth(features: pd.DataFrame, samples: pd.DataFrame,
