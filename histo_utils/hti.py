@@ -16,6 +16,7 @@ index in :mod:`histo_utils.survival`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 __all__ = ["combination_codes", "combination_names", "COMBINATION_COLOURS", "hti", "hti_from_proportions",
            "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "combination_cmap", "true_combination_map",
            "plot_planted_clones", "plot_cartographies", "plot_hti_vs_truth", "TRAIT_MAP_COLOURS", "SET_COLOURS",
-           "reading"]
+           "reading", "SLIDE_SETS", "HELD_OUT_SETS", "PlantedClones", "planted_clones", "CartographyExamples",
+           "cartography_examples", "HTIvsTruth", "hti_vs_truth"]
 
 #: colour of each combination code (0: no positive trait), for up to three traits
 COMBINATION_COLOURS = ("#f0f0f0", "#E69F00", "#56B4E9", "#CC79A7", "#0072B2", "#D55E00", "#009E73", "#000000")  # Okabe-Ito
@@ -511,6 +513,208 @@ def plot_hti_vs_truth(slide_table: pd.DataFrame, sets: pd.Series, *, smooth_wind
                        "tile_truth_hti"]]
 
 
+# --------------------------------------------------------------------------
+# results drawn by histo_utils.figures (planted_clones, cartographies, hti_vs_truth)
+# --------------------------------------------------------------------------
+#: the slide sets of :func:`histo_utils.trait_models.slide_sets`; the first three are held out
+SLIDE_SETS = ("test", "OOD", "unused", "train", "validation")
+HELD_OUT_SETS = SLIDE_SETS[:3]
+
+
+@dataclass(frozen=True)
+class PlantedClones:
+    """What the synthetic tumour cohort planted, as drawn by :func:`histo_utils.figures.planted_clones`.
+
+    ``examples``: four DX1 slides from low to high true HTI (``image_id, n_clones, true_hti0``) with their
+    ``thumbnails`` (RGB) and ``clone_maps`` (:func:`true_combination_map`: combination code per pixel);
+    ``slides``: every DX1 slide, ``image_id, patient, true_hti0``, ``mix_<trait>`` and ``bulk_<trait>`` (the
+    patient's bulk log2 expression); ``curves``: Kaplan-Meier estimates of true HTI above and at most
+    ``hti_split`` (``group, time`` in months, ``survival, ci_lower, ci_upper``); ``table``: one row per DX1 slide,
+    ``image_id, patient, n_clones, mix_<trait>..., true_hti, planted_log_hazard``.
+    """
+
+    traits: tuple[str, ...]
+    hti_split: float
+    examples: pd.DataFrame
+    thumbnails: list
+    clone_maps: list
+    slides: pd.DataFrame
+    curves: pd.DataFrame
+    table: pd.DataFrame
+
+
+def planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.DataFrame, clinical: pd.DataFrame,
+                   traits: Sequence[str], *, hti_split: float = 0.5) -> PlantedClones:
+    """What the synthetic tumour cohort planted: clone maps, true HTI, mixes against bulk, survival by true HTI.
+
+    Parameters
+    ----------
+    truth_dir, slides_dir : the tumour cohort's ``truth/`` and ``slides/`` folders
+    truth : DataFrame indexed by ``image_id``: ``truth/slides.tsv``
+    values : DataFrame, patients x traits (bulk expression)
+    clinical : DataFrame indexed by patient with ``OS, OS.time``
+    traits : the traits (k <= 3)
+    hti_split : the true-HTI threshold of the Kaplan-Meier estimates
+
+    Returns
+    -------
+    PlantedClones
+    """
+    from .survival import km_estimate
+
+    clones = read_table(Path(truth_dir) / "clones.tsv")
+    dx1 = truth[truth.dx == 1].copy()
+    dx1["true_hti0"] = dx1.true_hti.fillna(0.0)
+    show = dx1.sort_values("true_hti0").iloc[np.linspace(0, len(dx1) - 1, 4).astype(int)]
+    thumbs, maps = [], []
+    for iid, r in show.iterrows():
+        thumbs.append(read_thumbnail(Path(slides_dir) / r.file, max_px=400)[0])
+        maps.append(true_combination_map(truth_dir, clones, iid, traits))
+    surv_truth = clinical.loc[dx1.patient]
+    curves = []
+    for flag in (False, True):
+        sel = (dx1.true_hti0 > hti_split).to_numpy() == flag
+        curves.append(km_estimate(surv_truth["OS.time"].to_numpy()[sel] / 30.44, surv_truth.OS.to_numpy()[sel],
+                                  group=f"true HTI {'>' if flag else '<='} {hti_split}"))
+    slides = dx1.reset_index()[["image_id", "patient", "true_hti0", *[f"mix_{t}" for t in traits]]]
+    for t in traits:
+        slides[f"bulk_{t}"] = values.loc[dx1.patient, t].to_numpy()
+    table = dx1.reset_index()[["image_id", "patient", "n_clones", *[f"mix_{t}" for t in traits], "true_hti",
+                               "planted_log_hazard"]]
+    return PlantedClones(traits=tuple(traits), hti_split=hti_split,
+                         examples=show.reset_index()[["image_id", "n_clones", "true_hti0"]], thumbnails=thumbs,
+                         clone_maps=maps, slides=slides, curves=pd.concat(curves, ignore_index=True), table=table)
+
+
+@dataclass(frozen=True)
+class CartographyExamples:
+    """Example slides' cartographies, as drawn by :func:`histo_utils.figures.cartographies`.
+
+    ``slides``: one row per example (in the order of ``hti0``), ``image_id, set`` (``?`` when the slide has
+    no set; None without sets), ``hti0, hti_low, hti_high`` and, with true calls, ``true_hti``;
+    ``thumbnails``: RGB thumbnail of each; ``trait_maps``: array (rows, cols, k) of the calls, NaN where there
+    is no tile; ``combination_maps``: array (rows, cols) of combination codes (NaN: no tile);
+    ``true_maps``: the same of the true tile states, or None; ``table``: one row per tile shown,
+    ``image_id, set, x, y, combination`` and the calls per trait.
+    """
+
+    traits: tuple[str, ...]
+    slides: pd.DataFrame
+    thumbnails: list
+    trait_maps: list
+    combination_maps: list
+    true_maps: list | None
+    table: pd.DataFrame
+
+
+def cartography_examples(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd.DataFrame, paths: dict, *,
+                         n_slides: int = 6, true_calls: np.ndarray | None = None, sets: pd.Series | None = None
+                         ) -> CartographyExamples:
+    """Example slides: thumbnail, one cartography per trait, the heterogeneity map (and the true one).
+
+    Parameters
+    ----------
+    tiles : DataFrame, shape (n_tiles, ...), with ``image_id, x, y, size0``
+    calls : DataFrame, shape (n_tiles, k), the ensemble's 0/1 calls, one column per trait
+    slide_table : :func:`slide_hti` output with ``hti0`` (HTI, 0 when undefined) and, with ``true_calls``,
+        ``true_hti``
+    paths : image_id -> slide file
+    n_slides : slides shown, evenly spaced in the order of ``hti0``
+    true_calls : array, shape (n_tiles, k), the true state of each tile (synthetic cohort), or None
+    sets : Series indexed by ``image_id``, each slide's set (:func:`histo_utils.trait_models.slide_sets`), or
+        None; when given, the examples are drawn from the ``test`` and ``OOD`` slides
+
+    Returns
+    -------
+    CartographyExamples
+    """
+    traits = list(calls.columns)
+    order = slide_table.sort_values("hti0")
+    if sets is not None and sets.reindex(order.index).isin(["test", "OOD"]).sum() >= n_slides:
+        order = order[sets.reindex(order.index).isin(["test", "OOD"]).to_numpy()]
+    ex = order.iloc[np.linspace(0, len(order) - 1, n_slides).astype(int)].index
+    shown, thumbs, tmaps, cmaps, truemaps, rows = [], [], [], [], [], []
+    for iid in ex:
+        sel = (tiles.image_id == iid).to_numpy()
+        st = tiles[sel]
+        thumbs.append(read_thumbnail(paths[iid], max_px=300)[0])
+        tmaps.append(cartography(st, calls[sel].to_numpy(), fill=np.nan))
+        codes = combination_codes(calls[sel].to_numpy())
+        cmaps.append(cartography(st, codes, fill=np.nan))
+        h = slide_table.loc[iid]
+        info = {"image_id": iid, "set": None if sets is None else sets.get(iid, "?"), "hti0": h.hti0,
+                "hti_low": h.hti_low, "hti_high": h.hti_high}
+        if true_calls is not None:
+            truemaps.append(cartography(st, combination_codes(np.asarray(true_calls)[sel])))
+            info["true_hti"] = h.true_hti
+        shown.append(info)
+        rows += [{"image_id": iid, "set": None if sets is None else sets.get(iid), "x": int(a.x), "y": int(a.y),
+                  "combination": int(c), **{t: int(v) for t, v in zip(traits, calls[sel].to_numpy()[i])}}
+                 for i, (a, c) in enumerate(zip(st.itertuples(), codes))]
+    return CartographyExamples(traits=tuple(traits), slides=pd.DataFrame(shown), thumbnails=thumbs, trait_maps=tmaps,
+                               combination_maps=cmaps, true_maps=truemaps if true_calls is not None else None,
+                               table=pd.DataFrame(rows))
+
+
+@dataclass(frozen=True)
+class HTIvsTruth:
+    """Estimated against true HTI, as drawn by :func:`histo_utils.figures.hti_vs_truth`.
+
+    ``table``: one row per slide with a true HTI, ``image_id, set, true_hti, hti, hti0, hti_low, hti_high, covers``
+    (the interval covers the true HTI), ``hti_smooth, tile_truth_hti``; ``panels``: ``panel, column`` (the
+    estimate), ``n, r`` (Pearson, NaN below three slides); ``points``: one row per slide and panel, ``panel,
+    image_id, set, true_hti, estimate, hti0, hti_low, hti_high``.
+    """
+
+    smooth_window: int
+    table: pd.DataFrame
+    panels: pd.DataFrame
+    points: pd.DataFrame
+
+
+def hti_vs_truth(slide_table: pd.DataFrame, sets: pd.Series, *, smooth_window: int = 3) -> HTIvsTruth:
+    """Estimated against true HTI: held-out slides (raw and smoothed) and training/validation slides.
+
+    Parameters
+    ----------
+    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti, hti0, hti_low, hti_high,
+        hti_smooth, tile_truth_hti``
+    sets : Series of str indexed by ``image_id``: ``test``, ``OOD``, ``unused`` (held out), ``train`` or
+        ``validation`` (:func:`histo_utils.trait_models.slide_sets`)
+    smooth_window : the majority filter's side (the smoothed panel's name)
+
+    Returns
+    -------
+    HTIvsTruth
+    """
+    from scipy import stats
+
+    bad = set(sets.dropna().unique()) - set(SLIDE_SETS)
+    if bad:
+        raise InputError(f"Unknown slide sets {sorted(bad)}; expected {list(SLIDE_SETS)}.")
+    d = slide_table.dropna(subset=["true_hti"])
+    d = d.assign(set=sets.reindex(d.index).to_numpy())
+    m_held = d.set.isin(list(HELD_OUT_SETS))
+    panels = (("test + OOD slides", m_held, "hti0"),
+              (f"test + OOD, smoothed {smooth_window}x{smooth_window}", m_held, "hti_smooth"),
+              ("training/validation slides", ~m_held, "hti0"))
+    rows, points = [], []
+    for name, m, col in panels:
+        dd = d[m.to_numpy()]
+        r = stats.pearsonr(dd.true_hti, dd[col]).statistic if len(dd) > 2 else np.nan
+        rows.append({"panel": name, "column": col, "n": len(dd), "r": float(r)})
+        points.append(pd.DataFrame({"panel": name, "image_id": dd.index, "set": dd.set.to_numpy(),
+                                    "true_hti": dd.true_hti.to_numpy(), "estimate": dd[col].to_numpy(),
+                                    "hti0": dd.hti0.to_numpy(), "hti_low": dd.hti_low.to_numpy(),
+                                    "hti_high": dd.hti_high.to_numpy()}))
+    covers = (d.true_hti >= d.hti_low - 1e-9) & (d.true_hti <= d.hti_high + 1e-9)
+    table = d.assign(covers=covers).reset_index()
+    return HTIvsTruth(smooth_window=smooth_window,
+                      table=table[["image_id", "set", "true_hti", "hti", "hti0", "hti_low", "hti_high", "covers",
+                                   "hti_smooth", "tile_truth_hti"]],
+                      panels=pd.DataFrame(rows), points=pd.concat(points, ignore_index=True))
+
+
 def _fmt_p(p: float) -> str:
     return "n/a" if p is None or not np.isfinite(p) else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
 
@@ -534,7 +738,7 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
     -------
     str, Markdown bullet points; trait, comparison and fit names escaped (:func:`histo_utils.readings.md_text`).
     """
-    from scipy import stats
+    from .survival import hti_by_subtype
 
     out = []
     if run:
@@ -591,9 +795,7 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
             txt += "; "
         out.append(txt.rstrip("; ") + ".")
     bl = "; ".join(f"{md_text(r.trait)}: p = {_fmt_p(r.p)}" for _, r in bulk_logrank.iterrows())
-    sub = surv[surv["subtype"].notna()] if "subtype" in surv else surv.iloc[:0]
-    groups = [g["hti0"].to_numpy() for _, g in sub.groupby("subtype")]
-    kw = (f"; HTI by subtype: Kruskal–Wallis p = {_fmt_p(stats.kruskal(*groups).pvalue)}"
-          if len(groups) >= 2 else "")
+    sub = hti_by_subtype(surv, value="hti0")  # the test of figure hti_by_subtype
+    kw = f"; HTI by subtype: Kruskal–Wallis p = {_fmt_p(sub.kruskal_p)}" if len(sub.order) >= 2 else ""
     out.append(f"**Bulk and subtype (Figs 5, 6).** Bulk split at the median: {bl}{kw}.")
     return "\n".join(f"* {o}" for o in out)

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LogRank", "logrank_groups", "cox_hti", "survival_set", "survival_table", "hti_comparisons",
            "plot_logrank", "plot_logrank_panels", "plot_bulk_survival", "cox_table", "plot_cox", "plot_hti_by_subtype",
-           "STAGE_NUMBERS"]
+           "STAGE_NUMBERS", "km_estimate", "LogRankComparisons", "logrank_comparisons", "BulkSurvival",
+           "bulk_survival", "SubtypeHTI", "hti_by_subtype"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,181 @@ def hti_comparisons(surv: pd.DataFrame, *, split: float = 0.5, extremes: Sequenc
     if "true_hti0" in surv:
         out.append(("true HTI > %.1f vs <= %.1f (oracle)" % (split, split), surv.true_hti0 > split))
     return out
+
+
+# --------------------------------------------------------------------------
+# results drawn by histo_utils.figures (survival_hti, survival_bulk, hti_by_subtype)
+# --------------------------------------------------------------------------
+#: columns of a Kaplan-Meier estimate table (:func:`km_estimate`)
+KM_COLUMNS = ("time", "survival", "ci_lower", "ci_upper")
+
+
+def _km_table(km, **keys) -> pd.DataFrame:
+    """A fitted ``lifelines.KaplanMeierFitter`` as a table: ``keys..., time, survival, ci_lower, ci_upper``."""
+    sf = km.survival_function_.iloc[:, 0]
+    ci = km.confidence_interval_survival_function_
+    return pd.DataFrame({**{k: [v] * len(sf) for k, v in keys.items()}, "time": sf.index.to_numpy(dtype=float),
+                         "survival": sf.to_numpy(dtype=float), "ci_lower": ci.iloc[:, 0].to_numpy(dtype=float),
+                         "ci_upper": ci.iloc[:, 1].to_numpy(dtype=float)})
+
+
+def km_estimate(duration: Sequence[float], event: Sequence[int], **keys) -> pd.DataFrame:
+    """Kaplan-Meier estimate of one group with its 95 % confidence band (lifelines).
+
+    Parameters
+    ----------
+    duration, event : array-like, shape (n,): follow-up time and death (1) or censoring (0)
+    **keys : constant columns put in front (e.g. ``group="high"``)
+
+    Returns
+    -------
+    DataFrame, one row per time of the estimate: ``keys..., time, survival, ci_lower, ci_upper``
+    """
+    from lifelines import KaplanMeierFitter
+
+    return _km_table(KaplanMeierFitter().fit(duration, event), **keys)
+
+
+def _curve_frame(curves: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:
+    curves = [c for c in curves if len(c)]
+    if curves:
+        return pd.concat(curves, ignore_index=True)
+    return pd.DataFrame({c: pd.Series(dtype=object if c in keys else float) for c in (*keys, *KM_COLUMNS)})
+
+
+def _logrank_row(months: pd.Series, event: pd.Series, groups: pd.Series, title: str) -> tuple[dict, pd.DataFrame]:
+    """One comparison: the row of its log-rank test and the Kaplan-Meier estimates of its two groups."""
+    keys = ("comparison", "group", "n")
+    if groups.nunique() < 2:  # e.g. every slide on one side of the threshold: no test
+        return ({"comparison": title, "p": np.nan, "statistic": np.nan, "n_low": int((~groups).sum()),
+                 "n_high": int(groups.sum())}, _curve_frame([], keys))
+    res = logrank_groups(months[groups.index], event[groups.index], groups.to_numpy())
+    curves = [_km_table(res.km[flag], comparison=title, group="high" if flag else "low", n=res.n[int(flag)])
+              for flag in (False, True)]
+    return ({"comparison": title, "p": res.p, "statistic": res.statistic, "n_low": res.n[0], "n_high": res.n[1]},
+            _curve_frame(curves, keys))
+
+
+@dataclass(frozen=True)
+class LogRankComparisons:
+    """Log-rank tests of two-group comparisons and the Kaplan-Meier estimates behind them.
+
+    ``table``: one row per comparison, ``comparison, p, statistic, n_low, n_high`` (p NaN when one group is
+    empty); ``curves``: the Kaplan-Meier estimate of each group, ``comparison, group`` (``low``/``high``),
+    ``n, time`` (months), ``survival, ci_lower, ci_upper`` (95 %); no rows for a comparison without a test.
+    """
+
+    table: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def logrank_comparisons(surv: pd.DataFrame, comparisons: Sequence[tuple[str, pd.Series]]) -> LogRankComparisons:
+    """Kaplan-Meier estimates and Mantel's log-rank test of each comparison (:func:`logrank_groups`).
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``months``, ``OS``)
+    comparisons : list of (title, Series of bool indexed by the slides compared: True = high), e.g.
+        :func:`hti_comparisons`
+
+    Returns
+    -------
+    LogRankComparisons (drawn by :func:`histo_utils.figures.logrank_panels`)
+    """
+    out = [_logrank_row(surv.months, surv.OS, g, name) for name, g in comparisons]
+    return LogRankComparisons(table=pd.DataFrame([row for row, _ in out]),
+                              curves=_curve_frame([c for _, c in out], ("comparison", "group", "n")))
+
+
+@dataclass(frozen=True)
+class BulkSurvival:
+    """Survival split on bulk expression and HTI by bulk label, per trait (the paper's Fig 5).
+
+    ``table``: one row per trait, :class:`LogRankComparisons`' row plus ``trait`` (split: above vs below the
+    median of ``<trait>:value``); ``curves``: its Kaplan-Meier estimates with ``trait``; ``hti``: one row per
+    patient and trait, ``trait, bulk`` (``above median`` / ``below median`` by ``<trait>:label``), ``hti0``;
+    ``mann_whitney``: one row per trait, ``trait, statistic, p`` of HTI above against below median.
+    """
+
+    traits: tuple[str, ...]
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    hti: pd.DataFrame
+    mann_whitney: pd.DataFrame
+
+
+def bulk_survival(surv: pd.DataFrame, traits: Sequence[str]) -> BulkSurvival:
+    """Per trait: log-rank test of bulk expression above vs below the median; Mann-Whitney test of HTI by label.
+
+    Parameters
+    ----------
+    surv : :func:`survival_table` output (``<trait>:value``, ``<trait>:label``, ``hti0``, ``months``, ``OS``)
+    traits : the traits
+
+    Returns
+    -------
+    BulkSurvival (drawn by :func:`histo_utils.figures.bulk_survival`)
+    """
+    from scipy import stats
+
+    rows, curves, hti_rows, mw = [], [], [], []
+    for t in traits:
+        high = surv[f"{t}:value"] > surv[f"{t}:value"].median()
+        row, cur = _logrank_row(surv.months, surv.OS, high, f"bulk {t} above vs below median")
+        rows.append({**row, "trait": t})
+        curves.append(cur.assign(trait=t))
+        d = surv.assign(bulk=np.where(surv[f"{t}:label"] == 1, "above median", "below median"))
+        u = stats.mannwhitneyu(d.hti0[d.bulk == "above median"], d.hti0[d.bulk == "below median"])
+        mw.append({"trait": t, "statistic": float(u.statistic), "p": float(u.pvalue)})
+        hti_rows.append(pd.DataFrame({"trait": t, "bulk": d.bulk.to_numpy(), "hti0": d.hti0.to_numpy()},
+                                     index=d.index))
+    return BulkSurvival(traits=tuple(traits), table=pd.DataFrame(rows),
+                        curves=_curve_frame(curves, ("comparison", "group", "n", "trait")),
+                        hti=pd.concat(hti_rows) if hti_rows else pd.DataFrame(columns=["trait", "bulk", "hti0"]),
+                        mann_whitney=pd.DataFrame(mw, columns=["trait", "statistic", "p"]))
+
+
+@dataclass(frozen=True)
+class SubtypeHTI:
+    """HTI per molecular subtype with a Kruskal-Wallis test (the paper's Fig 6).
+
+    ``table``: one row per subtype, ``subtype, count, mean, std, min, 25%, 50%, 75%, max`` of ``value``
+    (empty when no patient has a subtype); ``patients``: the patients with a subtype (``subtype`` and
+    ``value``); ``order``: the subtypes, sorted; ``kruskal_p``: NaN with fewer than two subtypes; ``empty``:
+    None, or the sentence saying why there is nothing to draw (for :func:`histo_utils.plotting.save_figure`).
+    """
+
+    value: str
+    table: pd.DataFrame
+    patients: pd.DataFrame
+    order: list
+    kruskal_p: float
+    empty: str | None
+
+
+def hti_by_subtype(surv: pd.DataFrame, *, value: str = "hti0") -> SubtypeHTI:
+    """HTI per molecular subtype, with a Kruskal-Wallis test when there are at least two subtypes.
+
+    Parameters
+    ----------
+    surv : DataFrame, one row per patient, with ``subtype`` (missing for patients without one) and ``value``
+    value : the HTI column
+
+    Returns
+    -------
+    SubtypeHTI (drawn by :func:`histo_utils.figures.hti_by_subtype`)
+    """
+    from scipy import stats
+
+    have = surv[surv["subtype"].notna()] if "subtype" in surv else surv.iloc[:0]
+    table = have.groupby("subtype")[value].describe().reset_index()
+    if len(have) == 0:
+        return SubtypeHTI(value=value, table=table, patients=have, order=[], kruskal_p=np.nan,
+                          empty="no patient has a molecular subtype (no subtype table given): panel skipped")
+    order = sorted(have["subtype"].unique())
+    groups = [g[value].to_numpy() for _, g in have.groupby("subtype")]
+    p = float(stats.kruskal(*groups).pvalue) if len(groups) >= 2 else np.nan
+    return SubtypeHTI(value=value, table=table, patients=have, order=order, kruskal_p=p, empty=None)
 
 
 def plot_logrank(ax, months: pd.Series, event: pd.Series, groups: pd.Series, title: str) -> dict:

@@ -34,7 +34,8 @@ __all__ = ["guided_backprop", "guided_backprop_features", "activation_maximizati
            "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
            "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "plot_feature_panels",
            "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene", "interior_tiles", "feature_maps",
-           "plot_program_panels", "channel_scores"]
+           "plot_program_panels", "channel_scores", "FeaturePanels", "feature_panel_maps", "LinkedView",
+           "linked_view_maps", "ProgramPanels", "program_panel_maps"]
 
 
 def feature_channel(feature: str, layers: dict) -> tuple[nn.Module, int]:
@@ -814,3 +815,188 @@ def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame
                      "am_end": s.history[-1]})
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------
+# results drawn by histo_utils.figures (feature_panels, linked_view, program_panels)
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeaturePanels:
+    """Per feature, the arrays of Badea's Figs 4–6 panels, as drawn by :func:`histo_utils.figures.feature_panels`.
+
+    ``table``: one row per feature, ``feature, gene, symbol, r, tile, feature_value, am_start, am_end,
+    truth_structure``; ``tile_rows``: the feature's best tile (``tissue, image_id, x, y, value``, one row per
+    feature, index = tile index of the dataset); ``roles``: each feature's gene role ('' when unknown);
+    ``tiles``: RGB of the tile (uint8, (H, W, 3)); ``gbp``: guided backpropagation on it as RGB in [0, 1]
+    (:func:`gbp_rgb`); ``synth``: the feature's :class:`Synthesis`; ``truth_masks``: the planted structure under
+    the tile, or None without planted structures.
+    """
+
+    table: pd.DataFrame
+    tile_rows: pd.DataFrame
+    roles: list
+    tiles: list
+    gbp: list
+    synth: list
+    truth_masks: list | None
+
+
+def feature_panel_maps(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame, reps: dict, synth: dict, *,
+                       device: str = "cpu", structures=None, gene_roles: pd.Series | None = None) -> FeaturePanels:
+    """Badea's Figs 4–6: per feature, its best tile, gBP on it, its synthetic image (and the planted truth).
+
+    Parameters
+    ----------
+    model, layers, ds : the network, its feature layers and the test-tile dataset
+    chosen : :func:`choose_features` output (``feature`` and, when known, ``gene, symbol, r``)
+    reps : feature -> representative tiles (:func:`select_representative_tiles`, index = tile index of ``ds``)
+    synth : feature -> :class:`Synthesis`
+    structures : callable, tile row -> {structure: mask}, whose ``structure_of(role)`` names the structure shown
+        for a gene of that planted role (synthetic cohort: :class:`histo_utils.truth.PlantedStructures`), or
+        None
+    gene_roles : Series, gene -> planted role (``truth/genes.tsv``), or None
+
+    Returns
+    -------
+    FeaturePanels
+    """
+    has_truth = structures is not None
+    gene_roles = pd.Series(dtype=str) if gene_roles is None else gene_roles
+    rows, tile_rows, roles, tiles, gbps, syn, masks = [], [], [], [], [], [], []
+    for _, row in chosen.iterrows():
+        f = row.feature
+        module, ch = feature_channel(f, layers)
+        r0 = reps[f].iloc[0]
+        x = ds[int(r0.name)][0].unsqueeze(0)
+        g = guided_backprop(model, module, ch, x, device=device)[0]
+        tiles.append(ds.read_rgb(int(r0.name)))
+        gbps.append(gbp_rgb(g))
+        s = synth[f]
+        role = str(gene_roles.get(row.get("gene", ""), ""))
+        structure = structures.structure_of(role) if has_truth else ""
+        if has_truth:
+            masks.append(structures(r0)[structure])
+        tile_rows.append(r0)
+        roles.append(role)
+        syn.append(s)
+        rows.append({"feature": f, "gene": row.get("gene", ""), "symbol": row.get("symbol", ""),
+                     "r": row.get("r", np.nan), "tile": f"{r0.image_id}_{int(r0.x)}_{int(r0.y)}",
+                     "feature_value": r0.value, "am_start": s.history[0], "am_end": s.history[-1],
+                     "truth_structure": structure})
+    return FeaturePanels(table=pd.DataFrame(rows), tile_rows=pd.DataFrame(tile_rows), roles=roles, tiles=tiles,
+                         gbp=gbps, synth=syn, truth_masks=masks if has_truth else None)
+
+
+@dataclass(frozen=True)
+class LinkedView:
+    """A gene's best-correlated features and their tiles, as drawn by :func:`histo_utils.figures.linked_view`.
+
+    ``pairs``: the gene's pairs shown (``feature, scan, r``), one row per feature; ``reps``: feature ->
+    representative tiles (``image_id, subject_id, tissue, x, y, value``); ``thumbnails``: image_id ->
+    (thumbnail, level-0 px per thumbnail px); ``synth``: feature -> :class:`Synthesis`; ``tiles``: feature ->
+    RGB of its tiles (uint8); ``gbp``: feature -> gBP on each tile as RGB in [0, 1]; ``table``: one row per tile,
+    ``gene, symbol, feature, r, scan, image_id, x, y, value``.
+    """
+
+    gene: str
+    symbol: str
+    n_tiles: int
+    pairs: pd.DataFrame
+    reps: dict
+    thumbnails: dict
+    synth: dict
+    tiles: dict
+    gbp: dict
+    table: pd.DataFrame
+
+
+def linked_view_maps(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: pd.DataFrame, reps: dict,
+                     synth: dict, thumbnails: dict, *, n_tiles: int, symbol: str = "", device: str = "cpu"
+                     ) -> LinkedView:
+    """A gene's best-correlated features: their representative tiles, synthetic images and gBP on the tiles.
+
+    Parameters
+    ----------
+    model, layers, ds : the network, its feature layers and the test-tile dataset
+    gene : the gene (Name); ``symbol`` its symbol for the titles
+    gene_pairs : the gene's pairs, one per feature (``feature, scan, r``)
+    reps : feature -> representative tiles (index = tile index of ``ds``; ``image_id, subject_id, tissue, x, y,
+        value``)
+    synth : feature -> :class:`Synthesis`
+    thumbnails : image_id -> (thumbnail, scale) of each feature's first representative slide
+    n_tiles : tile columns of the figure (the number of representative tiles asked for)
+
+    Returns
+    -------
+    LinkedView
+    """
+    rows, tiles, gbps = [], {}, {}
+    for _, pr in gene_pairs.iterrows():
+        f = pr.feature
+        module, ch = feature_channel(f, layers)
+        rt = reps[f]
+        g = guided_backprop(model, module, ch, torch.stack([ds[int(j)][0] for j in rt.index]), device=device)
+        tiles[f] = [ds.read_rgb(int(idx)) for idx in rt.index]
+        gbps[f] = [gbp_rgb(g[j]) for j in range(len(rt))]
+        rows += [{"gene": gene, "symbol": symbol, "feature": f, "r": pr.r, "scan": pr.scan, "image_id": tr.image_id,
+                  "x": tr.x, "y": tr.y, "value": tr.value} for _, tr in rt.iterrows()]
+    feats = list(gene_pairs.feature)
+    return LinkedView(gene=gene, symbol=symbol, n_tiles=n_tiles, pairs=gene_pairs, reps={f: reps[f] for f in feats},
+                      thumbnails=thumbnails, synth={f: synth[f] for f in feats}, tiles=tiles, gbp=gbps,
+                      table=pd.DataFrame(rows))
+
+
+@dataclass(frozen=True)
+class ProgramPanels:
+    """One planted program per row, as drawn by :func:`histo_utils.figures.program_panels`.
+
+    ``table``: one row per program, ``program, structure, feature, r_program, image_id, tissue, x, y, value,
+    mask_fraction, map_auroc_oriented`` (of this tile), ``am_start, am_end``; ``tiles``: RGB of the program's
+    tile; ``gbp``: gBP of the tracker on it as RGB in [0, 1]; ``feature_maps``: the tracker's map (H, W);
+    ``synth``: the tracker's :class:`Synthesis`; ``masks``: the program's true structure mask under the tile.
+    """
+
+    table: pd.DataFrame
+    tiles: list
+    gbp: list
+    feature_maps: list
+    synth: list
+    masks: list
+
+
+def program_panel_maps(model: nn.Module, layers: dict, ds, panels: pd.DataFrame, synth: dict, masks: dict, *,
+                       device: str = "cpu") -> ProgramPanels:
+    """Per planted program: its tracking channel on a representative tile (gBP, feature map, AUROC vs the mask).
+
+    Parameters
+    ----------
+    model, layers, ds : the network, its feature layers and the test-tile dataset
+    panels : one row per program (:func:`histo_utils.truth.program_panel_tiles`): ``program, structure, feature,
+        r_program, tile`` (index of ``ds``), ``image_id, tissue, x, y, value, mask_fraction``
+    synth : feature -> :class:`Synthesis`
+    masks : program -> bool array (H, W), the structure mask under the program's tile
+
+    Returns
+    -------
+    ProgramPanels (``map_auroc_oriented``: AUROC of the map, oriented by the sign of ``r_program``, against the
+    mask)
+    """
+    rows, tiles, gbps, fmaps, syn, mks = [], [], [], [], [], []
+    for _, p in panels.iterrows():
+        module, ch = feature_channel(p.feature, layers)
+        x = ds[int(p.tile)][0].unsqueeze(0)
+        g = guided_backprop(model, module, ch, x, device=device)[0]
+        fmap = feature_maps(model, layers, [p.feature], x, device=device)[0, 0]
+        sign = 1.0 if p.r_program >= 0 else -1.0
+        a = auc((sign * fmap).ravel(), masks[p.program].ravel())
+        tiles.append(ds.read_rgb(int(p.tile)))
+        gbps.append(gbp_rgb(g))
+        fmaps.append(fmap)
+        s = synth[p.feature]
+        syn.append(s)
+        mks.append(masks[p.program])
+        rows.append({"program": p.program, "structure": p.structure, "feature": p.feature, "r_program": p.r_program,
+                     "image_id": p.image_id, "tissue": p.tissue, "x": p.x, "y": p.y, "value": p.value,
+                     "mask_fraction": p.mask_fraction, "map_auroc_oriented": a, "am_start": s.history[0],
+                     "am_end": s.history[-1]})
+    return ProgramPanels(table=pd.DataFrame(rows), tiles=tiles, gbp=gbps, feature_maps=fmaps, synth=syn, masks=mks)

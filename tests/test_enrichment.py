@@ -141,7 +141,9 @@ def test_planted_vs_decoys_table_and_figure():
     text = truth.gsea_truth_reading(table)
     assert "PLANTED_PROGRAM_A ranks 2 of 4 (NES -1.90, FDR 0.02), after DECOY_1; decoys above it: 1." in text
     assert "largest |NES| 2.10" in text and "PLANTED_RIN ranks 1 of 3 (NES 2.60, FDR 0); decoys" in text
-    fig = en.plot_planted_vs_decoys(table)
+    from histo_utils import figures
+
+    fig = figures.planted_vs_decoys(table)
     assert len(fig.axes[0].collections) == 3  # decoys, others, planted
     with pytest.raises(ValueError, match="No ranking with a planted set"):
-        en.plot_planted_vs_decoys(table.iloc[:0])
+        figures.planted_vs_decoys(table.iloc[:0])

@@ -238,12 +238,15 @@ def test_hti_comparisons_and_cox_table():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots()
-    row = survival.plot_logrank(ax, surv.months, surv.OS, surv.hti0 > 0.5, "HTI")
+    from histo_utils import figures
+
+    res = survival.logrank_comparisons(surv, [("HTI", surv.hti0 > 0.5), ("none high", surv.hti0 > 2)])
+    row, one = res.table.iloc[0], res.table.iloc[1]
     ref = survival.logrank_groups(surv.months, surv.OS, surv.hti0 > 0.5)
     assert row["p"] == ref.p and (row["n_low"], row["n_high"]) == ref.n
-    one = survival.plot_logrank(ax, surv.months, surv.OS, surv.hti0 > 2, "none high")
-    assert np.isnan(one["p"]) and one["n_high"] == 0
+    assert np.isnan(one["p"]) and one["n_high"] == 0 and not (res.curves.comparison == "none high").any()
+    fig, table = figures.logrank_panels(res)
+    assert table is res.table and fig.axes[1].get_title() == "none high\none group only (n = 120): no test"
     plt.close("all")
 
 
@@ -256,16 +259,17 @@ def test_hti_by_subtype_panel_with_and_without_subtypes(tmp_path):
     """A TCGA folder without a subtype table gives an empty, explained panel; with subtypes, a Kruskal-Wallis test."""
     import matplotlib.pyplot as plt
 
+    from histo_utils import figures
     from histo_utils.plotting import save_figure
 
     rng = np.random.default_rng(0)
     surv = pd.DataFrame({"hti0": np.r_[rng.uniform(0, 0.3, 20), rng.uniform(0.6, 1, 20)],
                          "subtype": ["LumA"] * 20 + ["Basal"] * 20})
-    fig, table, why = survival.plot_hti_by_subtype(surv)
+    fig, table, why = figures.hti_by_subtype(survival.hti_by_subtype(surv))
     assert why is None and list(table.subtype) == ["Basal", "LumA"] and table["count"].tolist() == [20, 20]
     assert "Kruskal-Wallis p = " in fig.axes[0].get_title() and float(fig.axes[0].get_title().split("= ")[1][:-1]) < 1e-4
     plt.close(fig)
-    fig, table, why = survival.plot_hti_by_subtype(surv.assign(subtype=pd.NA))
+    fig, table, why = figures.hti_by_subtype(survival.hti_by_subtype(surv.assign(subtype=pd.NA)))
     assert len(table) == 0 and "no patient has a molecular subtype" in why
     png = save_figure(fig, table, tmp_path, "08_hti_survival", "hti_by_subtype", empty=why)
     assert png.exists()
@@ -335,14 +339,16 @@ def test_hti_vs_truth_table_marks_sets_and_coverage():
                          index=pd.Index(ids, name="image_id"))
     table.loc["s2", ["hti_low", "hti_high"]] = [0.5, 0.6]  # misses its true 0.4
     sets = pd.Series(["test", "OOD", "OOD", "train", "validation", "train", "test", "test"], index=ids)
-    fig, out = hti.plot_hti_vs_truth(table, sets)
+    from histo_utils import figures
+
+    fig, out = figures.hti_vs_truth(hti.hti_vs_truth(table, sets))
     out = out.set_index("image_id")
     assert list(out.index) == ids[:7]  # the slide without a true HTI is left out
     assert out.set.to_dict() == sets.iloc[:7].to_dict()
     assert not out.loc["s2", "covers"] and out.drop("s2").covers.all()
     assert "n = 4" in fig.axes[0].get_title() and "n = 3" in fig.axes[2].get_title()
     with pytest.raises(ValueError, match="Unknown slide sets"):
-        hti.plot_hti_vs_truth(table, sets.replace("train", "training"))
+        hti.hti_vs_truth(table, sets.replace("train", "training"))
 
 
 def test_fit_trait_models_restarts_a_model_stuck_at_the_constant_solution(monkeypatch, tmp_path):

@@ -133,10 +133,12 @@ def test_kaplan_meier_panels_have_both_axis_labels():
     months = pd.Series(rng.exponential(30, 40), index=idx)
     event = pd.Series(rng.random(40) < 0.7, index=idx).astype(int)
     groups = pd.Series(np.arange(40) % 2 == 0, index=idx)
+    res = survival.logrank_comparisons(pd.DataFrame({"months": months, "OS": event}), [("HTI high vs low", groups)])
     fig, ax = plt.subplots()
-    out = survival.plot_logrank(ax, months, event, groups, "HTI high vs low")
+    figures.km_panel(ax, res.table.iloc[0], res.curves)
     assert ax.get_xlabel() == "months" and ax.get_ylabel() == "survival probability"
-    assert out["n_low"] == 20 and out["n_high"] == 20
+    assert res.table.n_low[0] == 20 and res.table.n_high[0] == 20
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["low (n = 20)", "high (n = 20)"]
 
 
 def test_thumbnail_with_tiles_has_a_legend_naming_mask_and_tiles():

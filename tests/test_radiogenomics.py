@@ -203,23 +203,25 @@ def test_figures_of_notebook_09_draw_from_their_tables():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from histo_utils import figures
+
     rng = np.random.default_rng(0)
     fold_auc = pd.DataFrame([{"trait": t, "model": m, "fold": f, "auc": rng.uniform(0.4, 0.9)}
                              for t in ("a", "b") for m in ("nn", "rf") for f in range(3)])
     boots = pd.DataFrame([{"trait": t, "model": "rf", "resample": r, "difference": rng.normal(0.1, 0.05)}
                           for t in ("a", "b") for r in range(7)])
-    fig = rg.plot_model_comparison(fold_auc, boots, ["nn", "rf"], seed=0)
+    fig = figures.model_comparison(fold_auc, boots, ["nn", "rf"], seed=0)
     titles = [ax.get_title() for ax in fig.axes]
     assert "(a) 3-fold cross-validation AUC" in titles and "(b) AUC(nn) - AUC(model), 7 bootstrap resamples" in titles
     masking = pd.DataFrame({"trait": "a", "gene_set": ["PLANTED_X", "DECOY_1"], "auc": [0.8, 0.5],
                             "planted": [True, False]})
-    fig = rg.plot_gene_masking(masking, target={"a": "PLANTED_X"})
+    fig = figures.gene_masking(masking, target={"a": "PLANTED_X"})
     widths = [b.get_width() for b in fig.axes[0].patches]
     assert widths == [0.5, 0.8]  # drawn bottom-up: the top set last
     traits = pd.DataFrame({"a": [1, 0, 1]}, index=["s1", "s2", "s3"])
     sal = pd.DataFrame({"trait": "a", "SAMPID": np.repeat(["s1", "s2", "s3"], 2), "term": ["PLANTED_X", "DECOY_1"] * 3,
                         "nes": [2.0, 0.1, -1.0, 0.2, 1.5, 0.0]})
-    fig, table = rg.plot_saliency_heatmap(sal, traits)
+    fig, table = figures.saliency_heatmap(sal, traits)
     assert len(table) == 6 and table.groupby("SAMPID").size().to_dict() == {"s1": 2, "s2": 2, "s3": 2}
     assert table.SAMPID.iloc[0] in ("s1", "s3")  # positives first
     plt.close("all")
