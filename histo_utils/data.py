@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import gtex, io, store
-from .errors import InputError, MissingInputError
+from . import gtex, io, products, store
+from .errors import InputError, InputKeyError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,12 @@ __all__ = ["FeatureKey", "AGGREGATIONS", "read_feature_provenance", "feature_key
 
 AGGREGATIONS = ("sum", "mean", "median")  # tile-to-slide reductions of notebook 02 (features.reduce_tiles)
 DEFAULT_AGGREGATION = "sum"
-PROVENANCE_FILE = "features_provenance.json"
+#: notebook 02's catalogue of feature tables (declared in :mod:`histo_utils.products`, with its keys)
+PROVENANCE_FILE = products.file_name("02_training", "provenance")
+#: what :func:`load_tiling` reads of notebook 01, and the catalogue of notebook 02 (with :func:`products.reads`,
+#: on every function that reads them, also through another)
+_TILING_READS = ("01_tiling:tiles", "01_tiling:samples", "01_tiling:tiles_per_size")
+_FEATURE_READS = ("02_training:provenance", "02_training:features")
 _KEY_PATTERN = re.compile(r"^(?P<network>[A-Za-z0-9][A-Za-z0-9_-]*?)_(?P<tile_px>\d+)px(?:_(?P<aggregation>[a-z]+))?$")
 
 
@@ -118,8 +123,8 @@ class FeatureKey:
 
     @property
     def file_name(self) -> str:
-        """The file notebook 02 writes: ``features_<network>_<px>px.parquet``."""
-        return f"features_{self.name}.parquet"
+        """The file notebook 02 writes: ``features_<network>_<px>px.parquet`` (``02_training:features``)."""
+        return products.file_name("02_training", "features", network=self.network, tile_px=self.tile_px)
 
     def fields(self) -> dict:
         """``{"network", "tile_px", "aggregation"}``: the columns a result table carries for this key."""
@@ -129,25 +134,48 @@ class FeatureKey:
         return self.name if self.aggregation == DEFAULT_AGGREGATION else f"{self.name}_{self.aggregation}"
 
 
-def read_feature_provenance(out_dir: str | os.PathLike, *, notebook: str = "02_training") -> dict:
+@products.reads("02_training:provenance")
+def read_feature_provenance(out_dir: str | os.PathLike, *, notebook: str = "02_training",
+                            keys: Sequence[str] = ()) -> dict:
     """The provenance notebook 02 wrote next to its feature tables (``features_provenance.json``).
+
+    Its keys are declared in :data:`histo_utils.products.FEATURE_PROVENANCE`; ``aggregation`` and ``tables``
+    (:data:`~histo_utils.products.FEATURE_PROVENANCE_REQUIRED`) are always checked, ``keys`` besides them.
+
+    Parameters
+    ----------
+    out_dir : the run's output directory
+    notebook : the notebook that wrote the feature tables
+    keys : further keys the caller reads (e.g. ``["arch", "input_px", "classes"]``), each a declared one
 
     Returns
     -------
     dict with ``aggregation``, ``arch``, ``checkpoint``, ``classes``, ``input_px`` and ``tables``
     (file name -> ``network``, ``tile_px``, ``layers``, ``n_features``, ``n_slides``, ...).
+
+    Raises
+    ------
+    MissingInputError
+        No provenance: notebook 02 has not run.
+    InputError
+        A checked key is missing: the message names the file and the key, and says to rerun notebook 02.
     """
+    unknown = [k for k in keys if k not in products.FEATURE_PROVENANCE]
+    if unknown:
+        raise InputKeyError(f"Feature provenance keys {unknown} are not declared (histo_utils.products."
+                            f"FEATURE_PROVENANCE): {list(products.FEATURE_PROVENANCE)}.")
     path = Path(out_dir) / notebook / PROVENANCE_FILE
     if not path.exists():
         raise MissingInputError(f"Feature provenance '{path}' does not exist: run notebook {notebook} first "
                                 f"(it writes the feature tables and this file).")
     provenance = json.loads(path.read_text())
-    missing = {"aggregation", "tables"} - set(provenance)
-    if missing:
-        raise InputError(f"Feature provenance '{path}' lacks {sorted(missing)}: rerun notebook {notebook}.")
+    products.check_fields(provenance, [*products.FEATURE_PROVENANCE_REQUIRED, *keys],
+                          what=f"Feature provenance '{path}'",
+                          fix=f"rerun notebook {notebook} (it writes every key of this file).")
     return provenance
 
 
+@products.reads("02_training:provenance")
 def feature_keys(out_dir: str | os.PathLike, *, notebook: str = "02_training") -> list[FeatureKey]:
     """The feature tables a run has, in the order notebook 02 wrote them.
 
@@ -161,6 +189,10 @@ def feature_keys(out_dir: str | os.PathLike, *, notebook: str = "02_training") -
     list of FeatureKey, one per table listed in ``features_provenance.json``.
     """
     provenance = read_feature_provenance(out_dir, notebook=notebook)
+    for name, meta in provenance["tables"].items():
+        products.check_fields(meta, products.FEATURE_TABLE_ENTRY,
+                              what=f"Table '{name}' of the feature provenance of '{Path(out_dir) / notebook}'",
+                              fix=f"rerun notebook {notebook}.")
     return [FeatureKey(meta["network"], meta["tile_px"], provenance["aggregation"])
             for meta in provenance["tables"].values()]
 
@@ -194,6 +226,7 @@ def find_key(keys: Iterable[FeatureKey], name: str | FeatureKey, *, what: str = 
     return hits[0]
 
 
+@products.reads(*_TILING_READS, *_FEATURE_READS)
 def feature_tables(out_dir: str | os.PathLike, *, samples: pd.DataFrame | None = None,
                    keys: Iterable[FeatureKey | str] | None = None, notebook: str = "02_training"
                    ) -> dict[FeatureKey, pd.DataFrame]:
@@ -228,7 +261,7 @@ def feature_tables(out_dir: str | os.PathLike, *, samples: pd.DataFrame | None =
 
 
 def _has_features(out_dir) -> bool:
-    return (Path(out_dir) / "02_training" / PROVENANCE_FILE).exists()
+    return products.outputs(out_dir, "02_training").provenance.exists()
 
 
 def _store_for(out_dir, samples: pd.DataFrame | None, notebook: str, expression_path=None):
@@ -308,6 +341,7 @@ def expression_cache_key(path: str | os.PathLike, samples=None, dtype: str = "fl
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@products.reads(*_TILING_READS, *_FEATURE_READS)
 def joined_log_expression(out_dir: str | os.PathLike, path: str | os.PathLike, *, dtype: str = "float32",
                           cache: bool = True, use_store: bool = True) -> tuple[pd.DataFrame, pd.Series]:
     """log2(1 + TPM) of the samples that have a slide (notebook 01's join), read once per run.
@@ -343,6 +377,7 @@ def joined_log_expression(out_dir: str | os.PathLike, path: str | os.PathLike, *
                                cache_dir=Path(out_dir) / "cache" if cache else None)
 
 
+@products.reads("02_training:features")
 def load_features(out_dir: str | os.PathLike, key: FeatureKey | str, *, notebook: str = "02_training"
                   ) -> pd.DataFrame:
     """A slide × feature table written by notebook 02.
@@ -361,16 +396,18 @@ def load_features(out_dir: str | os.PathLike, key: FeatureKey | str, *, notebook
     key = key if isinstance(key, FeatureKey) else FeatureKey.parse(key)
     path = Path(out_dir) / notebook / key.file_name
     if not path.exists():
-        have = sorted(p.name for p in path.parent.glob("features_*px.parquet")) if path.parent.exists() else []
+        pattern = products.product("02_training", "features").pattern()
+        have = sorted(p.name for p in path.parent.iterdir() if pattern.match(p.name)) if path.parent.exists() else []
         raise MissingInputError(f"Feature table '{path}' does not exist. Available: {have or 'none'}; "
                                 f"run notebook {notebook} with feature_tile_px including {key.tile_px}.")
     return io.read_table(path)
 
 
 #: Where notebook 01 records the tissue grouping its split was stratified by (``{"label_column": "SMTSD"}``).
-GROUPING_FILE = "tissue_grouping.json"
+GROUPING_FILE = products.file_name("01_tiling", "tissue_grouping")
 
 
+@products.reads()
 def write_tissue_grouping(out_dir: str | os.PathLike, label_column: str, *, notebook: str = "01_tiling") -> Path:
     """Record the run's tissue grouping (notebook 01's ``label_column``) for the notebooks after it.
 
@@ -383,6 +420,7 @@ def write_tissue_grouping(out_dir: str | os.PathLike, label_column: str, *, note
     return path
 
 
+@products.reads("01_tiling:tissue_grouping")
 def tissue_of(samples: pd.DataFrame, label_column: str, *, out_dir: str | os.PathLike | None = None,
               notebook: str = "01_tiling") -> pd.Series:
     """Each RNA sample's tissue by ``label_column``, the grouping notebook 01 used for the run.
@@ -527,6 +565,7 @@ class PairedData:
                           self.symbols)
 
 
+@products.reads(*_TILING_READS, *_FEATURE_READS)
 def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: FeatureKey | str, *,
                   expression: pd.DataFrame | None = None, symbols: pd.Series | None = None) -> PairedData:
     """Features of notebook 02 and the expression of the same samples, in the same order.
@@ -586,7 +625,8 @@ def paired_tables(out_dir: str | os.PathLike, data_dir: str | os.PathLike, key: 
 # notebook 01's tiling, as later notebooks read it
 # --------------------------------------------------------------------------
 #: file (in ``cache_dir`` of :func:`tile_slides`) with the slides and tiles of each tile size
-TILES_PER_SIZE = "tiles_per_size.tsv"
+#: (``01_tiling:tiles_per_size`` is this file in notebook 01's ``per_slide`` folder)
+TILES_PER_SIZE = Path(products.file_name("01_tiling", "tiles_per_size")).name
 
 
 class EmptyGridError(InputError):
@@ -619,6 +659,7 @@ def select_grid(tiles: pd.DataFrame, tile_px: int, *, what: str = "this notebook
     return sel
 
 
+@products.reads(*_TILING_READS)
 def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling", *,
                 tile_sizes: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tile table and the slide-sample table (with splits) that notebook 01 wrote.
@@ -637,8 +678,9 @@ def load_tiling(out_dir: str | os.PathLike, notebook: str = "01_tiling", *,
     samples : DataFrame, one row per usable image (``image_id, SAMPID, subject_id, SMTS, ..., split, path``)
     """
     d = Path(out_dir) / notebook
-    tiles, samples = io.read_table(d / "tiles.parquet"), io.read_table(d / "samples.tsv")
-    per_size = d / "per_slide" / TILES_PER_SIZE
+    tiles = io.read_table(d / products.file_name("01_tiling", "tiles"))
+    samples = io.read_table(d / products.file_name("01_tiling", "samples"))
+    per_size = d / products.file_name("01_tiling", "tiles_per_size")
     if per_size.exists():
         for r in io.read_table(per_size).itertuples():
             if r.tiles == 0:
@@ -662,6 +704,7 @@ def _runner_parameters(out: Path) -> dict:
     return params
 
 
+@products.reads(*_TILING_READS, *_FEATURE_READS)
 def build_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike, *,
                 notebook: str = "02_training") -> Path:
     """Join samples, feature tables and expression of a run into ``<out_dir>/store/joined.h5ad``, atomically.
@@ -732,6 +775,7 @@ def build_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike, 
     return dest
 
 
+@products.reads(*_TILING_READS, *_FEATURE_READS)
 def open_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike | None = None, *,
                notebook: str = "02_training") -> store.JoinedStore | None:
     """The run's joined store, built first when missing or when an input's fingerprint changed.

@@ -27,6 +27,7 @@ from cycler import cycler
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from . import products
 from .io import atomic_path, write_table
 from .errors import InputError
 
@@ -54,6 +55,7 @@ DEFAULT_DPI = 110
 _output = {"formats": ("png",), "dpi": DEFAULT_DPI}
 
 
+@products.reads()
 def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
     """``<out_dir>/<notebook>/``, created: where a notebook keeps its derived data.
 
@@ -71,6 +73,7 @@ def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
     return p
 
 
+@products.reads()
 def figure_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
     """``<out_dir>/figures/<notebook>/``, created."""
     p = Path(out_dir) / "figures" / notebook
@@ -142,6 +145,7 @@ def _readable_titles(fig: plt.Figure) -> None:
             t.set_fontsize(MIN_TITLE_PT)
 
 
+@products.reads()
 def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike, notebook: str, name: str, *,
                 dpi: int | None = None, figure_format: str | Sequence[str] | None = None, index: bool = False,
                 empty: str | None = None) -> Path:
@@ -160,7 +164,8 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike
     table : DataFrame, the numbers drawn (empty only with ``empty``)
     out_dir, notebook : the run's output directory and the notebook; files go to
         ``<out_dir>/figures/<notebook>/``
-    name : file stem
+    name : file stem; a figure of a notebook declared in :mod:`histo_utils.products` must be declared there
+        (:class:`histo_utils.products.ProductKeyError` otherwise: a figure nobody lists is a figure no test checks)
     empty : why an empty table is a valid result (shown in the figure), or None
     dpi : resolution of the PNG; None: the run's (:func:`set_style`, 110 unless set)
     figure_format : formats besides the PNG (see :func:`figure_formats`); None: the run's (:func:`set_style`)
@@ -172,6 +177,7 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, out_dir: str | os.PathLike
     -------
     Path of the PNG
     """
+    products.check_figure(notebook, name)
     if table is None or len(table) == 0:
         if table is None or empty is None:
             raise InputError(f"Figure '{name}': the table of numbers behind it is empty; save the data it plots "

@@ -1,7 +1,8 @@
 """The written readings of notebooks 03, 05 and 09, formatted from the run's own tables.
 
 A reading that types its numbers drifts as soon as a parameter or the code changes; these
-functions read the tables the notebook has just written (``<out_dir>/<notebook>/``) and put
+functions read the tables the notebook has just written (its outputs declared in
+:mod:`histo_utils.products`) and put
 their numbers, and the claims that depend on them ("beats every comparison model"), into
 Markdown that the notebook displays with ``IPython.display.Markdown``.
 
@@ -17,11 +18,11 @@ import html
 import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import products
 from .io import read_table
 
 __all__ = ["confounder_reading", "radiogenomic_reading", "correlation_reading", "span", "md_text"]
@@ -106,9 +107,11 @@ def _trait(t: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ 05
+@products.reads("05_confounder_regression:variance_explained_overall",
+                 "05_confounder_regression:shared_variance_residuals")
 def confounder_reading(out_dir: str | os.PathLike, *, planted: bool = True,
                        notebook: str = "05_confounder_regression") -> str:
-    """Reading of notebook 05 from ``variance_explained_overall.tsv`` and ``shared_variance_residuals.tsv``.
+    """Reading of notebook 05 from its outputs ``variance_explained_overall`` and ``shared_variance_residuals``.
 
     Parameters
     ----------
@@ -121,8 +124,8 @@ def confounder_reading(out_dir: str | os.PathLike, *, planted: bool = True,
     -------
     Markdown bullets
     """
-    d = Path(out_dir) / notebook
-    v = read_table(d / "variance_explained_overall.tsv")
+    d = products.outputs(out_dir, notebook)
+    v = read_table(d.variance_explained_overall)
     adj = v.pivot_table(index=["table", "term"], columns="tissue", values="fraction_adjusted")
     raw = v.pivot_table(index=["table", "term"], columns="tissue", values="fraction_of_variance")
     tables = [t for t in ("expression", "image features") if t in adj.index.get_level_values(0)]
@@ -147,7 +150,7 @@ def confounder_reading(out_dir: str | os.PathLike, *, planted: bool = True,
                         f"{', '.join(md_text(t) for t in big.index)}"
                         if len(big) else f"at most {_pct(c.max())} of the image-feature variance above chance")
                      + ".")
-    sv = d / "shared_variance_residuals.tsv"
+    sv = d.shared_variance_residuals
     if sv.exists():
         s = read_table(sv)
         above = s.assign(image=s.image_p < 0.05, expression=s.expression_p < 0.05).groupby("var_fraction")[
@@ -163,6 +166,9 @@ def confounder_reading(out_dir: str | os.PathLike, *, planted: bool = True,
 
 
 # ------------------------------------------------------------------------------------------------ 09
+@products.reads("09_radiogenomic_network:fold_auc", "09_radiogenomic_network:bootstrap_summary",
+                 "09_radiogenomic_network:gene_masking", "09_radiogenomic_network:masking_truth",
+                 "09_radiogenomic_network:saliency_truth")
 def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radiogenomic_network") -> str:
     """Reading of notebook 09 from ``fold_auc``, ``bootstrap_summary``, ``gene_masking`` and ``saliency_truth``.
 
@@ -175,9 +181,9 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
     -------
     Markdown bullets
     """
-    d = Path(out_dir) / notebook
-    auc = read_table(d / "fold_auc.tsv").groupby(["trait", "model"]).auc.mean().unstack()
-    boot = read_table(d / "bootstrap_summary.tsv")
+    d = products.outputs(out_dir, notebook)
+    auc = read_table(d.fold_auc).groupby(["trait", "model"]).auc.mean().unstack()
+    boot = read_table(d.bootstrap_summary)
     lines = []
     per = []
     beats_all = True
@@ -193,9 +199,9 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
                  f". Mean fold AUC, network against the best other model: {'; '.join(per)}. The paired bootstrap "
                  f"puts the difference above 0 (95 % interval) for every model on: "
                  f"{', '.join(all_sure) if all_sure else 'no trait'}. Weakest model on average: {md_text(weakest)}.")
-    gm = read_table(d / "gene_masking.tsv")
-    if (d / "masking_truth.tsv").exists():  # synthetic cohort: each trait's planted set, its rank among all sets
-        truth = read_table(d / "masking_truth.tsv")
+    gm = read_table(d.gene_masking)
+    if d.masking_truth.exists():  # synthetic cohort: each trait's planted set, its rank among all sets
+        truth = read_table(d.masking_truth)
         own = truth.merge(gm[["trait", "gene_set", "auc"]], left_on=["trait", "planted_set"],
                           right_on=["trait", "gene_set"], how="left")
         decoy = gm[gm.gene_set.str.startswith("DECOY")].groupby("trait").auc.max()
@@ -211,7 +217,7 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
                         for r in first.itertuples())
         lines.append(f"* **Gene masking** (no planted truth in this data folder): the gene set whose genes carry "
                      f"most of each trait's prediction is {top}.")
-    st = d / "saliency_truth.tsv"
+    st = d.saliency_truth
     if st.exists():
         s = read_table(st)
         lines.append(f"* **Gene saliency**, sample by sample: the planted set is enriched (FDR < 0.05, NES > 0) "
@@ -223,9 +229,10 @@ def radiogenomic_reading(out_dir: str | os.PathLike, *, notebook: str = "09_radi
 
 
 # ------------------------------------------------------------------------------------------------ 03
+@products.reads("03_feature_correlation:threshold_grid", "03_feature_correlation:reproducibility")
 def correlation_reading(out_dir: str | os.PathLike, *, r_threshold: float, e_threshold: float,
                         notebook: str = "03_feature_correlation") -> str:
-    """Reading of notebook 03 from ``threshold_grid.tsv`` and ``reproducibility.json``.
+    """Reading of notebook 03 from its outputs ``threshold_grid`` and ``reproducibility``.
 
     Parameters
     ----------
@@ -237,9 +244,9 @@ def correlation_reading(out_dir: str | os.PathLike, *, r_threshold: float, e_thr
     -------
     Markdown bullets
     """
-    d = Path(out_dir) / notebook
-    g = read_table(d / "threshold_grid.tsv")
-    reproducibility = json.loads((d / "reproducibility.json").read_text())
+    d = products.outputs(out_dir, notebook)
+    g = read_table(d.threshold_grid)
+    reproducibility = json.loads(d.reproducibility.read_text())
     at = g[np.isclose(g.R_T, r_threshold) & np.isclose(g.E_T, e_threshold)]
     lines = []
     if len(at):

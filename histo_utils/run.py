@@ -26,7 +26,8 @@ it writes under ``<out>/<notebook>/`` and its figures under
 
 A notebook is skipped when its fingerprint matches the last successful run:
 the notebook file, its parameters, the ``histo_utils`` sources, the
-fingerprints of the notebooks before it, and the names, sizes and times of the
+fingerprints of the notebooks whose results it reads (:func:`notebook_needs`, derived
+from its code and :mod:`histo_utils.products`), and the names, sizes and times of the
 files under each folder or file its parameters name, unless a notebook of this
 run made them (see :func:`_external_inputs`), wherever they lie.
 
@@ -57,6 +58,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from . import products
 from .progress import KERNEL_ARGUMENTS, NotebookProgress, QuietPapermill
 from .report import write_report
 from .errors import HistoUtilsError, InputError, StateError
@@ -143,15 +145,33 @@ def declared_types(notebook: Path) -> dict[str, str]:
 
 
 def notebook_needs(notebook: Path) -> list[str] | None:
-    """The notebooks whose results a notebook reads, from its metadata ``histo_utils.needs``.
+    """The notebooks whose results a notebook reads, derived from its code (:func:`histo_utils.products.notebook_reads`).
 
-    A list of notebook numbers or names (``[]``: self-contained); None when absent: every earlier notebook.
+    The products of other notebooks it names (``products.outputs(out_dir, "03_feature_correlation").pairs``),
+    those read by the package functions it calls with ``out_dir`` (``data.load_tiling``: declared with
+    :func:`histo_utils.products.reads`) and the folders earlier notebooks write where its parameters point
+    (``data_dir``).
+
+    Returns
+    -------
+    list of notebook names (``[]``: self-contained), or None: every earlier notebook, when the reads cannot be
+    known (a call given ``out_dir`` that declares no reads, e.g. ``Path(out_dir) / "01_tiling"``; logged).
+
+    Raises
+    ------
+    ProfileError
+        The notebook names a notebook or an output that is not declared (it would fail when it runs).
     """
-    import nbformat
-
-    meta = nbformat.read(str(notebook), as_version=4).metadata.get("histo_utils", {})
-    needs = meta.get("needs")
-    return None if needs is None else [str(n) for n in needs]
+    try:
+        found = products.notebook_reads(notebook)
+    except products.ProductKeyError as e:
+        raise ProfileError(f"Notebook '{notebook.name}': {e}") from None
+    if found.unknown:
+        log.info("%s: cannot tell what %s read%s (no products.reads declaration); it counts every earlier "
+                 "notebook as its input", notebook.stem, ", ".join(found.unknown), "s" if len(found.unknown) == 1
+                 else "")
+        return None
+    return found.upstream
 
 
 def _upstream(needs: list[str] | None, earlier: Sequence[str]) -> list[str]:
@@ -481,10 +501,8 @@ RUN_FOLDERS = ("notebooks", ".runner", "figures", "report", "cache", "store")
 #: Folders named by a parameter that a notebook writes (for itself and later notebooks to read):
 #: ``notebook -> {parameter: switch}``; the folder is the notebook's output when ``switch`` is None, or when the
 #: notebook's parameter ``switch`` is true (08 paints the synthetic tumour cohort only with ``make_synthetic``).
-NOTEBOOK_WRITES: dict[str, dict[str, str | None]] = {
-    "00_synthetic_cohort": {"data_dir": None},
-    "08_hti_survival": {"tumour_dir": "make_synthetic"},
-}
+#: Declared in :mod:`histo_utils.products` (outputs with a ``parameter``).
+NOTEBOOK_WRITES: dict[str, dict[str, str | None]] = products.parameter_folders()
 
 
 def _param_value(prof: Profile, stem: str, params: dict[str, Any], key: str) -> Any:
@@ -983,9 +1001,10 @@ class ReportFile:
     Parameters
     ----------
     notebook : str
-        The notebook (``01_tiling``); the file is ``<out>/<notebook>/<file>``.
-    file : str
-        The table (tab-separated), one row per input or per kind of problem.
+        The notebook (``01_tiling``).
+    key : str
+        The table's key among the notebook's outputs (:mod:`histo_utils.products`): one row per input or per
+        kind of problem; the file is :attr:`file` in ``<out>/<notebook>/``.
     what : str
         What a counted row is, for the console line (``slides skipped``).
     column : str
@@ -1000,21 +1019,26 @@ class ReportFile:
     """
 
     notebook: str
-    file: str
+    key: str
     what: str
     column: str = "status"
     ok: tuple[str, ...] = ("ok",)
     name: str = "image_id"
     count: str | None = None
 
+    @property
+    def file(self) -> str:
+        """The table's file name, as :mod:`histo_utils.products` declares it."""
+        return products.file_name(self.notebook, self.key)
+
 
 #: The tables that list what each notebook left out, summarised on the console after a run
 #: (:func:`summarise_left_out`). A notebook that writes another such table adds a line here.
 REPORT_FILES: tuple[ReportFile, ...] = (
-    ReportFile("01_tiling", "slides.tsv", "slides skipped"),
-    ReportFile("01_tiling", "join_report.tsv", "left out by the slide-RNA join", column="problem",
+    ReportFile("01_tiling", "slides", "slides skipped"),
+    ReportFile("01_tiling", "join_report", "left out by the slide-RNA join", column="problem",
                ok=("expression without slide", "tissue without slides (left out)"), name="problem", count="count"),
-    ReportFile("08_hti_survival", "slides.tsv", "slides skipped"),
+    ReportFile("08_hti_survival", "slides", "slides skipped"),
 )
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import io, products
 from .errors import InputError, InputKeyError, MissingInputError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ OBS_COLUMNS = ("SAMPID", "subject_id", "SMTS", "SMTSD", "split", "SMCENTER", "SM
 _HASH_LIMIT = 512 * 2**20  # files up to this size are fingerprinted by content, larger ones by size and time
 
 
+@products.reads()  # the run's store, not a notebook's product
 def store_path(out_dir: str | os.PathLike) -> Path:
     """``<out_dir>/store/joined.h5ad``."""
     return Path(out_dir) / STORE_DIR / STORE_FILE
@@ -79,6 +80,7 @@ def _file_print(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+@products.reads("01_tiling:samples", "02_training:provenance", "02_training:features")
 def input_fingerprints(out_dir: str | os.PathLike, expression_path: str | os.PathLike | None, *,
                        notebook: str = "02_training") -> dict[str, dict]:
     """Fingerprints of the files the store joins.
@@ -95,8 +97,8 @@ def input_fingerprints(out_dir: str | os.PathLike, expression_path: str | os.Pat
     ``{"size", "mtime_ns"}`` (expression file and files over 512 MB)
     """
     out = Path(out_dir)
-    prov_path = out / notebook / "features_provenance.json"
-    files = [out / "01_tiling" / "samples.tsv", prov_path]
+    prov_path = out / notebook / products.file_name("02_training", "provenance")
+    files = [products.outputs(out, "01_tiling").samples, prov_path]
     for p in files:
         if not p.exists():
             raise MissingInputError(f"Store input '{p}' does not exist: run notebooks 01 and 02 first.")
@@ -213,6 +215,7 @@ class JoinedStore:
                 pd.Series(var["Description"].to_numpy(), index=genes, name="Description"))
 
 
+@products.reads("01_tiling:samples", "02_training:provenance", "02_training:features")
 def fresh_store(out_dir: str | os.PathLike, expression_path: str | os.PathLike | None = None, *,
                 notebook: str = "02_training") -> JoinedStore | None:
     """The run's store when it exists and its inputs' fingerprints are unchanged, else None.

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_toy_notebook
-from histo_utils import data, gtex, io, tiling
+from histo_utils import data, gtex, io, products, tiling
 from histo_utils.slides import write_aperio_svs
 
 
@@ -443,11 +443,11 @@ def test_over_representation_without_hits_is_an_empty_table(tmp_path):
     # with a hit, the same columns
     hit = enrichment.over_representation(["G1", "G101", "G102"], universe, sets)
     assert list(hit.columns) == list(ora.columns) and hit.term.iloc[0] == "TISSUE_A"
-    # a figure of an empty result says so, with its (empty) table
+    # a figure of an empty result says so, with its (empty) table (06 draws no ORA figure: a scratch notebook)
     fig, ax = plt.subplots()
     with pytest.raises(ValueError, match="empty"):
-        save_figure(fig, ora, tmp_path, "06_gsea", "ora")
-    png = save_figure(fig, ora, tmp_path, "06_gsea", "ora", empty="no correlated gene is in any annotation set")
+        save_figure(fig, ora, tmp_path, "scratch", "ora")
+    png = save_figure(fig, ora, tmp_path, "scratch", "ora", empty="no correlated gene is in any annotation set")
     assert png.exists() and fig.axes[0].texts[0].get_text().startswith("Nothing to plot: no correlated gene")
     assert list(pd.read_csv(png.with_suffix(".csv")).columns) == list(ora.columns)
     plt.close(fig)
@@ -492,17 +492,18 @@ def test_tile_size_no_slide_holds_is_reported_and_stops_its_users(tmp_path, capl
     params = tiling.TilingParams(tile_sizes_px=(64, 512), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
                                  fill_holes_um2=0)
     _tiny_svs(tmp_path / "slides" / "GTEX-A-0001.svs")  # 1.2 mm across, 0.6 mm of tissue: no 1 mm square
+    d01 = products.outputs(tmp_path, "01_tiling")
     with caplog.at_level("INFO"):
         tiles, report = tiling.tile_slides(tiling.list_slides(tmp_path / "slides"), params=params,
-                                           cache_dir=tmp_path / "01_tiling" / "per_slide", workers=1, progress=False)
-    per = io.read_table(tmp_path / "01_tiling" / "per_slide" / "tiles_per_size.tsv").set_index("tile_px")
+                                           cache_dir=d01.per_slide, workers=1, progress=False)
+    per = io.read_table(d01.tiles_per_size).set_index("tile_px")
     assert per.loc[64, "slides_tiled"] == 1 and per.loc[64, "tiles"] == len(tiles[tiles.tile_px == 64]) > 0
     assert per.loc[512, "slides_tiled"] == 0 and per.loc[512, "tiles"] == 0
     assert "TILE SIZE 512 px (1024 µm at 2 µm/px) GOT NO TILE" in caplog.text
     assert report.attrs["tiles_per_size"].equals(per.reset_index())
     # the notebook that needs the 512-px grid stops, naming the size and the parameters
-    io.write_table(tiles, tmp_path / "01_tiling" / "tiles.parquet")
-    io.write_table(pd.DataFrame({"image_id": ["GTEX-A-0001"]}), tmp_path / "01_tiling" / "samples.tsv")
+    io.write_table(tiles, d01.tiles)
+    io.write_table(pd.DataFrame({"image_id": ["GTEX-A-0001"]}), d01.samples)
     with pytest.raises(ValueError, match=r"Tile size 512 px has no tiles.*sizes with tiles: \[64\].*"
                                                     r"tile_sizes_px.*min_tissue.*feature_tile_px"):
         data.load_tiling(tmp_path, tile_sizes=[64, 512])

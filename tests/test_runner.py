@@ -176,10 +176,10 @@ def test_self_contained_notebook_runs_alone_and_ignores_others(toy):
     tmp, profile = toy
     nbdir = tmp / "notebooks"
     nb = nbformat.read(str(nbdir / "01_use.ipynb"), as_version=4)
-    # 01 now makes its own input and says it needs no earlier notebook
-    nb.cells[1].source = ("from pathlib import Path\nd = Path(out_dir) / '01_use'\nd.mkdir(parents=True, exist_ok=True)\n"
-                          "(Path(out_dir) / 'count01').open('a').write('x')\n")
-    nb.metadata["histo_utils"] = {"needs": []}
+    # 01 now makes its own input and opens only its own folder (notebook_dir reads nothing: products.reads()),
+    # so the derivation finds no earlier notebook it reads; 00 opens its folder by hand: its reads are unknown
+    nb.cells[1].source = ("from histo_utils.plotting import notebook_dir\nd = notebook_dir(out_dir, '01_use')\n"
+                          "(d.parent / 'count01').open('a').write('x')\n")
     nbformat.write(nb, str(nbdir / "01_use.ipynb"))
     prof = profile({"notebooks": {"00": {"value": 1}, "01": {}}})
     out = tmp / "alone"
