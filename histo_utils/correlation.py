@@ -39,9 +39,9 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import data, gtex, io
+from . import data, gtex, io, products
 from .errors import InputError
-from .readings import md_text
+from .text import md_text
 
 log = logging.getLogger(__name__)
 
@@ -1310,6 +1310,7 @@ def indirect_dependencies(features: pd.DataFrame, expression: pd.DataFrame, pair
     return out, table
 
 
+@products.reads()  # the run's cache only
 def tissue_expression_floor(expression_path: str | os.PathLike, attributes: pd.DataFrame, *, tissues: Sequence[str],
                             label_column: str = "SMTS", median_tpm: str | os.PathLike = "",
                             cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import products
 from .data import FeatureKey
 from .distributed import SchedulerSpec, is_local, map_slides
 from .errors import InputError, StateError
@@ -600,7 +601,8 @@ def write_feature_h5ad(tables: Mapping, samples: pd.DataFrame, out_dir: str | os
         uns = {"feature_key": str(key), **key.fields(),
                "provenance_json": json.dumps(provenance or {}, default=str, sort_keys=True)}
         adata = ad.AnnData(X=table.to_numpy(np.float32), obs=obs, var=var, uns=uns)
-        dest = Path(out_dir) / (Path(key.file_name).stem + ".h5ad")
+        dest = Path(out_dir) / products.file_name("02_training", "features_h5ad", network=key.network,
+                                                  tile_px=key.tile_px)
         with atomic_path(dest) as tmp:
             adata.write_h5ad(tmp)
         written.append(dest)

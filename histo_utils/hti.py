@@ -25,19 +25,15 @@ import pandas as pd
 
 from .errors import InputError
 from .io import read_table
-from .readings import md_text
+from .text import md_text
 from .slides import read_thumbnail
 
 log = logging.getLogger(__name__)
 
-__all__ = ["combination_codes", "combination_names", "COMBINATION_COLOURS", "hti", "hti_from_proportions",
-           "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "combination_cmap", "true_combination_map",
-           "plot_planted_clones", "plot_cartographies", "plot_hti_vs_truth", "TRAIT_MAP_COLOURS", "SET_COLOURS",
+__all__ = ["combination_codes", "combination_names", "hti", "hti_from_proportions",
+           "hti_bootstrap", "cartography", "smooth_calls", "slide_hti", "true_combination_map",
            "reading", "SLIDE_SETS", "HELD_OUT_SETS", "PlantedClones", "planted_clones", "CartographyExamples",
            "cartography_examples", "HTIvsTruth", "hti_vs_truth"]
-
-#: colour of each combination code (0: no positive trait), for up to three traits
-COMBINATION_COLOURS = ("#f0f0f0", "#E69F00", "#56B4E9", "#CC79A7", "#0072B2", "#D55E00", "#009E73", "#000000")  # Okabe-Ito
 
 
 def combination_names(traits: Sequence[str]) -> list[str]:
@@ -284,31 +280,6 @@ def slide_hti(calls: pd.DataFrame, tile_slides: Sequence[str], *, n_boot: int = 
     return pd.DataFrame(rows).set_index("image_id")
 
 
-def combination_cmap(k: int):
-    """Matplotlib colormap of the 2^k combination codes (draw with ``vmin=-0.5, vmax=2**k - 0.5``)."""
-    from matplotlib.colors import ListedColormap
-
-    return ListedColormap(list(COMBINATION_COLOURS[: 2 ** k]))
-
-
-#: colours of a single-trait cartography: tile called low, tile called high (no tile: background)
-TRAIT_MAP_COLOURS = ("#d9d9d9", "#252525")
-
-
-def _combination_legend(fig, traits: Sequence[str], y: float, *, trait_maps: bool = False) -> None:
-    import matplotlib.pyplot as plt
-
-    k = len(traits)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COMBINATION_COLOURS[c]) for c in range(2 ** k)]
-    labels = [f"heterogeneity map: {n}" if c == 0 else n for c, n in enumerate(combination_names(traits))]
-    if trait_maps:
-        handles += [plt.Rectangle((0, 0), 1, 1, color=c, ec="k", lw=0.3) for c in TRAIT_MAP_COLOURS]
-        handles.append(plt.Rectangle((0, 0), 1, 1, color="white", ec="k", lw=0.3))
-        labels += ["trait map: tile called low", "tile called high", "no tile (background)"]
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(handles), 4), fontsize=8,
-               bbox_to_anchor=(0.5, y))
-
-
 def true_combination_map(truth_dir, clones: pd.DataFrame, image_id: str, traits: Sequence[str]) -> np.ndarray:
     """The clone map of a synthetic tumour slide recoloured by each clone's combination code.
 
@@ -328,189 +299,6 @@ def true_combination_map(truth_dir, clones: pd.DataFrame, image_id: str, traits:
     lab = np.asarray(Image.open(Path(truth_dir) / "clone_maps" / f"{image_id}.png")).astype(int) - 1
     cl = clones[clones.image_id == image_id].set_index("clone")
     return combination_codes(cl[[f"state_{t}" for t in traits]].to_numpy())[lab]
-
-
-def plot_planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.DataFrame, clinical: pd.DataFrame,
-                        traits: Sequence[str], *, hti_split: float = 0.5):
-    """What the synthetic tumour cohort planted: clone maps, true HTI, mixes against bulk, survival by true HTI.
-
-    Parameters
-    ----------
-    truth_dir, slides_dir : the tumour cohort's ``truth/`` and ``slides/`` folders
-    truth : DataFrame indexed by ``image_id``: ``truth/slides.tsv``
-    values : DataFrame, patients x traits (bulk expression)
-    clinical : DataFrame indexed by patient with ``OS, OS.time``
-    traits : the traits (k <= 3)
-    hti_split : the true-HTI threshold of the Kaplan-Meier panel
-
-    Returns
-    -------
-    fig : the figure (top: four DX1 slides from low to high true HTI with their clones coloured by
-        combination; bottom: true HTI histogram, true high-clone area against bulk expression, KM)
-    table : DataFrame, one row per DX1 slide: ``image_id, patient, n_clones, mix_<trait>..., true_hti,
-        planted_log_hazard``
-    """
-    import matplotlib.pyplot as plt
-    from lifelines import KaplanMeierFitter
-
-    k = len(traits)
-    clones = read_table(Path(truth_dir) / "clones.tsv")
-    dx1 = truth[truth.dx == 1].copy()
-    dx1["true_hti0"] = dx1.true_hti.fillna(0.0)
-    show = dx1.sort_values("true_hti0").iloc[np.linspace(0, len(dx1) - 1, 4).astype(int)]
-    fig, axes = plt.subplots(2, 4, figsize=(13, 5.5), gridspec_kw={"height_ratios": [1, 0.9]})
-    for ax, (iid, r) in zip(axes[0], show.iterrows()):
-        thumb, _ = read_thumbnail(Path(slides_dir) / r.file, max_px=400)
-        ax.imshow(thumb)
-        ax.imshow(true_combination_map(truth_dir, clones, iid, traits), cmap=combination_cmap(k), vmin=-0.5,
-                  vmax=2 ** k - 0.5, alpha=0.35, extent=(0, thumb.shape[1], thumb.shape[0], 0),
-                  interpolation="nearest")
-        ax.set_title(f"{iid[:12]}  {int(r.n_clones)} clone(s), true HTI {r.true_hti0:.2f}", fontsize=8)
-        ax.set_axis_off()
-    axes[1, 0].hist(dx1.true_hti0, bins=20, color="#7570b3")
-    axes[1, 0].set_xlabel("true HTI (DX1 slides)")
-    for j, t in enumerate(traits[:2]):
-        axes[1, 1 + j].scatter(dx1[f"mix_{t}"], values.loc[dx1.patient, t], s=6)
-        axes[1, 1 + j].set_xlabel(f"true high-clone area, {t}")
-        axes[1, 1 + j].set_ylabel("bulk log2 expression")
-    surv_truth = clinical.loc[dx1.patient]
-    for flag, col in ((False, "#d95f02"), (True, "#1f78b4")):
-        sel = (dx1.true_hti0 > hti_split).to_numpy() == flag
-        KaplanMeierFitter(label=f"true HTI {'>' if flag else '<='} {hti_split}").fit(
-            surv_truth["OS.time"].to_numpy()[sel] / 30.44, surv_truth.OS.to_numpy()[sel]).plot_survival_function(
-            ax=axes[1, 3], color=col)
-    axes[1, 3].set_xlabel("months")
-    axes[1, 3].legend(fontsize=7)
-    _combination_legend(fig, traits, 1.03)
-    fig.tight_layout()
-    table = dx1.reset_index()[["image_id", "patient", "n_clones", *[f"mix_{t}" for t in traits], "true_hti",
-                               "planted_log_hazard"]]
-    return fig, table
-
-
-def plot_cartographies(tiles: pd.DataFrame, calls: pd.DataFrame, slide_table: pd.DataFrame, paths: dict, *,
-                       n_slides: int = 6, true_calls: np.ndarray | None = None, sets: pd.Series | None = None):
-    """Example slides: thumbnail, one cartography per trait, the heterogeneity map (and the true one).
-
-    Parameters
-    ----------
-    tiles : DataFrame, shape (n_tiles, ...), with ``image_id, x, y, size0``
-    calls : DataFrame, shape (n_tiles, k), the ensemble's 0/1 calls, one column per trait
-    slide_table : :func:`slide_hti` output with ``hti0`` (HTI, 0 when undefined) and, with ``true_calls``,
-        ``true_hti``
-    paths : image_id -> slide file
-    n_slides : slides shown, evenly spaced in the order of ``hti0``
-    true_calls : array, shape (n_tiles, k), the true state of each tile (synthetic cohort), or None
-    sets : Series indexed by ``image_id``, each slide's set (:func:`histo_utils.trait_models.slide_sets`), or
-        None; when given, the examples are drawn from the ``test`` and ``OOD`` slides and titled with their set
-
-    Returns
-    -------
-    fig : the figure
-    table : DataFrame, one row per tile shown: ``image_id, set, x, y, combination`` and the calls per trait
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    traits = list(calls.columns)
-    k = len(traits)
-    cmap = combination_cmap(k)
-    tcmap = ListedColormap(list(TRAIT_MAP_COLOURS))
-    order = slide_table.sort_values("hti0")
-    if sets is not None and sets.reindex(order.index).isin(["test", "OOD"]).sum() >= n_slides:
-        order = order[sets.reindex(order.index).isin(["test", "OOD"]).to_numpy()]
-    ex = order.iloc[np.linspace(0, len(order) - 1, n_slides).astype(int)].index
-    ncol = k + 2 + (true_calls is not None)
-    fig, axes = plt.subplots(len(ex), ncol, figsize=(2.3 * ncol, 2.0 * len(ex)))
-    axes = np.atleast_2d(axes)
-    rows = []
-    for r, iid in enumerate(ex):
-        sel = (tiles.image_id == iid).to_numpy()
-        st = tiles[sel]
-        which = "" if sets is None else f" ({sets.get(iid, '?')})"
-        thumb, _ = read_thumbnail(paths[iid], max_px=300)
-        axes[r, 0].imshow(thumb)
-        axes[r, 0].set_title(iid[:12] + which, fontsize=9)
-        cart = cartography(st, calls[sel].to_numpy(), fill=np.nan)
-        for j, t in enumerate(traits):
-            axes[r, 1 + j].imshow(np.ma.masked_invalid(cart[..., j]), cmap=tcmap, vmin=0, vmax=1,
-                                  interpolation="nearest")
-            axes[r, 1 + j].set_title(f"{t} calls", fontsize=9)
-        codes = combination_codes(calls[sel].to_numpy())
-        hmap = cartography(st, codes, fill=np.nan)
-        axes[r, 1 + k].imshow(np.ma.masked_invalid(hmap), cmap=cmap, vmin=-0.5, vmax=2 ** k - 0.5,
-                              interpolation="nearest")
-        h = slide_table.loc[iid]
-        axes[r, 1 + k].set_title(f"HTI {h.hti0:.2f} [{h.hti_low:.2f}, {h.hti_high:.2f}]", fontsize=9)
-        if true_calls is not None:
-            tcodes = combination_codes(np.asarray(true_calls)[sel])
-            axes[r, 2 + k].imshow(np.ma.masked_invalid(cartography(st, tcodes)), cmap=cmap, vmin=-0.5,
-                                  vmax=2 ** k - 0.5, interpolation="nearest")
-            true_h = "undefined (no high clone)" if np.isnan(h.true_hti) else f"{h.true_hti:.2f}"
-            axes[r, 2 + k].set_title(f"true clones: HTI {true_h}", fontsize=9)
-        rows += [{"image_id": iid, "set": None if sets is None else sets.get(iid), "x": int(a.x), "y": int(a.y),
-                  "combination": int(c), **{t: int(v) for t, v in zip(traits, calls[sel].to_numpy()[i])}}
-                 for i, (a, c) in enumerate(zip(st.itertuples(), codes))]
-    for a in axes.ravel():
-        a.set_axis_off()
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    _combination_legend(fig, traits, 1.0, trait_maps=True)
-    return fig, pd.DataFrame(rows)
-
-
-#: marker colour of each slide set in :func:`plot_hti_vs_truth`
-SET_COLOURS = {"test": "#0072b2", "OOD": "#e69f00", "unused": "#009e73", "train": "#999999",
-               "validation": "#cc79a7"}
-
-
-def plot_hti_vs_truth(slide_table: pd.DataFrame, sets: pd.Series, *, smooth_window: int = 3):
-    """Estimated against true HTI: held-out slides (raw and smoothed) and training/validation slides.
-
-    Parameters
-    ----------
-    slide_table : DataFrame indexed by ``image_id`` with ``true_hti, hti, hti0, hti_low, hti_high,
-        hti_smooth, tile_truth_hti``
-    sets : Series of str indexed by ``image_id``: ``test``, ``OOD``, ``unused`` (held out), ``train`` or
-        ``validation`` (:func:`histo_utils.trait_models.slide_sets`)
-    smooth_window : the majority filter's side (for the title)
-
-    Returns
-    -------
-    fig : three scatter panels (marker colour = set) with Pearson r in the titles
-    table : DataFrame, one row per slide with a true HTI, with its ``set`` and whether the interval
-        ``covers`` the true HTI
-    """
-    import matplotlib.pyplot as plt
-    from scipy import stats
-
-    bad = set(sets.dropna().unique()) - set(SET_COLOURS)
-    if bad:
-        raise InputError(f"Unknown slide sets {sorted(bad)}; expected {list(SET_COLOURS)}.")
-    d = slide_table.dropna(subset=["true_hti"])
-    d = d.assign(set=sets.reindex(d.index).to_numpy())
-    m_held = d.set.isin(["test", "OOD", "unused"])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), sharey=True)
-    panels = (("test + OOD slides", m_held, "hti0"),
-              (f"test + OOD, smoothed {smooth_window}x{smooth_window}", m_held, "hti_smooth"),
-              ("training/validation slides", ~m_held, "hti0"))
-    for ax, (name, m, col) in zip(axes, panels):
-        dd = d[m.to_numpy()]
-        for s, g in dd.groupby("set"):
-            yerr = (np.vstack([(g.hti0 - g.hti_low).clip(lower=0), (g.hti_high - g.hti0).clip(lower=0)])
-                    if col == "hti0" else None)
-            ax.errorbar(g.true_hti.to_numpy(), g[col].to_numpy(), yerr=yerr, fmt="o", ms=3, alpha=0.7, elinewidth=0.5,
-                        color=SET_COLOURS[s], label=f"{s} ({len(g)})")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-        r = stats.pearsonr(dd.true_hti, dd[col]).statistic if len(dd) > 2 else np.nan
-        ax.set_title(f"{name}: r = {r:.2f} (n = {len(dd)})", fontsize=9)
-        ax.set_xlabel("true HTI (clone areas)")
-        ax.legend(fontsize=8, loc="upper left")
-    axes[0].set_ylabel("estimated HTI (ensemble tiles)")
-    fig.tight_layout()
-    covers = (d.true_hti >= d.hti_low - 1e-9) & (d.true_hti <= d.hti_high + 1e-9)
-    table = d.assign(covers=covers).reset_index()
-    return fig, table[["image_id", "set", "true_hti", "hti", "hti0", "hti_low", "hti_high", "covers", "hti_smooth",
-                       "tile_truth_hti"]]
 
 
 # --------------------------------------------------------------------------
@@ -736,7 +524,7 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
 
     Returns
     -------
-    str, Markdown bullet points; trait, comparison and fit names escaped (:func:`histo_utils.readings.md_text`).
+    str, Markdown bullet points; trait, comparison and fit names escaped (:func:`histo_utils.text.md_text`).
     """
     from .survival import hti_by_subtype
 

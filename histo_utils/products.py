@@ -658,11 +658,6 @@ def reads(*refs: str) -> Callable:
 
 
 #: The reads of functions whose modules do not declare them with :func:`reads` (yet): module.function -> refs
-_READS_ELSEWHERE = {
-    "histo_utils.correlation.tissue_expression_floor": (),  # writes the run's cache only
-    "histo_utils.radiogenomics.pretraining_expression": ("01_tiling:slides",),  # source 'join': 01's slide list
-}
-READS.update({name: _refs(refs) for name, refs in _READS_ELSEWHERE.items()})
 
 
 def reads_of(qualified: str) -> tuple[tuple[str, str], ...] | None:

@@ -26,22 +26,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import correlation, gtex, io
+from . import correlation, gtex, io, products
 from .data import load_log_expression
 from .distributed import forked_pool, forked_state, one_torch_thread
 from .enrichment import prerank_many
 from .errors import InputError, InputIndexError, InputKeyError
 from .metrics import auc
-from .plotting import seeded_jitter
 
 log = logging.getLogger(__name__)
 
 __all__ = ["NetConfig", "Autoencoder", "TraitNet", "pretrain_autoencoder", "transfer_encoder", "fit_trait_net",
            "predict_proba", "comparison_models", "cross_validate", "bootstrap_differences", "gene_masking",
            "rank_gene_sets", "gene_saliency", "Standardizer", "feature_traits", "binarize_traits", "compare_models",
-           "summarize_comparison", "plot_model_comparison", "plot_training_loss", "gene_set_columns", "mask_fill",
-           "mask_gene_sets", "plot_gene_masking", "saliency_gsea", "saliency_rates", "plot_saliency_heatmap",
-           "pretraining_expression", "expression_only_samples", "choose_traits", "tracking_traits", "trait_definitions"]
+           "summarize_comparison", "gene_set_columns", "mask_fill",
+           "mask_gene_sets", "saliency_gsea", "saliency_rates", "pretraining_expression", "expression_only_samples", "choose_traits", "tracking_traits", "trait_definitions"]
 
 
 @dataclass(frozen=True)
@@ -528,64 +526,6 @@ def summarize_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order:
     return summary, diff
 
 
-def plot_model_comparison(fold_auc: pd.DataFrame, bootstrap: pd.DataFrame, order: Sequence[str], *, seed: int = 0):
-    """Fig 2: (a) fold AUCs of every model per trait, (b) bootstrap AUC(nn) - AUC(model).
-
-    Parameters
-    ----------
-    fold_auc : :func:`compare_models` fold AUCs (``trait, model, fold, auc``)
-    bootstrap : :func:`compare_models` bootstrap (``trait, model, resample, difference``)
-    order : models in plotting order
-    seed : seed of the strip plot's jitter
-
-    Returns
-    -------
-    matplotlib Figure
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    n_folds = fold_auc["fold"].nunique()
-    n_boot = bootstrap["resample"].nunique()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-    with seeded_jitter(seed):
-        sns.boxplot(data=fold_auc, x="trait", y="auc", hue="model", hue_order=order, ax=axes[0], fliersize=0)
-        sns.stripplot(data=fold_auc, x="trait", y="auc", hue="model", hue_order=order, dodge=True, ax=axes[0],
-                      size=2, color="k", legend=False)
-    axes[0].axhline(0.5, color="grey", ls=":", lw=0.8)
-    axes[0].set_title(f"(a) {n_folds}-fold cross-validation AUC", fontsize=9)
-    sns.boxplot(data=bootstrap, x="trait", y="difference", hue="model", ax=axes[1], fliersize=1)
-    axes[1].axhline(0, color="grey", ls=":", lw=0.8)
-    axes[1].set_title(f"(b) AUC(nn) - AUC(model), {n_boot} bootstrap resamples", fontsize=9)
-    for a in axes:
-        a.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_training_loss(history: pd.DataFrame, *, title: str):
-    """Loss by epoch of a training run.
-
-    Parameters
-    ----------
-    history : DataFrame ``epoch, loss``
-    title : figure title
-
-    Returns
-    -------
-    matplotlib Figure
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 2.8))
-    ax.plot(history.epoch, history.loss)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("reconstruction MSE (standardised)")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def gene_set_columns(gene_sets: Mapping[str, Sequence[str]], genes: Sequence[str], *, min_size: int = 5
                      ) -> dict[str, list[int]]:
     """Column indices of each gene set's genes among ``genes``.
@@ -651,37 +591,6 @@ def mask_gene_sets(z: np.ndarray, traits: pd.DataFrame, gene_sets: Mapping[str, 
     return nets, masking
 
 
-def plot_gene_masking(masking: pd.DataFrame, *, target: Mapping[str, str] | None = None, top: int = 12):
-    """The ``top`` gene sets of each trait by masked AUC.
-
-    Parameters
-    ----------
-    masking : :func:`mask_gene_sets` table (``trait, gene_set, auc, planted``), ranked per trait
-    target : trait -> its planted set (orange); other planted sets are purple
-    top : sets shown per trait
-
-    Returns
-    -------
-    matplotlib Figure, one panel per trait
-    """
-    import matplotlib.pyplot as plt
-
-    target = target or {}
-    traits = list(dict.fromkeys(masking.trait))
-    fig, axes = plt.subplots(1, len(traits), figsize=(4.3 * len(traits), 4), sharex=True)
-    for ax, t in zip(np.atleast_1d(axes), traits):
-        m = masking[masking.trait == t].head(top).iloc[::-1]
-        colours = ["#d95f02" if g == target.get(t) else ("#7570b3" if p else "#bbbbbb")
-                   for g, p in zip(m.gene_set, m.planted)]
-        ax.barh(m.gene_set, m.auc, color=colours)
-        ax.axvline(0.5, color="grey", ls=":", lw=0.8)
-        ax.set_title(t, fontsize=9)
-        ax.set_xlabel("AUC of masked network output")
-        ax.tick_params(axis="y", labelsize=6)
-    fig.tight_layout()
-    return fig
-
-
 def saliency_gsea(nets: Mapping[str, nn.Module], z: np.ndarray, traits: pd.DataFrame, symbols: Sequence[str],
                   gene_sets: Mapping[str, Sequence[str]], *, workers: int = 1, permutations: int = 1000,
                   min_size: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -728,40 +637,7 @@ def saliency_rates(sal: pd.DataFrame, *, fdr: float = 0.05) -> pd.DataFrame:
             .groupby(["trait", "term", "kind", "positive"]).enriched.mean().rename("rate").reset_index())
 
 
-def plot_saliency_heatmap(sal: pd.DataFrame, traits: pd.DataFrame, *, n_decoys: int = 6):
-    """NES of the planted sets and ``n_decoys`` decoys in every sample's saliency ranking, positives first.
-
-    Parameters
-    ----------
-    sal : :func:`saliency_gsea` table (``trait, SAMPID, term, nes``)
-    traits : DataFrame, shape (n_samples, n_traits), 0/1
-    n_decoys : decoy sets shown
-
-    Returns
-    -------
-    fig : one heatmap per trait, samples sorted positives first
-    table : DataFrame ``SAMPID, term, nes, trait`` (what the heatmaps show)
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, len(traits.columns), figsize=(5 * len(traits.columns), 4.5))
-    tables = []
-    for ax, t in zip(np.atleast_1d(axes), traits.columns):
-        m = sal[sal.trait == t].pivot(index="SAMPID", columns="term", values="nes")
-        keep = ([c for c in m.columns if c.startswith("PLANTED")]
-                + [c for c in m.columns if c.startswith("DECOY")][:n_decoys])
-        m = m.loc[traits[t].loc[m.index].sort_values(ascending=False).index, keep]
-        sns.heatmap(m.T, cmap="PuOr_r", center=0, ax=ax, xticklabels=False, cbar_kws={"label": "NES"})
-        ax.axvline(int(traits[t].sum()), color="k", lw=1)
-        ax.set_title(f"{t}: positive samples left of the line", fontsize=8)
-        ax.set_xlabel("samples")
-        ax.tick_params(axis="y", labelsize=6)
-        tables.append(m.reset_index().melt(id_vars="SAMPID", var_name="term", value_name="nes").assign(trait=t))
-    fig.tight_layout()
-    return fig, pd.concat(tables, ignore_index=True)
-
-
+@products.reads("01_tiling:slides")
 def expression_only_samples(out_dir: str | os.PathLike, expression_path: str | os.PathLike) -> list[str]:
     """The samples of the expression file whose histology image has no slide in the data (notebook 01's join).
 
@@ -779,10 +655,11 @@ def expression_only_samples(out_dir: str | os.PathLike, expression_path: str | o
     -------
     list of sample IDs, in the file's column order
     """
-    slides = set(io.read_table(Path(out_dir) / "01_tiling" / "slides.tsv").image_id)
+    slides = set(io.read_table(products.outputs(out_dir, "01_tiling").slides).image_id)
     return [s for s in io.read_gct_samples(expression_path, check=False) if gtex.image_id(s) not in slides]
 
 
+@products.reads("01_tiling:slides")
 def pretraining_expression(genes: Sequence[str], trait_samples: Sequence[str], *, gct: str = "", data_dir=None,
                            n_samples: int = 400, stream: int = 1, source: str = "auto",
                            out_dir: str | os.PathLike | None = None,

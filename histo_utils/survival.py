@@ -17,8 +17,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 __all__ = ["LogRank", "logrank_groups", "cox_hti", "survival_set", "survival_table", "hti_comparisons",
-           "plot_logrank", "plot_logrank_panels", "plot_bulk_survival", "cox_table", "plot_cox", "plot_hti_by_subtype",
-           "STAGE_NUMBERS", "km_estimate", "LogRankComparisons", "logrank_comparisons", "BulkSurvival",
+           "cox_table", "STAGE_NUMBERS", "km_estimate", "LogRankComparisons", "logrank_comparisons", "BulkSurvival",
            "bulk_survival", "SubtypeHTI", "hti_by_subtype"]
 
 
@@ -353,92 +352,6 @@ def hti_by_subtype(surv: pd.DataFrame, *, value: str = "hti0") -> SubtypeHTI:
     return SubtypeHTI(value=value, table=table, patients=have, order=order, kruskal_p=p, empty=None)
 
 
-def plot_logrank(ax, months: pd.Series, event: pd.Series, groups: pd.Series, title: str) -> dict:
-    """Kaplan-Meier curves with 95 % CIs of two groups on ``ax`` and their log-rank test.
-
-    Parameters
-    ----------
-    ax : matplotlib axes
-    months, event : Series indexed by slide: follow-up and death (1) or censoring (0)
-    groups : Series of bool indexed by the slides compared (a subset of ``months``' index)
-    title : panel title and the row's ``comparison``
-
-    Returns
-    -------
-    dict: ``comparison, p, statistic, n_low, n_high`` (p NaN when one group is empty).
-    """
-    if groups.nunique() < 2:  # e.g. every slide on one side of the threshold: no test
-        ax.set_title(f"{title}\none group only (n = {len(groups)}): no test", fontsize=8)
-        return {"comparison": title, "p": np.nan, "statistic": np.nan, "n_low": int((~groups).sum()),
-                "n_high": int(groups.sum())}
-    res = logrank_groups(months[groups.index], event[groups.index], groups.to_numpy())
-    for flag, col in ((False, "#E69F00"), (True, "#0072B2")):  # Okabe-Ito orange and blue
-        km = res.km[flag]
-        km._label = f"{'high' if flag else 'low'} (n = {res.n[int(flag)]})"
-        km.plot_survival_function(ax=ax, ci_show=True, color=col)
-    ax.set_title(f"{title}\nlog-rank p = {res.p:.3g}", fontsize=8)
-    ax.set_xlabel("months")
-    ax.set_ylabel("survival probability")
-    ax.legend(fontsize=7)
-    return {"comparison": title, "p": res.p, "statistic": res.statistic, "n_low": res.n[0], "n_high": res.n[1]}
-
-
-def plot_logrank_panels(surv: pd.DataFrame, comparisons: Sequence[tuple[str, pd.Series]]):
-    """One :func:`plot_logrank` panel per comparison.
-
-    Parameters
-    ----------
-    surv : :func:`survival_table` output (``months``, ``OS``)
-    comparisons : list of (title, Series of bool) (:func:`hti_comparisons`)
-
-    Returns
-    -------
-    fig : the figure
-    table : DataFrame, one row per comparison: ``comparison, p, statistic, n_low, n_high``
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(comparisons), figsize=(3.8 * len(comparisons), 3.6), sharey=True)
-    table = pd.DataFrame([plot_logrank(ax, surv.months, surv.OS, g, name)
-                          for ax, (name, g) in zip(np.atleast_1d(axes), comparisons)])
-    fig.tight_layout()
-    return fig, table
-
-
-def plot_bulk_survival(surv: pd.DataFrame, traits: Sequence[str]):
-    """Fig 5: survival split on bulk expression (above vs below median) and HTI by bulk label, per trait.
-
-    Parameters
-    ----------
-    surv : :func:`survival_table` output (``<trait>:value``, ``<trait>:label``, ``hti0``, ``months``, ``OS``)
-    traits : the traits
-
-    Returns
-    -------
-    fig : two rows of panels (Kaplan-Meier; HTI by bulk label with the Mann-Whitney p in the title)
-    table : DataFrame, one row per trait: :func:`plot_logrank`'s row plus ``trait``
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from scipy import stats
-
-    k = len(traits)
-    fig, axes = plt.subplots(2, k, figsize=(4.2 * k, 6.6))
-    rows = []
-    for j, t in enumerate(traits):
-        high = surv[f"{t}:value"] > surv[f"{t}:value"].median()
-        rows.append({**plot_logrank(axes[0, j], surv.months, surv.OS, high, f"bulk {t} above vs below median"),
-                     "trait": t})
-        d = surv.assign(bulk=np.where(surv[f"{t}:label"] == 1, "above median", "below median"))
-        sns.boxplot(data=d, x="bulk", y="hti0", order=["below median", "above median"], ax=axes[1, j],
-                    color="#cccccc")
-        u = stats.mannwhitneyu(d.hti0[d.bulk == "above median"], d.hti0[d.bulk == "below median"])
-        axes[1, j].set_title(f"HTI by bulk {t} (Mann-Whitney p = {u.pvalue:.2g})", fontsize=8)
-        axes[1, j].set_ylabel("HTI")
-    fig.tight_layout()
-    return fig, pd.DataFrame(rows)
-
-
 #: TCGA-CDR stage labels as numbers for the Cox model
 STAGE_NUMBERS = {"Stage I": 1, "Stage II": 2, "Stage III": 3, "Stage IV": 4}
 
@@ -471,66 +384,3 @@ def cox_table(surv: pd.DataFrame, *, planted: dict | None = None) -> pd.DataFram
     return cox
 
 
-def plot_cox(cox: pd.DataFrame):
-    """Log hazard ratios with 95 % CIs of each fit of :func:`cox_table` (crosses: planted values).
-
-    Parameters
-    ----------
-    cox : :func:`cox_table` output
-
-    Returns
-    -------
-    matplotlib Figure
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    for i, (name, g) in enumerate(cox.groupby("fit", sort=False)):
-        y = np.arange(len(g)) + 0.15 * i
-        ax.errorbar(g.coef, y, xerr=[g.coef - g["coef lower 95%"], g["coef upper 95%"] - g.coef], fmt="o",
-                    capsize=3, label=name)
-        if "planted_coef" in g:
-            ax.scatter(g.planted_coef, y, marker="x", color="k", zorder=3, label="planted" if i == 0 else None)
-    ax.set_yticks(np.arange(len(g)) + 0.15, g.covariate)
-    ax.axvline(0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("log hazard ratio (95 % CI)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_hti_by_subtype(surv: pd.DataFrame, *, value: str = "hti0"):
-    """HTI per molecular subtype, with a Kruskal-Wallis test when there are at least two subtypes.
-
-    Parameters
-    ----------
-    surv : DataFrame, one row per patient, with ``subtype`` (missing for patients without one) and ``value``
-    value : the HTI column drawn
-
-    Returns
-    -------
-    fig : matplotlib Figure
-    table : DataFrame, one row per subtype: ``subtype, count, mean, std, min, 25%, 50%, 75%, max`` (empty when
-        no patient has a subtype, e.g. a TCGA folder without a subtype table)
-    empty : None, or the sentence saying why there is nothing to draw (for :func:`plotting.save_figure`)
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from scipy import stats
-
-    have = surv[surv["subtype"].notna()] if "subtype" in surv else surv.iloc[:0]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    table = have.groupby("subtype")[value].describe().reset_index()
-    if len(have) == 0:
-        return fig, table, "no patient has a molecular subtype (no subtype table given): panel skipped"
-    order = sorted(have["subtype"].unique())
-    sns.boxplot(data=have, x="subtype", y=value, color="#cccccc", ax=ax, order=order)
-    groups = [g[value].to_numpy() for _, g in have.groupby("subtype")]
-    title = "HTI by molecular subtype"
-    if len(groups) >= 2:
-        title += f" (Kruskal-Wallis p = {stats.kruskal(*groups).pvalue:.2g})"
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("subtype")
-    ax.set_ylabel("HTI")
-    fig.tight_layout()
-    return fig, table, None

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .io import atomic_path, params_key, read_table, write_table
 from .slides import (DICOM_SUFFIX, SlideError, choose_level, dicom_slide_file, is_dicom_wsi, open_slide,
                      premultiplied_to_rgb, read_region, read_region_premultiplied, slide_info)
+from . import products
 from .data import TILES_PER_SIZE
 from .errors import InputError, InputPermissionError, MissingInputError
 from .slides import SLIDE_SUFFIXES
@@ -880,7 +881,7 @@ def tiles_per_group(tiles: pd.DataFrame, samples: pd.DataFrame, by: Sequence[str
 # outputs other tools read: CLAM/HEST/TRIDENT-style coordinate files
 # --------------------------------------------------------------------------
 #: folder (beside ``tiles.parquet``) of the per-slide coordinate files, one sub-folder per tile size
-COORDS_DIR = "coords"
+COORDS_DIR = products.file_name("01_tiling", "coords")
 
 
 def coords_path(out_dir: str | os.PathLike, image_id: str, tile_px: int) -> Path:

@@ -25,16 +25,14 @@ from tqdm.auto import tqdm
 from .errors import HistoUtilsError, InputError, StateError
 from .features import LayerRecorder, feature_names
 from .metrics import auc
-from .plotting import seeded_jitter, show_tiles_on_thumbnail
 from .training import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
 __all__ = ["guided_backprop", "guided_backprop_features", "activation_maximization", "select_representative_tiles", "localisation_auroc",
            "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
-           "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "plot_feature_panels",
-           "plot_linked_view", "sample_tiles", "plot_localisation", "find_gene", "interior_tiles", "feature_maps",
-           "plot_program_panels", "channel_scores", "FeaturePanels", "feature_panel_maps", "LinkedView",
+           "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "sample_tiles", "find_gene", "interior_tiles", "feature_maps",
+           "channel_scores", "FeaturePanels", "feature_panel_maps", "LinkedView",
            "linked_view_maps", "ProgramPanels", "program_panel_maps"]
 
 
@@ -489,112 +487,6 @@ def synthesize(model: nn.Module, layers: dict, feature: str, ds, start_tile: int
     return Synthesis(img, hist, start)
 
 
-def plot_feature_panels(model: nn.Module, layers: dict, ds, chosen: pd.DataFrame, reps: dict,
-                        synth: dict, *, device: str = "cpu", structures=None, gene_roles: pd.Series | None = None):
-    """Badea's Figs 4–6: per feature, its best tile, gBP on it, its synthetic image (and the planted truth).
-
-    Parameters
-    ----------
-    model, layers, ds : the network, its feature layers and the test-tile dataset
-    chosen : :func:`choose_features` output (``feature`` and, when known, ``gene, symbol, r``)
-    reps : feature -> representative tiles (:func:`select_representative_tiles`, index = tile index of ``ds``)
-    synth : feature -> :class:`Synthesis`
-    structures : callable, tile row -> {structure: mask}, whose ``structure_of(role)`` names the structure shown
-        for a gene of that planted role (synthetic cohort: :class:`histo_utils.truth.PlantedStructures`), or
-        None for three columns
-    gene_roles : Series, gene -> planted role (``truth/genes.tsv``), or None
-
-    Returns
-    -------
-    fig : the figure
-    table : DataFrame, one row per feature: ``feature, gene, symbol, r, tile, feature_value, am_start,
-        am_end, truth_structure``
-    """
-    import matplotlib.pyplot as plt
-
-    has_truth = structures is not None
-    gene_roles = pd.Series(dtype=str) if gene_roles is None else gene_roles
-    ncol = 4 if has_truth else 3
-    fig, axes = plt.subplots(len(chosen), ncol, figsize=(2.6 * ncol, 2.7 * len(chosen)), squeeze=False)
-    rows = []
-    for i, row in chosen.iterrows():
-        f = row.feature
-        module, ch = feature_channel(f, layers)
-        r0 = reps[f].iloc[0]
-        x = ds[int(r0.name)][0].unsqueeze(0)
-        g = guided_backprop(model, module, ch, x, device=device)[0]
-        axes[i, 0].imshow(ds.read_rgb(int(r0.name)))
-        axes[i, 0].set_title(f"{f} – {row.get('symbol', '')} (r = {row.get('r', float('nan')):.2f})\n"
-                             f"{r0.tissue} {r0.image_id} ({int(r0.x)},{int(r0.y)})", fontsize=6)
-        axes[i, 1].imshow(gbp_rgb(g))
-        axes[i, 1].set_title("guided backpropagation", fontsize=7)
-        s = synth[f]
-        axes[i, 2].imshow(s.image)
-        axes[i, 2].set_title(f"synthetic, from {s.start} (f: {s.history[0]:.2g} → {s.history[-1]:.2g})", fontsize=7)
-        role = str(gene_roles.get(row.get("gene", ""), ""))
-        structure = structures.structure_of(role) if has_truth else ""
-        if has_truth:
-            axes[i, 3].imshow(structures(r0)[structure], cmap="gray")
-            axes[i, 3].set_title(f"planted truth: {structure}\n(gene role: {role or 'n/a'})", fontsize=7)
-        for a in axes[i]:
-            a.axis("off")
-        rows.append({"feature": f, "gene": row.get("gene", ""), "symbol": row.get("symbol", ""),
-                     "r": row.get("r", np.nan), "tile": f"{r0.image_id}_{int(r0.x)}_{int(r0.y)}",
-                     "feature_value": r0.value, "am_start": s.history[0], "am_end": s.history[-1],
-                     "truth_structure": structure})
-    fig.tight_layout()
-    return fig, pd.DataFrame(rows)
-
-
-def plot_linked_view(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: pd.DataFrame, reps: dict,
-                     synth: dict, thumbnails: dict, *, n_tiles: int, symbol: str = "", device: str = "cpu"):
-    """A gene's best-correlated features: where their representative tiles lie, the synthetic image, gBP.
-
-    Parameters
-    ----------
-    model, layers, ds : the network, its feature layers and the test-tile dataset
-    gene : the gene (Name); ``symbol`` its symbol for the titles
-    gene_pairs : the gene's pairs, one per feature (``feature, scan, r``)
-    reps : feature -> representative tiles (index = tile index of ``ds``; ``image_id, subject_id, tissue, x, y,
-        value``)
-    synth : feature -> :class:`Synthesis`
-    thumbnails : image_id -> (thumbnail, scale) of each feature's first representative slide
-    n_tiles : tile columns (the number of representative tiles asked for)
-
-    Returns
-    -------
-    fig : one row per feature: thumbnail with the tiles, synthetic image, the tiles with gBP overlaid
-    table : DataFrame, one row per tile shown: ``gene, symbol, feature, r, scan, image_id, x, y, value``
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(gene_pairs), 2 + n_tiles, figsize=(2.4 * (2 + n_tiles), 2.6 * len(gene_pairs)),
-                             squeeze=False)
-    rows = []
-    for i, (_, pr) in enumerate(gene_pairs.iterrows()):
-        f = pr.feature
-        module, ch = feature_channel(f, layers)
-        rt = reps[f]
-        first = rt.iloc[0]
-        thumb, scale = thumbnails[first.image_id]
-        show_tiles_on_thumbnail(axes[i, 0], thumb, rt[rt.image_id == first.image_id], scale=scale,
-                                title=f"{first.image_id}\n{f} ({pr.scan}, r = {pr.r:.2f})")
-        axes[i, 1].imshow(synth[f].image)
-        axes[i, 1].set_title("synthetic image", fontsize=7)
-        g = guided_backprop(model, module, ch, torch.stack([ds[int(j)][0] for j in rt.index]), device=device)
-        for j, (idx, tr) in enumerate(rt.iterrows()):
-            ax = axes[i, 2 + j]
-            ax.imshow(0.5 * ds.read_rgb(int(idx)) / 255 + 0.5 * gbp_rgb(g[j]))
-            ax.set_title(f"{tr.tissue}, {tr.subject_id}\nvalue {tr.value:.3g}", fontsize=6)
-            rows.append({"gene": gene, "symbol": symbol, "feature": f, "r": pr.r, "scan": pr.scan,
-                         "image_id": tr.image_id, "x": tr.x, "y": tr.y, "value": tr.value})
-        for a in axes[i]:
-            a.axis("off")
-    fig.suptitle(f"Linked view of {symbol or gene} ({gene})", y=1.01)
-    fig.tight_layout()
-    return fig, pd.DataFrame(rows)
-
-
 def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: int = 0) -> pd.DataFrame:
     """About ``n`` tiles spread over slides.
 
@@ -637,40 +529,6 @@ def channel_scores(loc: pd.DataFrame, *, column: str = "map_auroc_oriented", per
     if not per_tissue:
         score = score.groupby(["program", "kind", "feature"], sort=False).mean()
     return score.reset_index()
-
-
-def plot_localisation(loc: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0,
-                      column: str = "map_auroc_oriented"):
-    """Each channel's localisation score per program: the program trackers against random channels.
-
-    Parameters
-    ----------
-    loc : :func:`histo_utils.truth.structure_localisation` table
-    n_random, n_tiles : numbers of random channels and of tiles (title)
-    seed : seed of the strip plot's jitter
-    column : the AUROC column scored (:func:`channel_scores`: mean over a tissue's tiles, then
-        over tissues)
-
-    Returns
-    -------
-    fig : the figure
-    table : DataFrame, one row per program, kind and feature: ``program, kind, feature, <column>``
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    per_feat = channel_scores(loc, column=column)
-    with seeded_jitter(seed):
-        sns.stripplot(data=per_feat, x="program", y=column, hue="kind", hue_order=["random", "tracks"],
-                      palette={"random": "#999999", "tracks": "#D55E00"}, dodge=True, ax=ax, size=5)
-    ax.axhline(0.5, color="k", lw=0.6)
-    ax.set_xlabel("planted program")
-    ax.set_ylabel("oriented AUROC of the feature map\nagainst the true structure mask" if column.startswith("map")
-                  else f"{column} (|gBP|)")
-    ax.set_title(f"Program-tracking channel vs {n_random} random channels, {n_tiles} test tiles away from edges",
-                 fontsize=9)
-    return fig, per_feat
 
 
 def find_gene(gene: str, cand: pd.DataFrame, symbols: pd.Series) -> str:
@@ -760,61 +618,6 @@ def feature_maps(model: nn.Module, layers: dict, features: Sequence[str], images
         maps.append(nn.functional.interpolate(y[:, ch:ch + 1].float(), size=tuple(images.shape[-2:]),
                                               mode="bilinear", align_corners=False)[:, 0].cpu().numpy())
     return np.stack(maps).astype(np.float32)
-
-
-def plot_program_panels(model: nn.Module, layers: dict, ds, panels: pd.DataFrame, synth: dict, masks: dict, *,
-                        device: str = "cpu"):
-    """One row per planted program: its tracking channel on a representative tile (Badea's Figs 4–6 layout).
-
-    Columns: the tile, gBP of the tracker on it, the tracker's feature map, the synthetic image (activation
-    maximisation of the tracker), and the program's own true structure mask under the tile.
-
-    Parameters
-    ----------
-    model, layers, ds : the network, its feature layers and the test-tile dataset
-    panels : one row per program (:func:`histo_utils.truth.program_panel_tiles`): ``program, structure, feature,
-        r_program, tile`` (index of ``ds``), ``image_id, tissue, x, y, value, mask_fraction``
-    synth : feature -> :class:`Synthesis`
-    masks : program -> bool array (H, W), the structure mask under the program's tile
-
-    Returns
-    -------
-    fig : the figure
-    table : DataFrame, one row per program: ``program, structure, feature, r_program, image_id, tissue, x, y,
-        value, mask_fraction, map_auroc_oriented`` (of this tile), ``am_start, am_end``
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(panels), 5, figsize=(12.5, 2.7 * len(panels)), squeeze=False)
-    rows = []
-    for i, (_, p) in enumerate(panels.iterrows()):
-        module, ch = feature_channel(p.feature, layers)
-        x = ds[int(p.tile)][0].unsqueeze(0)
-        g = guided_backprop(model, module, ch, x, device=device)[0]
-        fmap = feature_maps(model, layers, [p.feature], x, device=device)[0, 0]
-        sign = 1.0 if p.r_program >= 0 else -1.0
-        a = auc((sign * fmap).ravel(), masks[p.program].ravel())
-        axes[i, 0].imshow(ds.read_rgb(int(p.tile)))
-        axes[i, 0].set_title(f"{p.program}: tracker {p.feature} (r = {p.r_program:.2f})\n"
-                             f"{p.tissue} {p.image_id} ({int(p.x)},{int(p.y)})", fontsize=7)
-        axes[i, 1].imshow(gbp_rgb(g))
-        axes[i, 1].set_title("guided backpropagation", fontsize=7)
-        im = axes[i, 2].imshow(fmap, cmap="viridis")
-        fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.02)
-        axes[i, 2].set_title(f"feature map (AUROC vs mask {a:.2f},\noriented by the sign of r)", fontsize=7)
-        s = synth[p.feature]
-        axes[i, 3].imshow(s.image)
-        axes[i, 3].set_title(f"synthetic, from {s.start}\n(f: {s.history[0]:.2g} → {s.history[-1]:.2g})", fontsize=7)
-        axes[i, 4].imshow(masks[p.program], cmap="gray", vmin=0, vmax=1)
-        axes[i, 4].set_title(f"planted truth: {p.structure}\n(white, {p.mask_fraction:.0%} of the tile)", fontsize=7)
-        for ax in axes[i]:
-            ax.axis("off")
-        rows.append({"program": p.program, "structure": p.structure, "feature": p.feature, "r_program": p.r_program,
-                     "image_id": p.image_id, "tissue": p.tissue, "x": p.x, "y": p.y, "value": p.value,
-                     "mask_fraction": p.mask_fraction, "map_auroc_oriented": a, "am_start": s.history[0],
-                     "am_end": s.history[-1]})
-    fig.tight_layout()
-    return fig, pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------

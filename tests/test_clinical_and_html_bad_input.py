@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from histo_utils import hti, io, readings, report, tcga, truth
+from histo_utils import hti, io, readings, report, tcga, text, truth
 from histo_utils.synthetic.formats import write_tcga_download
 from histo_utils.synthetic.tumour import TumourParams, make_tumour_cohort
 
@@ -222,12 +222,12 @@ def _executed_notebook(out: Path, stem: str, markdown: str) -> None:
 
 
 def test_md_text_escapes_html_and_markdown():
-    assert readings.md_text(ATTACKS[0]) == "&lt;img src=x onerror=alert(1)&gt;"
-    assert readings.md_text(ATTACKS[2]) == r"\[click\](javascript:alert(3))"
-    assert readings.md_text("a*b* `c` $x$ | ~~d~~") == r"a\*b\* \`c\` \$x\$ \| \~\~d\~\~"
-    assert readings.md_text("# one\ntwo") == r"\# one two" and readings.md_text("10. x") == r"10\. x"
-    assert readings.md_text("PLANTED_PROGRAM_A") == "PLANTED_PROGRAM_A"  # intraword: never emphasis
-    assert readings.md_text("_x_") == r"\_x\_" and readings.md_text("Skin - Sun Exposed (Lower leg)") == (
+    assert text.md_text(ATTACKS[0]) == "&lt;img src=x onerror=alert(1)&gt;"
+    assert text.md_text(ATTACKS[2]) == r"\[click\](javascript:alert(3))"
+    assert text.md_text("a*b* `c` $x$ | ~~d~~") == r"a\*b\* \`c\` \$x\$ \| \~\~d\~\~"
+    assert text.md_text("# one\ntwo") == r"\# one two" and text.md_text("10. x") == r"10\. x"
+    assert text.md_text("PLANTED_PROGRAM_A") == "PLANTED_PROGRAM_A"  # intraword: never emphasis
+    assert text.md_text("_x_") == r"\_x\_" and text.md_text("Skin - Sun Exposed (Lower leg)") == (
         "Skin - Sun Exposed (Lower leg)")
 
 

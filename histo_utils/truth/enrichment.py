@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..readings import md_text
+from ..text import md_text
 
 __all__ = ["gsea_recovery", "decoy_false_discoveries", "gsea_planted_vs_decoys", "gsea_truth_reading"]
 
@@ -106,7 +106,7 @@ def gsea_truth_reading(table: pd.DataFrame) -> str:
 
     Returns
     -------
-    str, Markdown (ranking and set names escaped: :func:`histo_utils.readings.md_text`)
+    str, Markdown (ranking and set names escaped: :func:`histo_utils.text.md_text`)
     """
     p = table[table.kind == "planted"]
     d = table[table.kind == "decoy"]

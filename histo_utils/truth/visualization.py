@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io import read_table
-from ..readings import md_text
+from ..text import md_text
 from ..synthetic.cohort import load_cohort_params, render_truth
 from ..visualization import (channel_scores, crop_structures, feature_channel, feature_maps, guided_backprop,
                              guided_backprop_features, localisation_auroc)
@@ -38,7 +38,7 @@ class PlantedStructures:
 
     Calling it with a tile row (``image_id, x, y, size0, tile_px, effective_mpp``) returns
     {structure: bool array (out_px, out_px)}; :meth:`structure_of` names the structure to show for a gene of a
-    planted role (:func:`histo_utils.visualization.plot_feature_panels`).
+    planted role (:func:`histo_utils.visualization.feature_panel_maps`).
     """
 
     def __init__(self, data_dir, truth_dir, *, out_px: int):
@@ -350,7 +350,7 @@ def localisation_reading(per_program: pd.DataFrame, per_tissue: pd.DataFrame) ->
 
     Returns
     -------
-    str, Markdown (program, feature and tissue names escaped: :func:`histo_utils.readings.md_text`)
+    str, Markdown (program, feature and tissue names escaped: :func:`histo_utils.text.md_text`)
     """
     lines = [f"* **{md_text(r.program)}** (tracker {md_text(r.tracker)}): oriented feature-map AUROC "
              f"{r.tracker_auroc:.2f} over "
