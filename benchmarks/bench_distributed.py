@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         make_cohort(data, CohortParams(samples_per_tissue=per_tissue, tissues_per_donor=3), workers=2,
                     progress=False)
     slides = tiling.list_slides(data / "slides").head(args.slides)
-    params = tiling.TilingParams(tile_sizes_px=tuple(args.tile_px), out_px=args.input_px)
+    params = tiling.TilingParams(tile_px=tuple(args.tile_px), input_px=args.input_px)
 
     with contextlib.ExitStack() as stack:  # the LocalCluster: processes, one thread each, no dashboard
         t_start, client = _timed(lambda: stack.enter_context(client_for("local", args.workers)))

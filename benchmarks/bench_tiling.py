@@ -5,7 +5,7 @@ reported as ratios (machine speed cancels out):
 
 * coordinate tiling (mask + grid + tissue fraction + check reads) in tiles per
   second, against raw ``OpenSlide.read_region`` of the kept tiles' regions;
-* tile extraction (``tiling.read_tile``: region read + rescale to ``out_px``,
+* tile extraction (``tiling.read_tile``: region read + rescale to ``input_px``,
   from the coarsest pyramid level that holds the output's detail) against the
   raw reads of the table's regions, overall and per tile size (goal: >= 0.9x
   the raw read rate), the same at the table's level (the former behaviour), and
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         print(f"no cohort at {args.data}; making one in {data} (not timed)", file=sys.stderr)
         make_cohort(data, CohortParams(samples_per_tissue=12, tissues_per_donor=3), workers=2, progress=False)
     slides = tiling.list_slides(data / "slides").head(args.max_slides)
-    params = tiling.TilingParams(tile_sizes_px=tuple(args.tile_px), out_px=args.out_px)
+    params = tiling.TilingParams(tile_px=tuple(args.tile_px), input_px=args.out_px)
 
     # 1. coordinate tiling (fresh cache, one process, like-for-like with the sequential raw reads)
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     for iid, group in tiles.groupby("image_id"):
         s = open_slide(paths[iid])
         for r in group.to_dict("records"):
-            lv, size = tiling.read_plan(s, r, int(r["out_px"]))
+            lv, size = tiling.read_plan(s, r, int(r["input_px"]))
             plans.append((r["tile_px"], lv))
             extent.append(size * s.level_downsamples[lv] / r["size0"])
         s.close()

@@ -653,7 +653,7 @@ def select_grid(tiles: pd.DataFrame, tile_px: int, *, what: str = "this notebook
         raise EmptyGridError(
             f"Tile size {int(tile_px)} px has no tiles, but {what} needs it (sizes with tiles: {have}). Either no "
             f"slide holds a {int(tile_px)}-px square with at least min_tissue of tissue, or notebook 01 did not "
-            f"cut that size. Change 01_tiling's tile_sizes_px (smaller), min_tissue (lower) or target_mpp (finer), "
+            f"cut that size. Change 01_tiling's tile_px (smaller), min_tissue (lower) or target_mpp (finer), "
             f"or use one of {have} "
             "in this notebook's tile-size parameters (train_tile_px, feature_tile_px, tile_px).")
     return sel

@@ -15,7 +15,7 @@ A profile (``params/<name>.yaml``) has two sections::
       data_dir: "{out}/data"       # {out} is the run's output directory
     notebooks:       # the notebooks to run, in order, each with its parameters
       00_synthetic_cohort: {samples_per_tissue: 3}
-      01_tiling: {tile_sizes_px: [256]}
+      01_tiling: {tile_px: [256]}
 
 Every key is checked against the ``parameters`` cell of its notebook before
 anything runs; a key no notebook declares stops the run (papermill itself
@@ -279,6 +279,14 @@ def read_profile_yaml(path: Path) -> dict:
     return raw
 
 
+#: Parameters renamed so that one quantity has one name in every notebook, profile and config (issue 29):
+#: a tile side in px at target_mpp is ``tile_px`` (a role prefixes it: ``train_tile_px``, ``feature_tile_px``);
+#: the side a network sees is ``input_px``; the epochs without improvement before a decay on plateau are
+#: ``lr_patience`` (``TrainConfig`` has the same field names). A profile with an old name is refused, naming the new one.
+RENAMED_PARAMETERS: dict[str, str] = {"tile_sizes_px": "tile_px", "out_px": "input_px",
+                                      "plateau_epochs": "lr_patience"}
+
+
 def _closest(name: str, choices) -> str:
     """``" Did you mean 'x'?"`` for the closest of ``choices`` (difflib), or ``""``."""
     hit = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
@@ -366,6 +374,11 @@ def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
         for k in params:
             if k == "out_dir":
                 raise ProfileError(f"Profile '{path.name}': '{stem}.out_dir' is set by the runner (--out).")
+            if k not in declared and RENAMED_PARAMETERS.get(k) in declared:
+                raise ProfileError(
+                    f"Profile '{path.name}': parameter '{k}' of notebook '{stem}' was renamed to "
+                    f"'{RENAMED_PARAMETERS[k]}' (one name per quantity, see RENAMED_PARAMETERS in "
+                    f"histo_utils/run.py): write '{RENAMED_PARAMETERS[k]}' instead.")
             if k not in declared:
                 raise ProfileError(
                     f"Profile '{path.name}': parameter '{k}' is not declared by notebook '{stem}' "
@@ -373,6 +386,10 @@ def load_profile(path: Path, *, notebooks_dir: Path | None = None) -> Profile:
         _check_types(path, f"notebook '{stem}'", params, prof.types[stem])
     for k in common:
         users = [s for s, d in prof.declared.items() if k in d]
+        if not users and k in RENAMED_PARAMETERS:
+            raise ProfileError(f"Profile '{path.name}': common parameter '{k}' was renamed to "
+                               f"'{RENAMED_PARAMETERS[k]}' (one name per quantity): write "
+                               f"'{RENAMED_PARAMETERS[k]}' instead.")
         if not users:
             every = {n for d in prof.declared.values() for n in d}
             raise ProfileError(f"Profile '{path.name}': common parameter '{k}' is declared by none of the "

@@ -71,7 +71,7 @@ __all__ = [
 #: columns of a tile table, in order
 TILE_COLUMNS = [
     "image_id", "tile_px", "x", "y", "level", "read_px", "size0", "tissue_fraction",
-    "target_mpp", "effective_mpp", "out_px", "out_mpp",
+    "target_mpp", "effective_mpp", "input_px", "input_mpp",
 ]
 
 
@@ -84,13 +84,13 @@ class TilingParams:
 
     Attributes
     ----------
-    tile_sizes_px
+    tile_px
         Tile sides in pixels at ``target_mpp``; several give several grids
         (Jones' patch sizes, 128-4096 px). Badea: 512.
     target_mpp
         Resolution the tiles are cut at, um/px. Badea's 10x: 0.9884.
-    out_px
-        Side the tiles are rescaled to for a network (Badea: 224).
+    input_px
+        Side the tiles are rescaled to for a network, the network's input (Badea: 224).
     min_tissue
         Minimum tissue fraction of a kept tile (Badea: 0.5).
     mask_mpp
@@ -113,9 +113,9 @@ class TilingParams:
         rather than in the middle of training.
     """
 
-    tile_sizes_px: tuple[int, ...] = (512,)
+    tile_px: tuple[int, ...] = (512,)
     target_mpp: float = 0.9884
-    out_px: int = 224
+    input_px: int = 224
     min_tissue: float = 0.5
     mask_mpp: float = 8.0
     blur_sigma_um: float = 16.0
@@ -126,10 +126,10 @@ class TilingParams:
     check_reads: int = 2
 
     def __post_init__(self):
-        sizes = tuple(int(s) for s in np.atleast_1d(self.tile_sizes_px))
-        object.__setattr__(self, "tile_sizes_px", sizes)
+        sizes = tuple(int(s) for s in np.atleast_1d(self.tile_px))
+        object.__setattr__(self, "tile_px", sizes)
         if not sizes or min(sizes) < 16:
-            raise InputError(f"tile_sizes_px must be a non-empty list of sizes >= 16 px, got {sizes}.")
+            raise InputError(f"tile_px must be a non-empty list of sizes >= 16 px, got {sizes}.")
         if not 0.0 <= self.min_tissue <= 1.0:
             raise InputError(f"min_tissue must be between 0 and 1, got {self.min_tissue}.")
         for name in ("target_mpp", "mask_mpp"):
@@ -141,8 +141,8 @@ class TilingParams:
                 self.assume_mpp, (int, float)) or not self.assume_mpp > 0):
             raise InputError(f"assume_mpp must be None or a positive number of µm/px (e.g. 0.5), got "
                              f"{type(self.assume_mpp).__name__} {self.assume_mpp!r}.")
-        if self.out_px < 8:
-            raise InputError(f"out_px must be at least 8, got {self.out_px}.")
+        if self.input_px < 8:
+            raise InputError(f"input_px must be at least 8, got {self.input_px}.")
 
     def key(self) -> str:
         """A short hash of the parameters (per-slide results are cached under it)."""
@@ -409,7 +409,7 @@ def tile_slide(path: str | os.PathLike, *, params: TilingParams = TilingParams()
                                 min_object_um2=params.min_object_um2, fill_holes_um2=params.fill_holes_um2,
                                 threshold=params.threshold)
         frames = []
-        for tile_px in params.tile_sizes_px:
+        for tile_px in params.tile_px:
             level = choose_level(info, params.target_mpp)
             level_mpp = info.mpp * info.level_downsamples[level]
             read_px = int(round(tile_px * params.target_mpp / level_mpp))
@@ -423,7 +423,7 @@ def tile_slide(path: str | os.PathLike, *, params: TilingParams = TilingParams()
                 "level": level, "read_px": read_px, "size0": size0,
                 "tissue_fraction": frac[keep].astype(np.float32),
                 "target_mpp": params.target_mpp, "effective_mpp": eff,
-                "out_px": params.out_px, "out_mpp": eff * tile_px / params.out_px,
+                "input_px": params.input_px, "input_mpp": eff * tile_px / params.input_px,
             }))
         tiles = pd.concat(frames, ignore_index=True)[TILE_COLUMNS]
         if params.check_reads and len(tiles):
@@ -568,7 +568,7 @@ def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingPara
     """
     n_ok = int((report["status"] == "ok").sum()) if "status" in report else 0
     rows = []
-    for px in params.tile_sizes_px:
+    for px in params.tile_px:
         t = tiles[tiles["tile_px"] == px]
         rows.append({"tile_px": int(px), "side_um": round(px * params.target_mpp, 1),
                      "slides_tiled": int(t["image_id"].nunique()), "slides_ok": n_ok, "tiles": int(len(t))})
@@ -579,7 +579,7 @@ def tiles_per_size(tiles: pd.DataFrame, report: pd.DataFrame, params: TilingPara
         if r.slides_ok and not r.tiles:
             log.warning("TILE SIZE %d px (%.0f µm at %g µm/px) GOT NO TILE: no slide holds such a square with at least "
                         "%.0f %% tissue. Notebooks that use this grid will stop; choose a smaller size in "
-                        "tile_sizes_px, a lower min_tissue, or a finer target_mpp (fewer µm per tile).", r.tile_px,
+                        "tile_px, a lower min_tissue, or a finer target_mpp (fewer µm per tile).", r.tile_px,
                         r.side_um,
                         params.target_mpp, 100 * params.min_tissue)
     return out
@@ -642,11 +642,11 @@ def read_tile(slide, tile: pd.Series | dict, *, path: str | os.PathLike = "", ou
     slide
         An open ``openslide.OpenSlide`` of the tile's slide.
     tile
-        A row of a tile table (``x, y, level, read_px, size0, out_px``).
+        A row of a tile table (``x, y, level, read_px, size0, input_px``).
     path
         The slide's file, for error messages.
     out_px
-        Output side (default: the row's ``out_px``).
+        Output side (default: the row's ``input_px``).
     level
         ``"auto"``: the coarsest pyramid level that still holds the output's detail (:func:`read_plan`; the
         same tile extent and output resolution, fewer pixels read and shrunk); ``"table"``: the row's
@@ -656,7 +656,7 @@ def read_tile(slide, tile: pd.Series | dict, *, path: str | os.PathLike = "", ou
     -------
     ndarray, shape (out_px, out_px, 3), uint8
     """
-    out = int(out_px or tile["out_px"])
+    out = int(out_px or tile["input_px"])
     if level == "auto":
         lv, size = read_plan(slide, tile, out)
     elif level == "table":
@@ -903,7 +903,7 @@ def write_coords_h5(tiles: pd.DataFrame, report: pd.DataFrame, out_dir: str | os
     ``create_patches_fp`` and TRIDENT (``downsample``, ``level_dim``, ``name``, ``patch_size_level0``),
     plus the resolution the tiles stand for: ``mpp`` (level 0, µm/px), ``mpp_source``, ``objective_power``
     (-1 when the slide records none), ``target_mpp``, ``effective_mpp`` (µm per pixel of a ``tile_px`` tile),
-    ``tile_px``, ``target_patch_size`` (the side the networks see, ``out_px``), ``image_id`` and
+    ``tile_px``, ``target_patch_size`` (the side the networks see, ``input_px``), ``image_id`` and
     ``slide_path``. A reader thus gets pixels with ``slide.read_region(coords[i], patch_level,
     (patch_size, patch_size))`` and resizes them to ``target_patch_size``, as :func:`read_tile` does.
 
@@ -920,7 +920,7 @@ def write_coords_h5(tiles: pd.DataFrame, report: pd.DataFrame, out_dir: str | os
     """
     import h5py
 
-    need = {"image_id", "tile_px", "x", "y", "level", "read_px", "size0", "target_mpp", "effective_mpp", "out_px"}
+    need = {"image_id", "tile_px", "x", "y", "level", "read_px", "size0", "target_mpp", "effective_mpp", "input_px"}
     if not need <= set(tiles.columns):
         raise InputError(f"tiles lacks columns {sorted(need - set(tiles.columns))}; pass the tile table of "
                          "tiling.tile_slides.")
@@ -952,7 +952,7 @@ def write_coords_h5(tiles: pd.DataFrame, report: pd.DataFrame, out_dir: str | os
             "downsampled_level_dim": np.array([int(round(m["width"] / downsample)),
                                                int(round(m["height"] / downsample))]),
             "name": str(iid), "image_id": str(iid), "slide_path": str(m["path"]),
-            "tile_px": int(px), "target_patch_size": int(first["out_px"]),
+            "tile_px": int(px), "target_patch_size": int(first["input_px"]),
             "mpp": float(m["mpp"]), "mpp_source": str(m["mpp_source"]),
             "objective_power": float(power) if pd.notna(power) else -1.0,
             "level0_magnification": float(power) if pd.notna(power) else -1.0,

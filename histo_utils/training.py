@@ -5,7 +5,7 @@
   size and normalises them with the ImageNet statistics, as Badea did; small
   cohorts can be held in memory instead (``preload``).
 * :func:`train_classifier`: SGD with momentum, learning rate divided by
-  ``gamma`` every ``step_size`` epochs (Badea: 0.01, /10 every 30 epochs, 90
+  ``gamma`` every ``lr_step`` epochs (Badea: 0.01, /10 every 30 epochs, 90
   epochs, batch 40); the epoch with the best validation tile accuracy is
   kept (model selection). A checkpoint after every epoch lets a killed
   training resume, with the same final state as an uninterrupted run.
@@ -364,10 +364,11 @@ class TrainConfig:
     ``"adam"`` (the CPU default: a small network from random weights with few
     steps learns far faster with Adam than with SGD at 0.01, which stalls).
     ``schedule`` is ``"step"`` (divide the rate by ``1/gamma`` every
-    ``step_size`` epochs) or ``"plateau"`` (multiply it by ``gamma`` after
-    ``step_size`` epochs without a better validation score, Levy-Jurgenson's
-    decay on plateau); ``patience`` > 0 stops training after that many epochs
-    without a better validation score (early stopping).
+    ``lr_step`` epochs) or ``"plateau"`` (multiply it by ``gamma`` after
+    ``lr_patience`` epochs without a better validation score, Levy-Jurgenson's
+    decay on plateau); ``early_stop`` > 0 stops training after that many epochs
+    without a better validation score (early stopping). Each field has the name
+    of the notebook parameter that sets it.
     """
 
     optimizer: str = "sgd"
@@ -376,12 +377,13 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    step_size: int = 30
+    lr_step: int = 30
     gamma: float = 0.1
     seed: int = 0
     num_workers: int = 0
     schedule: str = "step"
-    patience: int = 0
+    lr_patience: int = 30
+    early_stop: int = 0
 
     def key(self) -> str:
         return params_key(self)
@@ -470,10 +472,10 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
     else:
         raise InputError(f"optimizer must be 'sgd' or 'adam', got '{config.optimizer}'.")
     if config.schedule == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.gamma)
     elif config.schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=config.gamma,
-                                                           patience=config.step_size)
+                                                           patience=config.lr_patience)
     else:
         raise InputError(f"schedule must be 'step' or 'plateau', got '{config.schedule}'.")
     history: list[dict] = []
@@ -497,9 +499,9 @@ def train_classifier(model: nn.Module, train: TileDataset, val: TileDataset, *, 
         if stop_after is not None and done_here >= stop_after:
             break
         since_best = len(history) - max((i + 1 for i, h in enumerate(history) if h["best"]), default=0)
-        if config.patience > 0 and history and since_best >= config.patience:
+        if config.early_stop > 0 and history and since_best >= config.early_stop:
             log.info("Early stop after epoch %d: no better validation score for %d epochs", epoch,
-                     config.patience)
+                     config.early_stop)
             break
         model.train()
         tot, correct, loss_sum = 0, 0, 0.0
@@ -651,7 +653,7 @@ def sample_per_slide(tiles: pd.DataFrame, *, split: str, k: int = 0, seed: int =
         grid = f"{tile_px}-px " if tile_px is not None else ""
         raise InputError(
             f"No tiles in split '{split}': there are no {grid}tiles at all, so the {grid}grid was not made by "
-            f"notebook 01. Add {tile_px if tile_px is not None else 'it'} to 01's tile_sizes_px and rerun 01, or "
+            f"notebook 01. Add {tile_px if tile_px is not None else 'it'} to 01's tile_px and rerun 01, or "
             "set 02's train_tile_px (and feature_tile_px) to a grid 01 made.")
     if len(idx) == 0:
         present = sorted(map(str, pd.unique(tiles["split"])))

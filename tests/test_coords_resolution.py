@@ -35,7 +35,7 @@ def mixed_slides(tmp_path_factory):
                              downsamples=(1, 4), tile=128)
         rows.append({"image_id": iid, "path": str(p)})
     slides = pd.DataFrame(rows)
-    params = tiling.TilingParams(tile_sizes_px=(64, 128), target_mpp=1.0, out_px=32, min_tissue=0.5,
+    params = tiling.TilingParams(tile_px=(64, 128), target_mpp=1.0, input_px=32, min_tissue=0.5,
                                  mask_mpp=4.0, blur_sigma_um=4.0, min_object_um2=2000.0, fill_holes_um2=2000.0,
                                  check_reads=1)
     tiles, report = tiling.tile_slides(slides, params=params, cache_dir=d / "cache", workers=1, progress=False)
@@ -64,7 +64,7 @@ def test_coords_h5_open_as_clam_does_and_match_the_tile_table(mixed_slides, tmp_
         assert length == len(t)
         assert patch_level == t.level.iloc[0] and patch_size == t.read_px.iloc[0]
         assert attrs["patch_size_level0"] == t.size0.iloc[0]
-        assert attrs["target_patch_size"] == params.out_px and attrs["tile_px"] == px
+        assert attrs["target_patch_size"] == params.input_px and attrs["tile_px"] == px
         assert attrs["target_mpp"] == params.target_mpp
         assert attrs["effective_mpp"] == pytest.approx(t.effective_mpp.iloc[0])
         info = report.set_index("image_id").loc[iid]

@@ -36,8 +36,8 @@ def test_notebook_defaults_are_the_default_profile(path):
 
 def test_chained_defaults_make_what_the_next_notebook_reads():
     d01, d02 = (_defaults(run.NOTEBOOKS_DIR / f"{s}.ipynb") for s in ("01_tiling", "02_training"))
-    assert d02["train_tile_px"] in d01["tile_sizes_px"]
-    assert set(d02["feature_tile_px"]) <= set(d01["tile_sizes_px"])
+    assert d02["train_tile_px"] in d01["tile_px"]
+    assert set(d02["feature_tile_px"]) <= set(d01["tile_px"])
     d03, d09 = (_defaults(run.NOTEBOOKS_DIR / f"{s}.ipynb") for s in ("03_feature_correlation",
                                                                       "09_radiogenomic_network"))
     assert d03["tile_px"] in d02["feature_tile_px"] and d09["tile_px"] in d02["feature_tile_px"]
@@ -56,7 +56,7 @@ def test_gtex_profile_keeps_the_papers_settings(stem, key, paper):
 
 @pytest.mark.parametrize("key,paper", [("arch", "inception_v3"), ("tile_px", 512), ("target_mpp", 0.5),
                                        ("input_px", 299), ("epochs", 30), ("batch_size", 32),
-                                       ("plateau_epochs", 3), ("early_stop", 6), ("tiles_per_slide", 0),
+                                       ("lr_patience", 3), ("early_stop", 6), ("tiles_per_slide", 0),
                                        ("val_tiles_per_slide", 0)])
 def test_tcga_profile_keeps_the_papers_settings(key, paper):
     prof = yaml.safe_load((run.PARAMS_DIR / "tcga.yaml").read_text())

@@ -16,7 +16,7 @@ from histo_utils import distributed as hd  # noqa: E402
 from histo_utils import features, models, tiling  # noqa: E402
 from histo_utils.training import TileDataset  # noqa: E402
 
-TP = tiling.TilingParams(tile_sizes_px=(256,), out_px=64)
+TP = tiling.TilingParams(tile_px=(256,), input_px=64)
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_list_slides_reports_dangling_links_and_unsupported_files(tmp_path):
     assert "symbolic link" in un.loc["GTEX-A-0002", "error"] and "does not exist" in un.loc["GTEX-A-0002", "error"]
     assert "'.dcm'" in un.loc["GTEX-A-0003", "error"]
     # and they reach the slide table of tile_slides, by name, with the others
-    _, report = tiling.tile_slides(df, params=tiling.TilingParams(tile_sizes_px=(64,), target_mpp=2.0, mask_mpp=8.0,
+    _, report = tiling.tile_slides(df, params=tiling.TilingParams(tile_px=(64,), target_mpp=2.0, mask_mpp=8.0,
                                                                   min_object_um2=0, fill_holes_um2=0),
                                    cache_dir=tmp_path / "cache", workers=1, progress=False)
     rep = report.set_index("image_id")
@@ -392,7 +392,7 @@ def _fluorescence(h: int = 800, w: int = 800, seed: int = 0) -> np.ndarray:
 
 
 def test_dark_field_slide_refused_by_name(tmp_path):
-    params = tiling.TilingParams(tile_sizes_px=(64,), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
+    params = tiling.TilingParams(tile_px=(64,), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
                                  fill_holes_um2=0)
     _tiny_svs(tmp_path / "slides" / "GTEX-A-0001.svs")  # brightfield
     _tiny_svs(tmp_path / "slides" / "GTEX-A-0002.svs", _fluorescence())
@@ -489,7 +489,7 @@ def test_join_without_any_matching_sample_says_so():
 # case 7: a tile size that no slide can hold
 # --------------------------------------------------------------------------
 def test_tile_size_no_slide_holds_is_reported_and_stops_its_users(tmp_path, caplog):
-    params = tiling.TilingParams(tile_sizes_px=(64, 512), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
+    params = tiling.TilingParams(tile_px=(64, 512), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
                                  fill_holes_um2=0)
     _tiny_svs(tmp_path / "slides" / "GTEX-A-0001.svs")  # 1.2 mm across, 0.6 mm of tissue: no 1 mm square
     d01 = products.outputs(tmp_path, "01_tiling")
@@ -505,7 +505,7 @@ def test_tile_size_no_slide_holds_is_reported_and_stops_its_users(tmp_path, capl
     io.write_table(tiles, d01.tiles)
     io.write_table(pd.DataFrame({"image_id": ["GTEX-A-0001"]}), d01.samples)
     with pytest.raises(ValueError, match=r"Tile size 512 px has no tiles.*sizes with tiles: \[64\].*"
-                                                    r"tile_sizes_px.*min_tissue.*feature_tile_px"):
+                                                    r"tile_px.*min_tissue.*feature_tile_px"):
         data.load_tiling(tmp_path, tile_sizes=[64, 512])
     assert len(data.load_tiling(tmp_path, tile_sizes=[64])[0]) == len(tiles)
     assert len(data.select_grid(tiles, 64)) == len(tiles)

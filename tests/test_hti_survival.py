@@ -435,7 +435,7 @@ def test_fit_trait_models_in_worker_processes_equals_one_process(tmp_path):
     split = [(["p0", "p1", "p2", "p3", "p4", "p5"], ["p6", "p7"]), (["p2", "p3", "p4", "p5", "p6", "p7"],
                                                                     ["p0", "p1"])]
     cfg = training.TrainConfig(optimizer="adam", epochs=3, batch_size=16, lr=3e-3, weight_decay=0.0, seed=0,
-                               schedule="plateau", step_size=2)
+                               schedule="plateau", lr_patience=2)
     out = {}
     threads = torch.get_num_threads()
     for workers in (1, 2):

@@ -257,7 +257,7 @@ def test_unreadable_slide_reported_as_a_permission_problem(tmp_path, monkeypatch
     other = tmp_path / "GTEX-111CU-1826.svs"
     shutil.copy(fixture_file("slides/small.svs"), other)
     _, report = tiling.tile_slides(tiling.list_slides(tmp_path), params=tiling.TilingParams(
-        tile_sizes_px=(16,), target_mpp=0.5, mask_mpp=0.5, min_object_um2=0, fill_holes_um2=0),
+        tile_px=(16,), target_mpp=0.5, mask_mpp=0.5, min_object_um2=0, fill_holes_um2=0),
         cache_dir=tmp_path / "cache", workers=1, progress=False)
     rep = report.set_index("image_id")
     assert rep.loc["GTEX-111CU-1826", "status"] == "ok"
@@ -353,7 +353,7 @@ def test_dicom_wsi_folders_are_listed_and_tiled(tmp_path):
     assert info.mpp == pytest.approx(0.5) and info.mpp_source == "scanner"
     assert tuple(slides.read_region(s, paths["GTEX-1117F-0226"], (320, 256), 0, (1, 1))[0, 0]) == (190, 90, 160)
     s.close()
-    params = tiling.TilingParams(tile_sizes_px=(32,), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
+    params = tiling.TilingParams(tile_px=(32,), target_mpp=2.0, mask_mpp=8.0, min_object_um2=0,
                                  fill_holes_um2=0)
     tiles, report = tiling.tile_slides(df, params=params, cache_dir=tmp_path / "cache", workers=1, progress=False)
     rep = report.set_index("image_id")

@@ -10,6 +10,7 @@ The runner is exercised on toy notebooks (``conftest.write_toy_notebook``), neve
 """
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import shutil
@@ -349,3 +350,21 @@ def test_skipped_slides_summarised_on_the_console(tmp_path, caplog):
     with caplog.at_level("INFO"):  # said again when the notebook is skipped as unchanged
         assert _statuses(run.run_profile(prof, out)) == ["skipped", "skipped"]
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [expected]
+
+
+@pytest.mark.parametrize("old, new, stem", [("tile_sizes_px", "tile_px", "01_tiling"), ("out_px", "input_px", "01_tiling"),
+                                            ("plateau_epochs", "lr_patience", "08_hti_survival")])
+def test_a_renamed_parameter_is_refused_naming_its_new_name(tmp_path, old, new, stem):
+    """One name per quantity: a profile written before the rename is told the new name, not 'typo?'."""
+    declared = run.declared_parameters(run.NOTEBOOKS_DIR / f"{stem}.ipynb")
+    assert new in declared and old not in declared
+    value = ast.literal_eval(str(declared[new]))  # the parameters cell's default
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"notebooks": {stem: {old: value}}}))
+    with pytest.raises(run.ProfileError, match=rf"parameter '{old}' of notebook '{stem}' was renamed to '{new}'"):
+        run.load_profile(path)
+    path.write_text(yaml.safe_dump({"common": {old: value}, "notebooks": {stem: {}}}))
+    with pytest.raises(run.ProfileError, match=rf"common parameter '{old}' was renamed to '{new}'"):
+        run.load_profile(path)
+    path.write_text(yaml.safe_dump({"notebooks": {stem: {new: value}}}))
+    assert run.load_profile(path).notebooks[stem] == {new: value}

@@ -57,7 +57,7 @@ def test_assume_mpp_never_overrides_a_scanner_calibration():
 
 def test_tiling_with_assumed_mpp_records_it():
     p = fixture_file("slides/boxes.tiff")
-    res = tiling.tile_slide(p, params=tiling.TilingParams(tile_sizes_px=(16,), target_mpp=2.0, assume_mpp=1.0,
+    res = tiling.tile_slide(p, params=tiling.TilingParams(tile_px=(16,), target_mpp=2.0, assume_mpp=1.0,
                                                           mask_mpp=4.0, min_tissue=0.0, min_object_um2=0,
                                                           blur_sigma_um=0))
     assert res.info["mpp_source"] == "assumed"

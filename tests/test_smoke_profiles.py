@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 #: the keys a user sets to run a profile on their machine: paths and the number of local processes
 USER_KEYS = {"data_dir", "median_tpm", "gmt_path", "gmt", "tumour_dir", "workers"}
 #: method keys of the two profiles that a smoke run must leave as the profile has them
-METHOD_KEYS = {"archs", "input_px", "train_tile_px", "feature_tile_px", "tile_sizes_px", "target_mpp", "out_px",
+METHOD_KEYS = {"archs", "input_px", "train_tile_px", "feature_tile_px", "target_mpp",
                "threshold", "optimizer", "lr", "lr_step", "batch_size", "merge", "label_column", "r_threshold",
                "e_threshold", "confounders", "min_level_size", "mask_fill", "hidden", "arch", "tile_px", "n_splits",
                "ensemble_top", "ood_low", "ood_high", "ood_near", "smooth_window", "slide_aggregation",

@@ -92,7 +92,7 @@ def test_tile_truth_reads_clone_under_tile(tumours):
     out, p = tumours
     truth = io.read_table(out / "truth" / "slides.tsv")
     slides = tiling.list_slides(out / "slides")
-    tiles, rep = tiling.tile_slides(slides, params=tiling.TilingParams(tile_sizes_px=(32,), target_mpp=2.0, out_px=32),
+    tiles, rep = tiling.tile_slides(slides, params=tiling.TilingParams(tile_px=(32,), target_mpp=2.0, input_px=32),
                                     cache_dir=out / "tiles", progress=False)
     tt = tile_truth(tiles, out / "truth", mpp=p.mpp)
     assert len(tt) == len(tiles) and set(np.unique(tt[[f"true_{t}" for t in p.traits]])) <= {0, 1}

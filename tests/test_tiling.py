@@ -83,7 +83,7 @@ def test_choose_level_never_upsamples():
 
 def test_tile_real_aperio_slide():
     path = fixture_file("slides/CMU-1-Small-Region.svs")
-    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_sizes_px=(256, 512)))
+    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_px=(256, 512)))
     t = res.tiles
     assert list(t.columns) == tiling.TILE_COLUMNS
     assert res.info["mpp"] == pytest.approx(0.499) and res.info["mpp_source"] == "scanner"
@@ -100,7 +100,7 @@ def test_tile_real_aperio_slide():
 def test_read_tile_matches_raw_read(tiny_cohort):
     out, _ = tiny_cohort
     path = sorted((out / "slides").glob("*.svs"))[0]
-    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_sizes_px=(256,), out_px=256))
+    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_px=(256,), input_px=256))
     row = res.tiles.iloc[0]
     slide = open_slide(path)
     tile = tiling.read_tile(slide, row, path=path)
@@ -134,7 +134,7 @@ def test_read_tile_equals_the_plain_float_shrink_inside_and_at_the_edge_of_the_s
     path = sorted((out / "slides").glob("*.svs"))[0]
     slide = open_slide(path)
     w, h = slide.dimensions
-    inside = {"x": w // 3, "y": h // 3, "level": 0, "read_px": 300, "size0": 300, "out_px": 128}
+    inside = {"x": w // 3, "y": h // 3, "level": 0, "read_px": 300, "size0": 300, "input_px": 128}
     for row in (inside, dict(inside, x=w - 151)):  # the second reaches 149 px past the right edge of the scan
         rgba = np.asarray(slide.read_region((row["x"], row["y"]), 0, (300, 300)))
         tile = tiling.read_tile(slide, row, path=path, level="table")
@@ -191,7 +191,7 @@ def test_tile_slides_reports_bad_slides_and_resumes(tiny_cohort, tmp_path, monke
     bad = [fixture_file("broken/random_bytes.svs"), fixture_file("broken/unreadable.svs"),
            fixture_file("broken/unopenable.tiff"), fixture_file("slides/boxes.tiff")]
     df = pd.DataFrame({"image_id": [p.name.split(".")[0] for p in good + bad], "path": [str(p) for p in good + bad]})
-    params = tiling.TilingParams(tile_sizes_px=(256,))
+    params = tiling.TilingParams(tile_px=(256,))
     tiles, report = tiling.tile_slides(df, params=params, cache_dir=tmp_path, workers=2, progress=False)
     status = report.set_index("image_id")["status"]
     assert (status[[p.name.split(".")[0] for p in good]] == "ok").all()
@@ -206,7 +206,7 @@ def test_tile_slides_reports_bad_slides_and_resumes(tiny_cohort, tmp_path, monke
     assert calls == []
     pd.testing.assert_frame_equal(tiles2, tiles[tiles.image_id.isin(df.image_id[:2])].reset_index(drop=True))
     # other parameters never reuse the cache
-    tiles3, _ = tiling.tile_slides(df.iloc[:1], params=tiling.TilingParams(tile_sizes_px=(128,)),
+    tiles3, _ = tiling.tile_slides(df.iloc[:1], params=tiling.TilingParams(tile_px=(128,)),
                                    cache_dir=tmp_path, workers=1, progress=False)
     assert len(calls) == 1  # it tried to tile (the patched tiler fails, so the slide is reported)
     assert tiles3.empty
@@ -219,7 +219,7 @@ def test_mask_agreement_on_synthetic_slides(tiny_cohort):
     scores = []
     for path in sorted((out / "slides").glob("*.svs")):
         try:
-            res = tiling.tile_slide(path, params=tiling.TilingParams(tile_sizes_px=(256,)))
+            res = tiling.tile_slide(path, params=tiling.TilingParams(tile_px=(256,)))
         except Exception:
             continue  # the planted damaged slide
         truth = np.asarray(Image.open(out / "truth" / "masks" / f"{path.stem}.png")) > 127
@@ -270,7 +270,7 @@ def test_read_tile_reads_the_coarsest_level_that_holds_the_output(tiny_cohort):
     """A 512 px tile shown at 128 px is read from the 4x level: same extent, same picture, fewer pixels."""
     out, _ = tiny_cohort
     path = sorted((out / "slides").glob("*.svs"))[0]
-    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_sizes_px=(512,), out_px=128, min_tissue=0.3))
+    res = tiling.tile_slide(path, params=tiling.TilingParams(tile_px=(512,), input_px=128, min_tissue=0.3))
     assert len(res.tiles)
     slide = open_slide(path)
     ds = slide.level_downsamples

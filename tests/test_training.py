@@ -14,7 +14,7 @@ def tiny_tiles(tiny_cohort):
     out, _ = tiny_cohort
     slides = tiling.list_slides(out / "slides")
     truth = pd.read_csv(out / "truth" / "samples.tsv", sep="\t").drop_duplicates("image_id")
-    tiles, report = tiling.tile_slides(slides, params=tiling.TilingParams(tile_sizes_px=(256,)),
+    tiles, report = tiling.tile_slides(slides, params=tiling.TilingParams(tile_px=(256,)),
                                        cache_dir=out / "tiles_cache", workers=2, progress=False)
     tiles = tiles.merge(truth[["image_id", "SMTS"]], on="image_id")
     rank = tiles.drop_duplicates("image_id").groupby("SMTS").cumcount()
@@ -62,7 +62,7 @@ def test_resume_gives_the_same_final_state(tiny_tiles, tmp_path):
     ds, classes = tiny_tiles
     tr = np.where(ds.tiles.split == "train")[0][:48]
     va = np.where(ds.tiles.split == "validation")[0][:16]
-    cfg = training.TrainConfig(optimizer="sgd", lr=0.01, epochs=3, batch_size=16, step_size=2, seed=3)
+    cfg = training.TrainConfig(optimizer="sgd", lr=0.01, epochs=3, batch_size=16, lr_step=2, seed=3)
 
     def fresh():
         torch.manual_seed(3)
@@ -108,7 +108,7 @@ def test_sample_per_slide_is_seeded_and_bounded():
     with pytest.raises(ValueError, match=r"No tiles in split 'validation' \(\d+ tiles in splits \['test', 'train'\]\)"):
         training.sample_per_slide(t, split="validation")
     # an empty table: the grid is missing (01 did not make it), named with the parameters to change
-    with pytest.raises(ValueError, match=r"no 256-px tiles at all.*Add 256 to 01's tile_sizes_px.*train_tile_px"):
+    with pytest.raises(ValueError, match=r"no 256-px tiles at all.*Add 256 to 01's tile_px.*train_tile_px"):
         training.sample_per_slide(t.iloc[:0], split="train", tile_px=256)
 
 
@@ -133,12 +133,12 @@ def test_selection_by_a_custom_score_with_plateau_and_early_stop(tiny_tiles, tmp
     torch.manual_seed(0)
     model = models.build_model("compact", len(classes))
     cfg = training.TrainConfig(optimizer="adam", lr=1e-3, epochs=8, batch_size=8, seed=0, schedule="plateau",
-                               step_size=1, gamma=0.5, patience=3)
+                               lr_patience=1, gamma=0.5, early_stop=3)
     hist = training.train_classifier(model, ds.subset(tr), ds.subset(va), config=cfg, checkpoint_dir=tmp_path,
                                      progress=False, val_score=score)
     assert len(hist) == 5  # stopped three epochs after the best
     assert hist.best.tolist() == [True, True, False, False, False] and hist.val_score.max() == 0.9
-    # the rate halves after two epochs without improvement (more than step_size = 1)
+    # the rate halves after two epochs without improvement (more than lr_patience = 1)
     assert hist.lr.tolist() == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4])
     best = torch.load(tmp_path / "best.pt", weights_only=False)
     assert best["epoch"] == 1 and best["val_score"] == 0.9

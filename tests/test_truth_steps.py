@@ -127,7 +127,7 @@ def test_write_feature_tables_writes_the_catalogue(tiny_cohort, tmp_path):
 
     out, _ = tiny_cohort
     slides = tiling.list_slides(out / "slides")
-    tiles, report = tiling.tile_slides(slides, params=tiling.TilingParams(tile_sizes_px=(256,)),
+    tiles, report = tiling.tile_slides(slides, params=tiling.TilingParams(tile_px=(256,)),
                                        cache_dir=tmp_path / "tiles", workers=1, progress=False)
     truth_s = pd.read_csv(out / "truth" / "samples.tsv", sep="\t").drop_duplicates("image_id")
     samples = truth_s[truth_s.image_id.isin(tiles.image_id)].merge(slides, on="image_id").assign(split="train")

@@ -34,17 +34,17 @@ class PlantedStructures:
     ----------
     data_dir : the cohort's data directory (its parameters: :func:`histo_utils.synthetic.cohort.load_cohort_params`)
     truth_dir : its ``truth/`` folder (``samples.tsv``)
-    out_px : side of the returned masks (the network input)
+    input_px : side of the returned masks (the network input)
 
     Calling it with a tile row (``image_id, x, y, size0, tile_px, effective_mpp``) returns
-    {structure: bool array (out_px, out_px)}; :meth:`structure_of` names the structure to show for a gene of a
+    {structure: bool array (input_px, input_px)}; :meth:`structure_of` names the structure to show for a gene of a
     planted role (:func:`histo_utils.visualization.feature_panel_maps`).
     """
 
-    def __init__(self, data_dir, truth_dir, *, out_px: int):
+    def __init__(self, data_dir, truth_dir, *, input_px: int):
         self.params = load_cohort_params(data_dir)
         self.samples = read_table(Path(truth_dir) / "samples.tsv").drop_duplicates("image_id").set_index("image_id")
-        self.out_px = out_px
+        self.input_px = input_px
         self._rendered = {}
 
     def __call__(self, tile_row) -> dict[str, np.ndarray]:
@@ -53,7 +53,7 @@ class PlantedStructures:
             self._rendered.clear()  # one slide at a time in memory
             self._rendered[iid] = render_truth(self.params, self.samples.loc[iid].to_dict() | {"image_id": iid})
         mpp0 = tile_row["effective_mpp"] * tile_row["tile_px"] / tile_row["size0"]
-        return crop_structures(self._rendered[iid], tile_row, level0_mpp=mpp0, out_px=self.out_px)
+        return crop_structures(self._rendered[iid], tile_row, level0_mpp=mpp0, out_px=self.input_px)
 
     @staticmethod
     def structure_of(role: str) -> str:
