@@ -567,9 +567,10 @@ def over_representation(genes: Sequence[str], universe: Sequence[str], gene_sets
     r = e.results.rename(columns={"Term": "term", "P-value": "p", "Adjusted P-value": "q", "Odds Ratio": "odds_ratio",
                                   "Overlap": "overlap", "Genes": "genes"})
     r["set_in_universe"] = r.term.map(lambda k: len(sets.get(k, [])))
+    r["genes"] = r.genes.map(lambda g: ";".join(sorted(str(g).split(";"))))  # gseapy joins a set: order varies by process
     r = r[r.overlap.map(lambda o: int(str(o).split("/")[0]) >= min_overlap)]
-    return r[["term", "overlap", "set_in_universe", "odds_ratio", "p", "q", "genes"]].sort_values("p").reset_index(
-        drop=True)
+    return r[["term", "overlap", "set_in_universe", "odds_ratio", "p", "q", "genes"]].sort_values(
+        ["p", "term"], kind="mergesort").reset_index(drop=True)
 
 
 def _empty_ora() -> pd.DataFrame:

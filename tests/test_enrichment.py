@@ -1,4 +1,8 @@
 """Vectorised associations, ID mapping, preranked GSEA and over-representation."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,3 +151,14 @@ def test_planted_vs_decoys_table_and_figure():
     assert len(fig.axes[0].collections) == 3  # decoys, others, planted
     with pytest.raises(ValueError, match="No ranking with a planted set"):
         figures.planted_vs_decoys(table.iloc[:0])
+
+
+def test_over_representation_is_the_same_table_in_every_process():
+    """gseapy joins each term's genes from a Python set, whose order depends on the process's hash seed."""
+    code = ("from histo_utils import enrichment as en; u=[f'G{i}' for i in range(500)]; "
+            "print(en.over_representation(u[:15]+u[300:305], u, {'S1': u[:20], 'S2': u[10:30]}).to_csv())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(outs) == 1, outs
+    genes = next(iter(outs)).splitlines()[1].split(",")[-1]
+    assert genes.split(";") == sorted(genes.split(";"))
