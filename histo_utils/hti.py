@@ -27,6 +27,7 @@ from .errors import InputError
 from .io import read_table
 from .text import md_text
 from .slides import read_thumbnail
+from .survival import hti_by_subtype, km_estimate
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +349,6 @@ def planted_clones(truth_dir, slides_dir, truth: pd.DataFrame, values: pd.DataFr
     -------
     PlantedClones
     """
-    from .survival import km_estimate
-
     clones = read_table(Path(truth_dir) / "clones.tsv")
     dx1 = truth[truth.dx == 1].copy()
     dx1["true_hti0"] = dx1.true_hti.fillna(0.0)
@@ -526,8 +525,6 @@ def reading(tab1: pd.DataFrame, evaluation: pd.DataFrame, logrank: pd.DataFrame,
     -------
     str, Markdown bullet points; trait, comparison and fit names escaped (:func:`histo_utils.text.md_text`).
     """
-    from .survival import hti_by_subtype
-
     out = []
     if run:
         out.append(f"This run: {run['n_slides']} slides of {run['n_patients']} patients, {run['n_tiles']:,} tiles, "

@@ -62,6 +62,7 @@ from . import products
 from .progress import KERNEL_ARGUMENTS, NotebookProgress, QuietPapermill
 from .report import write_report
 from .errors import HistoUtilsError, InputError, StateError
+from .io import remove_temporary_files, write_json
 
 log = logging.getLogger("histo_utils.run")
 
@@ -790,8 +791,6 @@ def clean_interrupted(out: Path) -> int:
 
     Call only under :func:`output_lock` (no kernel of a live run uses the connection files then).
     """
-    from .io import remove_temporary_files
-
     removed = remove_temporary_files(out)
     runtime = kernel_runtime_dir(out)
     if runtime.is_dir():
@@ -850,8 +849,6 @@ def run_profile(prof: Profile, out: Path, *, only: Sequence[str] | None = None, 
     ``smoke``: scale the profile's size keys down first (:func:`smoke_scale`); the scaled keys are logged and
     written to ``<out>/smoke.json`` and into each notebook's stamp (``.runner/<notebook>.json``).
     """
-    from .io import write_json
-
     out = out.resolve()
     current: dict = {}
     try:
@@ -885,7 +882,6 @@ def _run_notebooks(prof: Profile, out: Path, *, only: Sequence[str] | None, forc
                    current: dict, smoke: list[dict] | None = None) -> list[dict]:
     from papermill.exceptions import PapermillExecutionError
 
-    from .io import write_json
 
     selected = list(prof.notebooks)
     if only:

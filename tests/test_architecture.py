@@ -142,3 +142,14 @@ def test_every_module_imports_only_its_own_layer_or_lower_ones():
     upward = sorted(f"{a} ({list(LAYERS)[_layer(a)]}) -> {b} ({list(LAYERS)[_layer(b)]})"
                     for a, bs in graph.items() if a != "histo_utils" for b in bs if _layer(b) > _layer(a))
     assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_package_imports_sit_at_module_top():
+    """An import of a package module inside a function hides a dependency (and, before issue 29, cycles)."""
+    inside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside += [f"{path.relative_to(PACKAGE.parent)}:{n.lineno}" for n in ast.walk(fn)
+                           if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("histo_utils"))]
+    assert not inside, f"package imports inside functions: {inside}"

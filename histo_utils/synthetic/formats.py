@@ -41,6 +41,8 @@ import pandas as pd
 from .. import io
 from ..tcga import CBIOPORTAL_FILE, CDR_FILE, DAYS_PER_MONTH, MIRNA_FILE, MRNA_FILE
 from ..errors import InputError, MissingInputError
+from ..gtex import TISSUE_MERGES
+from .cohort import FILE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -417,8 +419,6 @@ def _merge_tissues(attrs: pd.DataFrame, merged: dict) -> dict:
     in turn; a second RNA aliquot of an image keeps its image's. Returns ``{SMTS: {image_id: (SMTS, SMTSD,
     SMUBRID)}}`` of the relabelled images, for the truth table.
     """
-    from ..gtex import TISSUE_MERGES
-
     groups = TISSUE_MERGES["badea_33"]
     done = {}
     for source, group in merged.items():
@@ -550,8 +550,6 @@ def write_gtex_v8_download(cohort_dir: str | os.PathLike, out_dir: str | os.Path
     -------
     dict of the written paths (keys of :data:`GTEX_V8_FILES`, ``gene_sets``, ``slides``, ``truth``).
     """
-    from .cohort import FILE_NAMES
-
     src = Path(cohort_dir)
     if not (src / "truth" / "cohort.json").exists():
         raise MissingInputError(f"'{src}' is not a synthetic GTEx-like folder (no truth/cohort.json). "
