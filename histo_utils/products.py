@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib
+import importlib.util
 import os
 import re
 import string
@@ -657,25 +659,80 @@ def reads(*refs: str) -> Callable:
     return mark
 
 
-#: The reads of functions whose modules do not declare them with :func:`reads` (yet): module.function -> refs
-
-
 def reads_of(qualified: str) -> tuple[tuple[str, str], ...] | None:
     """What a package function (``histo_utils.data.load_tiling``) reads; None when it declares nothing.
 
-    Its module is imported first (its :func:`reads` decorators register it).
+    Read from the source of its module, not by importing it: the runner derives every notebook's inputs
+    before it runs one, and importing the modules a notebook calls would load torch and matplotlib into the
+    runner (seconds at every start). A declaration the source does not show plainly (a function defined
+    elsewhere and re-exported, refs built at run time) is found by importing the module, which registers its
+    :func:`reads` decorators.
     """
     if qualified in READS:
         return READS[qualified]
-    module = qualified
+    module, _, name = qualified.rpartition(".")
+    found = _source_reads(module).get(name, _UNSEEN)
+    if found is not _UNSEEN:
+        return found
     while "." in module:
-        module = module.rsplit(".", 1)[0]
         try:
             importlib.import_module(module)
             break
         except ImportError:
-            continue
+            module = module.rsplit(".", 1)[0]
     return READS.get(qualified)
+
+
+_UNSEEN = object()
+
+
+@functools.lru_cache(maxsize=None)
+def _source_reads(module: str) -> dict[str, tuple[tuple[str, str], ...] | None]:
+    """The functions a package module defines at its top level -> their :func:`reads` declaration (None: none).
+
+    Only what the source shows plainly: ``@products.reads("01_tiling:tiles", *_CONSTANT)`` with string
+    literals and module-level tuples of them. A function whose declaration is not plain is left out (the
+    caller then imports the module); so is everything of a module that is not a package file.
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return {}
+    if spec is None or not spec.origin or not spec.origin.endswith(".py") or not module.startswith("histo_utils."):
+        return {}
+    tree = ast.parse(Path(spec.origin).read_text())
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+                constants[node.targets[0].id] = value
+    out: dict[str, tuple[tuple[str, str], ...] | None] = {}
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        out[node.name] = None
+        for dec in node.decorator_list:
+            if not (isinstance(dec, ast.Call) and ast.unparse(dec.func) in ("products.reads", "reads")):
+                continue
+            refs = []
+            for arg in dec.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    refs.append(arg.value)
+                elif isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Name) and arg.value.id in constants:
+                    refs.extend(constants[arg.value.id])
+                else:
+                    refs = None
+                    break
+            if refs is None or dec.keywords:
+                del out[node.name]  # not plain: the import finds it
+            else:
+                out[node.name] = _refs(refs)
+            break
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -281,3 +283,19 @@ def test_architecture_data_flow_is_the_generated_one():
     for line in flow.splitlines():
         assert re.fullmatch(r"\d\d_\w+ → \d\d_\w+: [\w (),]+", line), line
     assert "03_feature_correlation → 06_gsea: expression_floor, pairs" in flow
+
+
+def test_reads_read_from_the_source_are_the_decorators_and_load_no_heavy_module():
+    """The runner derives inputs from the modules' source (no torch/matplotlib in the runner at start)."""
+    code = ("import glob, sys; from pathlib import Path; from histo_utils import products\n"
+            "[products.notebook_reads(Path(p)) for p in sorted(glob.glob('notebooks/*.ipynb'))]\n"
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    import importlib
+    for module in ("histo_utils.data", "histo_utils.store", "histo_utils.readings", "histo_utils.plotting",
+                   "histo_utils.radiogenomics", "histo_utils.correlation"):
+        static = products._source_reads(module)
+        importlib.import_module(module)
+        decorated = {k.rpartition(".")[2]: v for k, v in products.READS.items() if k.rpartition(".")[0] == module}
+        assert decorated and {k: v for k, v in static.items() if v is not None} == decorated, module
