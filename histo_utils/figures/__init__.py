@@ -43,7 +43,7 @@ from .visualization import feature_panels, linked_view, program_panels, localisa
 from .hti import (COMBINATION_COLOURS, TRAIT_MAP_COLOURS, SET_COLOURS, combination_cmap, planted_clones, cartographies,
                   hti_vs_truth)
 from .trait_models import trait_training_curves, table1_auc, score_distributions
-from .survival import km_panel, logrank_panels, bulk_survival, hti_by_subtype, cox_hazard_ratios, KM_COLOURS
+from .survival import km_curve, km_panel, logrank_panels, bulk_survival, hti_by_subtype, cox_hazard_ratios, KM_COLOURS
 from .radiogenomics import model_comparison, training_loss, gene_masking, saliency_heatmap
 
 __all__ = ["confounder_overview", "fading_scatter", "tiles_and_slides_per_tissue", "resolution_overview",
@@ -55,8 +55,8 @@ __all__ = ["confounder_overview", "fading_scatter", "tiles_and_slides_per_tissue
            "enrichment_curves", "annotated_heatmap", "planted_vs_decoys", "feature_panels", "linked_view",
            "program_panels", "localisation", "COMBINATION_COLOURS", "TRAIT_MAP_COLOURS", "SET_COLOURS",
            "combination_cmap", "planted_clones", "cartographies", "hti_vs_truth", "trait_training_curves", "table1_auc",
-           "score_distributions", "km_panel", "logrank_panels", "bulk_survival", "hti_by_subtype", "cox_hazard_ratios",
-           "KM_COLOURS", "model_comparison", "training_loss", "gene_masking", "saliency_heatmap"]
+           "score_distributions", "km_curve", "km_panel", "logrank_panels", "bulk_survival", "hti_by_subtype",
+           "cox_hazard_ratios", "KM_COLOURS", "model_comparison", "training_loss", "gene_masking", "saliency_heatmap"]
 
 
 #: the submodules, in the order of the notebooks

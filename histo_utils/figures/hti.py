@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 
 from ..hti import combination_names
+from .survival import km_curve
 
 __all__ = ["COMBINATION_COLOURS", "TRAIT_MAP_COLOURS", "SET_COLOURS", "combination_cmap", "planted_clones",
            "cartographies", "hti_vs_truth"]
@@ -70,8 +71,7 @@ def planted_clones(result):
         axes[1, 1 + j].set_xlabel(f"true high-clone area, {t}")
         axes[1, 1 + j].set_ylabel("bulk log2 expression")
     for (group, c), col in zip(result.curves.groupby("group", sort=False), ("#d95f02", "#1f78b4")):
-        axes[1, 3].step(c.time, c.survival, where="post", color=col, label=group)
-        axes[1, 3].fill_between(c.time, c.ci_lower, c.ci_upper, step="post", alpha=0.25, color=col, linewidth=1.0)
+        km_curve(axes[1, 3], c, color=col, label=group)
     axes[1, 3].set_xlabel("months")
     axes[1, 3].legend(fontsize=7)
     _combination_legend(fig, result.traits, 1.03)

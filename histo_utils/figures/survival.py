@@ -10,10 +10,25 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["km_panel", "logrank_panels", "bulk_survival", "hti_by_subtype", "cox_hazard_ratios", "KM_COLOURS"]
+__all__ = ["km_curve", "km_panel", "logrank_panels", "bulk_survival", "hti_by_subtype", "cox_hazard_ratios",
+           "KM_COLOURS"]
 
 #: colours of the low and the high group of a Kaplan-Meier panel (Okabe-Ito orange and blue)
 KM_COLOURS = {"low": "#E69F00", "high": "#0072B2"}
+
+
+def km_curve(ax, curve: pd.DataFrame, *, color: str, label: str) -> None:
+    """One Kaplan-Meier estimate on ``ax``: the survival step function and its 95 % band.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    curve : one group's rows of a Kaplan-Meier table (:func:`histo_utils.survival.km_estimate`: ``time, survival,
+        ci_lower, ci_upper``)
+    color, label : of the line (the band takes the colour, lighter)
+    """
+    ax.step(curve.time, curve.survival, where="post", color=color, label=label)
+    ax.fill_between(curve.time, curve.ci_lower, curve.ci_upper, step="post", alpha=0.25, color=color, linewidth=1.0)
 
 
 def km_panel(ax, row, curves: pd.DataFrame) -> None:
@@ -37,9 +52,7 @@ def km_panel(ax, row, curves: pd.DataFrame) -> None:
         return
     for group in ("low", "high"):
         c = cur[cur.group == group]
-        ax.step(c.time, c.survival, where="post", color=KM_COLOURS[group], label=f"{group} (n = {int(c.n.iloc[0])})")
-        ax.fill_between(c.time, c.ci_lower, c.ci_upper, step="post", alpha=0.25, color=KM_COLOURS[group],
-                        linewidth=1.0)
+        km_curve(ax, c, color=KM_COLOURS[group], label=f"{group} (n = {int(c.n.iloc[0])})")
     ax.set_title(f"{title}\nlog-rank p = {row['p']:.3g}", fontsize=8)
     ax.set_xlabel("months")
     ax.set_ylabel("survival probability")
