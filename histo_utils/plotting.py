@@ -76,7 +76,7 @@ def notebook_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
 @products.reads()
 def figure_dir(out_dir: str | os.PathLike, notebook: str) -> Path:
     """``<out_dir>/figures/<notebook>/``, created."""
-    p = Path(out_dir) / "figures" / notebook
+    p = products.figure_folder(out_dir, notebook)
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -44,7 +44,7 @@ __all__ = ["Product", "Notebook", "NOTEBOOKS", "Outputs", "Template", "ProductKe
            "product", "file_name", "check_figure", "figure_names", "reads", "reads_of", "parameter_folders",
            "NotebookReads", "notebook_reads", "data_flow", "FEATURE_PROVENANCE", "FEATURE_PROVENANCE_REQUIRED",
            "FEATURE_TABLE_ENTRY",
-           "check_fields", "KINDS"]
+           "check_fields", "KINDS", "FIGURES_DIR", "figure_folder"]
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -520,6 +520,16 @@ def parameter_folders() -> dict[str, dict[str, str | None]]:
 # --------------------------------------------------------------------------
 # paths
 # --------------------------------------------------------------------------
+#: the folder of a run (``<out_dir>/figures/``) that holds each notebook's figures, one sub-folder per notebook
+FIGURES_DIR = "figures"
+
+
+def figure_folder(out_dir: str | os.PathLike, notebook: str) -> Path:
+    """``<out_dir>/figures/<notebook>/``: where :func:`histo_utils.plotting.save_figure` puts a notebook's figures
+    (any notebook name; not created)."""
+    return Path(out_dir) / FIGURES_DIR / notebook
+
+
 class Template:
     """A templated output of a notebook: call it with the template's fields to get the path.
 
@@ -595,7 +605,7 @@ class Outputs:
         """``<out_dir>/figures/<notebook>/<name>.png`` of a declared figure (its table: ``.with_suffix('.csv')``)."""
         if name not in self._notebook.figures:
             check_figure(self.notebook, name)
-        return self._out_dir / "figures" / self.notebook / f"{name}.png"
+        return figure_folder(self._out_dir, self.notebook) / f"{name}.png"
 
     def __dir__(self):
         return sorted({*self._notebook.files, "figure", "folder", "notebook"})

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
+from . import products
 from .io import atomic_open, atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def _humanise(name: str) -> str:
 
 
 def _figures(out: Path, stem: str, nb) -> list[Figure]:
-    folder = out / "figures" / stem
+    folder = products.figure_folder(out, stem)
     pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
     captions = figure_captions(nb, [p.stem for p in pngs]) if nb is not None else {}
     figures = []

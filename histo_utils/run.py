@@ -514,7 +514,7 @@ def _package_hash() -> str:
 
 #: Folders of ``<out>`` that the runner, the notebooks' shared helpers and the report write, besides each
 #: notebook's own ``<out>/<notebook>/``: never an input of the run.
-RUN_FOLDERS = ("notebooks", ".runner", "figures", "report", "cache", "store")
+RUN_FOLDERS = ("notebooks", ".runner", products.FIGURES_DIR, "report", "cache", "store")
 
 #: Folders named by a parameter that a notebook writes (for itself and later notebooks to read):
 #: ``notebook -> {parameter: switch}``; the folder is the notebook's output when ``switch`` is None, or when the
@@ -1146,7 +1146,7 @@ def publish_figures(out: Path, dest: Path, notebooks: Sequence[str]) -> int:
     """Copy ``<out>/figures/<notebook>/`` to ``dest/<notebook>/`` (replacing it); returns files copied."""
     n = 0
     for stem in notebooks:
-        src = out / "figures" / stem
+        src = products.figure_folder(out, stem)
         if not src.is_dir():
             continue
         target = dest / stem
