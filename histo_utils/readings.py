@@ -26,6 +26,7 @@ from .text import md_text
 
 __all__ = ["confounder_reading", "radiogenomic_reading", "correlation_reading", "span"]
 
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
