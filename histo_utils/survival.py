@@ -132,7 +132,8 @@ def survival_table(slides: pd.DataFrame, traits: Sequence[str], test_patients: S
     ----------
     slides : DataFrame indexed by ``image_id`` with ``patient, chosen`` and the trait label columns
     traits, test_patients : as for :func:`survival_set`
-    slide_table : DataFrame indexed by ``image_id`` with ``hti, hti0, hti_low, hti_high, hti_smooth``
+    slide_table : DataFrame indexed by ``image_id`` with ``hti, hti0, hti_low, hti_high`` (the paper's HTI) and
+        ``hti_corrected`` (:func:`histo_utils.hti.corrected_hti`, 0 where no tile is positive)
     clinical : DataFrame indexed by patient with ``OS, OS.time, age_at_initial_pathologic_diagnosis,
         ajcc_pathologic_tumor_stage, subtype``
     truth : DataFrame indexed by ``image_id`` with ``true_hti`` (synthetic cohort), or None
@@ -143,7 +144,7 @@ def survival_table(slides: pd.DataFrame, traits: Sequence[str], test_patients: S
     ``months`` (OS.time / 30.44) and, with ``truth``, ``true_hti, true_hti0``.
     """
     surv = survival_set(slides.reset_index(), traits, test_patients).set_index("image_id")
-    surv = surv.join(slide_table[["hti", "hti0", "hti_low", "hti_high", "hti_smooth"]])
+    surv = surv.join(slide_table[["hti", "hti0", "hti_low", "hti_high", "hti_corrected"]])
     surv = surv.join(clinical[["OS", "OS.time", "age_at_initial_pathologic_diagnosis", "ajcc_pathologic_tumor_stage",
                                "subtype"]], on="patient")
     surv = surv.dropna(subset=["OS", "OS.time"])
@@ -156,11 +157,11 @@ def survival_table(slides: pd.DataFrame, traits: Sequence[str], test_patients: S
 
 def hti_comparisons(surv: pd.DataFrame, *, split: float = 0.5, extremes: Sequence[float] = (0.3, 0.7)
                     ) -> list[tuple[str, pd.Series]]:
-    """The paper's HTI comparisons (> split vs <=; > high vs <= low), the smoothed HTI and the oracle.
+    """The paper's HTI comparisons (> split vs <=; > high vs <= low), the corrected HTI and the oracle.
 
     Parameters
     ----------
-    surv : :func:`survival_table` output (``hti0, hti_smooth`` and, when present, ``true_hti0``)
+    surv : :func:`survival_table` output (``hti0, hti_corrected`` and, when present, ``true_hti0``)
     split : HTI threshold
     extremes : (low, high) of the second comparison; slides in between are left out of it
 
@@ -171,7 +172,7 @@ def hti_comparisons(surv: pd.DataFrame, *, split: float = 0.5, extremes: Sequenc
     lo, hi = extremes
     out = [("HTI > %.1f vs <= %.1f" % (split, split), surv.hti0 > split),
            ("HTI > %.1f vs <= %.1f" % (hi, lo), (surv.hti0 > hi)[(surv.hti0 > hi) | (surv.hti0 <= lo)]),
-           ("smoothed HTI > %.1f vs <= %.1f" % (split, split), surv.hti_smooth > split)]
+           ("corrected HTI > %.1f vs <= %.1f" % (split, split), surv.hti_corrected > split)]
     if "true_hti0" in surv:
         out.append(("true HTI > %.1f vs <= %.1f (oracle)" % (split, split), surv.true_hti0 > split))
     return out
@@ -357,7 +358,7 @@ STAGE_NUMBERS = {"Stage I": 1, "Stage II": 2, "Stage III": 3, "Stage IV": 4}
 
 
 def cox_table(surv: pd.DataFrame, *, planted: dict | None = None) -> pd.DataFrame:
-    """Cox fits of HTI (estimated, smoothed and, when ``true_hti0`` is present, the oracle) with age and stage.
+    """Cox fits of HTI (the paper's, the corrected and, when ``true_hti0`` is present, the oracle) with age and stage.
 
     Parameters
     ----------
@@ -374,7 +375,7 @@ def cox_table(surv: pd.DataFrame, *, planted: dict | None = None) -> pd.DataFram
                            "stage": surv.ajcc_pathologic_tumor_stage.map(STAGE_NUMBERS)})
     covariates = ["HTI", "age_decades", "stage"]
     fits = {"estimated HTI": cox_hti(cox_df, covariates=covariates),
-            "smoothed HTI": cox_hti(cox_df.assign(HTI=surv.hti_smooth), covariates=covariates)}
+            "corrected HTI": cox_hti(cox_df.assign(HTI=surv.hti_corrected), covariates=covariates)}
     if "true_hti0" in surv:
         fits["true HTI (oracle)"] = cox_hti(cox_df.assign(HTI=surv.true_hti0), covariates=covariates)
     cox = pd.concat({k: v[["coef", "se(coef)", "coef lower 95%", "coef upper 95%", "exp(coef)", "p"]]

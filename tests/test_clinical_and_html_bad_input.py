@@ -192,18 +192,19 @@ def _hti_reading() -> str:
                         "coef upper 95%": [1.8]})
     surv = pd.DataFrame({"OS": [1, 0, 1], "hti0": [0.1, 0.5, 0.9], "subtype": [ATTACKS[1], "A", ATTACKS[1]]})
     tile_acc = pd.DataFrame({"trait": [t], "set": ["test + OOD slides"], "tile_auc": [0.9], "tile_accuracy": [0.8],
-                             "tile_accuracy_smoothed": [0.85], "n_tiles": [100]})
+                             "tile_accuracy_denoised": [0.85], "n_tiles": [100]})
     return hti.reading(tab1, evaluation, logrank, pd.DataFrame({"trait": [t], "p": [0.5]}), cox, surv,
                        tile_acc=tile_acc)
 
 
 def _truth_readings() -> str:
+    loc = {"structure": [ATTACKS[1]], "score": [ATTACKS[0]], "fires": ["on"], "r": [-0.5]}
     per_program = pd.DataFrame({"program": [ATTACKS[2]], "tracker": [ATTACKS[1]], "tracker_auroc": [0.9],
                                 "n_tiles": [10], "rank_among_random": [1], "n_random": [5], "random_median": [0.5],
-                                "random_max": [0.6], "gbp_rank": [2]})
+                                "random_max": [0.6], "gbp_rank": [2], **loc})
     per_tissue = pd.DataFrame({"program": [ATTACKS[2]], "tissue": [ATTACKS[0]], "tracker_auroc": [0.9],
-                               "rank_among_random": [1], "gbp_tracker_auroc": [0.7], "gbp_random_median": [0.5],
-                               "mean_mask_fraction": [0.3]})
+                               "rank_among_random": [1], "n_random": [5], "gbp_tracker_auroc": [0.4],
+                               "gbp_random_median": [0.5], "mean_mask_fraction": [0.3], **loc})
     gsea = pd.DataFrame({"ranking": [ATTACKS[0]] * 2, "expected": [ATTACKS[2]] * 2, "kind": ["planted", "decoy"],
                          "term": [ATTACKS[2], ATTACKS[1]], "rank": [2, 1], "nes": [1.5, 2.0], "fdr": [0.01, 0.02],
                          "n_sets": [2, 2], "decoys_above": [1, 1]})

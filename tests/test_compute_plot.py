@@ -102,7 +102,7 @@ def _surv(n=120, seed=0):
     t = rng.exponential(10 / np.exp(1.5 * h))
     c = rng.exponential(20, n)
     a = rng.normal(size=n)
-    return pd.DataFrame({"hti0": h, "hti_smooth": np.clip(h + rng.normal(0, 0.1, n), 0, 1), "true_hti0": h,
+    return pd.DataFrame({"hti0": h, "hti_corrected": np.clip(h + rng.normal(0, 0.1, n), 0, 1), "true_hti0": h,
                          "months": np.minimum(t, c), "OS": (t <= c).astype(int),
                          "A:value": a, "A:label": (a > np.median(a)).astype(int),
                          "B:value": h + rng.normal(0, 0.3, n), "B:label": (h > 0.5).astype(int),
@@ -114,7 +114,8 @@ def _slide_table():
     ids = [f"TCGA-SY-{i:04d}-01Z-00-DX1" for i in range(8)]
     true = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.5, np.nan])
     table = pd.DataFrame({"true_hti": true, "hti": true + 0.05, "hti0": true + 0.05, "hti_low": true,
-                          "hti_high": true + 0.1, "hti_smooth": true, "tile_truth_hti": true},
+                          "hti_high": true + 0.1, "hti_corrected": true, "hti_corrected_low": true,
+                          "hti_corrected_high": true, "tile_truth_hti": true},
                          index=pd.Index(ids, name="image_id"))
     table.loc[ids[2], ["hti_low", "hti_high"]] = [0.5, 0.6]
     sets = pd.Series(["test", "OOD", "OOD", "train", "validation", np.nan, "test", "unused"], index=ids)
@@ -296,9 +297,10 @@ def test_survival_figures_from_results():
 def test_hti_figures_from_results():
     table, sets = _slide_table()
     res = hti.hti_vs_truth(table, sets)
-    assert list(res.panels.n) == [4, 4, 3]  # test/OOD/unused with a true HTI; train, validation, no set
+    assert list(res.panels.n) == [4, 4, 3, 3]  # test/OOD/unused with a true HTI; train, validation, no set
+    assert list(res.panels.estimator) == ["paper's HTI", "corrected HTI"] * 2
     fig, out = figures.hti_vs_truth(res)
-    assert len(fig.axes) == 3 and "n = 3" in fig.axes[2].get_title()
+    assert len(fig.axes) == 4 and "n = 3" in fig.axes[3].get_title() and "corrected HTI" in fig.axes[3].get_title()
     with pytest.raises(histo_utils.errors.InputError, match="Unknown slide sets"):
         hti.hti_vs_truth(table, sets.replace("train", "training"))
     assert figures.combination_cmap(2).N == 4 and list(figures.SET_COLOURS) == list(hti.SLIDE_SETS)
@@ -408,16 +410,18 @@ def test_program_panels_from_result():
     res = visualization.program_panel_maps(model, layers, ds, panels, _synth(panels.feature), masks)
     fmap = visualization.feature_maps(model, layers, ["2_1"], ds[4][0].unsqueeze(0))[0, 0]
     np.testing.assert_array_equal(res.feature_maps[1], fmap)
-    assert res.table.map_auroc_oriented[1] == metrics.auc(-fmap.ravel(), masks["stroma_fraction"].ravel())
+    a = metrics.auc(fmap.ravel(), masks["stroma_fraction"].ravel())  # where the map fires, not flipped by r < 0
+    assert res.table.map_auroc[1] == a and res.table.r_sign.tolist() == [1, -1]
+    assert res.table.fires[1] == ("on" if a > 0.5 else "off") and "map_auroc_oriented" not in res.table
     fig, table = figures.program_panels(res)
     assert table is res.table and len(fig.axes) == 2 * 5 + 2  # and a colour bar per feature map
-    assert f"AUROC vs mask {res.table.map_auroc_oriented[1]:.2f}" in _titles(fig)[7]
+    assert _titles(fig)[7] == f"feature map: fires {res.table.fires[1]} stroma\nAUROC {a:.2f} · r = \u22120.40"
 
 
 def test_localisation_from_channel_scores():
     rng = np.random.default_rng(0)
     scores = pd.DataFrame({"program": ["p1", "p1", "p2"], "kind": ["random", "tracks", "tracks"],
-                           "feature": ["f1", "f2", "f3"], "map_auroc_oriented": rng.uniform(size=3)})
+                           "feature": ["f1", "f2", "f3"], "map_auroc": rng.uniform(size=3)})
     fig, table = figures.localisation(scores, n_random=1, n_tiles=9, seed=0)
     assert table is scores and _titles(fig) == ["Program-tracking channel vs 1 random channels, 9 test tiles away "
                                                 "from edges"]

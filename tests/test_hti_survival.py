@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histo_utils import hti, metrics, splits, survival, trait_models
+from histo_utils import hti, metrics, splits, survival, trait_models, truth
 
 
 def test_hti_paper_cases_and_k3():
@@ -183,23 +183,84 @@ def test_slide_hti_and_evaluation_tables():
     assert np.isnan(t1.loc["B", "test_ensemble"]) and t1.loc["B", "OOD-all_ensemble"] == 0.7
 
 
-def test_smooth_calls_removes_isolated_errors_and_keeps_clones():
-    # one slide, a 5 x 6 grid: left half trait on, right half off, one wrong tile in each half
-    ys, xs = np.mgrid[0:5, 0:6]
+def _clone_slide(rows=8, cols=10):
+    """One slide's tile grid: trait A on in the left half, off in the right half."""
+    ys, xs = np.mgrid[0:rows, 0:cols]
     tiles = pd.DataFrame({"image_id": "s", "x": xs.ravel() * 64, "y": ys.ravel() * 64, "size0": 64})
-    truth = (xs.ravel() < 3).astype(int)
-    calls = truth.copy()
-    calls[2 * 6 + 1] = 0  # isolated false negative inside the left clone
-    calls[2 * 6 + 4] = 1  # isolated false positive inside the right clone
-    sm = hti.smooth_calls(tiles, np.c_[calls, 1 - calls], size=3)
-    assert (sm[:, 0] == truth).all() and (sm[:, 1] == 1 - truth).all()
-    # a second trait equal to the first except for one wrong tile: the error makes a spurious "A only"
-    noisy = np.c_[truth, truth]
-    noisy[0, 1] = 0
-    assert hti.hti(noisy) > 0.15 and hti.hti(hti.smooth_calls(tiles, noisy, size=3)) == 0.0
-    assert (hti.smooth_calls(tiles, np.c_[calls, calls], size=1)[:, 0] == calls).all()
-    with pytest.raises(ValueError, match="odd"):
-        hti.smooth_calls(tiles, np.c_[calls, calls], size=2)
+    return tiles, (xs.ravel() < cols // 2).astype(int)
+
+
+def test_denoise_logits_removes_isolated_errors_and_keeps_clones():
+    tiles, truth = _clone_slide()
+    p = np.where(truth == 1, 0.8, 0.2)
+    p[3 * 10 + 2] = 0.1  # isolated false negative inside the left clone
+    p[3 * 10 + 7] = 0.9  # isolated false positive inside the right clone
+    assert ((p > 0.5) != truth).sum() == 2
+    z = hti.denoise_logits(tiles, p, sigma=0.75)
+    assert ((z > 0) == truth).all()  # both errors voted down by their neighbours, the border kept
+    assert np.allclose(hti.denoise_logits(tiles, p, sigma=0), np.log(p / (1 - p)))
+    # a slide's edge is no border of zeros: a uniform map stays uniform up to its corners
+    assert np.allclose(hti.denoise_logits(tiles, np.full(len(tiles), 0.8), sigma=1.0), np.log(4))
+    with pytest.raises(ValueError, match="sigma"):
+        hti.denoise_logits(tiles, p, sigma=-1)
+
+
+def test_adjusted_proportions_undo_a_known_misclassification():
+    m = hti.misclassification_matrix([0.1, 0.05], [0.2, 0.1])
+    assert m.shape == (4, 4) and np.allclose(m.sum(1), 1)
+    # trait 0 is bit 0: a tile truly "A only" (code 1) is called "B only" (code 2) with P fnr_A * fpr_B
+    assert m[1, 2] == pytest.approx(0.2 * 0.05)
+    true_p = np.array([0.0, 0.7, 0.0, 0.3])
+    q = true_p @ m  # the expected calls
+    assert hti.hti_from_proportions(q, k=2) > hti.hti_from_proportions(true_p, k=2) + 0.15  # errors add entropy
+    assert np.allclose(hti.adjust_proportions(q, m), true_p, atol=1e-6)
+    # a homogeneous slide's spurious calls are removed, never made negative
+    p = hti.adjust_proportions(np.array([0.0, 0.95, 0.05, 0.0]), m)
+    assert (p >= 0).all() and p.sum() == pytest.approx(1) and hti.hti_from_proportions(p, k=2) < 0.05
+    with pytest.raises(ValueError, match="fpr"):
+        hti.misclassification_matrix([0.6], [0.5])
+
+
+def test_corrected_hti_recovers_homogeneous_and_mixed_slides_from_validation_labels():
+    """A split model with scattered 10 % errors: the corrected HTI is near the truth where the paper's is not."""
+    rng = np.random.default_rng(0)
+    t1, half = _clone_slide()
+    slides_t, truths = [], {}
+    # validation slides v0 (low for both traits) and v1 (high for both); held-out h (A+B | B: mixed), u (A+B)
+    for iid, a_state, b_state in (("v0", 0 * half, 0 * half), ("v1", 1 + 0 * half, 1 + 0 * half),
+                                  ("h", half, 1 + 0 * half), ("u", 1 + 0 * half, 1 + 0 * half)):
+        slides_t.append(t1.assign(image_id=iid))
+        truths[iid] = np.c_[a_state, b_state]
+    tiles = pd.concat(slides_t, ignore_index=True)
+    true = np.vstack([truths[i] for i in ("v0", "v1", "h", "u")])
+    cols = pd.MultiIndex.from_tuples([("A", 0), ("B", 0)], names=["trait", "split"])
+    calls = true ^ (rng.random(true.shape) < 0.1)
+    prob = pd.DataFrame(np.where(calls == 1, 0.7, 0.3), columns=cols)
+    lab = pd.DataFrame({"patient": ["P0", "P1", "P2", "P3"], "A:label": [0, 1, 1, 1], "B:label": [0, 1, 1, 1],
+                        "A:ood": False, "B:ood": False}, index=pd.Index(["v0", "v1", "h", "u"], name="image_id"))
+    splits = [(["P2", "P3"], ["P0", "P1"])]
+    res = hti.corrected_hti(tiles, prob, lab, splits, sigma=0.0, n_boot=50, seed=1)
+    paper = hti.slide_hti(calls, tiles.image_id)
+    assert set(res.rates.trait) == {"A", "B"} and (res.rates[["n_low", "n_high"]] == 1).all().all()
+    assert res.rates[["fpr", "fnr"]].stack().between(0.03, 0.2).all()  # the planted 10 %, seen on 2 slides
+    u, h = res.slides.loc["u"], res.slides.loc["h"]
+    assert paper.loc["u", "hti"] > 0.3 and u.hti_corrected < 0.1  # homogeneous: the errors' entropy removed
+    assert abs(paper.loc["h", "hti"] - np.log(2) / np.log(3)) > 0.1
+    assert abs(h.hti_corrected - np.log(2) / np.log(3)) < 0.1  # A+B and B in equal parts: true HTI log_3 2
+    assert u.hti_corrected_low <= u.hti_corrected <= u.hti_corrected_high
+    # a trait the model did not learn (validation calls inverted) is left uncorrected, not refused
+    bad = prob.copy()
+    on_val = tiles.image_id.isin(["v0", "v1"]).to_numpy()
+    bad.loc[on_val, ("B", 0)] = 1 - bad.loc[on_val, ("B", 0)]
+    chance = hti.corrected_hti(tiles, bad, lab, splits, sigma=0.0, n_boot=5).rates.set_index("trait")
+    assert chance.loc["B", "fpr"] + chance.loc["B", "fnr"] > 1.5 and not chance.loc["B", "used"]
+    assert chance.loc["A", "used"]
+    # denoising alone already removes scattered errors on these large clones
+    den = hti.corrected_hti(tiles, prob, lab, splits, sigma=1.0, n_boot=0)
+    assert den.slides.loc["u", "hti_corrected"] < 0.05 and den.rates.fpr.max() < 0.05
+    # same seed, same numbers
+    again = hti.corrected_hti(tiles, prob, lab, splits, sigma=0.0, n_boot=50, seed=1)
+    pd.testing.assert_frame_equal(res.slides, again.slides)
 
 
 def test_label_counts_and_held_out_slides():
@@ -220,7 +281,7 @@ def test_hti_comparisons_and_cox_table():
     hti_v = rng.uniform(0, 1, n)
     t = rng.exponential(10 / np.exp(1.5 * hti_v))
     c = rng.exponential(20, n)
-    surv = pd.DataFrame({"hti0": hti_v, "hti_smooth": hti_v, "true_hti0": hti_v, "months": np.minimum(t, c),
+    surv = pd.DataFrame({"hti0": hti_v, "hti_corrected": hti_v, "true_hti0": hti_v, "months": np.minimum(t, c),
                          "OS": (t <= c).astype(int), "age_at_initial_pathologic_diagnosis": rng.normal(60, 10, n),
                          "ajcc_pathologic_tumor_stage": rng.choice(["Stage I", "Stage II", "Stage III"], n)},
                         index=[f"s{i}" for i in range(n)])
@@ -230,7 +291,7 @@ def test_hti_comparisons_and_cox_table():
     assert len(extremes) == ((hti_v > 0.7) | (hti_v <= 0.3)).sum()  # the middle is left out
     assert len(survival.hti_comparisons(surv.drop(columns="true_hti0"))) == 3
     cox = survival.cox_table(surv, planted={"HTI": 1.5, "age_decades": 0.0, "stage": 0.0})
-    assert list(dict.fromkeys(cox.fit)) == ["estimated HTI", "smoothed HTI", "true HTI (oracle)"]
+    assert list(dict.fromkeys(cox.fit)) == ["estimated HTI", "corrected HTI", "true HTI (oracle)"]
     est = cox[(cox.fit == "estimated HTI") & (cox.covariate == "HTI")].iloc[0]
     assert abs(est.coef - 1.5) < 3 * est["se(coef)"] and est.planted_coef == 1.5
     import matplotlib
@@ -335,18 +396,31 @@ def test_hti_vs_truth_table_marks_sets_and_coverage():
     ids = [f"s{i}" for i in range(8)]
     true = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.5, np.nan])
     table = pd.DataFrame({"true_hti": true, "hti": true + 0.05, "hti0": true + 0.05, "hti_low": true,
-                          "hti_high": true + 0.1, "hti_smooth": true, "tile_truth_hti": true},
+                          "hti_high": true + 0.1, "hti_corrected": true, "hti_corrected_low": true - 0.02,
+                          "hti_corrected_high": true + 0.02, "tile_truth_hti": true},
                          index=pd.Index(ids, name="image_id"))
-    table.loc["s2", ["hti_low", "hti_high"]] = [0.5, 0.6]  # misses its true 0.4
+    table.loc["s2", ["hti_low", "hti_high"]] = [0.5, 0.6]  # the paper's interval misses its true 0.4
+    table.loc["s3", ["hti_corrected_low", "hti_corrected_high"]] = [0.7, 0.8]  # the corrected one misses 0.6
     sets = pd.Series(["test", "OOD", "OOD", "train", "validation", "train", "test", "test"], index=ids)
     from histo_utils import figures
 
-    fig, out = figures.hti_vs_truth(hti.hti_vs_truth(table, sets))
+    vs = hti.hti_vs_truth(table, sets)
+    fig, out = figures.hti_vs_truth(vs)
     out = out.set_index("image_id")
     assert list(out.index) == ids[:7]  # the slide without a true HTI is left out
     assert out.set.to_dict() == sets.iloc[:7].to_dict()
-    assert not out.loc["s2", "covers"] and out.drop("s2").covers.all()
-    assert "n = 4" in fig.axes[0].get_title() and "n = 3" in fig.axes[2].get_title()
+    assert not out.loc["s2", "covers_paper"] and out.drop("s2").covers_paper.all()
+    assert not out.loc["s3", "covers"] and out.drop("s3").covers.all()
+    assert (out.hti_paper == out.index.map(table.hti0)).all() and (out.hti_corrected == true[:7]).all()
+    panels = vs.panels.set_index("panel")
+    held = panels.loc["test + OOD slides, corrected HTI"]
+    assert held.n == 4 and held.coverage == 1.0 and held.width == pytest.approx(0.04)
+    assert panels.loc["test + OOD slides, paper's HTI"].coverage == 0.75
+    assert "(n = 4)" in fig.axes[0].get_title() and "covered 75 %" in fig.axes[0].get_title()
+    ag = truth.hti_agreement(vs).set_index(["set", "hti"])
+    assert ag.loc[("test + OOD slides", "hti_corrected"), "pearson"] == pytest.approx(1.0)
+    assert ag.loc[("test + OOD slides", "hti0"), "low_true_mean"] == pytest.approx(0.05)  # s0, true 0: +0.05
+    assert ag.loc[("training/validation slides", "hti_corrected"), "ci_coverage"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="Unknown slide sets"):
         hti.hti_vs_truth(table, sets.replace("train", "training"))
 
@@ -456,3 +530,42 @@ def test_fit_trait_models_in_worker_processes_equals_one_process(tmp_path):
                                            work_dir=tmp_path / "w1", tiles_per_slide=8, val_tiles_per_slide=6,
                                            seed=0, progress=False, workers=2)
     pd.testing.assert_frame_equal(p1, p3)
+
+
+def _reading_tables():
+    tab1 = pd.DataFrame({"trait": ["A"], "test_runs_mean": [0.9], "test_runs_min": [0.8], "test_runs_max": [0.95],
+                         "test_ensemble": [0.9], "OOD-near_ensemble": [0.7], "OOD-all_ensemble": [0.8]})
+    evaluation = pd.DataFrame({"trait": ["A"], "set": ["test"], "model": ["ensemble"], "n_slides": [10],
+                               "n_high": [5]})
+    logrank = pd.DataFrame({"comparison": ["HTI > 0.5 vs <= 0.5"], "p": [0.04], "n_high": [5], "n_low": [5]})
+    cox = pd.DataFrame({"covariate": ["HTI"], "fit": ["corrected HTI"], "coef": [1.0], "coef lower 95%": [0.2],
+                        "coef upper 95%": [1.8], "planted_coef": [2.0]})
+    surv = pd.DataFrame({"OS": [1, 0, 1], "hti0": [0.1, 0.5, 0.9], "subtype": ["B", "A", "B"]})
+    agree = pd.DataFrame({"set": ["test + OOD slides"] * 2, "hti": ["hti0", "hti_corrected"], "n": [84, 84],
+                          "pearson": [0.62, 0.85], "pearson_tile_truth": [0.99, 0.99], "ci_coverage": [0.99, 0.83],
+                          "ci_width": [0.62, 0.24], "n_homogeneous": [42, 42], "low_true_mean": [0.29, 0.08]})
+    rates = pd.DataFrame({"trait": ["A"], "fpr": [0.01], "fnr": [0.12], "used": [True], "n_low": [15],
+                          "n_high": [16]})
+    return tab1, evaluation, logrank, cox, surv, agree, rates
+
+
+def test_hti_reading_follows_its_tables():
+    tab1, evaluation, logrank, cox, surv, agree, rates = _reading_tables()
+    bulk = pd.DataFrame({"trait": ["A"], "p": [0.5]})
+
+    def read(**kw):
+        t = {"agree": agree, "rates": rates, "cox": cox, "logrank": logrank, **kw}
+        return hti.reading(tab1, evaluation, t["logrank"], bulk, t["cox"], surv, agree=t["agree"], rates=t["rates"])
+
+    text = read()
+    assert "The corrected HTI: Pearson r = 0.85 on 84 slides" in text and "4 of the 4 goals met" in text
+    assert "The paper's HTI: Pearson r = 0.62" in text and "1 of the 4 goals met" in text
+    assert "false negatives 12.0 % (16 high slides)" in text
+    assert "covers the planted 2.0" not in text and "misses the planted 2.0" in text  # 0.2-1.8 misses 2.0
+    moved = read(agree=agree.assign(pearson=[0.62, 0.71], ci_width=[0.62, 0.31]),
+                 rates=rates.assign(fnr=[0.3]), cox=cox.assign(**{"coef upper 95%": [2.4]}),
+                 logrank=logrank.assign(p=[0.2]))
+    assert "The corrected HTI: Pearson r = 0.71" in moved and "2 of the 4 goals met" in moved
+    assert "false negatives 30.0 %" in moved and "covers the planted 2.0" in moved and "p = 0.2 " in moved
+    unlearned = read(rates=rates.assign(fpr=[0.5], fnr=[0.5], used=[False]))
+    assert "no better than chance: left uncorrected" in unlearned

@@ -4,7 +4,7 @@ The tiny profile's synthetic cohorts (the session's ``tiny_profile_run``) are wr
 GDC / PanCanAtlas / TCGA-CDR ship their files (``histo_utils.synthetic.formats``); notebooks 01-07 and 09
 run on the GTEx folder with the ``gtex`` profile's study keys (detailed tissues ``SMTSD``, Badea's merge,
 the median-TPM floor, Jones' confounders, 09's pre-training from the join) and notebook 08 on the TCGA
-folder with the ``tcga`` profile's (``make_synthetic: false``, its traits, the paper's unsmoothed HTI),
+folder with the ``tcga`` profile's (``make_synthetic: false``, its traits, the paper's HTI),
 every size and speed setting from the tiny profile. The planted truth must come out as on the tiny run.
 """
 import json
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 #: a design without residual degrees of freedom); test_open_confounders fits them on a larger table.
 STUDY_KEYS = {"label_column", "merge", "slide_aggregation", "split_fractions", "median_tpm",
               "min_level_size", "trait_features", "n_traits", "pretrain_source", "make_synthetic", "traits",
-              "smooth_window", "hti_split", "hti_extremes"}
+              "hti_split", "hti_extremes"}
 #: sizes below the tiny profile's, to keep the test short (08 trains n_splits models per trait: 2, not 5)
 SMALLER = {"08_hti_survival": {"n_splits": 2, "ensemble_top": 2, "n_boot": 10}}
 

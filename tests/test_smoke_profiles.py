@@ -30,7 +30,7 @@ USER_KEYS = {"data_dir", "median_tpm", "gmt_path", "gmt", "tumour_dir", "workers
 METHOD_KEYS = {"archs", "input_px", "train_tile_px", "feature_tile_px", "target_mpp",
                "threshold", "optimizer", "lr", "lr_step", "batch_size", "merge", "label_column", "r_threshold",
                "e_threshold", "confounders", "min_level_size", "mask_fill", "hidden", "arch", "tile_px", "n_splits",
-               "ensemble_top", "ood_low", "ood_high", "ood_near", "smooth_window", "slide_aggregation",
+               "ensemble_top", "ood_low", "ood_high", "ood_near", "denoise_sigma", "slide_aggregation",
                "split_fractions", "test_fraction", "val_fraction", "var_fractions", "top_genes", "top_features"}
 BADEA_13 = ["vgg16", "alexnet", "vgg11", "vgg13", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
             "resnet34", "inception_v3", "vgg16_1fc", "vgg16_avg1fc"]

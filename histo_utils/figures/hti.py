@@ -125,7 +125,7 @@ def cartographies(result):
 
 
 def hti_vs_truth(result):
-    """Estimated against true HTI: held-out slides (raw and smoothed) and training/validation slides.
+    """The paper's and the corrected HTI against the true HTI, on held-out and on training/validation slides.
 
     Parameters
     ----------
@@ -133,22 +133,24 @@ def hti_vs_truth(result):
 
     Returns
     -------
-    fig : three scatter panels (marker colour = set; bars: the HTI interval) with Pearson r in the titles
-    table : ``result.table``, one row per slide with a true HTI, with its ``set`` and whether the interval
-        ``covers`` the true HTI
+    fig : one scatter panel per set of slides and estimator (marker colour = set; bars: the estimator's
+        interval) with Pearson r, interval coverage and mean width in the titles
+    table : ``result.table``, one row per slide with a true HTI: both estimates, their intervals and whether
+        each ``covers`` the true HTI
     """
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), sharey=True)
-    for ax, (_, p) in zip(axes, result.panels.iterrows()):
+    n = len(result.panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 4.0), sharey=True, squeeze=False)
+    for ax, (_, p) in zip(axes[0], result.panels.iterrows()):
         pts = result.points[result.points.panel == p.panel]
         for s, g in pts.groupby("set"):
-            yerr = (np.vstack([(g.hti0 - g.hti_low).clip(lower=0), (g.hti_high - g.hti0).clip(lower=0)])
-                    if p.column == "hti0" else None)
+            yerr = np.vstack([(g.estimate - g.low).clip(lower=0), (g.high - g.estimate).clip(lower=0)])
             ax.errorbar(g.true_hti.to_numpy(), g.estimate.to_numpy(), yerr=yerr, fmt="o", ms=3, alpha=0.7,
                         elinewidth=0.5, color=SET_COLOURS[s], label=f"{s} ({len(g)})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{p.panel}: r = {p.r:.2f} (n = {p.n})", fontsize=9)
+        ax.set_title(f"{p.slides} (n = {p.n})\n{p.estimator}: r = {p.r:.2f}, covered {100 * p.coverage:.0f} %, "
+                     f"width {p.width:.2f}", fontsize=8.5)
         ax.set_xlabel("true HTI (clone areas)")
-        ax.legend(fontsize=8, loc="upper left")
-    axes[0].set_ylabel("estimated HTI (ensemble tiles)")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("estimated HTI")
     fig.tight_layout()
     return fig, result.table
