@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 
-.PHONY: install strip-outputs browser figures test test-fast bench gpu-check lab clean
+.PHONY: install strip-outputs browser figures robustness test test-fast bench gpu-check lab clean
 
 # a torch build from another index before the rest, e.g. CPU only (without the 4.1 GB of CUDA libraries that
 # PyPI's Linux torch pulls in):
@@ -50,6 +50,15 @@ browser:
 ## the main job: every notebook on the default profile; figures copied to figures/
 figures: $(STAMP)
 	$(PY) -m histo_utils.run --profile default --publish figures
+
+## the robustness study (not part of figures; ~40 min on 2 cores): the default profile once per seed in
+## runs/robustness/seed_<n>/ (a rerun resumes), every headline per seed and its spread in figures/robustness/;
+## REUSE="0=runs/default" takes the figures run as seed 0 instead of running it again
+SEEDS ?= 0 1 2
+REUSE ?=
+robustness: $(STAMP)
+	$(PY) -m histo_utils.robustness --profile default --seeds $(SEEDS) --out runs/robustness --publish figures \
+	  $(if $(REUSE),--reuse $(REUSE))
 
 ## the tests: unit tests, then notebooks 00.. through papermill on the tiny profile
 test: $(STAMP) browser

@@ -44,7 +44,7 @@ __all__ = ["Product", "Notebook", "NOTEBOOKS", "Outputs", "Template", "ProductKe
            "product", "file_name", "check_figure", "figure_names", "reads", "reads_of", "parameter_folders",
            "NotebookReads", "notebook_reads", "data_flow", "FEATURE_PROVENANCE", "FEATURE_PROVENANCE_REQUIRED",
            "FEATURE_TABLE_ENTRY",
-           "check_fields", "KINDS", "FIGURES_DIR", "figure_folder"]
+           "check_fields", "KINDS", "FIGURES_DIR", "figure_folder", "STUDIES"]
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -461,11 +461,25 @@ _DECLARED = (
 #: Every notebook's declared outputs, by notebook name, in order
 NOTEBOOKS: dict[str, Notebook] = {nb.stem: nb for nb in _DECLARED}
 
+#: Studies over several runs, declared like a notebook (tables under ``<out_dir>/<study>/``, figures under
+#: ``<out_dir>/figures/<study>/``) but not run by the runner: ``robustness`` (:mod:`histo_utils.robustness`)
+STUDIES: dict[str, Notebook] = {nb.stem: nb for nb in (
+    Notebook.declare(
+        "robustness", "every headline number of the seed-dependent notebooks, one run per seed",
+        table("headlines", "headlines.csv", "each headline of each seed's run against its goal",
+              columns=("seed", "notebook", "headline", "value", "goal", "threshold", "direction", "holds")),
+        table("summary", "summary.csv", "each headline's spread over the seeds and in how many it holds",
+              columns=("notebook", "headline", "n_seeds", "n_runs", "min", "max", "mean", "sd", "goal", "threshold",
+                       "direction", "n_holds", "holds_every_seed")),
+        figure("headlines", "each headline per seed, its goal as a line"),
+    ),
+)}
+
 
 def declared(notebook: str) -> Notebook:
     """The declarations of ``notebook`` (``"03_feature_correlation"``); refused when it is not declared."""
     try:
-        return NOTEBOOKS[notebook]
+        return NOTEBOOKS[notebook] if notebook in NOTEBOOKS else STUDIES[notebook]
     except (KeyError, TypeError):
         hint = difflib.get_close_matches(str(notebook), list(NOTEBOOKS), n=1)
         raise ProductKeyError(f"Notebook {notebook!r} has no declared outputs in {_DECLARATION}."
@@ -496,7 +510,7 @@ def check_figure(notebook: str, name: str) -> None:
     ProductKeyError
         ``Figure 'x' is not declared for notebook 03_feature_correlation in histo_utils/products.py: ...``
     """
-    nb = NOTEBOOKS.get(notebook)
+    nb = NOTEBOOKS.get(notebook) or STUDIES.get(notebook)
     if nb is None or name in nb.figures:
         return
     hint = difflib.get_close_matches(name, list(nb.figures), n=1)
