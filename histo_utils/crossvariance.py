@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 __all__ = ["pca", "PCA", "cross_correlation", "shared_variance", "shared_variance_of_pcas", "SharedVariance",
            "shared_variance_null", "shuffle_expression", "ShuffledExpression", "shared_variance_test", "shared_variance_with_null", "SharedVarianceTest",
            "select_columns", "shared_variance_grid", "shared_variance_by_tissue", "summarize_against_null",
-           "technical_share"]
+           "technical_share", "GRID_KEYS"]
 
 
 @dataclass
@@ -563,21 +563,43 @@ def summarize_against_null(grid: pd.DataFrame, by: list[str], *, alpha: float = 
     return grid.groupby(by).agg(**aggs)
 
 
+#: the grid columns that name one cell of notebook 04's and 05's shared-variance grids
+GRID_KEYS = ("network", "tile_px", "aggregation", "tissue", "layer", "var_fraction")
+
+
 def technical_share(total: pd.DataFrame, residual: pd.DataFrame) -> pd.DataFrame:
-    """The technical part of the shared variance: total (notebook 04) minus what is left after regressing
-    the confounders out of both tables (notebook 05), per grid cell.
+    """The technical part of the shared variance of each grid cell: the excess over chance that regressing the
+    confounders out removes (Jones Q2.3), ``excess_total - excess_residual``.
+
+    Why not the plain drop ``S_total - S_residual``: the two values are in-sample R²s of different spaces. The
+    residual tables live in the ``n - rank(design)`` dimensional residual space and keep about as many PCs as
+    the raw ones, so the chance level of their shared variance (the Freedman–Lane null of notebook 05) is
+    higher than the raw tables' (the plain-shuffle null of notebook 04); the plain drop mixes the change of
+    chance level with the change of link and is negative in most cells of a 40-sample tissue (88.5 % of the
+    default run's cells) even where the confounders carry part of the link. Each value is therefore first taken
+    against its own null, ``excess = S - null mean``, and the technical part is what the regression removes of
+    that excess. It is 0 in expectation when the confounders carry nothing and positive when they carry part
+    of the link; it is negative in a cell only when the link above chance is larger after regression than
+    before — sampling noise of two permutation means (a few hundredths at 40 samples), or a confounder that
+    masked the link (suppression); ``plain_drop`` keeps the old difference for comparison.
 
     Parameters
     ----------
-    total, residual : DataFrames of :func:`shared_variance_grid` on the raw and on the residual tables
+    total, residual : DataFrames of :func:`shared_variance_grid` on the raw tables
+        (notebook 04) and on the residual tables (notebook 05), with ``{side}_shared``,
+        ``{side}_null_mean`` and the columns of :data:`GRID_KEYS`
 
     Returns
     -------
-    DataFrame, the rows present in both, columns suffixed ``_total`` and ``_residual``, and
-    ``image_technical``, ``expression_technical``
+    DataFrame, the cells present in both, the grids' columns suffixed ``_total`` and ``_residual``, and per
+    side (``image``, ``expression``): ``{side}_excess_total``, ``{side}_excess_residual`` (value minus own
+    null mean), ``{side}_technical`` (their difference) and ``{side}_plain_drop`` (``shared_total -
+    shared_residual``)
     """
-    keys = ["network", "tile_px", "aggregation", "tissue", "layer", "var_fraction"]
-    both = total.merge(residual, on=keys, suffixes=("_total", "_residual"))
+    both = total.merge(residual, on=list(GRID_KEYS), suffixes=("_total", "_residual"))
     for side in ("image", "expression"):
-        both[f"{side}_technical"] = both[f"{side}_shared_total"] - both[f"{side}_shared_residual"]
+        for part in ("total", "residual"):
+            both[f"{side}_excess_{part}"] = both[f"{side}_shared_{part}"] - both[f"{side}_null_mean_{part}"]
+        both[f"{side}_technical"] = both[f"{side}_excess_total"] - both[f"{side}_excess_residual"]
+        both[f"{side}_plain_drop"] = both[f"{side}_shared_total"] - both[f"{side}_shared_residual"]
     return both

@@ -295,6 +295,8 @@ _DECLARED = (
                   columns=tuple(FEATURE_PROVENANCE)),
         figure("training_curves", "loss and accuracy by epoch"),
         figure("confusion_test", "confusion matrices on the test split"),
+        table("layer_tracking", "layer_tracking.tsv", "best-tracking channel of each layer and program: trained, "
+              "untrained and shuffled", truth=True, columns=("network", "tile_px", "layer", "program", "abs_r")),
         figure("layer_program_correlation", "best-tracking channel per layer", truth=True),
     ),
     Notebook.declare(

@@ -227,7 +227,8 @@ def test_derived_reads_are_complete_and_forward():
         assert any(s.startswith(a) and d.startswith(b) for s, d in edges), f"{a} -> {b} missing"
     assert reads["06_gsea"].reads["05_confounder_regression"] == [
         "designs", "residual_expression", "residual_features", "variance_by_confounder_genes"]
-    assert reads["03_feature_correlation"].reads["02_training"] == ["accuracy", "features", "provenance"]
+    assert reads["03_feature_correlation"].reads["02_training"] == [
+        "accuracy", "features", "provenance", "layer_tracking"]
     assert reads["07_visualization"].reads["02_training"] == ["checkpoint", "features", "provenance"]
 
 

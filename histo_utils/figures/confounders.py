@@ -119,11 +119,12 @@ def bars_by_tissue(table: pd.DataFrame, columns: Sequence[str], *, hue: str) -> 
 
 
 def technical_scatter(both: pd.DataFrame, var_fractions: Sequence[float]) -> plt.Figure:
-    """Technical part of the shared expression variance (total − residual) against the total, per fraction.
+    """Technical part of the shared expression variance (the excess over chance that the regression removes)
+    against the total, per fraction.
 
     Parameters
     ----------
-    both : DataFrame of :func:`histo_utils.crossvariance.technical_share`
+    both : DataFrame of :func:`histo_utils.confounders.technical_share`
     var_fractions : one panel each
 
     Returns
@@ -136,7 +137,7 @@ def technical_scatter(both: pd.DataFrame, var_fractions: Sequence[float]) -> plt
                         hue="tissue", style="tile_px", ax=ax, s=14, legend=(vf == var_fractions[-1]))
         ax.axhline(0, color="k", lw=0.5)
         ax.set_title(f"{vf:.1%} of the variance", fontsize=9)
-        ax.set(xlabel="total shared S_expression", ylabel="technical part (total − residual)")
+        ax.set(xlabel="total shared S_expression", ylabel="technical part\n(excess total − excess residual)")
     if axes[0, -1].get_legend():
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1, 1), fontsize=6)
     fig.tight_layout()
