@@ -237,6 +237,10 @@ FEATURE_PROVENANCE_REQUIRED = ("aggregation", "tables")
 FEATURE_TABLE_ENTRY = ("network", "tile_px")
 
 _SAMPLE_COLUMNS = ("image_id", "SAMPID", "subject_id", "split", "path")
+#: 07's localisation ranks: ``tracker_auroc`` is the unflipped map AUROC (> 0.5 fires on the structure), ranked
+#: among the random channels as ``rank_among_random``; ``r``/``r_sign``: the tracker's across-sample correlation
+_LOCALISATION_RANK_COLUMNS = ("program", "structure", "tracker", "score", "tracker_auroc", "fires", "r", "r_sign",
+                              "random_median", "random_max", "rank_among_random", "n_random", "n_tiles")
 _GRID_COLUMNS = ("network", "tile_px", "aggregation", "tissue", "layer", "var_fraction", "image_shared",
                  "image_p", "expression_shared", "expression_p")
 
@@ -386,9 +390,12 @@ _DECLARED = (
     Notebook.declare(
         "07_visualization", "what a feature looks at",
         table("features", "features.tsv", "representative tiles of the chosen features"),
-        table("localisation", "localisation.tsv", "saliency on the planted structures", truth=True),
-        table("localisation_rank", "localisation_rank.tsv", "localisation by feature kind", truth=True),
-        table("localisation_by_tissue", "localisation_by_tissue.tsv", "localisation by tissue", truth=True),
+        table("localisation", "localisation.tsv", "where each channel's map fires on the planted structures",
+              truth=True, columns=("program", "kind", "feature", "r_program", "tile", "tissue", "map_auroc", "auroc")),
+        table("localisation_rank", "localisation_rank.tsv", "each tracker's unflipped map AUROC ranked among random "
+              "channels", truth=True, columns=_LOCALISATION_RANK_COLUMNS),
+        table("localisation_by_tissue", "localisation_by_tissue.tsv", "the same by tissue", truth=True,
+              columns=("tissue", *_LOCALISATION_RANK_COLUMNS, "gbp_tracker_auroc")),
         figure("localisation", "localisation AUROC, tracking against random features", truth=True),
         figure("program_panels", "the program-tracking features", truth=True),
         figure("feature_panels", "the chosen features: tiles, saliency, synthetic images"),

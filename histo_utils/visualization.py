@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 __all__ = ["guided_backprop", "guided_backprop_features", "activation_maximization", "select_representative_tiles", "localisation_auroc",
            "denormalize", "feature_channel", "crop_structures", "candidate_pairs", "choose_features",
            "tile_feature_values", "channel_values", "gbp_rgb", "Synthesis", "synthesize", "sample_tiles", "find_gene", "interior_tiles", "feature_maps",
-           "channel_scores", "FeaturePanels", "feature_panel_maps", "LinkedView",
+           "channel_scores", "firing_side", "FeaturePanels", "feature_panel_maps", "LinkedView",
            "linked_view_maps", "ProgramPanels", "program_panel_maps"]
 
 
@@ -511,8 +511,12 @@ def sample_tiles(tiles: pd.DataFrame, n: int, *, min_tissue: float = 0.9, seed: 
             .sample(frac=1.0, random_state=seed).head(n).sort_values("image_id"))
 
 
-def channel_scores(loc: pd.DataFrame, *, column: str = "map_auroc_oriented", per_tissue: bool = False) -> pd.DataFrame:
+def channel_scores(loc: pd.DataFrame, *, column: str = "map_auroc", per_tissue: bool = False) -> pd.DataFrame:
     """Each channel's localisation score per program: mean AUROC over a tissue's tiles, then mean over tissues.
+
+    The default score, ``map_auroc``, is where the channel's feature map fires: its AUROC against the structure
+    mask as computed, never flipped by the sign of the channel's across-sample correlation (> 0.5: it fires on
+    the structure, < 0.5: off it, 0.5: no relation).
 
     Parameters
     ----------
@@ -529,6 +533,22 @@ def channel_scores(loc: pd.DataFrame, *, column: str = "map_auroc_oriented", per
     if not per_tissue:
         score = score.groupby(["program", "kind", "feature"], sort=False).mean()
     return score.reset_index()
+
+
+def firing_side(auroc: float) -> str:
+    """Where a map with this AUROC against a structure mask fires: ``"on"`` (> 0.5), ``"off"`` (< 0.5), ``"neither"``.
+
+    Parameters
+    ----------
+    auroc : AUROC of the map against the mask (NaN: ``"neither"``)
+
+    Returns
+    -------
+    str
+    """
+    if not np.isfinite(auroc) or auroc == 0.5:
+        return "neither"
+    return "on" if auroc > 0.5 else "off"
 
 
 def find_gene(gene: str, cand: pd.DataFrame, symbols: pd.Series) -> str:
@@ -753,8 +773,9 @@ def linked_view_maps(model: nn.Module, layers: dict, ds, gene: str, gene_pairs: 
 class ProgramPanels:
     """One planted program per row, as drawn by :func:`histo_utils.figures.program_panels`.
 
-    ``table``: one row per program, ``program, structure, feature, r_program, image_id, tissue, x, y, value,
-    mask_fraction, map_auroc_oriented`` (of this tile), ``am_start, am_end``; ``tiles``: RGB of the program's
+    ``table``: one row per program, ``program, structure, feature, r_program, r_sign, image_id, tissue, x, y,
+    value, mask_fraction, map_auroc`` (of this tile, unflipped: > 0.5 the map fires on the structure), ``fires``
+    (:func:`firing_side`), ``am_start, am_end``; ``tiles``: RGB of the program's
     tile; ``gbp``: gBP of the tracker on it as RGB in [0, 1]; ``feature_maps``: the tracker's map (H, W);
     ``synth``: the tracker's :class:`Synthesis`; ``masks``: the program's true structure mask under the tile.
     """
@@ -781,8 +802,8 @@ def program_panel_maps(model: nn.Module, layers: dict, ds, panels: pd.DataFrame,
 
     Returns
     -------
-    ProgramPanels (``map_auroc_oriented``: AUROC of the map, oriented by the sign of ``r_program``, against the
-    mask)
+    ProgramPanels (``map_auroc``: AUROC of the map against the mask, not flipped by the sign of ``r_program``,
+    which is reported beside it as ``r_sign``)
     """
     rows, tiles, gbps, fmaps, syn, mks = [], [], [], [], [], []
     for _, p in panels.iterrows():
@@ -790,8 +811,7 @@ def program_panel_maps(model: nn.Module, layers: dict, ds, panels: pd.DataFrame,
         x = ds[int(p.tile)][0].unsqueeze(0)
         g = guided_backprop(model, module, ch, x, device=device)[0]
         fmap = feature_maps(model, layers, [p.feature], x, device=device)[0, 0]
-        sign = 1.0 if p.r_program >= 0 else -1.0
-        a = auc((sign * fmap).ravel(), masks[p.program].ravel())
+        a = auc(np.asarray(fmap).ravel(), np.asarray(masks[p.program], bool).ravel())
         tiles.append(ds.read_rgb(int(p.tile)))
         gbps.append(gbp_rgb(g))
         fmaps.append(fmap)
@@ -799,7 +819,7 @@ def program_panel_maps(model: nn.Module, layers: dict, ds, panels: pd.DataFrame,
         syn.append(s)
         mks.append(masks[p.program])
         rows.append({"program": p.program, "structure": p.structure, "feature": p.feature, "r_program": p.r_program,
-                     "image_id": p.image_id, "tissue": p.tissue, "x": p.x, "y": p.y, "value": p.value,
-                     "mask_fraction": p.mask_fraction, "map_auroc_oriented": a, "am_start": s.history[0],
-                     "am_end": s.history[-1]})
+                     "r_sign": int(np.sign(p.r_program)), "image_id": p.image_id, "tissue": p.tissue, "x": p.x,
+                     "y": p.y, "value": p.value, "mask_fraction": p.mask_fraction, "map_auroc": a,
+                     "fires": firing_side(a), "am_start": s.history[0], "am_end": s.history[-1]})
     return ProgramPanels(table=pd.DataFrame(rows), tiles=tiles, gbp=gbps, feature_maps=fmaps, synth=syn, masks=mks)

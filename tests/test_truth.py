@@ -127,13 +127,15 @@ def _toy_localisation():
     return net, layers, torch.tensor(np.stack(images)), masks, tiles, ft
 
 
-def test_structure_localisation_orients_feature_maps_by_the_sign_of_r():
+def test_structure_localisation_reports_where_the_map_fires_unflipped():
     net, layers, x, masks, tiles, ft = _toy_localisation()
     trackers = {"nuclear_density": "c_1", "stroma_fraction": "c_2", "lumen_size": "c_0"}
     loc = truth.structure_localisation(net, layers, x, masks, tiles, ft, trackers, ["c_0", "c_2"])
     nd = loc[loc.program == "nuclear_density"].set_index(["feature", "tile"])
-    assert (nd.loc["c_1"].map_auroc == 0.0).all() and (nd.loc["c_1"].map_auroc_oriented == 1.0).all()  # r < 0
-    assert (nd.loc["c_0"].map_auroc_oriented == 1.0).all() and (nd.loc["c_1"].kind == "tracks").all()
+    # c_1 = minus red: it fires off the nuclei (AUROC 0), reported as is though its r is negative
+    assert (nd.loc["c_1"].map_auroc == 0.0).all() and (nd.loc["c_1"].r_program < 0).all()
+    assert (nd.loc["c_0"].map_auroc == 1.0).all() and (nd.loc["c_1"].kind == "tracks").all()
+    assert not {"map_auroc_oriented", "auroc_oriented"} & set(loc.columns)  # no flipped score left
     assert loc[loc.program == "lumen_size"].map_auroc.isna().all()  # empty mask: no AUROC
     assert nd.loc["c_0"].tissue.tolist() == ["A", "A", "B", "B"] and sorted(loc.tile.unique()) == [10, 11, 12, 13]
     from histo_utils import visualization
@@ -144,15 +146,56 @@ def test_structure_localisation_orients_feature_maps_by_the_sign_of_r():
     sf = loc[(loc.program == "stroma_fraction") & (loc.feature == "c_2") & (loc.tile == 12)]
     assert sf.auroc.item() == pytest.approx(auc(g.ravel(), masks[j]["stroma"].ravel()))
     rank = truth.tracker_localisation_rank(loc, trackers).set_index("program")
-    # the tracker ties the random c_0 at AUROC 1: ties count against it (rank 2); lumen has no tiles
-    assert rank.loc["nuclear_density", "rank_among_random"] == 2 and rank.loc["nuclear_density", "tracker_auroc"] == 1
+    # the tracker fires off the nuclei (0) below both random channels (c_0: 1, c_2: ~0.5): last; lumen has no tiles
+    assert rank.loc["nuclear_density", "rank_among_random"] == 3 and rank.loc["nuclear_density", "tracker_auroc"] == 0
+    assert rank.loc["nuclear_density", "fires"] == "off" and rank.loc["nuclear_density", "r_sign"] == -1
     assert "lumen_size" not in rank.index
     per, by_tissue = truth.localisation_tables(loc, trackers)
-    assert set(by_tissue.tissue) == {"A", "B"} and {"gbp_rank", "gbp_strength"} <= set(per.columns)
+    assert set(by_tissue.tissue) == {"A", "B"} and {"gbp_rank", "gbp_strength", "r", "r_sign"} <= set(per.columns)
     text = truth.localisation_reading(per, by_tissue)
-    assert "**nuclear_density** (tracker c_1): oriented feature-map AUROC 1.00 over 4 tiles, rank 2 of 3" in text
+    assert ("**nuclear_density** (tracker c_1, across-sample r = \u22120.60): its map fires off the nuclei, AUROC 0.00 "
+            "over 4 tiles; rank 3 of 3") in text
     with pytest.raises(ValueError, match="group by"):
         truth.tracker_localisation_rank(loc, trackers, by=("tissue",))
+
+
+def test_a_tracker_that_fires_on_its_structure_with_negative_r_ranks_on_the_unflipped_auroc():
+    """Issue 30: a channel high on the mask whose across-sample r is negative fires *on* the structure."""
+    net, layers, x, masks, tiles, ft = _toy_localisation()
+    ft.loc["c_0", "r_program_nuclear_density"] = -0.7  # red (high on the nuclei), yet r < 0 across samples
+    trackers = {"nuclear_density": "c_0", "stroma_fraction": "c_2", "lumen_size": "c_2"}
+    loc = truth.structure_localisation(net, layers, x, masks, tiles, ft, trackers, ["c_1", "c_2"])
+    per, by_tissue = truth.localisation_tables(loc, trackers)
+    nd = per.set_index("program").loc["nuclear_density"]
+    assert nd.tracker_auroc == 1.0 and nd.fires == "on"  # where it fires: on the nuclei, not 1 - 1 = 0
+    assert nd.r == pytest.approx(-0.7) and nd.r_sign == -1  # the sign of r, separately
+    assert nd.score == "map_auroc" and nd.rank_among_random == 1 and nd.n_random == 2  # ranked on the unflipped
+    t = by_tissue[by_tissue.program == "nuclear_density"]
+    assert (t.rank_among_random == 1).all() and (t.fires == "on").all() and (t.r_sign == -1).all()
+    text = truth.localisation_reading(per, by_tissue)
+    assert "tracker c_0, across-sample r = \u22120.70): its map fires on the nuclei, AUROC 1.00" in text
+    assert "Ranked first among the random channels on this score: nuclear_density" in text
+
+
+def test_localisation_reading_follows_the_tables():
+    net, layers, x, masks, tiles, ft = _toy_localisation()
+    trackers = {"nuclear_density": "c_0", "stroma_fraction": "c_2", "lumen_size": "c_2"}
+    per, by_tissue = truth.localisation_tables(
+        truth.structure_localisation(net, layers, x, masks, tiles, ft, trackers, ["c_1", "c_2"]), trackers)
+    text = truth.localisation_reading(per, by_tissue)
+    score = truth.visualization.SCORE_TEXT["map_auroc"]
+    assert "Score ranked: map_auroc, " + score in text  # it says which score it ranks
+    for r in per.itertuples():  # every tracker's number and rank is the table's
+        assert f"AUROC {r.tracker_auroc:.2f} over {r.n_tiles} tiles; rank {r.rank_among_random:.0f} of" in text
+    changed = per.copy()
+    i = changed.index[changed.program == "nuclear_density"][0]
+    changed.loc[i, ["tracker_auroc", "fires", "rank_among_random"]] = [0.31, "off", 2]
+    text2 = truth.localisation_reading(changed, by_tissue)
+    assert text2 != text and "fires off the nuclei, AUROC 0.31" in text2
+    assert "not first: " in text2 and "nuclear_density (rank 2)" in text2
+    assert "Ranked first among the random channels on this score: nuclear_density" not in text2
+    tissue2 = by_tissue.assign(gbp_tracker_auroc=0.2)
+    assert "in A (0.20)" in truth.localisation_reading(per, tissue2)  # |gBP| below 0.5, listed from the table
 
 
 def test_planted_structures_name_the_structure_of_a_gene_role():
@@ -164,9 +207,9 @@ def test_planted_structures_name_the_structure_of_a_gene_role():
 
 def test_channel_scores_weigh_tissues_equally():
     loc = pd.DataFrame({"program": "p", "kind": "random", "feature": "f", "tile": range(4),
-                        "tissue": ["A", "A", "A", "B"], "map_auroc_oriented": [1.0, 1.0, 1.0, 0.0]})
-    assert truth.channel_scores(loc).map_auroc_oriented.item() == 0.5  # not 0.75 (the tile mean)
-    per = truth.channel_scores(loc, per_tissue=True).set_index("tissue").map_auroc_oriented
+                        "tissue": ["A", "A", "A", "B"], "map_auroc": [1.0, 1.0, 1.0, 0.0]})
+    assert truth.channel_scores(loc).map_auroc.item() == 0.5  # not 0.75 (the tile mean)
+    per = truth.channel_scores(loc, per_tissue=True).set_index("tissue").map_auroc
     assert per.to_dict() == {"A": 1.0, "B": 0.0}
 
 

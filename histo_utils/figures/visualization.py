@@ -98,19 +98,24 @@ def program_panels(result):
     Returns
     -------
     fig : the figure
-    table : ``result.table``, one row per program (with ``map_auroc_oriented``, ``am_start, am_end``)
+    table : ``result.table``, one row per program (with ``map_auroc``, unflipped, ``r_program, r_sign, fires``,
+        ``am_start, am_end``)
+
+    The feature map's title says where the map fires against the program's structure (its AUROC, > 0.5 on the
+    structure, < 0.5 off it) and, separately, the sign of the channel's across-sample correlation with the
+    program: e.g. "fires on lumen: AUROC 0.77 · r = −0.74".
     """
     fig, axes = plt.subplots(len(result.table), 5, figsize=(12.5, 2.7 * len(result.table)), squeeze=False)
     for i, (_, p) in enumerate(result.table.iterrows()):
         axes[i, 0].imshow(result.tiles[i])
-        axes[i, 0].set_title(f"{p.program}: tracker {p.feature} (r = {p.r_program:.2f})\n"
+        axes[i, 0].set_title(f"{p.program}: tracker {p.feature} (r = {_signed(p.r_program)})\n"
                              f"{p.tissue} {p.image_id} ({int(p.x)},{int(p.y)})", fontsize=7)
         axes[i, 1].imshow(result.gbp[i])
         axes[i, 1].set_title("guided backpropagation", fontsize=7)
         im = axes[i, 2].imshow(result.feature_maps[i], cmap="viridis")
         fig.colorbar(im, ax=axes[i, 2], fraction=0.046, pad=0.02)
-        axes[i, 2].set_title(f"feature map (AUROC vs mask {p.map_auroc_oriented:.2f},\noriented by the sign of r)",
-                             fontsize=7)
+        axes[i, 2].set_title(f"feature map: {_fires_text(p.fires, p.structure)}\n"
+                             f"AUROC {p.map_auroc:.2f} · r = {_signed(p.r_program)}", fontsize=7)
         s = result.synth[i]
         axes[i, 3].imshow(s.image)
         axes[i, 3].set_title(f"synthetic, from {s.start}\n(f: {s.history[0]:.2g} → {s.history[-1]:.2g})", fontsize=7)
@@ -122,8 +127,18 @@ def program_panels(result):
     return fig, result.table
 
 
+def _fires_text(fires: str, structure: str) -> str:
+    """``fires on lumen``, ``fires off lumen`` or ``no preference for lumen`` (``fires``: ``on``/``off``/other)."""
+    return f"fires {fires} {structure}" if fires in ("on", "off") else f"no preference for {structure}"
+
+
+def _signed(x: float) -> str:
+    """``x`` with two decimals and a typographic minus (−0.74)."""
+    return f"{x:.2f}".replace("-", "\u2212")
+
+
 def localisation(scores: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int = 0,
-                 column: str = "map_auroc_oriented"):
+                 column: str = "map_auroc"):
     """Each channel's localisation score per program: the program trackers against random channels.
 
     The points' horizontal jitter is drawn with ``seed`` (:func:`histo_utils.plotting.seeded_jitter`): cosmetic,
@@ -147,7 +162,8 @@ def localisation(scores: pd.DataFrame, *, n_random: int, n_tiles: int, seed: int
                       palette={"random": "#999999", "tracks": "#D55E00"}, dodge=True, ax=ax, size=5)
     ax.axhline(0.5, color="k", lw=0.6)
     ax.set_xlabel("planted program")
-    ax.set_ylabel("oriented AUROC of the feature map\nagainst the true structure mask" if column.startswith("map")
+    ax.set_ylabel("AUROC of the feature map against the true\nstructure mask (> 0.5: fires on it)"
+                  if column.startswith("map")
                   else f"{column} (|gBP|)")
     ax.set_title(f"Program-tracking channel vs {n_random} random channels, {n_tiles} test tiles away from edges",
                  fontsize=9)

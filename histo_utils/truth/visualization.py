@@ -11,17 +11,18 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from ..errors import InputError
 from ..io import read_table
 from ..text import md_text
 from ..synthetic.cohort import load_cohort_params, render_truth
-from ..visualization import (channel_scores, crop_structures, feature_channel, feature_maps, guided_backprop,
-                             guided_backprop_features, localisation_auroc)
+from ..visualization import (channel_scores, crop_structures, feature_channel, feature_maps, firing_side,
+                             guided_backprop, guided_backprop_features, localisation_auroc)
 
-__all__ = ["PROGRAM_STRUCTURE", "PlantedStructures", "random_features", "gbp_localisation", "localisation_summary",
-           "tracker_strength_rank", "structure_localisation", "channel_scores", "tracker_localisation_rank",
-           "program_panel_tiles", "localisation_tables", "localisation_reading"]
+__all__ = ["PROGRAM_STRUCTURE", "SCORE_TEXT", "PlantedStructures", "random_features", "gbp_localisation",
+           "localisation_summary", "tracker_strength_rank", "structure_localisation", "channel_scores",
+           "tracker_localisation_rank", "program_panel_tiles", "localisation_tables", "localisation_reading"]
 
 #: the structure each planted morphology program changes
 PROGRAM_STRUCTURE = {"nuclear_density": "nuclei", "stroma_fraction": "stroma", "lumen_size": "lumen"}
@@ -165,10 +166,11 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
     """Where each channel fires and where its gBP points, against the true mask of each program's structure.
 
     Feature map: the channel's output upsampled to the tile (:func:`histo_utils.visualization.feature_maps`);
-    its AUROC against the mask is oriented by the sign of the channel's within-tissue correlation with the
-    program (a channel whose mean falls as the program, and so the structure's area, rises should be *low* on
-    the structure): oriented AUROC = AUROC of ``sign(r) * map``. gBP: the AUROC of |gBP| (sum over colours),
-    unsigned, as in :func:`gbp_localisation`. Tiles whose mask is empty or full get NaN.
+    ``map_auroc`` is its AUROC against the mask as computed, *not* flipped by the sign of the channel's
+    within-tissue correlation ``r_program`` with the program: > 0.5 the map fires on the structure, < 0.5 off
+    it, 0.5 no relation. The sign of ``r_program`` (whether the channel's mean rises or falls as the program
+    rises across samples) is a separate fact, kept in its own column. gBP: the AUROC of |gBP| (sum over
+    colours), unsigned. Tiles whose mask is empty or full get NaN.
 
     Parameters
     ----------
@@ -183,8 +185,7 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
     Returns
     -------
     DataFrame, one row per (program, feature, tile): ``program, structure, kind`` (``tracks`` or ``random``),
-    ``feature, r_program, tile, tissue, mask_fraction, map_auroc, map_auroc_oriented, auroc`` (|gBP|),
-    ``auroc_oriented`` (|gBP| AUROC oriented as before, for :func:`localisation_summary`).
+    ``feature, r_program, tile, tissue, mask_fraction, map_auroc, auroc`` (|gBP|).
     """
     if len(masks) != len(tiles) or len(images) != len(tiles):
         raise InputError(f"{len(images)} images, {len(masks)} masks and {len(tiles)} tile rows: give one of each "
@@ -206,8 +207,7 @@ def structure_localisation(model, layers: dict, images, masks: Sequence[dict], t
                 r = float(ftruth.loc[f, f"r_program_{prog}"])
                 rows.append({"program": prog, "structure": structure, "kind": kind, "feature": f, "r_program": r,
                              "tile": int(i), "tissue": tissue[j], "mask_fraction": float(m.mean()),
-                             "map_auroc": a_map[k], "map_auroc_oriented": a_map[k] if r >= 0 else 1 - a_map[k],
-                             "auroc": a_gbp[k], "auroc_oriented": a_gbp[k] if r >= 0 else 1 - a_gbp[k]})
+                             "map_auroc": a_map[k], "auroc": a_gbp[k]})
     return pd.DataFrame(rows).sort_values(["program", "kind", "feature", "tile"], kind="stable",
                                           ignore_index=True)
 
@@ -217,8 +217,6 @@ def _auroc_rows(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
     NaN for every row when the mask is all true or all false.
     """
-    from scipy.stats import rankdata
-
     n1 = int(mask.sum())
     n0 = mask.size - n1
     if n1 == 0 or n0 == 0:
@@ -228,11 +226,14 @@ def _auroc_rows(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def tracker_localisation_rank(loc: pd.DataFrame, trackers: dict[str, str], *, by: Sequence[str] = ("program",),
-                              column: str = "map_auroc_oriented") -> pd.DataFrame:
-    """Rank of each program tracker's oriented feature-map AUROC among the random channels.
+                              column: str = "map_auroc") -> pd.DataFrame:
+    """Rank of each program tracker's localisation score among the random channels: how strongly it fires *on*.
 
     A channel's score is its mean AUROC over the tiles of each tissue (tiles whose mask is empty or full left
-    out), then the mean over tissues (each tissue counts once, however many tiles the draw gave it).
+    out), then the mean over tissues (each tissue counts once, however many tiles the draw gave it). The score
+    is ranked as it is, unflipped: rank 1 = the tracker's map fires on the program's structure more than every
+    random channel's map; a tracker that fires *off* the structure (score < 0.5) ranks low whatever the sign of
+    its across-sample correlation ``r`` (reported beside the rank, not folded into it).
 
     Parameters
     ----------
@@ -244,7 +245,10 @@ def tracker_localisation_rank(loc: pd.DataFrame, trackers: dict[str, str], *, by
 
     Returns
     -------
-    DataFrame, one row per group: ``by..., tracker, tracker_auroc, random_median, random_max,
+    DataFrame, one row per group: ``by..., structure, tracker, score`` (the name of ``column``),
+    ``tracker_auroc`` (the tracker's score), ``fires`` (``on``, ``off`` or ``neither``:
+    :func:`histo_utils.visualization.firing_side`), ``r`` (the tracker's across-sample correlation with the
+    program, ``r_program``), ``r_sign`` (+1 or -1; 0 when r is 0), ``random_median, random_max,
     rank_among_random`` (1 = above every random channel; ties count against the tracker), ``n_random, n_tiles,
     mean_mask_fraction`` (of the structure over the group's tiles).
     """
@@ -261,7 +265,11 @@ def tracker_localisation_rank(loc: pd.DataFrame, trackers: dict[str, str], *, by
         tr = g[(g.kind == "tracks") & (g.feature == trackers[prog])][column]
         tr = float(tr.iloc[0]) if len(tr) else np.nan
         rnd = g[g.kind == "random"][column]
-        rows.append({**dict(zip(by, key)), "tracker": trackers[prog], "tracker_auroc": tr,
+        trk = sel[(sel.kind == "tracks") & (sel.feature == trackers[prog])]
+        r = float(trk.r_program.iloc[0]) if len(trk) else np.nan
+        rows.append({**dict(zip(by, key)), "structure": PROGRAM_STRUCTURE[prog], "tracker": trackers[prog],
+                     "score": column, "tracker_auroc": tr, "fires": firing_side(tr), "r": r,
+                     "r_sign": int(np.sign(r)) if np.isfinite(r) else 0,
                      "random_median": rnd.median(), "random_max": rnd.max(),
                      "rank_among_random": 1 + int((rnd >= tr).sum()) if np.isfinite(tr) else np.nan,
                      "n_random": len(rnd), "n_tiles": sel.tile.nunique(),
@@ -317,6 +325,9 @@ def program_panel_tiles(tiles: pd.DataFrame, values: pd.DataFrame, ftruth: pd.Da
 def localisation_tables(loc: pd.DataFrame, trackers: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Notebook 07's localisation results: per program and per program and tissue.
 
+    Both rank the trackers among the random channels on the unflipped feature-map AUROC (``map_auroc``: where
+    the map fires, > 0.5 on the structure), with the tracker's across-sample ``r`` and ``r_sign`` beside it.
+
     Parameters
     ----------
     loc : :func:`structure_localisation` table
@@ -324,10 +335,12 @@ def localisation_tables(loc: pd.DataFrame, trackers: dict[str, str]) -> tuple[pd
 
     Returns
     -------
-    per_program : :func:`tracker_localisation_rank` (oriented feature-map AUROC) with the former |gBP| check's
-        ``gbp_strength`` and ``gbp_rank`` (:func:`tracker_strength_rank`)
-    per_tissue : :func:`tracker_localisation_rank` by program and tissue, with the |gBP| AUROC of the tracker
-        (``gbp_tracker_auroc``) and the median of the random channels (``gbp_random_median``), unsigned
+    per_program : :func:`tracker_localisation_rank` (``program, structure, tracker, score, tracker_auroc, fires,
+        r, r_sign, random_median, random_max, rank_among_random, n_random, n_tiles, mean_mask_fraction``) with
+        the former |gBP| check's ``gbp_strength`` and ``gbp_rank`` (:func:`tracker_strength_rank`)
+    per_tissue : :func:`tracker_localisation_rank` by program and tissue (the same columns and ``tissue``), with
+        the |gBP| AUROC of the tracker (``gbp_tracker_auroc``) and the median of the random channels
+        (``gbp_random_median``), unsigned
     """
     before = tracker_strength_rank(loc, trackers).set_index("program")
     per_program = tracker_localisation_rank(loc, trackers)
@@ -341,8 +354,31 @@ def localisation_tables(loc: pd.DataFrame, trackers: dict[str, str]) -> tuple[pd
     return per_program, per_tissue
 
 
+#: what each ranked score column is, as the Reading names it
+SCORE_TEXT = {"map_auroc": "the AUROC of the channel's feature map against the program's true structure mask, "
+                           "unflipped (above 0.5 the map fires on the structure, below 0.5 off it, 0.5 no "
+                           "relation); the sign of the channel's across-sample correlation r with the program is "
+                           "shown beside it, not folded into it",
+              "auroc": "the AUROC of the channel's |gBP| against the program's true structure mask (unsigned)"}
+
+
+def _fires(fires: str, structure: str) -> str:
+    """``fires on the lumen``, ``fires off the lumen`` or ``fires neither on nor off the lumen``."""
+    return f"fires {fires} the {structure}" if fires in ("on", "off") else f"fires neither on nor off the {structure}"
+
+
+def _signed(x: float) -> str:
+    """``x`` with two decimals and a typographic minus."""
+    return f"{x:.2f}".replace("-", "\u2212")
+
+
 def localisation_reading(per_program: pd.DataFrame, per_tissue: pd.DataFrame) -> str:
-    """The written reading of notebook 07's localisation check, its numbers formatted from the run's tables.
+    """The written reading of notebook 07's localisation check, every number and ranking from the run's tables.
+
+    It names the score ranked (the tables' ``score`` column, described by :data:`SCORE_TEXT`), then per program
+    where the tracker's map fires (``fires``, ``tracker_auroc``), its across-sample ``r``, its rank among the
+    random channels, which trackers rank first, and per tissue the same with the |gBP| columns; the tissues where
+    the tracker's |gBP| AUROC is below 0.5 (its gradient points away from the structure) are listed.
 
     Parameters
     ----------
@@ -350,16 +386,30 @@ def localisation_reading(per_program: pd.DataFrame, per_tissue: pd.DataFrame) ->
 
     Returns
     -------
-    str, Markdown (program, feature and tissue names escaped: :func:`histo_utils.text.md_text`)
+    str, Markdown (program, feature, structure and tissue names escaped: :func:`histo_utils.text.md_text`)
     """
-    lines = [f"* **{md_text(r.program)}** (tracker {md_text(r.tracker)}): oriented feature-map AUROC "
-             f"{r.tracker_auroc:.2f} over "
-             f"{r.n_tiles} tiles, rank {r.rank_among_random:.0f} of {r.n_random + 1} among random channels "
-             f"(their median {r.random_median:.2f}, best {r.random_max:.2f}); the former |gBP| strength ranks it "
-             f"{r.gbp_rank:.0f} on the same tiles." for r in per_program.itertuples()]
+    scores = list(dict.fromkeys(per_program.score))
+    lines = ["* Score ranked: " + "; ".join(f"{md_text(c)}, {SCORE_TEXT.get(c, md_text(c))}" for c in scores)
+             + ". Rank 1 = the tracker's map fires on the structure more than every random channel's map."]
+    lines += [f"* **{md_text(r.program)}** (tracker {md_text(r.tracker)}, across-sample r = {_signed(r.r)}): its "
+              f"map {_fires(r.fires, md_text(r.structure))}, AUROC {r.tracker_auroc:.2f} over {r.n_tiles} tiles; "
+              f"rank {r.rank_among_random:.0f} of {r.n_random + 1} among random channels (their median "
+              f"{r.random_median:.2f}, best {r.random_max:.2f}); the former |gBP| strength ranks it "
+              f"{r.gbp_rank:.0f} on the same tiles." for r in per_program.itertuples()]
+    first = per_program[per_program.rank_among_random == 1]
+    rest = per_program[per_program.rank_among_random != 1]
+    lines.append("* Ranked first among the random channels on this score: "
+                 + (", ".join(md_text(p) for p in first.program) or "no tracker")
+                 + ("; not first: " + ", ".join(f"{md_text(r.program)} (rank {r.rank_among_random:.0f})"
+                                                 for r in rest.itertuples()) if len(rest) else "") + ".")
     for prog, g in per_tissue.groupby("program", sort=False):
-        parts = "; ".join(f"{md_text(t.tissue)}: map {t.tracker_auroc:.2f} (rank {t.rank_among_random:.0f}), |gBP| "
+        parts = "; ".join(f"{md_text(t.tissue)}: {_fires(t.fires, md_text(t.structure))} (map AUROC "
+                          f"{t.tracker_auroc:.2f}, rank {t.rank_among_random:.0f} of {t.n_random + 1}), |gBP| "
                           f"{t.gbp_tracker_auroc:.2f} vs random {t.gbp_random_median:.2f}, structure "
                           f"{t.mean_mask_fraction:.0%} of the tile" for t in g.itertuples())
         lines.append(f"* {md_text(prog)} by tissue — {parts}.")
+    away = per_tissue[per_tissue.gbp_tracker_auroc < 0.5]
+    lines.append("* Tracker |gBP| AUROC below 0.5 (gradient pointing away from the structure): "
+                 + (", ".join(f"{md_text(t.program)} in {md_text(t.tissue)} ({t.gbp_tracker_auroc:.2f})"
+                              for t in away.itertuples()) or "none") + ".")
     return "\n".join(lines)
