@@ -572,12 +572,14 @@ def _num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") if abs(x - round(x)) > 1e-9 else f"{x:.0f}"
 
 
-def across_seeds(notebook: str, *, summary: str | os.PathLike = DEFAULT_SUMMARY) -> str:
+def across_seeds(notebook: str, *, planted: bool = True, summary: str | os.PathLike = DEFAULT_SUMMARY) -> str:
     """One Markdown paragraph for a notebook's Reading: each headline's spread across the seeds, and its goal.
 
     Parameters
     ----------
     notebook : the notebook (``"08_hti_survival"``)
+    planted : whether this run is on the synthetic cohort; the published study is of the synthetic default
+        profile, so for a real cohort (False) it says that the study does not apply
     summary : the study's ``summary.csv`` (default: the published one, :data:`DEFAULT_SUMMARY`)
 
     Returns
@@ -587,6 +589,9 @@ def across_seeds(notebook: str, *, summary: str | os.PathLike = DEFAULT_SUMMARY)
     robustness run is published or it has no headline of the notebook. Headline names are escaped
     (:func:`histo_utils.text.md_text`).
     """
+    if not planted:
+        return ("The published robustness study across seeds is of the synthetic default profile: it does not "
+                "apply to this cohort.")
     path = Path(summary)
     if not path.is_file():
         return (f"No robustness run across seeds is published ({md_text(path.name)} not found): the numbers "

@@ -272,3 +272,10 @@ def test_the_figure_has_a_panel_per_headline_with_a_point_per_seed_and_the_goal_
     r = next(ax for ax in panels if ax.get_title().replace("\n", " ").endswith("HTI r, hti0"))
     assert len(r.collections[0].get_offsets()) == 2  # seeds 0 and 1
     assert [line.get_ydata()[0] for line in r.get_lines()] == [0.8]  # the goal
+
+
+def test_across_seeds_does_not_apply_the_synthetic_study_to_a_real_cohort(tmp_path):
+    path = _summary_file(tmp_path / "summary.csv", 3)
+    assert "HTI r" in robustness.across_seeds(NB08, summary=path)
+    real = robustness.across_seeds(NB08, planted=False, summary=path)
+    assert "does not apply to this cohort" in real and "HTI r" not in real
