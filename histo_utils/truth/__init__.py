@@ -33,10 +33,9 @@ from .enrichment import decoy_false_discoveries, gsea_planted_vs_decoys, gsea_re
 from .features import feature_truth, program_trackers, tracking_by_layer, train_validation_feature_truth
 from .hti import hti_agreement, tile_accuracy, true_combination_map
 from .radiogenomics import masking_truth, planted_sets, program_traits, saliency_truth
-from .visualization import (PROGRAM_STRUCTURE, PlantedStructures, channel_scores, gbp_localisation,
-                            localisation_reading, localisation_summary, localisation_tables, program_panel_tiles,
-                            random_features, structure_localisation, tracker_localisation_rank,
-                            tracker_strength_rank)
+from .visualization import (PROGRAM_STRUCTURE, PlantedStructures, channel_scores, localisation_reading,
+                            localisation_tables, program_panel_tiles, random_features, structure_localisation,
+                            tracker_localisation_rank, tracker_strength_rank)
 
 __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "planted_unique_fraction",
            "IMAGE_LINKED", "decoupled_log_expression", "planted_vs_recovered", "planted_agreement", "r2_by_role",
@@ -44,7 +43,7 @@ __all__ = ["gene_groups", "gene_recovery", "feature_truth", "pair_is_planted", "
            "planted_summary", "read_true_mask", "tissue_field", "program_extremes", "stain_fading",
            "true_combination_map", "tile_accuracy", "hti_agreement",
            "train_validation_feature_truth", "program_trackers", "gsea_recovery", "decoy_false_discoveries",
-           "PROGRAM_STRUCTURE", "PlantedStructures", "random_features", "gbp_localisation", "localisation_summary",
+           "PROGRAM_STRUCTURE", "PlantedStructures", "random_features",
            "tracker_strength_rank", "structure_localisation", "tracker_localisation_rank", "program_panel_tiles",
            "localisation_reading", "localisation_tables", "channel_scores", "gsea_planted_vs_decoys",
            "gsea_truth_reading", "program_traits", "planted_sets", "masking_truth", "saliency_truth"]

@@ -17,12 +17,10 @@ from ..errors import InputError
 from ..io import read_table
 from ..text import md_text
 from ..synthetic.cohort import load_cohort_params, render_truth
-from ..visualization import (channel_scores, crop_structures, feature_channel, feature_maps, firing_side,
-                             guided_backprop, guided_backprop_features, localisation_auroc)
+from ..visualization import channel_scores, crop_structures, feature_maps, firing_side, guided_backprop_features
 
-__all__ = ["PROGRAM_STRUCTURE", "SCORE_TEXT", "PlantedStructures", "random_features", "gbp_localisation",
-           "localisation_summary", "tracker_strength_rank", "structure_localisation", "channel_scores",
-           "tracker_localisation_rank", "program_panel_tiles", "localisation_tables", "localisation_reading"]
+__all__ = ["PROGRAM_STRUCTURE", "SCORE_TEXT", "PlantedStructures", "random_features", "tracker_strength_rank",
+           "structure_localisation", "channel_scores", "tracker_localisation_rank", "program_panel_tiles", "localisation_tables", "localisation_reading"]
 
 #: the structure each planted morphology program changes
 PROGRAM_STRUCTURE = {"nuclear_density": "nuclei", "stroma_fraction": "stroma", "lumen_size": "lumen"}
@@ -83,58 +81,6 @@ def random_features(ftruth: pd.DataFrame, exclude: Iterable[str], n: int, *, see
     return list(rng.choice(pool, size=min(n, len(pool)), replace=False))
 
 
-def gbp_localisation(model, layers: dict, images, masks: Sequence[dict], tiles: Sequence[int], ftruth: pd.DataFrame,
-                     trackers: dict[str, str], random: Sequence[str], *, device: str = "cpu") -> pd.DataFrame:
-    """AUROC of each channel's |gBP| against the true mask of each program's structure, tile by tile.
-
-    The AUROC is oriented by the sign of the channel's within-tissue correlation with the program: a
-    channel that falls as the program rises should point away from the structure (1 - AUROC).
-
-    Parameters
-    ----------
-    model, layers : the network and its feature layers
-    images : tensor, shape (n_tiles, 3, H, W), normalised tiles
-    masks : per tile, {structure: bool array (H, W)} (:class:`PlantedStructures`)
-    tiles : the tiles' indices (reported in the ``tile`` column)
-    ftruth : :func:`feature_truth` output of the features (``r_program_<name>``)
-    trackers : program -> its tracking feature (:func:`program_trackers`)
-    random : random features compared with the trackers (:func:`random_features`)
-
-    Returns
-    -------
-    DataFrame, one row per (program, feature, tile): ``program, structure, kind`` (``tracks`` or
-    ``random``), ``feature, r_program, tile, auroc, auroc_oriented``.
-    """
-    rows = []
-    for prog, structure in PROGRAM_STRUCTURE.items():
-        for kind, flist in (("tracks", [trackers[prog]]), ("random", random)):
-            for f in flist:
-                module, ch = feature_channel(f, layers)
-                g = np.abs(guided_backprop(model, module, ch, images, device=device)).sum(1)
-                sign = np.sign(ftruth.loc[f, f"r_program_{prog}"]) or 1.0
-                for j, i in enumerate(tiles):
-                    a = localisation_auroc(g[j], masks[j][structure])
-                    rows.append({"program": prog, "structure": structure, "kind": kind, "feature": f,
-                                 "r_program": ftruth.loc[f, f"r_program_{prog}"], "tile": int(i),
-                                 "auroc": a, "auroc_oriented": a if sign > 0 else 1 - a})
-    return pd.DataFrame(rows)
-
-
-def localisation_summary(loc: pd.DataFrame) -> pd.DataFrame:
-    """Per program and kind: median, min, max and number of the channels' median oriented AUROCs.
-
-    Parameters
-    ----------
-    loc : :func:`gbp_localisation` table
-
-    Returns
-    -------
-    DataFrame indexed by (program, kind): ``median, min, max, size``.
-    """
-    return (loc.groupby(["program", "kind", "feature"]).auroc_oriented.median().rename("median_auroc")
-            .reset_index().groupby(["program", "kind"]).median_auroc.agg(["median", "min", "max", "size"]))
-
-
 def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.DataFrame:
     """Rank of each program tracker's localisation strength among the random channels.
 
@@ -143,7 +89,7 @@ def tracker_strength_rank(loc: pd.DataFrame, trackers: dict[str, str]) -> pd.Dat
 
     Parameters
     ----------
-    loc : :func:`gbp_localisation` table
+    loc : :func:`structure_localisation` table (``program, kind, feature, auroc``: the |gBP| AUROC)
     trackers : program -> its tracking feature
 
     Returns
