@@ -157,6 +157,17 @@ def _non_constant(table: pd.DataFrame) -> pd.DataFrame:
     return t.loc[:, t.std() > 1e-10]
 
 
+def _complete_samples(features: pd.DataFrame, ids: pd.Index, name: str) -> pd.Series:
+    """Which of ``ids`` have a value for every feature of a table (bool Series indexed by ``ids``); the others
+    (e.g. a slide without a tile of this size) are logged and left out of that table's tests, not fatal."""
+    complete = features.reindex(ids).notna().all(axis=1)
+    if not complete.all():
+        log.warning("%s: %d of %d samples have no features in this table (e.g. %s: no tile of this size?); "
+                    "they are left out of its tests", name, int((~complete).sum()), len(ids),
+                    list(complete.index[~complete][:3]))
+    return complete
+
+
 def associations_by_scope(features: Mapping[str, pd.DataFrame], expression: pd.DataFrame, tissue: pd.Series,
                           designs: pd.DataFrame, *, fdr: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`associations` per tissue and pooled over tissues, for every residual feature table.
@@ -184,7 +195,9 @@ def associations_by_scope(features: Mapping[str, pd.DataFrame], expression: pd.D
     pairs, counts = [], []
     scopes = {t: tissue.index[tissue == t] for t in designs.index} | {"pooled": tissue.index}
     for name, feats in features.items():
+        complete = _complete_samples(feats, tissue.index, name)
         for scope, ids in scopes.items():
+            ids = ids[complete.reindex(ids, fill_value=False).to_numpy()]
             e = _non_constant(expression.loc[ids])
             f = _non_constant(feats.loc[ids])
             spent = (int(designs.loc[scope, "design_columns"]) - 1 if scope != "pooled"
@@ -272,10 +285,12 @@ def feature_rankings(features: Mapping[str, pd.DataFrame], chosen: Mapping[tuple
     reports : dict, ``"table/feature"`` -> the ID mapping report of :func:`to_symbols`
     """
     ids = expression.index
-    e_all = _non_constant(expression)
     rankings, reports = {}, {}
     for name, feat in chosen:
-        r = next(correlation_blocks(features[name].loc[ids, [feat]], e_all, block_size=e_all.shape[1]))[1][0]
+        keep = _complete_samples(features[name][[feat]], ids, name).to_numpy()
+        e_all = _non_constant(expression[keep])
+        r = next(correlation_blocks(features[name].reindex(ids).loc[keep, [feat]], e_all,
+                                    block_size=e_all.shape[1]))[1][0]
         key = f"{name}/{feat}"
         rankings[key], reports[key] = to_symbols(pd.Series(np.sign(r) * r ** 2, index=e_all.columns), symbols)
     return rankings, reports

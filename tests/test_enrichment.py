@@ -95,6 +95,30 @@ def test_associations_by_scope_spends_each_tissues_design():
         en.associations_by_scope({"t": feats}, genes, tissue, designs.assign(design_columns=[40, 40]))
 
 
+def test_a_sample_without_features_in_one_table_is_left_out_of_its_tests_only(caplog):
+    """Seed 1 of the default profile: one slide without a 512 px tile emptied that tissue's and the pooled scan."""
+    rng = np.random.default_rng(4)
+    n = 30
+    tissue = pd.Series(["A"] * n + ["B"] * n, index=[f"s{i}" for i in range(2 * n)])
+    feats = pd.DataFrame(rng.normal(size=(2 * n, 3)), index=tissue.index, columns=["f0", "f1", "f2"])
+    genes = pd.DataFrame(rng.normal(size=(2 * n, 4)), index=tissue.index, columns=[f"g{i}" for i in range(4)])
+    genes["g1"] += 2 * feats["f0"]
+    designs = pd.DataFrame({"design_columns": [3, 4]}, index=["A", "B"])
+    short = feats.drop(index="s3").reindex(tissue.index)  # as notebook 06 reindexes each table to the samples
+    pairs, counts = en.associations_by_scope({"t": short}, genes, tissue, designs, fdr=0.05)
+    c = counts.set_index("scope")
+    assert c.loc["A", "samples"] == n - 1 and c.loc["pooled", "samples"] == 2 * n - 1
+    assert (c.features == 3).all() and "s3" in caplog.text  # every feature tested, the sample reported
+    ref = en.associations(feats.drop(index="s3"), genes.drop(index="s3"), n_conditioning=6, fdr=0.05)
+    assert pairs[pairs.scope == "pooled"].p.tolist() == pytest.approx(ref.p.tolist(), rel=1e-9)
+    rankings, _ = en.feature_rankings({"t": short}, {("t", "f0"): "named"}, genes,
+                                      pd.Series({g: g.upper() for g in genes.columns}))
+    full, _ = en.feature_rankings({"t": feats.drop(index="s3")}, {("t", "f0"): "named"}, genes.drop(index="s3"),
+                                  pd.Series({g: g.upper() for g in genes.columns}))
+    assert rankings["t/f0"].index[0] == "G1" and np.isfinite(rankings["t/f0"]).all()
+    pd.testing.assert_series_equal(rankings["t/f0"], full["t/f0"])
+
+
 def test_choose_features_and_one_sided_ranking():
     per_feature = pd.DataFrame({"table": ["t"] * 3, "feature": ["a", "b", "c"], "associations": [5, 9, 1]})
     tables = {"t": pd.DataFrame(columns=["a", "b", "c", "d"])}
