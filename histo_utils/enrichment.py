@@ -157,10 +157,11 @@ def _non_constant(table: pd.DataFrame) -> pd.DataFrame:
     return t.loc[:, t.std() > 1e-10]
 
 
-def _complete_samples(features: pd.DataFrame, ids: pd.Index, name: str) -> pd.Series:
-    """Which of ``ids`` have a value for every feature of a table (bool Series indexed by ``ids``); the others
-    (e.g. a slide without a tile of this size) are logged and left out of that table's tests, not fatal."""
-    complete = features.reindex(ids).notna().all(axis=1)
+def _samples_in_table(features: pd.DataFrame, ids: pd.Index, name: str) -> pd.Series:
+    """Which of ``ids`` a feature table holds (a row with any value; bool Series indexed by ``ids``); the others
+    (e.g. a slide without a tile of this size: a row of NaN after reindexing) are logged and left out of that
+    table's tests, not fatal. Columns with NaN in some rows are left to :func:`_non_constant`, as before."""
+    complete = features.reindex(ids).notna().any(axis=1)
     if not complete.all():
         log.warning("%s: %d of %d samples have no features in this table (e.g. %s: no tile of this size?); "
                     "they are left out of its tests", name, int((~complete).sum()), len(ids),
@@ -195,7 +196,7 @@ def associations_by_scope(features: Mapping[str, pd.DataFrame], expression: pd.D
     pairs, counts = [], []
     scopes = {t: tissue.index[tissue == t] for t in designs.index} | {"pooled": tissue.index}
     for name, feats in features.items():
-        complete = _complete_samples(feats, tissue.index, name)
+        complete = _samples_in_table(feats, tissue.index, name)
         for scope, ids in scopes.items():
             ids = ids[complete.reindex(ids, fill_value=False).to_numpy()]
             e = _non_constant(expression.loc[ids])
@@ -287,7 +288,7 @@ def feature_rankings(features: Mapping[str, pd.DataFrame], chosen: Mapping[tuple
     ids = expression.index
     rankings, reports = {}, {}
     for name, feat in chosen:
-        keep = _complete_samples(features[name][[feat]], ids, name).to_numpy()
+        keep = _samples_in_table(features[name][[feat]], ids, name).to_numpy()
         e_all = _non_constant(expression[keep])
         r = next(correlation_blocks(features[name].reindex(ids).loc[keep, [feat]], e_all,
                                     block_size=e_all.shape[1]))[1][0]

@@ -111,6 +111,11 @@ def test_a_sample_without_features_in_one_table_is_left_out_of_its_tests_only(ca
     assert (c.features == 3).all() and "s3" in caplog.text  # every feature tested, the sample reported
     ref = en.associations(feats.drop(index="s3"), genes.drop(index="s3"), n_conditioning=6, fdr=0.05)
     assert pairs[pairs.scope == "pooled"].p.tolist() == pytest.approx(ref.p.tolist(), rel=1e-9)
+    # a feature column without values is dropped by the scan, it does not take every sample with it
+    with_empty = short.assign(f_empty=np.nan)
+    pairs2, counts2 = en.associations_by_scope({"t": with_empty}, genes, tissue, designs, fdr=0.05)
+    assert counts2.set_index("scope").loc["pooled", "samples"] == 2 * n - 1
+    assert pairs2[pairs2.scope == "pooled"].p.tolist() == pytest.approx(ref.p.tolist(), rel=1e-9)
     rankings, _ = en.feature_rankings({"t": short}, {("t", "f0"): "named"}, genes,
                                       pd.Series({g: g.upper() for g in genes.columns}))
     full, _ = en.feature_rankings({"t": feats.drop(index="s3")}, {("t", "f0"): "named"}, genes.drop(index="s3"),
